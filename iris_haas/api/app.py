@@ -1,0 +1,108 @@
+"""The coordinator's REST API under /v1 (OpenAPI at /v1/openapi.json)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from iris_haas import __version__
+from iris_haas.api.deps import AdminDep, CoordinatorDep
+from iris_haas.api.routes import inventory, reservations, tenants
+from iris_haas.coordinator.engine import Coordinator
+from iris_haas.coordinator.inventory import Inventory
+from iris_haas.errors import IrisError
+
+log = logging.getLogger("iris.api")
+
+
+class Scheduler:
+    """Runs ``Coordinator.tick`` every ``interval`` seconds in a thread: hold timeouts, start and end times."""
+
+    def __init__(self, coordinator: Coordinator, interval: float):
+        self.coordinator, self.interval = coordinator, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="iris-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.coordinator.tick()
+            except Exception:  # keep ticking; the next tick retries the same work
+                log.exception("scheduler tick failed")
+
+
+def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval: float | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        sched = Scheduler(coordinator, scheduler_interval) if scheduler_interval else None
+        if sched:
+            sched.start()
+        yield
+        if sched:
+            sched.stop()
+
+    app = FastAPI(
+        title="Iris",
+        version=__version__,
+        summary="HaaS resource coordinator: advance reservations of compute, network and storage for IaaS tenants",
+        openapi_url="/v1/openapi.json",
+        docs_url="/v1/docs",
+        lifespan=lifespan,
+    )
+    app.state.coordinator = coordinator
+    app.state.inventory = Inventory(coordinator.db)
+    app.state.admin_token = admin_token
+
+    @app.exception_handler(IrisError)
+    async def _iris_error(_: Request, exc: IrisError):
+        return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError):
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        message = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)
+        return JSONResponse({"type": "InvalidInput", "message": message, "errors": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        return JSONResponse({"type": kind, "message": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception):
+        log.exception("internal error")
+        return JSONResponse({"type": "InternalError", "message": "internal error; see the server log"},
+                            status_code=500)
+
+    v1 = APIRouter(prefix="/v1")
+
+    @v1.get("/health", tags=["meta"])
+    def health():
+        return {"status": "ok", "version": __version__}
+
+    @v1.get("/hosts/{host}/desired-state", tags=["agents"],
+            summary="What a host's agent must realize: every operation of the active reservations on it")
+    def desired_state(host: str, coord: CoordinatorDep, _: AdminDep):
+        return {"host": host, "ops": coord.desired_state(host)}
+
+    for router in (tenants.tenants, tenants.sites, inventory.nodes, inventory.gateways, inventory.links,
+                   inventory.pools, reservations.reservations, reservations.availability):
+        v1.include_router(router)
+    app.include_router(v1)
+    return app

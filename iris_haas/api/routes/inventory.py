@@ -1,0 +1,51 @@
+"""The HaaS inventory (admin): one router per resource, built from one pattern."""
+
+
+import time
+
+from fastapi import APIRouter, status
+
+from iris_haas.api import schemas
+from iris_haas.api.deps import AdminDep, CoordinatorDep, InventoryDep
+
+
+def resource_router(kind: str, path: str, create: type, public: type, tag: str) -> APIRouter:
+    router = APIRouter(prefix=f"/{path}", tags=[tag])
+
+    @router.post("", response_model=public, status_code=status.HTTP_201_CREATED, summary=f"Register a {tag[:-1]}")
+    def create_(body: create, inv: InventoryDep, _: AdminDep):  # type: ignore[valid-type]
+        return inv.create(kind, body.model_dump())
+
+    @router.get("", response_model=list[public], summary=f"List {tag}")
+    def list_(inv: InventoryDep, _: AdminDep):
+        return inv.list(kind)
+
+    @router.get("/{name}", response_model=public, summary=f"Show a {tag[:-1]}")
+    def get_(name: str, inv: InventoryDep, _: AdminDep):
+        return inv.get(kind, name)
+
+    @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, summary=f"Remove a {tag[:-1]}")
+    def delete_(name: str, inv: InventoryDep, _: AdminDep):
+        inv.delete(kind, name)
+
+    return router
+
+
+nodes = resource_router("node", "nodes", schemas.NodeCreate, schemas.NodePublic, "nodes")
+gateways = resource_router("gateway", "gateways", schemas.GatewayCreate, schemas.GatewayPublic, "gateways")
+links = resource_router("link", "links", schemas.LinkCreate, schemas.LinkPublic, "links")
+pools = resource_router("storage_pool", "storage-pools", schemas.StoragePoolCreate, schemas.StoragePoolPublic,
+                        "storage-pools")
+
+
+@nodes.patch("/{name}", response_model=schemas.NodePublic, summary="Set a node's state")
+def update_node(name: str, body: schemas.NodeUpdate, inv: InventoryDep, coord: CoordinatorDep, _: AdminDep):
+    """A node going ``down`` ends (Failed) every reservation that still has an L1 on it."""
+    node = inv.set_node_state(name, body.state)
+    if body.state == "down":
+        for rid in inv.affected_reservations(node.id, time.time()):
+            try:
+                coord.force_end(rid, f"node {name} is down")
+            except Exception:  # already ended or terminated: nothing left to end
+                pass
+    return node

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from iris_haas.api import schemas
+from iris_haas.api.deps import AdminDep, InventoryDep, PrincipalDep
+from iris_haas.errors import Forbidden, InvalidInput
+
+tenants = APIRouter(prefix="/tenants", tags=["tenants"])
+sites = APIRouter(prefix="/sites", tags=["sites"])
+
+
+@tenants.post("", response_model=schemas.TenantCreated, status_code=status.HTTP_201_CREATED)
+def create_tenant(body: schemas.TenantCreate, inv: InventoryDep, _: AdminDep):
+    tenant, token = inv.create_tenant(body.name)
+    return schemas.TenantCreated(id=tenant.id, name=tenant.name, token=token)
+
+
+@tenants.get("", response_model=list[schemas.TenantPublic])
+def list_tenants(inv: InventoryDep, _: AdminDep):
+    return inv.list("tenant")
+
+
+@tenants.post("/{name}/token", response_model=schemas.TenantCreated, summary="Issue a new token (the old one stops working)")
+def rotate_token(name: str, inv: InventoryDep, _: AdminDep):
+    token = inv.rotate_token(name)
+    tenant = inv.get("tenant", name)
+    return schemas.TenantCreated(id=tenant.id, name=tenant.name, token=token)
+
+
+@tenants.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_tenant(name: str, inv: InventoryDep, _: AdminDep):
+    inv.delete("tenant", name)
+
+
+@sites.post("", response_model=schemas.SitePublic, status_code=status.HTTP_201_CREATED,
+            summary="Register a site: the admin registers HaaS sites, a tenant its own IaaS site")
+def create_site(body: schemas.IaasSiteCreate | schemas.HaasSiteCreate, inv: InventoryDep, who: PrincipalDep):
+    if who.admin and isinstance(body, schemas.IaasSiteCreate):
+        raise InvalidInput("the admin registers HaaS sites (name only); IaaS sites are registered by their tenant",
+                           field="gateway_underlay")
+    if not who.admin and isinstance(body, schemas.HaasSiteCreate):
+        raise InvalidInput("an IaaS site needs its gateway's underlay address", field="gateway_underlay")
+    return inv.create_site(tenant_id=who.tenant_id, **body.model_dump())
+
+
+@sites.get("", response_model=list[schemas.SitePublic])
+def list_sites(inv: InventoryDep, who: PrincipalDep):
+    return inv.list("site", who.scope)
+
+
+@sites.get("/{name}", response_model=schemas.SitePublic)
+def get_site(name: str, inv: InventoryDep, who: PrincipalDep):
+    return inv.get("site", name, who.scope)
+
+
+@sites.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_site(name: str, inv: InventoryDep, who: PrincipalDep):
+    site = inv.get("site", name, who.scope)
+    if not who.admin and site.kind != "iaas":
+        raise Forbidden("tenants remove only their own IaaS sites")
+    inv.delete("site", name, who.scope)

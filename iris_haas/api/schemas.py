@@ -1,0 +1,176 @@
+"""API schemas: a Create and a Public model per entity (FastAPI full-stack template habit)."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from iris_haas.coordinator.schemas import L1Kind
+
+Name = str
+NAME = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+def _ip(v: str | None) -> str | None:
+    if v is not None:
+        ipaddress.ip_address(v)
+    return v
+
+
+class TenantCreate(_In):
+    name: Name = NAME
+
+
+class TenantPublic(_Out):
+    id: int
+    name: str
+
+
+class TenantCreated(TenantPublic):
+    token: str = Field(description="shown once; Iris keeps only its hash")
+
+
+class HaasSiteCreate(_In):
+    name: Name = NAME
+
+
+class IaasSiteCreate(_In):
+    """A tenant registers its own IaaS data center."""
+
+    name: Name = NAME
+    gateway_underlay: str = Field(description="public (underlay) address of the tenant's gateway")
+    vlans: str = Field(default="1-4094", max_length=256, description="VLAN IDs the IaaS uses, e.g. 101-102,200-299")
+    mgmt_vlan: int = Field(default=101, ge=1, le=4094, description="the management VLAN, native on each L1's NIC")
+    service_model: Literal["a", "b", "c"] = "a"
+
+    _check_ip = field_validator("gateway_underlay")(_ip)
+
+
+class SitePublic(_Out):
+    id: int
+    name: str
+    kind: str
+    gateway_underlay: str | None = None
+    vlans: str | None = None
+    mgmt_vlan: int | None = None
+    service_model: str | None = None
+
+
+class NodeCreate(_In):
+    name: Name = NAME
+    site: Name
+    cpus: int = Field(ge=1, le=4096)
+    memory_mb: int = Field(ge=64, le=64 * 1024 * 1024)
+    disk_gb: int = Field(ge=0, le=1024 * 1024)
+    l1_kinds: list[L1Kind] = Field(default_factory=lambda: ["lxc", "kvm", "netns"], min_length=1)
+    agent_url: str | None = Field(default=None, max_length=256)
+    state: Literal["available", "maintenance", "down"] = "available"
+
+
+class NodeUpdate(_In):
+    state: Literal["available", "maintenance", "down"]
+
+
+class NodePublic(_Out):
+    id: int
+    name: str
+    site_id: int
+    cpus: int
+    memory_mb: int
+    disk_gb: int
+    l1_kinds: list[str]
+    agent_url: str | None
+    state: str
+
+
+class GatewayCreate(_In):
+    name: Name = NAME
+    site: Name
+    underlay_address: str
+    agent_url: str | None = Field(default=None, max_length=256)
+
+    _check_ip = field_validator("underlay_address")(_ip)
+
+
+class GatewayPublic(_Out):
+    id: int
+    name: str
+    site_id: int
+    underlay_address: str
+    agent_url: str | None
+
+
+class LinkCreate(_In):
+    name: Name = NAME
+    site_a: Name
+    site_b: Name
+    capacity_mbps: int = Field(ge=1, le=10_000_000)
+
+
+class LinkPublic(_Out):
+    id: int
+    name: str
+    site_a_id: int
+    site_b_id: int
+    capacity_mbps: int
+
+
+class StoragePoolCreate(_In):
+    name: Name = NAME
+    site: Name
+    capacity_gb: int = Field(ge=1, le=1024 * 1024 * 1024)
+
+
+class StoragePoolPublic(_Out):
+    id: int
+    name: str
+    site_id: int
+    capacity_gb: int
+
+
+class ReservationPublic(BaseModel):
+    id: str
+    tenant_id: int
+    description: str
+    version: int
+    committed_version: int
+    reservation_state: str
+    provision_state: str
+    lifecycle_state: str
+    data_plane_active: bool
+    start: datetime | None
+    end: datetime | None
+    hold_expires_at: datetime | None
+    items: list[dict]
+    resources: list[dict] = Field(default_factory=list)
+
+
+class EventPublic(BaseModel):
+    id: int
+    at: datetime
+    type: str
+    detail: dict
+
+
+class Availability(BaseModel):
+    start: datetime
+    end: datetime
+    count_fit: int = Field(description="how many L1s of the flavor fit in that window")
+    bandwidth_free_mbps: int | None
+    storage_free_gb: int | None
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str

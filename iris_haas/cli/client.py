@@ -1,0 +1,56 @@
+"""A small client for the coordinator's API; errors become ``ApiError`` with the server's type and message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, type_: str, message: str, body: dict | None = None):
+        super().__init__(f"{type_}: {message}")
+        self.status, self.type, self.message, self.body = status, type_, message, body or {}
+
+
+class Client:
+    def __init__(self, url: str, token: str | None, *, timeout: float = 30.0, transport=None):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url + "/v1", headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def request(self, method: str, path: str, **kw) -> Any:
+        try:
+            r = self._http.request(method, path, **kw)
+        except httpx.TransportError as e:
+            raise ApiError(0, "Unreachable", f"cannot reach the coordinator at {self.url} ({e}); is `iris serve` running?") from None
+        if r.status_code == 204:
+            return None
+        try:
+            body = r.json()
+        except ValueError:
+            body = {"type": "HTTPError", "message": r.text[:200]}
+        if r.status_code >= 400:
+            raise ApiError(r.status_code, body.get("type", "HTTPError"), body.get("message", ""), body)
+        return body
+
+    def get(self, path: str, **kw) -> Any:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, json: Any = None, **kw) -> Any:
+        return self.request("POST", path, json=json, **kw)
+
+    def patch(self, path: str, json: Any = None) -> Any:
+        return self.request("PATCH", path, json=json)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)

@@ -1,0 +1,394 @@
+"""The `iris` command: the coordinator (`serve`), the HaaS admin's inventory, the tenant's reservations."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from iris_haas.cli.client import ApiError, Client
+from iris_haas.config import Settings
+
+app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+console = Console()
+err = Console(stderr=True)
+
+Url = Annotated[Optional[str], typer.Option("--url", envvar="IRIS_API_URL", help="coordinator URL")]
+Token = Annotated[Optional[str], typer.Option("--token", envvar="IRIS_TOKEN", help="API token (admin or tenant)")]
+AsJson = Annotated[bool, typer.Option("--json", help="print the API's JSON instead of a table")]
+
+_opts: dict[str, Any] = {}
+
+
+@app.callback()
+def _main(url: Url = None, token: Token = None):
+    _opts["url"], _opts["token"] = url, token
+
+
+def client() -> Client:
+    s = Settings()
+    return Client(_opts.get("url") or s.api_url, _opts.get("token") or s.token)
+
+
+def call(fn, *args, **kw):
+    """Run one API call; on error print the server's type and message and exit 1 (never a traceback)."""
+    try:
+        with client() as c:
+            return fn(c, *args, **kw)
+    except ApiError as e:
+        err.print(f"[red]error[/red] {e.type}: {e.message}")
+        raise typer.Exit(1) from None
+
+
+def table(rows: list[dict], columns: list[str], title: str | None = None, as_json: bool = False) -> None:
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[_fmt(r.get(c)) for c in columns])
+    console.print(t)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, list):
+        return ",".join(map(str, v))
+    if isinstance(v, str) and len(v) > 19 and v[10:11] == "T":
+        return v[:19].replace("T", " ")
+    return str(v)
+
+
+# ------------------------------------------------------------------ coordinator
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8642,
+    database_url: Annotated[Optional[str], typer.Option(envvar="IRIS_DATABASE_URL", help="default: SQLite under --data-dir")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(envvar="IRIS_DATA_DIR")] = None,
+):
+    """Run the resource coordinator: REST API, reservation engine and scheduler."""
+    import uvicorn
+
+    from iris_haas.service import build
+
+    overrides = {k: v for k, v in {"database_url": database_url, "data_dir": data_dir}.items() if v}
+    settings = Settings(**overrides)
+    api, _ = build(settings)
+    console.print(f"Iris coordinator on http://{host}:{port}/v1 (OpenAPI: /v1/docs); "
+                  f"database {settings.resolved_database_url().split('@')[-1]}")
+    if not settings.admin_token:
+        console.print(f"admin token in {settings.data_dir}/admin-token")
+    uvicorn.run(api, host=host, port=port, log_level="warning")
+
+
+# ------------------------------------------------------------------ inventory (admin)
+def _inventory(name: str, path: str, columns: list[str], help_: str) -> typer.Typer:
+    sub = typer.Typer(help=help_, no_args_is_help=True)
+
+    @sub.command("list")
+    def list_(as_json: AsJson = False):
+        table(call(lambda c: c.get(f"/{path}")), columns, title=path, as_json=as_json)
+
+    @sub.command("show")
+    def show_(item: str, as_json: AsJson = False):
+        table([call(lambda c: c.get(f"/{path}/{item}"))], columns, as_json=as_json)
+
+    @sub.command("rm")
+    def rm_(item: str):
+        call(lambda c: c.delete(f"/{path}/{item}"))
+        console.print(f"removed {name} {item}")
+
+    app.add_typer(sub, name=name)
+    return sub
+
+
+site_app = _inventory("site", "sites", ["id", "name", "kind", "gateway_underlay", "vlans", "mgmt_vlan", "service_model"],
+                      "Sites: the HaaS data center (admin) or your IaaS data center (tenant).")
+node_app = _inventory("node", "nodes", ["id", "name", "site_id", "cpus", "memory_mb", "disk_gb", "l1_kinds", "state"],
+                      "L0 nodes of the HaaS data center (admin).")
+gw_app = _inventory("gateway", "gateways", ["id", "name", "site_id", "underlay_address", "agent_url"],
+                    "Gateways ending the inter-DC tunnels (admin).")
+link_app = _inventory("link", "links", ["id", "name", "site_a_id", "site_b_id", "capacity_mbps"],
+                      "Inter-DC links and their capacity (admin).")
+pool_app = _inventory("pool", "storage-pools", ["id", "name", "site_id", "capacity_gb"], "Storage pools (admin).")
+tenant_app = _inventory("tenant", "tenants", ["id", "name"], "Tenants: IaaS operators (admin).")
+
+
+def _created(kind: str, body: dict, columns: list[str], path: str) -> dict:
+    out = call(lambda c: c.post(f"/{path}", body))
+    table([out], columns, title=f"{kind} added")
+    return out
+
+
+@site_app.command("add")
+def site_add(
+    name: str,
+    gateway_underlay: Annotated[Optional[str], typer.Option(help="tenant: your gateway's underlay address")] = None,
+    vlans: Annotated[str, typer.Option(help="tenant: VLAN IDs your IaaS uses")] = "1-4094",
+    mgmt_vlan: Annotated[int, typer.Option(help="tenant: management VLAN (native on each L1's NIC)")] = 101,
+    service_model: Annotated[str, typer.Option(help="tenant: a (node in your L2), b (pod) or c (routed)")] = "a",
+):
+    """Admin: register a HaaS site (name only). Tenant: register your IaaS site (with --gateway-underlay)."""
+    body: dict[str, Any] = {"name": name}
+    if gateway_underlay:
+        body |= {"gateway_underlay": gateway_underlay, "vlans": vlans, "mgmt_vlan": mgmt_vlan,
+                 "service_model": service_model}
+    _created("site", body, ["id", "name", "kind", "gateway_underlay", "vlans", "mgmt_vlan", "service_model"], "sites")
+
+
+@node_app.command("add")
+def node_add(
+    name: str,
+    site: Annotated[str, typer.Option()],
+    cpus: Annotated[int, typer.Option()],
+    memory_mb: Annotated[int, typer.Option()],
+    disk_gb: Annotated[int, typer.Option()],
+    l1_kinds: Annotated[str, typer.Option(help="comma-separated: lxc,kvm,netns")] = "lxc,kvm,netns",
+    agent_url: Annotated[Optional[str], typer.Option()] = None,
+):
+    """Register an L0 node."""
+    _created("node", {"name": name, "site": site, "cpus": cpus, "memory_mb": memory_mb, "disk_gb": disk_gb,
+                      "l1_kinds": [k for k in l1_kinds.split(",") if k], "agent_url": agent_url},
+             ["id", "name", "site_id", "cpus", "memory_mb", "disk_gb", "l1_kinds", "state"], "nodes")
+
+
+@node_app.command("set-state")
+def node_set_state(name: str, state: Annotated[str, typer.Argument(help="available, maintenance or down")]):
+    """Set a node's state; `down` ends (Failed) the reservations that have an L1 on it."""
+    out = call(lambda c: c.patch(f"/nodes/{name}", {"state": state}))
+    console.print(f"node {out['name']} is {out['state']}")
+
+
+@gw_app.command("add")
+def gateway_add(name: str, site: Annotated[str, typer.Option()], underlay_address: Annotated[str, typer.Option()],
+                agent_url: Annotated[Optional[str], typer.Option()] = None):
+    """Register a gateway."""
+    _created("gateway", {"name": name, "site": site, "underlay_address": underlay_address, "agent_url": agent_url},
+             ["id", "name", "site_id", "underlay_address"], "gateways")
+
+
+@link_app.command("add")
+def link_add(name: str, site_a: Annotated[str, typer.Option()], site_b: Annotated[str, typer.Option()],
+             capacity_mbps: Annotated[int, typer.Option()]):
+    """Register an inter-DC link."""
+    _created("link", {"name": name, "site_a": site_a, "site_b": site_b, "capacity_mbps": capacity_mbps},
+             ["id", "name", "site_a_id", "site_b_id", "capacity_mbps"], "links")
+
+
+@pool_app.command("add")
+def pool_add(name: str, site: Annotated[str, typer.Option()], capacity_gb: Annotated[int, typer.Option()]):
+    """Register a storage pool."""
+    _created("pool", {"name": name, "site": site, "capacity_gb": capacity_gb}, ["id", "name", "site_id", "capacity_gb"],
+             "storage-pools")
+
+
+@tenant_app.command("add")
+def tenant_add(name: str):
+    """Create a tenant and print its API token (shown once)."""
+    out = _created("tenant", {"name": name}, ["id", "name", "token"], "tenants")
+    console.print(f"give the tenant its token: IRIS_TOKEN={out['token']}")
+
+
+# ------------------------------------------------------------------ reservations (tenant)
+RES_COLUMNS = ["id", "version", "reservation_state", "provision_state", "lifecycle_state", "data_plane_active",
+               "start", "end"]
+
+
+def show_reservation(r: dict, as_json: bool = False) -> None:
+    if as_json:
+        console.print_json(json.dumps(r))
+        return
+    t = Table(title=f"reservation {r['id']}", show_header=False)
+    for k in ["description", "version", "committed_version", "reservation_state", "provision_state",
+              "lifecycle_state", "data_plane_active", "start", "end", "hold_expires_at"]:
+        t.add_row(k, _fmt(r.get(k)))
+    console.print(t)
+    items = Table(title="items")
+    for c in ["#", "kind", "what"]:
+        items.add_column(c)
+    for i, it in enumerate(r["items"]):
+        what = ", ".join(f"{k}={v}" for k, v in it.items() if k != "kind" and v is not None)
+        items.add_row(str(i), it["kind"], what)
+    console.print(items)
+    if r.get("resources"):
+        res = Table(title="resources")
+        for c in ["item", "manager", "status", "version", "where"]:
+            res.add_column(c)
+        for a in r["resources"]:
+            where = ", ".join(f"{k}={a[k]}" for k in ("node", "l1", "l1_kind", "link", "pool", "volume") if k in a)
+            res.add_row(str(a["item"]), a["manager"], a["status"], str(a["version"]), where)
+        console.print(res)
+
+
+def _when(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    if value.startswith("+"):
+        from datetime import timedelta
+
+        return (datetime.now(timezone.utc) + timedelta(seconds=_seconds(value[1:]))).isoformat()
+    return value
+
+
+def _seconds(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except (ValueError, IndexError):
+        raise typer.BadParameter(f"{text!r} is not a duration like 90, 90s, 10m, 2h or 1d") from None
+
+
+@app.command()
+def reserve(
+    duration: Annotated[Optional[str], typer.Option(help="length, e.g. 10m, 2h (or give --end)")] = None,
+    start: Annotated[Optional[str], typer.Option(help="ISO 8601 or +10m; default now")] = None,
+    end: Annotated[Optional[str], typer.Option(help="ISO 8601 or +2h")] = None,
+    nodes: Annotated[int, typer.Option(help="number of L1 nodes (0 for none)")] = 0,
+    kind: Annotated[str, typer.Option(help="L1 kind: lxc, kvm or netns")] = "lxc",
+    cpus: Annotated[int, typer.Option()] = 1,
+    memory_mb: Annotated[int, typer.Option()] = 1024,
+    disk_gb: Annotated[int, typer.Option()] = 10,
+    bandwidth: Annotated[int, typer.Option(help="Mb/s between your site and the HaaS site (0 for none)")] = 0,
+    storage_gb: Annotated[int, typer.Option(help="a volume of this size (0 for none)")] = 0,
+    site: Annotated[Optional[str], typer.Option(help="the HaaS site, if there are several")] = None,
+    description: Annotated[str, typer.Option()] = "",
+    as_json: AsJson = False,
+):
+    """Reserve compute, bandwidth and storage for an interval (held until commit, abort or the hold timeout)."""
+    items: list[dict] = []
+    if nodes:
+        items.append({"kind": "compute", "count": nodes, "l1_kind": kind, "cpus": cpus, "memory_mb": memory_mb,
+                      "disk_gb": disk_gb})
+    if bandwidth:
+        items.append({"kind": "network", "bandwidth_mbps": bandwidth})
+    if storage_gb:
+        items.append({"kind": "storage", "size_gb": storage_gb})
+    if not items:
+        raise typer.BadParameter("ask for something: --nodes, --bandwidth or --storage-gb")
+    body: dict[str, Any] = {"items": items, "description": description, "start": _when(start), "end": _when(end),
+                            "site": site}
+    if duration:
+        body["duration_s"] = _seconds(duration)
+    show_reservation(call(lambda c: c.post("/reservations", body)), as_json)
+
+
+def _message(name: str, doc: str):
+    def command(reservation_id: str, as_json: AsJson = False):
+        show_reservation(call(lambda c: c.post(f"/reservations/{reservation_id}/{name}")), as_json)
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+_message("commit", "Commit the held version of a reservation.")
+_message("abort", "Abort the held version of a reservation.")
+_message("provision", "Provision: activate the data plane (from the start time on).")
+_message("release", "Release the data plane; the reservation stays.")
+_message("terminate", "Terminate a reservation and free everything.")
+
+
+@app.command()
+def modify(
+    reservation_id: str,
+    version: Annotated[int, typer.Option(help="the new version (higher than the current)")],
+    end: Annotated[Optional[str], typer.Option(help="new end, ISO 8601 or +2h")] = None,
+    nodes: Annotated[Optional[int], typer.Option(help="new number of L1 nodes")] = None,
+    bandwidth: Annotated[Optional[int], typer.Option(help="new bandwidth, Mb/s")] = None,
+    storage_gb: Annotated[Optional[int], typer.Option(help="new volume size")] = None,
+    as_json: AsJson = False,
+):
+    """Modify a committed reservation (held as a new version until commit)."""
+    body = {"version": version, "end": _when(end), "count": nodes, "bandwidth_mbps": bandwidth, "size_gb": storage_gb}
+    show_reservation(call(lambda c: c.post(f"/reservations/{reservation_id}/modify",
+                                           {k: v for k, v in body.items() if v is not None})), as_json)
+
+
+@app.command()
+def show(reservation_id: str, as_json: AsJson = False):
+    """Show a reservation, its items and the resources it holds."""
+    show_reservation(call(lambda c: c.get(f"/reservations/{reservation_id}")), as_json)
+
+
+@app.command("list")
+def list_(as_json: AsJson = False):
+    """List reservations (a tenant sees its own; the admin sees all)."""
+    table(call(lambda c: c.get("/reservations")), RES_COLUMNS, title="reservations", as_json=as_json)
+
+
+@app.command()
+def events(reservation_id: str, as_json: AsJson = False):
+    """A reservation's events: transitions, reserveTimeout, errorEvent, dataPlaneStateChange."""
+    rows = call(lambda c: c.get(f"/reservations/{reservation_id}/events"))
+    for r in rows:
+        d = r["detail"]
+        r["what"] = (f"{d['machine']}: {d['from']} -> {d['to']} ({d['event']})" if r["type"] == "transition"
+                     else ", ".join(f"{k}={v}" for k, v in d.items()))
+    table(rows, ["at", "type", "what"], title=f"events of {reservation_id}", as_json=as_json)
+
+
+@app.command()
+def availability(
+    duration: Annotated[str, typer.Option(help="how long, e.g. 2h")],
+    nodes: Annotated[int, typer.Option()] = 1,
+    kind: Annotated[str, typer.Option()] = "lxc",
+    cpus: Annotated[int, typer.Option()] = 1,
+    memory_mb: Annotated[int, typer.Option()] = 1024,
+    disk_gb: Annotated[int, typer.Option()] = 10,
+    bandwidth: Annotated[int, typer.Option()] = 0,
+    storage_gb: Annotated[int, typer.Option()] = 0,
+    not_before: Annotated[Optional[str], typer.Option(help="ISO 8601 or +1h")] = None,
+    as_json: AsJson = False,
+):
+    """When, and how much: the earliest window in which the request fits."""
+    params = {"duration_s": _seconds(duration), "count": nodes, "l1_kind": kind, "cpus": cpus,
+              "memory_mb": memory_mb, "disk_gb": disk_gb, "bandwidth_mbps": bandwidth, "size_gb": storage_gb}
+    if not_before:
+        params["not_before"] = _when(not_before)
+    out = call(lambda c: c.get("/availability", params=params))
+    table([out], ["start", "end", "count_fit", "bandwidth_free_mbps", "storage_free_gb"], title="earliest window",
+          as_json=as_json)
+
+
+def _register_optional() -> None:
+    """Sub-commands of the data-plane parts, when present."""
+    try:
+        from iris_haas.lab.cli import app as lab_app
+
+        app.add_typer(lab_app, name="lab", help="The two-DC lab: up, down, status.")
+    except ImportError:
+        pass
+    try:
+        from iris_haas.agent.cli import agent
+
+        app.command("agent")(agent)
+    except ImportError:
+        pass
+    try:
+        from iris_haas.lab.cli import gateway_config
+
+        app.command("gateway-config")(gateway_config)
+    except ImportError:
+        pass
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option(help="keep the demo's data directory")] = False,
+):
+    """Run Iris's main job end to end on the embedded defaults (SQLite) and print what happened."""
+    from iris_haas.demo import run
+
+    raise typer.Exit(run(console, keep=keep))
+
+
+_register_optional()

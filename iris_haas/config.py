@@ -1,0 +1,31 @@
+"""Settings, validated at start (environment variables prefixed ``IRIS_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IRIS_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("var"), description="where the SQLite file and the admin token live")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite under data_dir")
+    admin_token: str | None = Field(default=None, description="admin API token; default: generated into data_dir")
+    hold_timeout_s: float = Field(default=60.0, gt=0, description="NSI hold timer: ReserveHeld -> ReserveTimeout")
+    scheduler_interval_s: float = Field(default=1.0, gt=0)
+    api_url: str = Field(default="http://127.0.0.1:8642", description="where the CLI finds the coordinator")
+    token: str | None = Field(default=None, description="the CLI's API token (admin or tenant)")
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'iris.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

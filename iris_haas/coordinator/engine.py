@@ -1,0 +1,461 @@
+"""The resource coordinator: NSI state machines over the managers, with two-phase commit.
+
+Every public method is one database transaction: it either applies completely or not at all.
+Desired data-plane state is written in that transaction and pushed to hosts after it commits.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session
+
+from iris_haas.coordinator import calendar
+from iris_haas.coordinator.schemas import ModifyRequest, ReserveRequest, to_epoch
+from iris_haas.coordinator.states import MACHINES
+from iris_haas.errors import IllegalTransition, InvalidInput, IrisError, NotFound, ReserveFailed, VersionConflict
+from iris_haas.managers.base import Context, ResourceManager
+from iris_haas.managers.crm import ComputeManager
+from iris_haas.managers.dataplane import DataPlane, InMemoryDataPlane
+from iris_haas.managers import nrm
+from iris_haas.managers.nrm import NetworkManager
+from iris_haas.managers.srm import StorageManager
+from iris_haas.store.db import Database
+from iris_haas.store.models import Criteria, DataPlaneOp, Event, Node, Reservation, Site, StoragePool, Tenant
+
+STATE_ATTR = {"reservation": "reservation_state", "provision": "provision_state", "lifecycle": "lifecycle_state"}
+
+
+@dataclass
+class Outcome:
+    """What a transaction decided; an error here is raised only after the transaction commits,
+    because the state change it records (ReserveFailed, a timeout) must persist."""
+
+    reservation: Reservation
+    error: IrisError | None = None
+
+
+class Coordinator:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        hold_timeout_s: float = 60.0,
+        dataplane: DataPlane | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.db = db
+        self.hold_timeout_s = hold_timeout_s
+        self.dataplane = dataplane if dataplane is not None else InMemoryDataPlane()
+        self.clock = clock
+        network, compute, storage = NetworkManager(), ComputeManager(), StorageManager()
+        self.managers: dict[str, ResourceManager] = {"network": network, "compute": compute, "storage": storage}
+        # NSI: commit the externally controlled part (the network path) first, then what Iris controls.
+        self.commit_order: list[ResourceManager] = [network, compute, storage]
+
+    # ---------------------------------------------------------------- helpers
+    def _event(self, s: Session, res: Reservation, type_: str, **detail) -> None:
+        s.add(Event(reservation_id=res.id, at=self.clock(), type=type_, detail=detail))
+
+    def _transition(self, s: Session, res: Reservation, machine: str, event: str) -> None:
+        attr = STATE_ATTR[machine]
+        old = getattr(res, attr)
+        new = MACHINES[machine].next(old, event)
+        setattr(res, attr, new)
+        self._event(s, res, "transition", machine=machine, event=event, **{"from": old, "to": new},
+                    version=res.version)
+
+    def _load(self, s: Session, rid: str, tenant_id: int | None) -> Reservation:
+        res = s.scalar(select(Reservation).where(Reservation.id == rid).with_for_update())
+        if res is None or (tenant_id is not None and res.tenant_id != tenant_id):
+            raise NotFound(f"no reservation {rid}")
+        return res
+
+    def _context(self, s: Session, res: Reservation, version: int) -> Context:
+        crit = res.criteria_for(version)
+        return Context(
+            session=s, reservation=res, tenant=s.get(Tenant, res.tenant_id), haas_site=s.get(Site, res.site_id),
+            start=crit.start if crit else 0.0, end=crit.end if crit else 0.0,
+        )
+
+    def _haas_site(self, s: Session, name: str | None) -> Site:
+        q = select(Site).where(Site.kind == "haas")
+        if name is not None:
+            site = s.scalar(q.where(Site.name == name))
+            if site is None:
+                raise InvalidInput(f"no HaaS site named {name}", field="site")
+            return site
+        sites = list(s.scalars(q))
+        if len(sites) != 1:
+            raise InvalidInput(f"there are {len(sites)} HaaS sites; name one in site", field="site")
+        return sites[0]
+
+    def _check(self, s: Session, res: Reservation, now: float) -> IrisError | None:
+        """ReserveStart -> ReserveChecking -> ReserveHeld | ReserveFailed, over every item."""
+        self._transition(s, res, "reservation", "reserve")
+        ctx = self._context(s, res, res.version)
+        try:
+            for index, item in enumerate(res.criteria_for(res.version).items):
+                self.managers[item["kind"]].reserve(ctx, index, item)
+        except ReserveFailed as e:
+            for m in self.commit_order:  # a child failed: abort the held siblings
+                m.abort(ctx)
+            self._transition(s, res, "reservation", "reserve_fail")
+            self._event(s, res, "errorEvent", message=e.message, version=res.version)
+            e.extra["reservation_id"] = res.id
+            return e
+        self._transition(s, res, "reservation", "reserve_ok")
+        res.hold_expires_at = now + self.hold_timeout_s
+        return None
+
+    def _sync(self, s: Session, res: Reservation, now: float) -> set[str]:
+        """Make desired data-plane state match: active only while Provisioned and start <= now < end."""
+        ctx = self._context(s, res, res.committed_version)
+        active = (
+            res.provision_state == "Provisioned"
+            and res.lifecycle_state == "Created"
+            and res.committed_version > 0
+            and ctx.start <= now < ctx.end
+        )
+        hosts: set[str] = set()
+        for m in self.commit_order:
+            hosts |= m.provision(ctx) if active else m.release(ctx)
+        if active != res.data_plane_active or (active and hosts):
+            res.data_plane_active = active
+            self._event(s, res, "dataPlaneStateChange", active=active, version=res.committed_version,
+                        versionConsistent=True)
+        return hosts
+
+    def _push(self, hosts: set[str]) -> None:
+        if not hosts:
+            return
+        with self.db.transaction() as s:
+            rows = s.execute(
+                select(DataPlaneOp.host, DataPlaneOp.op).where(DataPlaneOp.host.in_(hosts)).order_by(DataPlaneOp.id)
+            ).all()
+        by_host: dict[str, list[dict]] = {h: [] for h in hosts}
+        for host, op in rows:
+            by_host[host].append(op)
+        for host, ops in sorted(by_host.items()):
+            self.dataplane.push(host, ops)
+
+    def _run(self, fn: Callable[[Session], Outcome | tuple[Outcome, set[str]]], *, admission: bool = False):
+        with self.db.transaction() as s:
+            if admission:
+                self.db.admission_lock(s)
+            result = fn(s)
+        outcome, hosts = result if isinstance(result, tuple) else (result, set())
+        self._push(hosts)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.reservation
+
+    # ---------------------------------------------------------------- NSI messages
+    def reserve(self, tenant_id: int, req: ReserveRequest) -> Reservation:
+        now = self.clock()
+        start = to_epoch(req.start) if req.start else now
+        end = to_epoch(req.end) if req.end else start + req.duration_s
+        if end <= now:
+            raise InvalidInput("the reservation would end in the past", field="end")
+
+        def tx(s: Session) -> Outcome:
+            site = self._haas_site(s, req.site)
+            res = Reservation(
+                id=uuid.uuid4().hex, tenant_id=tenant_id, site_id=site.id, description=req.description,
+                version=1, committed_version=0, reservation_state="ReserveStart", provision_state="Released",
+                lifecycle_state="Created", data_plane_active=False, created_at=now,
+            )
+            res.criteria.append(Criteria(version=1, start=start, end=end, items=[i.model_dump() for i in req.items]))
+            s.add(res)
+            s.flush()
+            return Outcome(res, self._check(s, res, now))
+
+        return self._run(tx, admission=True)
+
+    def modify(self, tenant_id: int | None, rid: str, req: ModifyRequest) -> Reservation:
+        now = self.clock()
+
+        def tx(s: Session) -> Outcome:
+            res = self._load(s, rid, tenant_id)
+            if res.lifecycle_state != "Created":
+                raise IllegalTransition("lifecycle", res.lifecycle_state, "modify")
+            if res.committed_version == 0:
+                raise IllegalTransition("reservation", res.reservation_state, "modify", "nothing committed yet")
+            if not MACHINES["reservation"].accepts(res.reservation_state, "reserve"):
+                raise IllegalTransition("reservation", res.reservation_state, "modify")
+            if req.version <= res.version:
+                raise VersionConflict(f"version must be higher than the current {res.version}", current=res.version)
+            base = res.criteria_for(res.committed_version)
+            items = copy.deepcopy(base.items)
+            for field, kind, key in (("count", "compute", "count"), ("bandwidth_mbps", "network", "bandwidth_mbps"),
+                                     ("size_gb", "storage", "size_gb")):
+                value = getattr(req, field)
+                if value is None:
+                    continue
+                matching = [i for i in items if i["kind"] == kind]
+                if len(matching) != 1:
+                    raise InvalidInput(f"{field} needs exactly one {kind} item; the reservation has {len(matching)}",
+                                       field=field)
+                matching[0][key] = value
+            end = to_epoch(req.end) if req.end else base.end
+            if end <= max(base.start, now):
+                raise InvalidInput("the new end must be after the start and in the future", field="end")
+            res.version = req.version
+            res.criteria.append(Criteria(version=req.version, start=base.start, end=end, items=items))
+            s.flush()
+            return Outcome(res, self._check(s, res, now))
+
+        return self._run(tx, admission=True)
+
+    def commit(self, tenant_id: int | None, rid: str) -> Reservation:
+        now = self.clock()
+
+        def tx(s: Session):
+            res = self._load(s, rid, tenant_id)
+            if res.reservation_state == "ReserveHeld" and res.hold_expires_at is not None and now >= res.hold_expires_at:
+                self._timeout(s, res)  # the scheduler has not got to it yet
+                return Outcome(res, IllegalTransition("reservation", res.reservation_state, "commit",
+                                                      "the hold timer expired"))
+            self._transition(s, res, "reservation", "commit")
+            ctx = self._context(s, res, res.version)
+            try:
+                for m in self.commit_order:
+                    m.commit(ctx, res.version)
+            except IrisError as e:
+                for m in self.commit_order:
+                    m.abort(ctx)
+                res.version = res.committed_version
+                res.hold_expires_at = None
+                self._transition(s, res, "reservation", "commit_fail")
+                self._event(s, res, "errorEvent", message=f"commit failed: {e.message}")
+                return Outcome(res, e)
+            res.committed_version = res.version
+            res.hold_expires_at = None
+            self._transition(s, res, "reservation", "commit_ok")
+            return Outcome(res), self._sync(s, res, now)
+
+        return self._run(tx)
+
+    def abort(self, tenant_id: int | None, rid: str) -> Reservation:
+        def tx(s: Session) -> Outcome:
+            res = self._load(s, rid, tenant_id)
+            self._transition(s, res, "reservation", "abort")
+            ctx = self._context(s, res, res.version)
+            for m in self.commit_order:
+                m.abort(ctx)
+            res.version = res.committed_version or res.version
+            res.hold_expires_at = None
+            self._transition(s, res, "reservation", "abort_ok")
+            return Outcome(res)
+
+        return self._run(tx)
+
+    def provision(self, tenant_id: int | None, rid: str) -> Reservation:
+        now = self.clock()
+
+        def tx(s: Session):
+            res = self._load(s, rid, tenant_id)
+            if res.lifecycle_state != "Created":
+                raise IllegalTransition("lifecycle", res.lifecycle_state, "provision")
+            if res.committed_version == 0:
+                raise IllegalTransition("provision", res.provision_state, "provision", "no version committed yet")
+            self._transition(s, res, "provision", "provision")
+            self._transition(s, res, "provision", "provision_ok")
+            return Outcome(res), self._sync(s, res, now)
+
+        return self._run(tx)
+
+    def release(self, tenant_id: int | None, rid: str) -> Reservation:
+        now = self.clock()
+
+        def tx(s: Session):
+            res = self._load(s, rid, tenant_id)
+            self._transition(s, res, "provision", "release")
+            self._transition(s, res, "provision", "release_ok")
+            return Outcome(res), self._sync(s, res, now)
+
+        return self._run(tx)
+
+    def terminate(self, tenant_id: int | None, rid: str) -> Reservation:
+        def tx(s: Session):
+            res = self._load(s, rid, tenant_id)
+            self._transition(s, res, "lifecycle", "terminate")
+            hosts = self._end(s, res)
+            self._transition(s, res, "lifecycle", "terminate_ok")
+            return Outcome(res), hosts
+
+        return self._run(tx)
+
+    def force_end(self, rid: str, reason: str) -> Reservation:
+        """Admin: end a reservation abnormally (Created -> Failed), freeing everything."""
+
+        def tx(s: Session):
+            res = self._load(s, rid, None)
+            self._transition(s, res, "lifecycle", "forced_end")
+            self._event(s, res, "errorEvent", message=reason)
+            return Outcome(res), self._end(s, res)
+
+        return self._run(tx)
+
+    def _end(self, s: Session, res: Reservation) -> set[str]:
+        """Release the data plane and free every allocation (end time, termination, forced end)."""
+        if res.reservation_state in ("ReserveHeld", "ReserveFailed", "ReserveTimeout"):
+            self._transition(s, res, "reservation", "abort")
+            self._transition(s, res, "reservation", "abort_ok")
+        res.version = res.committed_version or res.version
+        res.hold_expires_at = None
+        if res.provision_state == "Provisioned":
+            self._transition(s, res, "provision", "release")
+            self._transition(s, res, "provision", "release_ok")
+        hosts = self._sync(s, res, self.clock())
+        ctx = self._context(s, res, res.version)
+        for m in self.commit_order:
+            hosts |= m.terminate(ctx)
+        return hosts
+
+    def _timeout(self, s: Session, res: Reservation) -> None:
+        ctx = self._context(s, res, res.version)
+        for m in self.commit_order:
+            m.abort(ctx)
+        self._transition(s, res, "reservation", "timeout")
+        self._event(s, res, "reserveTimeout", version=res.version, timeout_s=self.hold_timeout_s)
+        res.version = res.committed_version or res.version
+        res.hold_expires_at = None
+
+    # ---------------------------------------------------------------- scheduler
+    def tick(self, now: float | None = None) -> dict[str, int]:
+        """Hold timeouts, end times and start times up to ``now``; what the scheduler runs."""
+        now = self.clock() if now is None else now
+        counts = {"timeouts": 0, "ended": 0, "activated": 0}
+        hosts: set[str] = set()
+        with self.db.transaction() as s:
+            self.db.admission_lock(s)
+            for res in s.scalars(
+                select(Reservation).where(
+                    Reservation.reservation_state == "ReserveHeld", Reservation.hold_expires_at <= now
+                ).with_for_update()
+            ):
+                self._timeout(s, res)
+                counts["timeouts"] += 1
+            committed = and_(Criteria.reservation_id == Reservation.id, Criteria.version == Reservation.committed_version)
+            for res in s.scalars(
+                select(Reservation).join(Criteria, committed).where(
+                    Reservation.lifecycle_state == "Created", Criteria.end <= now
+                ).with_for_update(of=Reservation)
+            ):
+                self._transition(s, res, "lifecycle", "end_time")
+                hosts |= self._end(s, res)
+                counts["ended"] += 1
+            for res in s.scalars(
+                select(Reservation).join(Criteria, committed).where(
+                    Reservation.lifecycle_state == "Created", Reservation.provision_state == "Provisioned",
+                    Reservation.data_plane_active.is_(False), Criteria.start <= now, Criteria.end > now,
+                ).with_for_update(of=Reservation)
+            ):
+                hosts |= self._sync(s, res, now)
+                counts["activated"] += 1
+        self._push(hosts)
+        return counts
+
+    # ---------------------------------------------------------------- queries
+    def get(self, tenant_id: int | None, rid: str) -> tuple[Reservation, list[dict]]:
+        with self.db.transaction() as s:
+            res = s.scalar(select(Reservation).where(Reservation.id == rid))
+            if res is None or (tenant_id is not None and res.tenant_id != tenant_id):
+                raise NotFound(f"no reservation {rid}")
+            ctx = self._context(s, res, res.version)
+            resources = [r for m in self.commit_order for r in m.query(ctx)]
+            _ = res.criteria
+        return res, resources
+
+    def list(self, tenant_id: int | None) -> list[Reservation]:
+        with self.db.transaction() as s:
+            q = select(Reservation).order_by(Reservation.created_at)
+            if tenant_id is not None:
+                q = q.where(Reservation.tenant_id == tenant_id)
+            out = list(s.scalars(q))
+            for r in out:
+                _ = r.criteria
+        return out
+
+    def events(self, tenant_id: int | None, rid: str) -> list[Event]:
+        with self.db.transaction() as s:
+            res = s.get(Reservation, rid)
+            if res is None or (tenant_id is not None and res.tenant_id != tenant_id):
+                raise NotFound(f"no reservation {rid}")
+            return list(s.scalars(select(Event).where(Event.reservation_id == rid).order_by(Event.id)))
+
+    def desired_state(self, host: str) -> list[dict]:
+        with self.db.transaction() as s:
+            return list(s.scalars(select(DataPlaneOp.op).where(DataPlaneOp.host == host).order_by(DataPlaneOp.id)))
+
+    def availability(
+        self,
+        *,
+        tenant_id: int | None,
+        site: str | None,
+        count: int,
+        l1_kind: str,
+        cpus: int,
+        memory_mb: int,
+        disk_gb: int,
+        duration_s: float,
+        bandwidth_mbps: int = 0,
+        tenant_site: str | None = None,
+        size_gb: int = 0,
+        not_before: float | None = None,
+        max_candidates: int = 5000,
+    ) -> dict:
+        """The earliest window of ``duration_s`` at or after ``not_before`` in which everything fits.
+
+        Capacity only frees up when an allocation ends, so the candidate starts are ``not_before``
+        and every later allocation end; the first that fits is the answer.
+        """
+        now = self.clock()
+        t0 = max(now, not_before or now)
+        with self.db.transaction() as s:
+            haas = self._haas_site(s, site)
+            nodes = {
+                n.id: (n.cpus, n.memory_mb, n.disk_gb)
+                for n in s.execute(select(Node.id, Node.cpus, Node.memory_mb, Node.disk_gb, Node.l1_kinds).where(
+                    Node.site_id == haas.id, Node.state == "available"))
+                if l1_kind in n.l1_kinds
+            }
+            links: dict[int, tuple[int]] = {}
+            if bandwidth_mbps:
+                if tenant_id is None:
+                    raise InvalidInput("bandwidth availability is per tenant: ask with a tenant token",
+                                       field="bandwidth_mbps")
+                tsite = nrm.tenant_site(s, s.get(Tenant, tenant_id), tenant_site)
+                links = {link.id: (link.capacity_mbps,) for link in nrm.links_between(s, tsite.id, haas.id)}
+            pools = {p.id: (p.capacity_gb,) for p in s.scalars(select(StoragePool).where(StoragePool.site_id == haas.id))} \
+                if size_gb else {}
+            far = float("inf")
+            usage = {k: calendar.overlapping(s, k, t0, far) for k in ("node", "link", "pool")}
+            ends = sorted(
+                {e for group in usage.values() for ivs in group.values() for (_, e, _) in ivs if e > t0}
+            )[: max_candidates - 1]
+        need = (cpus, memory_mb, disk_gb)
+        for t in [t0, *ends]:
+            hi = t + duration_s
+            free_nodes = calendar.free_capacity(nodes, usage["node"], t, hi)
+            fit = calendar.fit_count(free_nodes, need)
+            if fit < count:
+                continue
+            free_links = calendar.free_capacity(links, usage["link"], t, hi)
+            if bandwidth_mbps and not any(f[0] >= bandwidth_mbps for f in free_links.values()):
+                continue
+            free_pools = calendar.free_capacity(pools, usage["pool"], t, hi)
+            if size_gb and not any(f[0] >= size_gb for f in free_pools.values()):
+                continue
+            return {
+                "start": t, "end": hi, "count_fit": fit,
+                "bandwidth_free_mbps": max((f[0] for f in free_links.values()), default=None),
+                "storage_free_gb": max((f[0] for f in free_pools.values()), default=None),
+            }
+        raise ReserveFailed(f"no window of {duration_s:.0f} s found among the next {max_candidates} candidate starts")

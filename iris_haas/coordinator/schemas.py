@@ -1,0 +1,87 @@
+"""The reservation criteria, as data: what a tenant asks for."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+L1Kind = Literal["lxc", "kvm", "netns"]
+
+
+class _Item(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComputeItem(_Item):
+    kind: Literal["compute"] = "compute"
+    count: int = Field(ge=1, le=1000)
+    l1_kind: L1Kind = "lxc"
+    cpus: int = Field(default=1, ge=1, le=1024)
+    memory_mb: int = Field(default=1024, ge=64, le=16 * 1024 * 1024)
+    disk_gb: int = Field(default=10, ge=0, le=1024 * 1024)
+
+
+class NetworkItem(_Item):
+    """Bandwidth between the tenant's IaaS site and the HaaS site."""
+
+    kind: Literal["network"] = "network"
+    bandwidth_mbps: int = Field(ge=1, le=10_000_000)
+    tenant_site: str | None = Field(default=None, description="the tenant's IaaS site; default: its only one")
+
+
+class StorageItem(_Item):
+    kind: Literal["storage"] = "storage"
+    size_gb: int = Field(ge=1, le=1024 * 1024)
+    keep: bool = Field(default=False, description="keep the data at release instead of wiping it")
+
+
+Item = Annotated[Union[ComputeItem, NetworkItem, StorageItem], Field(discriminator="kind")]
+
+
+def to_epoch(dt: datetime) -> float:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def from_epoch(t: float) -> datetime:
+    return datetime.fromtimestamp(t, tz=timezone.utc)
+
+
+class ReserveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(default="", max_length=256)
+    site: str | None = Field(default=None, description="the HaaS site; default: the only one")
+    start: datetime | None = Field(default=None, description="no start means now")
+    end: datetime | None = None
+    duration_s: int | None = Field(default=None, ge=1, le=10 * 365 * 86400)
+    items: list[Item] = Field(min_length=1, max_length=32)
+
+    @model_validator(mode="after")
+    def _schedule(self):
+        if (self.end is None) == (self.duration_s is None):
+            raise ValueError("give exactly one of end and duration_s")
+        if self.end is not None and self.start is not None and to_epoch(self.end) <= to_epoch(self.start):
+            raise ValueError("end must be after start")
+        return self
+
+
+class ModifyRequest(BaseModel):
+    """An NSI modify: a reserve with a higher version on an existing reservation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=2, description="the new version; must be higher than the current one")
+    end: datetime | None = None
+    count: int | None = Field(default=None, ge=1, le=1000, description="new count of the compute item")
+    bandwidth_mbps: int | None = Field(default=None, ge=1, le=10_000_000)
+    size_gb: int | None = Field(default=None, ge=1, le=1024 * 1024)
+
+    @model_validator(mode="after")
+    def _something(self):
+        if self.end is None and self.count is None and self.bandwidth_mbps is None and self.size_gb is None:
+            raise ValueError("nothing to modify: give end, count, bandwidth_mbps or size_gb")
+        return self

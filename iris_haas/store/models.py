@@ -1,0 +1,172 @@
+"""SQLAlchemy 2 models. Times are POSIX seconds (float, UTC) so calendar arithmetic is exact
+and identical on SQLite and PostgreSQL; the API converts them to ISO 8601."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Site(Base):
+    """A data center: the HaaS provider's (kind ``haas``) or a tenant's IaaS site (kind ``iaas``)."""
+
+    __tablename__ = "sites"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), index=True)
+    gateway_underlay: Mapped[str | None] = mapped_column(String(64))
+    vlans: Mapped[str | None] = mapped_column(String(256))
+    mgmt_vlan: Mapped[int | None] = mapped_column(Integer)
+    service_model: Mapped[str | None] = mapped_column(String(1))
+
+
+class Node(Base):
+    """An L0: a physical machine in the HaaS data center."""
+
+    __tablename__ = "nodes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    disk_gb: Mapped[int] = mapped_column(Integer)
+    l1_kinds: Mapped[list] = mapped_column(JSON)
+    agent_url: Mapped[str | None] = mapped_column(String(256))
+    state: Mapped[str] = mapped_column(String(16), default="available")
+
+
+class Gateway(Base):
+    __tablename__ = "gateways"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    underlay_address: Mapped[str] = mapped_column(String(64))
+    agent_url: Mapped[str | None] = mapped_column(String(256))
+
+
+class Link(Base):
+    """An inter-DC link between two sites, with a capacity that reservations share."""
+
+    __tablename__ = "links"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    site_a_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    site_b_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    capacity_mbps: Mapped[int] = mapped_column(Integer)
+
+
+class StoragePool(Base):
+    __tablename__ = "storage_pools"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    capacity_gb: Mapped[int] = mapped_column(Integer)
+
+
+class Reservation(Base):
+    """An NSI connection: three state machines and a versioned set of criteria."""
+
+    __tablename__ = "reservations"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    description: Mapped[str] = mapped_column(String(256), default="")
+    version: Mapped[int] = mapped_column(Integer)
+    committed_version: Mapped[int] = mapped_column(Integer, default=0)
+    reservation_state: Mapped[str] = mapped_column(String(24), index=True)
+    provision_state: Mapped[str] = mapped_column(String(24))
+    lifecycle_state: Mapped[str] = mapped_column(String(24), index=True)
+    data_plane_active: Mapped[bool] = mapped_column(Boolean, default=False)
+    hold_expires_at: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+
+    criteria: Mapped[list[Criteria]] = relationship(
+        back_populates="reservation", cascade="all, delete-orphan", order_by="Criteria.version"
+    )
+
+    def criteria_for(self, version: int) -> Criteria | None:
+        return next((c for c in self.criteria if c.version == version), None)
+
+
+class Criteria(Base):
+    """One version of a reservation's request: schedule and items."""
+
+    __tablename__ = "criteria"
+    reservation_id: Mapped[str] = mapped_column(ForeignKey("reservations.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    items: Mapped[list] = mapped_column(JSON)
+    reservation: Mapped[Reservation] = relationship(back_populates="criteria")
+
+
+class Allocation(Base):
+    """A concrete resource held or committed by one child of a reservation over [start, end).
+
+    The calendar is this table: admission sums the allocations that overlap an interval.
+    ``duration_s`` bounds the overlap scan: an allocation that overlaps [s, e) starts after
+    s - max(duration_s), so an index range on ``start`` finds all of them.
+    """
+
+    __tablename__ = "allocations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reservation_id: Mapped[str] = mapped_column(ForeignKey("reservations.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    item: Mapped[int] = mapped_column(Integer)
+    resource_kind: Mapped[str] = mapped_column(String(8))
+    resource_id: Mapped[int] = mapped_column(Integer)
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    duration_s: Mapped[float] = mapped_column(Float)
+    cpus: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    disk_gb: Mapped[int] = mapped_column(Integer, default=0)
+    mbps: Mapped[int] = mapped_column(Integer, default=0)
+    gb: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(12))
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        Index("ix_alloc_kind_start", "resource_kind", "start"),
+        Index("ix_alloc_kind_duration", "resource_kind", "duration_s"),
+        Index("ix_alloc_resource", "resource_kind", "resource_id", "start"),
+    )
+
+
+class DataPlaneOp(Base):
+    """Desired state: one operation a manager wants applied on a host while the data plane is active."""
+
+    __tablename__ = "dataplane_ops"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reservation_id: Mapped[str] = mapped_column(ForeignKey("reservations.id"), index=True)
+    manager: Mapped[str] = mapped_column(String(8))
+    host: Mapped[str] = mapped_column(String(64), index=True)
+    op: Mapped[dict] = mapped_column(JSON)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reservation_id: Mapped[str] = mapped_column(ForeignKey("reservations.id"), index=True)
+    at: Mapped[float] = mapped_column(Float)
+    type: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+__all__ = [
+    "Allocation", "Base", "Criteria", "DataPlaneOp", "Event", "Gateway", "Link", "Node",
+    "Reservation", "Site", "StoragePool", "Tenant",
+]

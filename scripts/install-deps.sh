@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Iris and its lab need, only those missing.
+# Idempotent: a second run finds everything and does nothing.
+set -euo pipefail
+PKGS=(openvswitch-switch iperf3 ethtool iproute2 iputils-ping arping procps postgresql python3-venv)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# The packages' maintainer scripts would start system-wide OVS and PostgreSQL services;
+# Iris runs its own private instances, so tell invoke-rc.d not to start anything.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; created_policy=1
+fi
+trap '[ $created_policy -eq 1 ] && rm -f "$policy"' EXIT
+apt-get install -y -q --no-install-recommends "${missing[@]}"
