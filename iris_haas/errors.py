@@ -58,3 +58,9 @@ class Unauthorized(IrisError):
 
 class Forbidden(IrisError):
     status, type = 403, "Forbidden"
+
+
+class DataPlaneError(IrisError):
+    """A host did not take its desired state (an agent down or refusing)."""
+
+    status, type = 502, "DataPlaneError"

@@ -7,6 +7,7 @@ Desired data-plane state is written in that transaction and pushed to hosts afte
 from __future__ import annotations
 
 import copy
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 from iris_haas.coordinator import calendar
 from iris_haas.coordinator.schemas import ModifyRequest, ReserveRequest, to_epoch
 from iris_haas.coordinator.states import MACHINES
-from iris_haas.errors import IllegalTransition, InvalidInput, IrisError, NotFound, ReserveFailed, VersionConflict
+from iris_haas.errors import DataPlaneError, IllegalTransition, InvalidInput, IrisError, NotFound, ReserveFailed, VersionConflict
 from iris_haas.managers.base import Context, ResourceManager
 from iris_haas.managers.crm import ComputeManager
 from iris_haas.managers.dataplane import DataPlane, InMemoryDataPlane
@@ -27,6 +28,8 @@ from iris_haas.managers.nrm import NetworkManager
 from iris_haas.managers.srm import StorageManager
 from iris_haas.store.db import Database
 from iris_haas.store.models import Criteria, DataPlaneOp, Event, Node, Reservation, Site, StoragePool, Tenant
+
+log = logging.getLogger("iris.coordinator")
 
 STATE_ATTR = {"reservation": "reservation_state", "provision": "provision_state", "lifecycle": "lifecycle_state"}
 
@@ -117,7 +120,7 @@ class Coordinator:
         """Make desired data-plane state match: active only while Provisioned and start <= now < end."""
         ctx = self._context(s, res, res.committed_version)
         active = (
-            res.provision_state == "Provisioned"
+            res.provision_state in ("Provisioning", "Provisioned")
             and res.lifecycle_state == "Created"
             and res.committed_version > 0
             and ctx.start <= now < ctx.end
@@ -131,9 +134,11 @@ class Coordinator:
                         versionConsistent=True)
         return hosts
 
-    def _push(self, hosts: set[str]) -> None:
+    def _push(self, hosts: set[str]) -> list[str]:
+        """Send each host its whole desired state; return the failures (the database stays the truth,
+        so an agent that missed a push catches up at its next apply)."""
         if not hosts:
-            return
+            return []
         with self.db.transaction() as s:
             rows = s.execute(
                 select(DataPlaneOp.host, DataPlaneOp.op).where(DataPlaneOp.host.in_(hosts)).order_by(DataPlaneOp.id)
@@ -141,19 +146,30 @@ class Coordinator:
         by_host: dict[str, list[dict]] = {h: [] for h in hosts}
         for host, op in rows:
             by_host[host].append(op)
+        failures = []
         for host, ops in sorted(by_host.items()):
-            self.dataplane.push(host, ops)
+            try:
+                self.dataplane.push(host, ops)
+            except Exception as e:  # any driver or transport error: report it, push the other hosts
+                log.warning("push to %s failed: %s", host, e)
+                failures.append(f"{host}: {e}")
+        return failures
 
-    def _run(self, fn: Callable[[Session], Outcome | tuple[Outcome, set[str]]], *, admission: bool = False):
+    def _run_pushing(
+        self, fn: Callable[[Session], Outcome | tuple[Outcome, set[str]]], *, admission: bool = False
+    ) -> tuple[Reservation, list[str]]:
         with self.db.transaction() as s:
             if admission:
                 self.db.admission_lock(s)
             result = fn(s)
         outcome, hosts = result if isinstance(result, tuple) else (result, set())
-        self._push(hosts)
+        failures = self._push(hosts)
         if outcome.error is not None:
             raise outcome.error
-        return outcome.reservation
+        return outcome.reservation, failures
+
+    def _run(self, fn, *, admission: bool = False) -> Reservation:
+        return self._run_pushing(fn, admission=admission)[0]
 
     # ---------------------------------------------------------------- NSI messages
     def reserve(self, tenant_id: int, req: ReserveRequest) -> Reservation:
@@ -265,10 +281,23 @@ class Coordinator:
             if res.committed_version == 0:
                 raise IllegalTransition("provision", res.provision_state, "provision", "no version committed yet")
             self._transition(s, res, "provision", "provision")
-            self._transition(s, res, "provision", "provision_ok")
             return Outcome(res), self._sync(s, res, now)
 
-        return self._run(tx)
+        _, failures = self._run_pushing(tx)
+
+        def finish(s: Session):
+            res = self._load(s, rid, tenant_id)
+            if res.provision_state != "Provisioning":  # someone else moved it on meanwhile
+                return Outcome(res)
+            if failures:
+                self._transition(s, res, "provision", "provision_fail")
+                message = "the data plane did not take the reservation: " + "; ".join(failures)
+                self._event(s, res, "errorEvent", message=message)
+                return Outcome(res, DataPlaneError(message, reservation_id=rid)), self._sync(s, res, self.clock())
+            self._transition(s, res, "provision", "provision_ok")
+            return Outcome(res)
+
+        return self._run(finish)
 
     def release(self, tenant_id: int | None, rid: str) -> Reservation:
         now = self.clock()

@@ -1,0 +1,216 @@
+"""Shared fixtures: a database on SQLite and on PostgreSQL, a coordinator with a fake clock, an API client.
+
+The PostgreSQL server is Debian's, started by the suite itself in a temporary directory (Unix socket
+only, no TCP port) and stopped by its PID at the end.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from iris_haas.api.app import create_app
+from iris_haas.coordinator.engine import Coordinator
+from iris_haas.managers.dataplane import InMemoryDataPlane
+from iris_haas.store.db import Database
+
+ADMIN = "admin-secret"
+T0 = 2_000_000_000.0  # a fixed "now" for the fake clock
+
+
+def _pg_bindir() -> Path | None:
+    base = Path("/usr/lib/postgresql")
+    if not base.exists():
+        return None
+    for v in sorted(base.iterdir(), reverse=True):
+        if (v / "bin" / "postgres").exists():
+            return v / "bin"
+    return None
+
+
+class PostgresServer:
+    def __init__(self) -> None:
+        self.bindir = _pg_bindir()
+        self.root = Path(tempfile.mkdtemp(prefix="iris-pg-"))
+        self.data, self.sock = self.root / "data", self.root / "sock"
+        self.proc: subprocess.Popen | None = None
+        self._n = itertools.count()
+
+    def _as_postgres(self, *cmd: str, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True, **kw)
+
+    def start(self) -> None:
+        pw = pwd.getpwnam("postgres")
+        self.sock.mkdir(parents=True)
+        os.chown(self.root, pw.pw_uid, pw.pw_gid)
+        os.chown(self.sock, pw.pw_uid, pw.pw_gid)
+        self._as_postgres(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
+                          "--no-sync", "-E", "UTF8")
+        self.proc = subprocess.Popen(
+            ["runuser", "-u", "postgres", "--", str(self.bindir / "postgres"), "-D", str(self.data),
+             "-c", "listen_addresses=", "-c", f"unix_socket_directories={self.sock}", "-c", "fsync=off",
+             "-c", "max_connections=200", "-c", "synchronous_commit=off"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 30
+        while not list(self.sock.glob(".s.PGSQL.*")):
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("PostgreSQL did not start")
+            time.sleep(0.05)
+        template = Database(self.url("postgres"))
+        with template.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.exec_driver_sql("CREATE DATABASE iris_template")
+        template.dispose()
+        tdb = Database(self.url("iris_template"))
+        tdb.migrate()
+        tdb.dispose()
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql+psycopg://postgres@/{dbname}?host={self.sock}"
+
+    def fresh_database(self) -> str:
+        name = f"iris_test_{next(self._n)}"
+        admin = Database(self.url("postgres"))
+        with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE iris_template")
+        admin.dispose()
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM to our own postgres: "smart" shutdown
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    if os.geteuid() != 0:
+        pytest.skip("the PostgreSQL tests start their own server, which needs root (runuser postgres)")
+    if _pg_bindir() is None:
+        pytest.skip("PostgreSQL is not installed (make test installs it)")
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("no postgres user (make test installs PostgreSQL)")
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def db(request, tmp_path):
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'iris.db'}")
+        database.migrate()
+    else:
+        database = Database(request.getfixturevalue("postgres").fresh_database())
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'iris.db'}")
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+class Clock:
+    def __init__(self, t: float = T0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+def make_coordinator(database: Database, clock: Clock, hold_timeout_s: float = 60.0) -> Coordinator:
+    return Coordinator(database, hold_timeout_s=hold_timeout_s, dataplane=InMemoryDataPlane(), clock=clock)
+
+
+@pytest.fixture
+def coordinator(sqlite_db, clock):
+    return make_coordinator(sqlite_db, clock)
+
+
+class Api:
+    """A TestClient with the admin's and tenants' headers at hand."""
+
+    def __init__(self, coordinator: Coordinator):
+        self.coordinator = coordinator
+        self.app = create_app(coordinator, ADMIN)
+        self.client = TestClient(self.app, raise_server_exceptions=False)
+        self.admin = {"Authorization": f"Bearer {ADMIN}"}
+        self.tenants: dict[str, dict] = {}
+
+    def as_(self, who: str | None) -> dict:
+        if who is None:
+            return {}
+        return self.admin if who == "admin" else self.tenants[who]
+
+    def call(self, method: str, path: str, who: str | None = "admin", **kw):
+        return self.client.request(method, f"/v1{path}", headers=self.as_(who), **kw)
+
+    def ok(self, method: str, path: str, who: str | None = "admin", **kw):
+        r = self.call(method, path, who, **kw)
+        assert r.status_code < 300, (r.status_code, r.text)
+        return r.json() if r.status_code != 204 else None
+
+    def add_tenant(self, name: str, site_ip: str) -> None:
+        token = self.ok("POST", "/tenants", json={"name": name})["token"]
+        self.tenants[name] = {"Authorization": f"Bearer {token}"}
+        self.ok("POST", "/sites", name, json={"name": f"iaas-{name}", "gateway_underlay": site_ip})
+        self.ok("POST", "/links", json={"name": f"link-{name}", "site_a": "haas", "site_b": f"iaas-{name}",
+                                        "capacity_mbps": 1000})
+
+
+def standard_inventory(api: Api, nodes: int = 4, cpus: int = 8) -> None:
+    api.ok("POST", "/sites", json={"name": "haas"})
+    for i in range(nodes):
+        api.ok("POST", "/nodes", json={"name": f"l0-{i}", "site": "haas", "cpus": cpus, "memory_mb": 16384,
+                                       "disk_gb": 500})
+    api.ok("POST", "/gateways", json={"name": "haas-gw", "site": "haas", "underlay_address": "198.18.0.1"})
+    api.ok("POST", "/storage-pools", json={"name": "pool0", "site": "haas", "capacity_gb": 1000})
+    api.add_tenant("alice", "198.18.1.1")
+    api.add_tenant("bob", "198.18.2.1")
+
+
+@pytest.fixture
+def api(coordinator):
+    a = Api(coordinator)
+    standard_inventory(a)
+    return a
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tier of a test is its directory: tests/unit, tests/linux, tests/lab."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for tier in ("unit", "linux", "lab"):
+            if tier in parts:
+                item.add_marker(getattr(pytest.mark, tier))
