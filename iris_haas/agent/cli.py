@@ -1,0 +1,66 @@
+"""``iris agent``: run the per-host agent (register :func:`agent` as a typer command).
+
+Also runnable as ``python -m iris_haas.agent.cli --listen IP ...``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from iris_haas.drivers.host import HostConfig
+from iris_haas.drivers.ops import DesiredState
+
+
+def agent(
+    listen: Annotated[str, typer.Option(help="address on the control network to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 7780,
+    node: Annotated[str, typer.Option(help="this host's name, as the coordinator knows it")] = "",
+    db: Annotated[str, typer.Option(help="OVSDB socket")] = "unix:/var/run/openvswitch/db.sock",
+    datapath_type: Annotated[str, typer.Option(help="system (kernel) or netdev (userspace)")] = "system",
+    underlay_mtu: Annotated[int, typer.Option(help="MTU of the tunnels' underlay; L1 MTUs are fitted to it")] = 1500,
+    state_dir: Annotated[Path, typer.Option(help="where the desired state is kept")] = Path("/var/lib/iris/agent"),
+    token_file: Annotated[Optional[Path], typer.Option(help="file holding the bearer token")] = None,
+    pidfile: Annotated[Optional[Path], typer.Option(help="write our PID here")] = None,
+    desired: Annotated[Optional[Path], typer.Option(
+        help="apply this desired state (JSON) at start, e.g. an IaaS gateway's (`iris gateway-config --json`)")] = None,
+) -> None:
+    """Run the agent: authenticated HTTP; applies and reconciles network ops on this host."""
+    import uvicorn
+
+    from iris_haas.agent.server import create_app, make_agent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    token = os.environ.get("IRIS_AGENT_TOKEN", "")
+    if token_file:
+        token = token_file.read_text().strip()
+    if not token:
+        raise typer.BadParameter("no token: give --token-file or set IRIS_AGENT_TOKEN")
+    cfg = HostConfig(db=db, datapath_type=datapath_type, underlay_mtu=underlay_mtu)
+    ag = make_agent(node or listen, cfg, state_dir)
+    if desired:
+        ag.put(DesiredState.model_validate_json(desired.read_text()))
+    if pidfile:
+        pidfile.write_text(f"{os.getpid()}\n")
+    try:
+        uvicorn.run(create_app(ag, token), host=listen, port=port, log_level="warning", access_log=False)
+    finally:
+        if pidfile:
+            try:
+                if pidfile.read_text().strip() == str(os.getpid()):
+                    pidfile.unlink()
+            except OSError:
+                pass
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+if __name__ == "__main__":
+    typer.run(agent)

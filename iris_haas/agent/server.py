@@ -1,0 +1,142 @@
+"""The per-host agent: authenticated HTTP on the control network.
+
+Routes (all but ``/v1/health`` need ``Authorization: Bearer <token>``):
+
+``GET  /v1/health``   liveness and the node's name
+``GET  /v1/state``    what is really on the host (op form), the desired version, whether they agree
+``GET  /v1/desired``  the last desired state received
+``PUT  /v1/desired``  replace the desired state (:class:`~iris_haas.drivers.ops.DesiredState`) and
+                      reconcile the host to it; returns the actions taken
+``POST /v1/apply``    reconcile again to the stored desired state (after a crash, a restart, or a
+                      change made by hand)
+
+The desired state is kept in ``state_dir/desired.json``, so a restarted agent still knows it.
+One lock serializes reconciliations. Errors are ``{type, message}`` with the error's HTTP status.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from iris_haas.drivers.host import Host, HostConfig
+from iris_haas.drivers.ops import DesiredState
+from iris_haas.errors import IrisError, Unauthorized
+
+log = logging.getLogger("iris.agent")
+
+
+class ApplyResult(BaseModel):
+    version: int
+    actions: list[str]
+    in_sync: bool
+
+
+class StateReport(BaseModel):
+    node: str
+    version: int
+    observed: list[dict]
+    pending: list[str]
+    in_sync: bool
+
+
+class Agent:
+    def __init__(self, node: str, host: Host, state_dir: Path):
+        self.node = node
+        self.host = host
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()
+        self.desired = self._load()
+
+    def _path(self) -> Path:
+        return self.state_dir / "desired.json"
+
+    def _load(self) -> DesiredState:
+        try:
+            return DesiredState.model_validate_json(self._path().read_text())
+        except (OSError, ValueError):
+            return DesiredState()
+
+    def _save(self, d: DesiredState) -> None:
+        tmp = self._path().with_suffix(".tmp")
+        tmp.write_text(d.model_dump_json())
+        os.replace(tmp, self._path())
+
+    def put(self, d: DesiredState) -> ApplyResult:
+        with self.lock:
+            self._save(d)
+            self.desired = d
+            return self._apply()
+
+    def apply(self) -> ApplyResult:
+        with self.lock:
+            return self._apply()
+
+    def _apply(self) -> ApplyResult:
+        actions = self.host.apply(self.desired)
+        # check that the change is visible (pyroute2's habit): a second plan must be empty
+        pending = self.host.plan(self.desired)
+        return ApplyResult(version=self.desired.version, actions=[str(a) for a in actions],
+                           in_sync=not [a for a in pending if a.kind != "warmup"])
+
+    def state(self) -> StateReport:
+        with self.lock:
+            facts = self.host.observe(self.desired)
+            from iris_haas.drivers.host import plan, report
+
+            pending = [a for a in plan(self.desired, facts, self.host.cfg) if a.kind != "warmup"]
+            return StateReport(node=self.node, version=self.desired.version, observed=report(facts),
+                               pending=[str(a) for a in pending], in_sync=not pending)
+
+
+def create_app(agent: Agent, token: str) -> FastAPI:
+    app = FastAPI(title="iris agent", version="1")
+
+    def auth(authorization: Annotated[str | None, Header()] = None) -> None:
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+            raise Unauthorized("missing or wrong agent token")
+
+    Auth = Depends(auth)
+
+    @app.exception_handler(IrisError)
+    async def _iris_error(_req: Request, e: IrisError):
+        return JSONResponse(status_code=e.status, content=e.to_dict())
+
+    @app.get("/v1/health")
+    def health() -> dict:
+        return {"ok": True, "node": agent.node}
+
+    @app.get("/v1/state", response_model=StateReport, dependencies=[Auth])
+    def state() -> StateReport:
+        return agent.state()
+
+    @app.get("/v1/desired", response_model=DesiredState, dependencies=[Auth])
+    def get_desired() -> DesiredState:
+        return agent.desired
+
+    @app.put("/v1/desired", response_model=ApplyResult, dependencies=[Auth])
+    def put_desired(d: DesiredState) -> ApplyResult:
+        return agent.put(d)
+
+    @app.post("/v1/apply", response_model=ApplyResult, dependencies=[Auth])
+    def apply() -> ApplyResult:
+        return agent.apply()
+
+    return app
+
+
+def make_agent(node: str, cfg: HostConfig, state_dir: Path) -> Agent:
+    return Agent(node, Host(cfg), state_dir)
+
+

@@ -1,0 +1,106 @@
+"""Gateway configuration (the paper's figure 5), as ops and as commands a person can read.
+
+One OVS bridge on each side holds the DC's trunk uplink and one GRE port to the other gateway.
+The GRE port has no tag and no trunks, so every VLAN 1-4094 crosses with its 802.1Q tag inside
+GRE: the IaaS may pick guest VLAN IDs at run time without telling anyone (paper §6.3).
+
+:func:`iaas_gateway_ops` is the IaaS side as an op list (what ``iris agent --desired`` applies);
+:func:`iaas_gateway_script` renders the same configuration as shell commands, built with the same
+command builders the driver runs (:mod:`iris_haas.drivers.ovs`), for an operator to read and paste.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from iris_haas.drivers import names, ovs
+from iris_haas.drivers.host import HostConfig, port_columns
+from iris_haas.drivers.ops import BridgeOp, DesiredState, PortOp, TunnelLimitOp, TunnelOp, gre_overhead
+
+
+@dataclass(frozen=True)
+class GatewaySpec:
+    tenant: str
+    haas_gateway_ip: str  # the HaaS gateway's public (underlay) address
+    key: int
+    trunk_port: str  # the IaaS gateway's NIC towards its DC's switches (carries every VLAN)
+    wan_port: str | None = None  # the NIC towards the internet (for the MTU note)
+    bridge: str = "br-int"
+    tunnel: str = "gre-haas"
+    rate_mbit: float | None = None  # optional limit for IaaS -> HaaS traffic
+    local_ip: str | None = None
+    datapath_type: str = "system"
+
+
+def iaas_gateway_ops(g: GatewaySpec) -> DesiredState:
+    owner = f"gateway:{g.tenant}"
+    ops: list = [
+        BridgeOp(name=g.bridge, owner=owner, tenant=g.tenant, datapath_type=g.datapath_type),  # type: ignore[arg-type]
+        PortOp(bridge=g.bridge, name=g.trunk_port, owner=owner, tenant=g.tenant),
+        TunnelOp(bridge=g.bridge, name=g.tunnel, remote_ip=g.haas_gateway_ip, key=g.key, local_ip=g.local_ip,
+                 mesh=False, owner=owner, tenant=g.tenant),
+    ]
+    if g.rate_mbit and g.wan_port:
+        ops.append(TunnelLimitOp(uplink=g.wan_port, remote_ip=g.haas_gateway_ip, rate_mbit=g.rate_mbit,
+                                 owner=owner, tenant=g.tenant))
+    return DesiredState(ops=ops)
+
+
+def iaas_gateway_script(g: GatewaySpec, db: str = "unix:/var/run/openvswitch/db.sock") -> str:
+    owner = f"gateway:{g.tenant}"
+    ids = {names.OWNER: owner, names.TENANT: g.tenant}
+    st = iaas_gateway_ops(g)
+    trunk = next(o for o in st.ops if isinstance(o, PortOp))
+    cols = port_columns(trunk)
+    subs = [
+        *ovs.add_bridge(g.bridge, datapath_type=g.datapath_type, external_ids={**ids, names.OP: "bridge"}),
+        *ovs.add_port(g.bridge, g.trunk_port, vlan_mode=cols["vlan_mode"], external_ids={**ids, names.OP: "port"}),
+        *ovs.gre_port(g.bridge, g.tunnel, remote_ip=g.haas_gateway_ip, key=g.key, local_ip=g.local_ip,
+                      external_ids={**ids, names.OP: "tunnel"}),
+    ]
+    c = ovs.txn(db, *subs)
+    ovh = gre_overhead(True)
+    lines = [
+        "#!/bin/sh",
+        f"# Iris: IaaS gateway for tenant {g.tenant!r} (paper figure 5). Run once, as root, on the gateway.",
+        "# One bridge holds the DC trunk and one GRE tunnel to the HaaS gateway; the tunnel carries",
+        "# every VLAN (1-4094), so guest VLANs need no further change here.",
+        "set -e",
+        "# one OVSDB transaction:",
+        " \\\n    ".join(_split(str(c))),
+        "",
+        f"# MTU: GRE with a key plus the 802.1Q tag adds {ovh} bytes. Either the path to the HaaS",
+        f"# gateway carries {1500 + ovh}-byte packets (set the WAN NIC's MTU to at least {1500 + ovh}),",
+        f"# or every host on the trunked VLANs uses MTU {1500 - ovh} (OVS does not fragment GRE).",
+    ]
+    if g.wan_port:
+        lines.append(f"ip link set dev {g.wan_port} mtu {1500 + ovh}")
+    lines += [
+        "# Hosts whose traffic crosses an OVS *userspace* datapath (DPDK / netdev) must turn TX",
+        "# checksum offload off (ethtool -K IF tx off); with the kernel datapath nothing is needed.",
+    ]
+    if g.rate_mbit and g.wan_port:
+        lines.append(f"# IaaS -> HaaS limit: {g.rate_mbit} Mbit/s towards {g.haas_gateway_ip} (tc htb on {g.wan_port}):")
+        ovh_cls = f"1:{0x100 + _ipint(g.haas_gateway_ip) % 0xFE00:x}"
+        lines += [
+            f"ovs-vsctl --db={db} -- set Port {g.wan_port} qos=@q -- --id=@q create QoS type=linux-noop",
+            f"tc qdisc replace dev {g.wan_port} root handle 1: htb default 0",
+            f"tc class replace dev {g.wan_port} parent 1: classid {ovh_cls} htb rate {g.rate_mbit}mbit",
+            f"tc filter replace dev {g.wan_port} parent 1: protocol ip prio 10 u32 match ip dst "
+            f"{g.haas_gateway_ip}/32 flowid {ovh_cls}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _ipint(ip: str) -> int:
+    import ipaddress
+
+    return int(ipaddress.ip_address(ip))
+
+
+def _split(command: str) -> list[str]:
+    # one line per OVSDB sub-command, for a reader
+    parts = command.split(" -- ")
+    return [parts[0]] + ["-- " + p for p in parts[1:]]
+
+

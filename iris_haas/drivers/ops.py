@@ -1,0 +1,146 @@
+"""The op vocabulary: the desired network state of one host, as data.
+
+The NRM derives, for every host (an L0 node or a gateway), the full list of ops that host must
+hold, and sends it to the host's agent (``PUT /v1/desired``). The agent reconciles: it creates
+what is missing, converges what differs and deletes what it made earlier that is no longer
+wanted. Objects are found again through their names and OVS ``external_ids``
+(``iris-op``, ``iris-owner``, ``iris-tenant``), so only Iris's own objects are ever touched.
+An op list is therefore idempotent: sending the same list twice changes nothing the second time.
+
+Ops (``op`` is the discriminator):
+
+``bridge``
+    An OVS bridge, one per tenant per host (``names.tenant_bridge``). ``datapath_type`` left
+    empty means the agent's configured default (``system`` in production, ``netdev`` in the lab).
+``tunnel``
+    A GRE port on a bridge to ``remote_ip`` with the tenant's ``key``. ``mesh=True`` marks a
+    member of the tenant's full mesh in the HaaS DC: OVS ``protected`` ports, so a frame that came
+    in on one mesh tunnel never leaves on another (split horizon; the mesh has no loops).
+    ``mesh=False`` is the inter-DC trunk to the tenant's IaaS gateway. No tag and no trunks:
+    every VLAN 1-4094 is carried, 802.1Q tags inside GRE.
+``port``
+    An L1's NIC: a veth pair whose L0 end (``name``) is on ``bridge`` and whose other end
+    (``l1_ifname``) is inside the L1 (``l1_netns``: the L1's network namespace; created if
+    missing, as the netns L1 driver does). ``vlan`` with ``trunk=False``: an access port.
+    ``vlan`` with ``trunk=True``: that VLAN untagged (native) and every other VLAN tagged, as
+    an IaaS KVM host's NIC. With ``l1_netns`` empty, ``name`` is an existing device (an uplink).
+    The L1 end gets TX checksum offload off and an MTU that fits inside the tunnel.
+``shape``
+    Egress limit of an L1 port (the port op named ``port``), ``rate_mbit`` Mbit/s, tc htb.
+``tunnel_limit``
+    Per-tenant limit on the inter-DC tunnel at a gateway: traffic leaving ``uplink`` towards
+    ``remote_ip`` (the tenant's IaaS gateway) is held to ``rate_mbit``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+IfName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.~-]+$")]
+Vlan = Annotated[int, Field(ge=1, le=4094)]
+
+
+class _Op(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    owner: str = Field(default="", description="reservation id (or lab name) that wants this object")
+    tenant: str = ""
+
+    def ident(self) -> tuple:
+        """Identity of the object the op describes (two ops with one key describe one object)."""
+        return (self.op, self.name)  # type: ignore[attr-defined]
+
+
+class BridgeOp(_Op):
+    op: Literal["bridge"] = "bridge"
+    name: IfName
+    datapath_type: Literal["system", "netdev", ""] = ""
+
+
+class TunnelOp(_Op):
+    op: Literal["tunnel"] = "tunnel"
+    bridge: IfName
+    name: IfName
+    remote_ip: str
+    key: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    local_ip: str | None = None
+    mesh: bool = True
+
+    @field_validator("remote_ip", "local_ip")
+    @classmethod
+    def _ip(cls, v):
+        if v is not None:
+            ipaddress.ip_address(v)
+        return v
+
+
+class PortOp(_Op):
+    op: Literal["port"] = "port"
+    bridge: IfName
+    name: IfName
+    l1_netns: str | None = None
+    l1_ifname: IfName | None = None
+    vlan: Vlan | None = None
+    trunk: bool = False
+    mtu: int = Field(default=1500, ge=576, le=9000)
+    address: str | None = Field(default=None, description="optional address inside the L1, CIDR")
+
+    @field_validator("address")
+    @classmethod
+    def _cidr(cls, v):
+        if v is not None:
+            ipaddress.ip_interface(v)
+        return v
+
+
+class ShapeOp(_Op):
+    op: Literal["shape"] = "shape"
+    port: IfName
+    rate_mbit: float = Field(gt=0, le=100_000)
+
+    def ident(self) -> tuple:
+        return (self.op, self.port)
+
+
+class TunnelLimitOp(_Op):
+    op: Literal["tunnel_limit"] = "tunnel_limit"
+    uplink: IfName
+    remote_ip: str
+    rate_mbit: float = Field(gt=0, le=100_000)
+
+    def ident(self) -> tuple:
+        return (self.op, self.uplink, self.remote_ip)
+
+
+Op = Annotated[Union[BridgeOp, TunnelOp, PortOp, ShapeOp, TunnelLimitOp], Field(discriminator="op")]
+
+
+class DesiredState(BaseModel):
+    """Everything one host must hold. ``version`` is the NRM's counter, echoed back in reports."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: int = 0
+    ops: list[Op] = Field(default_factory=list)
+
+    @field_validator("ops")
+    @classmethod
+    def _unique(cls, ops):
+        seen = set()
+        for o in ops:
+            if o.ident() in seen:
+                raise ValueError(f"two ops for one object: {o.ident()}")
+            seen.add(o.ident())
+        return ops
+
+
+# GRE overhead on the underlay for a tagged frame: outer IPv4 20 + GRE 4 (+4 with a key) + the
+# inner Ethernet header 14 + one 802.1Q tag 4. DESIGN.md's 42 is the keyless case.
+def gre_overhead(keyed: bool = True) -> int:
+    return 20 + 4 + (4 if keyed else 0) + 14 + 4
+
+
+def inner_mtu(underlay_mtu: int, wanted: int = 1500, keyed: bool = True) -> int:
+    """The largest L1 MTU that still fits through a GRE tunnel over ``underlay_mtu``."""
+    return min(wanted, underlay_mtu - gre_overhead(keyed))

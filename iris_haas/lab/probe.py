@@ -1,0 +1,94 @@
+"""Traffic probes between the lab's namespaces: ping, arping, TCP connect, iperf3.
+
+Used by the lab tests and the benches. Every probe runs inside a lab namespace and targets an
+address inside another lab namespace; nothing leaves the lab.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+
+from iris_haas.drivers.ovs import kill_pid
+from iris_haas.drivers.runner import cmd
+
+_RTT = re.compile(r"= [\d.]+/([\d.]+)/")
+
+
+def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+def ping(ns: str, ip: str, count: int = 3, wait: float = 1.0, interval: float = 0.2) -> int:
+    """Number of replies."""
+    c = cmd("ping", "-n", "-q", "-c", str(count), "-W", str(wait), "-i", str(interval), ip, netns=ns)
+    p = _run(c.full_argv(), timeout=count * (interval + wait) + 5)
+    m = re.search(r"(\d+) received", p.stdout)
+    return int(m.group(1)) if m else 0
+
+
+def reachable(ns: str, ip: str, timeout: float = 8.0) -> bool:
+    """True as soon as one ping is answered (a fresh path may drop its first packets while
+    ARP and OVS's tunnel neighbour cache fill)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ping(ns, ip, count=1, wait=1.0) == 1:
+            return True
+    return False
+
+
+def rtt_ms(ns: str, ip: str, count: int = 20) -> float:
+    c = cmd("ping", "-n", "-q", "-c", str(count), "-i", "0.05", "-W", "1", ip, netns=ns)
+    p = _run(c.full_argv(), timeout=count + 10)
+    m = _RTT.search(p.stdout)
+    return float(m.group(1)) if m else float("nan")
+
+
+def arping(ns: str, dev: str, ip: str, count: int = 3) -> list[str]:
+    """MAC addresses that answered an ARP request for ``ip`` sent out ``dev``."""
+    c = cmd("arping", "-c", str(count), "-w", str(count + 1), "-i", dev, ip, netns=ns, ok=(0, 1))
+    p = _run(c.full_argv(), timeout=count + 10)
+    return sorted(set(m.lower() for m in re.findall(r"from ([0-9a-fA-F:]{17})", p.stdout)))
+
+
+def tcp_connect(ns: str, ip: str, port: int, timeout: float = 2.0) -> bool:
+    code = (f"import socket,sys; s=socket.socket(); s.settimeout({timeout});\n"
+            f"try:\n s.connect(('{ip}',{port})); sys.exit(0)\nexcept OSError: sys.exit(1)")
+    import sys
+
+    c = cmd(sys.executable, "-c", code, netns=ns, ok=(0, 1))
+    return _run(c.full_argv(), timeout=timeout + 10).returncode == 0
+
+
+class Iperf3Server:
+    """``iperf3 -s`` in a namespace, stopped by its PID."""
+
+    def __init__(self, ns: str, port: int = 5201):
+        self.ns, self.port = ns, port
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self):
+        c = cmd("iperf3", "-s", "-p", str(self.port), netns=self.ns)
+        self.proc = subprocess.Popen(c.full_argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            kill_pid(self.proc.pid)
+            self.proc.wait()
+
+
+def iperf3(ns: str, server_ip: str, seconds: float = 3.0, port: int = 5201, reverse: bool = False) -> float:
+    """TCP goodput in Mbit/s measured at the receiver (iperf3's sum_received)."""
+    argv = ["iperf3", "-c", server_ip, "-p", str(port), "-t", str(seconds), "-J", "-O", "1"]
+    if reverse:
+        argv.append("-R")
+    c = cmd(*argv, netns=ns)
+    p = _run(c.full_argv(), timeout=seconds + 20)
+    doc = json.loads(p.stdout)
+    if "error" in doc:
+        raise RuntimeError(f"iperf3: {doc['error']}")
+    return doc["end"]["sum_received"]["bits_per_second"] / 1e6

@@ -1,0 +1,356 @@
+"""Realize a :class:`~iris_haas.lab.topology.LabPlan`: up, down, status.
+
+Everything the lab makes is found again by name, so ``down`` works from nothing but the lab's
+name, also after a crash half-way through ``up``:
+
+* namespaces ``iris-<lab>-*`` (every link of the lab lives inside one; nothing is created in
+  the host's own namespace, so deleting the namespaces deletes every veth and tap);
+* ``RUN_ROOT/<lab>/``: OVS databases, sockets, pidfiles and logs, the agents' token, pidfiles
+  and state.
+
+``down`` stops the OVS daemons (bridges deleted first) and the agents by the PIDs in their
+pidfiles, then any other process still inside one of the lab's namespaces (tests' iperf3
+servers, say), again by PID, then deletes the namespaces and the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from iris_haas.agent.client import AgentClient, AgentError
+from iris_haas.drivers import names, netlink as nl, ovs
+from iris_haas.drivers.gateway import GatewaySpec, iaas_gateway_ops
+from iris_haas.drivers.host import Host as HostDriver, HostConfig
+from iris_haas.drivers.runner import CommandFailed, SubprocessRunner, cmd
+from iris_haas.lab.topology import LabPlan, Topology, expand
+
+RUN_ROOT = Path(os.environ.get("IRIS_LAB_RUN", "/run/iris/lab"))
+LAB_OWNER = "lab:{}"
+
+
+def rundir(lab: str) -> Path:
+    return RUN_ROOT / lab
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(1, min(16, n)))
+
+
+@dataclass
+class Lab:
+    """A realized (or to-be-realized) lab: the plan plus helpers to reach its nodes."""
+
+    plan: LabPlan
+
+    @property
+    def topo(self) -> Topology:
+        return self.plan.topo
+
+    @property
+    def name(self) -> str:
+        return self.topo.name
+
+    @property
+    def dir(self) -> Path:
+        return rundir(self.name)
+
+    def ns(self, node: str) -> str:
+        return self.topo.ns(node)
+
+    def ovs(self, node: str) -> ovs.OvsInstance:
+        return ovs.OvsInstance(self.dir / node, self.ns(node), LAB_OWNER.format(self.name))
+
+    def token(self) -> str:
+        return (self.dir / "token").read_text().strip()
+
+    def client(self, node: str, timeout: float = 60.0) -> AgentClient:
+        a = next(a for a in self.plan.agents if a.node == node)
+        return AgentClient(f"http://{a.ip}:{a.port}", self.token(), netns=self.ns("ctl"), timeout=timeout)
+
+    def agent_nodes(self) -> list[str]:
+        return [a.node for a in self.plan.agents]
+
+    def gateway_spec(self, tenant: str) -> GatewaySpec:
+        x = self.topo.tenant(tenant)
+        return GatewaySpec(tenant=tenant, haas_gateway_ip=self.topo.haas.gateway_ip, key=x.key, trunk_port="tor",
+                           wan_port="up", datapath_type=self.topo.datapath_type)
+
+
+def load(path: str | Path | None = None, **override) -> Lab:
+    return Lab(expand(Topology.load(path, **override)))
+
+
+def from_run(lab: str) -> Lab | None:
+    """The lab as it was brought up (its topology is saved in the run directory)."""
+    p = rundir(lab) / "topology.json"
+    if not p.exists():
+        return None
+    return Lab(expand(Topology.model_validate_json(p.read_text())))
+
+
+# ---------------------------------------------------------------- up
+
+def up(lab: Lab, *, agents: bool = True, timeout: float = 30.0) -> dict:
+    """Create the lab; idempotent (an existing piece is kept). Returns timings."""
+    t0 = time.monotonic()
+    p = lab.plan
+    r = SubprocessRunner()
+    lab.dir.mkdir(parents=True, exist_ok=True)
+    (lab.dir / "topology.json").write_text(lab.topo.model_dump_json())
+    tok = lab.dir / "token"
+    if not tok.exists():
+        from iris_haas.agent.cli import new_token
+
+        tok.write_text(new_token())
+        tok.chmod(0o600)
+    times: dict[str, float] = {}
+    try:
+        with _pool(len(p.namespaces)) as ex:
+            new = [n for n in p.namespaces if nl.ensure_netns(n)]
+            list(ex.map(lambda n: r.run(nl.netns_sysctl_cmds(n, n in p.routers)), new))
+        times["netns"] = time.monotonic() - t0
+        for v in p.veths:
+            nl.ensure_veth(v.a, v.a_ns, v.b, v.b_ns, mtu=v.mtu)
+        for b in p.linux_bridges:
+            _linux_bridge(b)
+        times["links"] = time.monotonic() - t0
+        with _pool(len(p.ovs)) as ex:
+            list(ex.map(lambda o: _ovs_node(lab, o, r), p.ovs))
+        times["ovs"] = time.monotonic() - t0
+        for ns, ifname, cidr in p.addrs:
+            nl.ensure_addr(ns, ifname, cidr)
+        for h in p.hosts:
+            nl.set_link(h.ns, h.ifname, up=True)
+            nl.ensure_addr(h.ns, h.ifname, h.addr)
+        with _pool(len(p.hosts)) as ex:
+            list(ex.map(lambda h: r.run(nl.tx_offload_off_cmd(h.ns, h.ifname)), p.hosts))
+        if agents:
+            _start_agents(lab, r)
+        # the IaaS side, built once: each gateway gets Iris's generated configuration
+        with _pool(len(lab.topo.iaas)) as ex:
+            list(ex.map(lambda x: _iaas_gateway(lab, x.tenant, r), lab.topo.iaas))
+        times["iaas"] = time.monotonic() - t0
+        if agents:
+            _wait_agents(lab, timeout)
+            times["agents"] = time.monotonic() - t0
+            from iris_haas.lab import overlay
+
+            overlay.push(lab, overlay.desired(lab.topo, []))
+            times["overlay"] = time.monotonic() - t0
+    except BaseException:
+        # leave nothing half-made behind
+        down(lab.name)
+        raise
+    times["total"] = time.monotonic() - t0
+    return times
+
+
+def _linux_bridge(b) -> None:
+    with nl.ipr(b.ns) as h:
+        idx = nl.link_index(h, b.name)
+        if idx is None:
+            h.link("add", ifname=b.name, kind="bridge")
+            idx = nl.link_index(h, b.name)
+        h.link("set", index=idx, state="up", mtu=b.mtu)
+        for port in b.ports:
+            pidx = nl.link_index(h, port)
+            h.link("set", index=pidx, master=idx, state="up")
+    if b.addr:
+        nl.ensure_addr(b.ns, b.name, b.addr)
+
+
+def _ovs_node(lab: Lab, o, r: SubprocessRunner) -> None:
+    inst = lab.ovs(o.node)
+    inst.start(r)
+    owner = {names.OWNER: LAB_OWNER.format(lab.name)}
+    subs: list = []
+    for b in o.bridges:
+        subs += ovs.add_bridge(b.name, datapath_type=lab.topo.datapath_type, external_ids=owner, mtu=b.mtu)
+        for port in b.ports:
+            subs += ovs.add_port(b.name, port.name, tag=port.tag, vlan_mode=port.vlan_mode, external_ids=owner)
+    r.run(ovs.txn(inst.db, *subs))
+    for b in o.bridges:
+        if b.addr:
+            nl.set_link(o.ns, b.name, up=True, mtu=b.mtu)
+            nl.ensure_addr(o.ns, b.name, b.addr)
+
+
+def _iaas_gateway(lab: Lab, tenant: str, r: SubprocessRunner) -> None:
+    node = f"{tenant}gw"
+    cfg = HostConfig(db=lab.ovs(node).db, netns=lab.ns(node), datapath_type=lab.topo.datapath_type,
+                     underlay_mtu=lab.topo.underlay_mtu)
+    HostDriver(cfg, r).apply(iaas_gateway_ops(lab.gateway_spec(tenant)))
+
+
+def _start_agents(lab: Lab, r: SubprocessRunner) -> None:
+    for a in lab.plan.agents:
+        d = lab.dir / a.node
+        d.mkdir(parents=True, exist_ok=True)
+        pidfile = d / "agent.pid"
+        if pidfile.exists() and ovs._alive(_read_pid(pidfile) or -1):
+            continue
+        c = cmd(sys.executable, "-m", "iris_haas.agent.cli", "--listen", a.ip, "--port", str(a.port),
+                "--node", a.node, "--db", lab.ovs(a.node).db, "--datapath-type", lab.topo.datapath_type,
+                "--underlay-mtu", str(lab.topo.underlay_mtu), "--state-dir", str(d / "agent"),
+                "--token-file", str(lab.dir / "token"), "--pidfile", str(pidfile), netns=a.ns)
+        pid = r.spawn(c, log=str(d / "agent.log"))
+        # nsenter execs the agent, so this PID is the agent's; written now so that `down` finds it
+        # even if the agent dies before writing its own
+        pidfile.write_text(f"{pid}\n")
+
+
+def start_agent(lab: Lab, node: str) -> None:
+    """(Re)start one agent, e.g. after a test killed it."""
+    a = next(a for a in lab.plan.agents if a.node == node)
+    _start_agents(Lab(LabPlan(lab.topo, [], set(), [], [], [], [], [], [a])), SubprocessRunner())
+    _wait_agents(lab, 30.0, [node])
+
+
+def stop_agent(lab: Lab, node: str) -> None:
+    pid = _read_pid(lab.dir / node / "agent.pid")
+    if pid:
+        ovs.kill_pid(pid)
+
+
+def _wait_agents(lab: Lab, timeout: float, nodes: list[str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(nodes or lab.agent_nodes())
+    while pending:
+        for n in sorted(pending):
+            c = lab.client(n, timeout=2.0)
+            try:
+                c.health()
+                pending.discard(n)
+            except AgentError:
+                pass
+            finally:
+                c.close()
+        if pending:
+            if time.monotonic() > deadline:
+                logs = {n: _tail(lab.dir / n / "agent.log") for n in pending}
+                raise RuntimeError(f"agents not up after {timeout}s: {sorted(pending)}; logs: {logs}")
+            time.sleep(0.1)
+
+
+def _tail(p: Path, n: int = 800) -> str:
+    try:
+        return p.read_text()[-n:]
+    except OSError:
+        return ""
+
+
+def _read_pid(p: Path) -> int | None:
+    try:
+        return int(p.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------- down
+
+def lab_namespaces(lab: str) -> list[str]:
+    return nl.list_netns(names.lab_netns(lab, ""))
+
+
+def processes_in(nss: list[str]) -> list[int]:
+    """PIDs of processes whose network namespace is one of ``nss`` (compared by inode)."""
+    inodes = set()
+    for n in nss:
+        try:
+            inodes.add(os.stat(f"{nl.NETNS_DIR}/{n}").st_ino)
+        except OSError:
+            pass
+    if not inodes:
+        return []
+    me = os.getpid()
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == me:
+            continue
+        try:
+            if os.stat(f"/proc/{d}/ns/net").st_ino in inodes:
+                out.append(int(d))
+        except OSError:
+            pass
+    return out
+
+
+def down(lab: str) -> dict:
+    """Remove everything lab ``lab`` created, and nothing else. Tolerant of a half-made lab."""
+    r = SubprocessRunner()
+    d = rundir(lab)
+    removed = {"processes": 0, "namespaces": 0}
+    if d.exists():
+        for sub in sorted(d.iterdir()):
+            if not sub.is_dir():
+                continue
+            pid = _read_pid(sub / "agent.pid")
+            if pid:
+                ovs.kill_pid(pid)
+                removed["processes"] += 1
+        insts = [ovs.OvsInstance(sub, None) for sub in sorted(d.iterdir()) if (sub / "conf.db").exists()]
+        with _pool(len(insts)) as ex:
+            list(ex.map(lambda i: i.stop(r), insts))
+        removed["processes"] += 2 * len(insts)
+    nss = lab_namespaces(lab)
+    for pid in processes_in(nss):
+        ovs.kill_pid(pid)
+        removed["processes"] += 1
+    for n in nss:
+        nl.delete_netns(n)
+        removed["namespaces"] += 1
+    shutil.rmtree(d, ignore_errors=True)
+    return removed
+
+
+# ---------------------------------------------------------------- status
+
+def status(lab: Lab) -> dict:
+    """What exists of the lab, and whether it matches the topology."""
+    want = set(lab.plan.namespaces)
+    have = set(lab_namespaces(lab.name))
+    r = SubprocessRunner()
+    nodes = {}
+    for o in lab.plan.ovs:
+        inst = lab.ovs(o.node)
+        info: dict = {"ovs": inst.running()}
+        if info["ovs"]:
+            try:
+                st = ovs.observe(r, inst.db)
+                missing = [b.name for b in o.bridges if b.name not in st.bridges]
+                missing += [p.name for b in o.bridges for p in b.ports if p.name not in st.ports]
+                info["bridges"] = sorted(st.bridges)
+                info["missing"] = missing
+            except CommandFailed as e:
+                info["error"] = str(e)
+        nodes[o.node] = info
+    for a in lab.plan.agents:
+        info = nodes.setdefault(a.node, {})
+        try:
+            with lab.client(a.node, timeout=3.0) as c:
+                s = c.state()
+            info["agent"] = "up"
+            info["in_sync"] = s["in_sync"]
+        except (AgentError, OSError, FileNotFoundError) as e:
+            info["agent"] = f"down ({type(e).__name__})"
+    matches = (want == have and all(n.get("ovs", True) and not n.get("missing") and not n.get("error")
+                                    for n in nodes.values())
+               and all(nodes[a.node].get("agent") == "up" for a in lab.plan.agents))
+    extra = sorted(have - want)
+    return {
+        "lab": lab.name,
+        "exists": bool(have),
+        "matches": matches,
+        "namespaces": {"expected": len(want), "present": len(have & want), "missing": sorted(want - have),
+                       "extra": extra},
+        "nodes": nodes,
+    }
+
+
