@@ -31,7 +31,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class Coordinator:
+class LocalCoordinator:
     """An `iris serve` in a thread of this process, on a free loopback port."""
 
     def __init__(self, data_dir: Path, hold_timeout_s: float = 60.0):
@@ -74,7 +74,7 @@ def run(console: Console, *, keep: bool = False) -> int:
         console.rule(f"[bold]{text}")
 
     try:
-        with Coordinator(data_dir, hold_timeout_s=2.0) as coord:
+        with LocalCoordinator(data_dir, hold_timeout_s=2.0) as coord:
             admin = coord.client((data_dir / "admin-token").read_text().strip())
             step("HaaS admin registers the inventory")
             admin.post("/sites", {"name": "haas-dc"})

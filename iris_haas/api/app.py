@@ -60,6 +60,7 @@ def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval
         summary="HaaS resource coordinator: advance reservations of compute, network and storage for IaaS tenants",
         openapi_url="/v1/openapi.json",
         docs_url="/v1/docs",
+        redoc_url=None,
         lifespan=lifespan,
     )
     app.state.coordinator = coordinator

@@ -206,7 +206,8 @@ def show_reservation(r: dict, as_json: bool = False) -> None:
     if as_json:
         console.print_json(json.dumps(r))
         return
-    t = Table(title=f"reservation {r['id']}", show_header=False)
+    console.print(f"reservation [bold]{r['id']}[/bold]", soft_wrap=True)
+    t = Table(show_header=False)
     for k in ["description", "version", "committed_version", "reservation_state", "provision_state",
               "lifecycle_state", "data_plane_active", "start", "end", "hold_expires_at"]:
         t.add_row(k, _fmt(r.get(k)))

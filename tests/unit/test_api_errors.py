@@ -1,0 +1,116 @@
+"""Bad input is a 422 naming the field, conflicts are 409s, never a 500, never a half-applied change."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from iris_haas.store.models import Base
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"duration_s": 60, "items": [{"kind": "compute", "count": 0}]}, "items.0.compute.count"),
+    ({"duration_s": 60, "items": [{"kind": "gpu", "count": 1}]}, "items.0"),
+    ({"duration_s": 60, "items": [{"kind": "compute", "count": 1, "l1_kind": "xen"}]}, "items.0.compute.l1_kind"),
+    ({"duration_s": 60, "items": [{"kind": "compute", "count": 1, "colour": "red"}]}, "items.0.compute.colour"),
+    ({"duration_s": 60, "items": []}, "items"),
+    ({"items": [{"kind": "storage", "size_gb": 1}]}, ""),  # neither end nor duration
+    ({"start": "2030-01-01T10:00:00Z", "end": "2030-01-01T09:00:00Z",
+      "items": [{"kind": "storage", "size_gb": 1}]}, ""),
+    ({"start": "yesterday", "duration_s": 60, "items": [{"kind": "storage", "size_gb": 1}]}, "start"),
+])
+def test_bad_reservation_is_422_with_field(api, body, field):
+    r = api.call("POST", "/reservations", "alice", json=body)
+    assert r.status_code == 422, r.text
+    out = r.json()
+    assert out["type"] == "InvalidInput" and out["message"]
+    assert any(e["field"].startswith(field) for e in out["errors"]), out
+
+
+def test_reservation_in_the_past_is_422(api):
+    r = api.call("POST", "/reservations", "alice", json={
+        "start": "2001-01-01T00:00:00Z", "end": "2001-01-01T01:00:00Z", "items": [{"kind": "storage", "size_gb": 1}]})
+    assert r.status_code == 422 and r.json()["field"] == "end"
+
+
+def test_no_half_applied_reserve(api):
+    # the compute item would fit; the network item names a site the tenant does not have
+    r = api.call("POST", "/reservations", "alice", json={"duration_s": 60, "items": [
+        {"kind": "compute", "count": 1}, {"kind": "network", "bandwidth_mbps": 10, "tenant_site": "nowhere"}]})
+    assert r.status_code == 422 and r.json()["field"] == "tenant_site"
+    assert api.ok("GET", "/reservations", "alice") == []
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"name": "x", "gateway_underlay": "not-an-ip"}, "gateway_underlay"),
+    ({"name": "x", "gateway_underlay": "198.18.9.1", "vlans": "5000"}, "vlans"),
+    ({"name": "x", "gateway_underlay": "198.18.9.1", "vlans": "a-b"}, "vlans"),
+    ({"name": "x", "gateway_underlay": "198.18.9.1", "vlans": "200-299", "mgmt_vlan": 101}, "mgmt_vlan"),
+    ({"name": "x", "gateway_underlay": "198.18.9.1", "service_model": "d"}, "service_model"),
+    ({"name": "bad name!", "gateway_underlay": "198.18.9.1"}, "name"),
+    ({"name": "x"}, "gateway_underlay"),
+])
+def test_bad_site_is_422_with_field(api, body, field):
+    r = api.call("POST", "/sites", "alice", json=body)
+    assert r.status_code == 422, r.text
+    out = r.json()
+    fields = [out.get("field", "")] + [e["field"] for e in out.get("errors", [])]
+    assert any(field in f for f in fields), out
+    assert "x" not in {s["name"] for s in api.ok("GET", "/sites", "alice")}
+
+
+def test_inventory_errors(api):
+    assert api.call("POST", "/nodes", json={"name": "l0-0", "site": "haas", "cpus": 1, "memory_mb": 64,
+                                            "disk_gb": 1}).json()["type"] == "AlreadyExists"
+    r = api.call("POST", "/nodes", json={"name": "n9", "site": "mars", "cpus": 1, "memory_mb": 64, "disk_gb": 1})
+    assert r.status_code == 422 and r.json()["field"] == "site"
+    r = api.call("POST", "/links", json={"name": "loop", "site_a": "haas", "site_b": "haas", "capacity_mbps": 1})
+    assert r.status_code == 422
+    assert api.call("GET", "/nodes/nope").status_code == 404
+    assert api.call("PATCH", "/nodes/l0-0", json={"state": "broken"}).status_code == 422
+    res = api.ok("POST", "/reservations", "alice", json={"duration_s": 60, "items": [
+        {"kind": "compute", "count": 4, "cpus": 8}]})
+    r = api.call("DELETE", "/nodes/l0-0")
+    assert r.status_code == 409 and r.json()["type"] == "InUse"
+    assert api.call("DELETE", "/sites/haas").status_code == 409
+    assert api.call("DELETE", "/tenants/alice").status_code == 409
+    api.ok("POST", f"/reservations/{res['id']}/terminate", "alice")
+    assert api.call("DELETE", "/nodes/l0-0").status_code == 204
+    assert api.call("GET", "/nodes/l0-0").status_code == 404
+
+
+def test_unknown_path_and_method_are_json(api):
+    r = api.call("GET", "/nothing-here")
+    assert r.status_code == 404 and r.json()["type"] == "NotFound"
+    r = api.call("PUT", "/reservations")
+    assert r.status_code == 405 and r.json()["type"] == "MethodNotAllowed"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10**7) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+item = st.fixed_dictionaries({"kind": st.sampled_from(["compute", "network", "storage", "x"])},
+                             optional={"count": json_values, "cpus": json_values, "bandwidth_mbps": json_values,
+                                       "size_gb": json_values, "l1_kind": json_values})
+bodies = st.fixed_dictionaries({}, optional={
+    "items": st.lists(item, max_size=3) | json_values, "duration_s": json_values, "start": json_values,
+    "end": json_values, "site": json_values, "description": json_values})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=bodies)
+def test_random_bodies_never_500(api, body):
+    r = api.call("POST", "/reservations", "alice", json=body)
+    assert r.status_code in (201, 409, 422), (body, r.status_code, r.text)
+    assert set(r.json()) >= ({"id"} if r.status_code == 201 else {"type", "message"})
+
+
+def test_migrations_match_the_models(db):
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []

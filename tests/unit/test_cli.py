@@ -1,0 +1,76 @@
+"""The `iris` CLI against a real coordinator over HTTP (uvicorn on loopback)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from iris_haas.cli.main import app
+from iris_haas.demo import LocalCoordinator, run
+
+
+@pytest.fixture
+def server(tmp_path):
+    with LocalCoordinator(tmp_path) as c:
+        yield c, (tmp_path / "admin-token").read_text().strip()
+
+
+def iris(url, token, *args, ok=True):
+    result = CliRunner().invoke(app, ["--url", url, "--token", token, *args], env={"COLUMNS": "200"})
+    if ok:
+        assert result.exit_code == 0, (args, result.output, result.exception)
+    return result
+
+
+def test_admin_and_tenant_workflow(server):
+    coord, admin = server
+    url = coord.url
+    iris(url, admin, "site", "add", "haas")
+    for i in range(2):
+        iris(url, admin, "node", "add", f"l0-{i}", "--site", "haas", "--cpus", "4", "--memory-mb", "8192",
+             "--disk-gb", "100")
+    out = iris(url, admin, "tenant", "add", "acme").output
+    token = re.search(r"IRIS_TOKEN=(\S+)", out).group(1)
+    iris(url, token, "site", "add", "acme-dc", "--gateway-underlay", "198.18.5.1", "--vlans", "100-199")
+    iris(url, admin, "link", "add", "inet", "--site-a", "haas", "--site-b", "acme-dc", "--capacity-mbps", "1000")
+    assert "l0-1" in iris(url, admin, "node", "list").output
+
+    out = iris(url, token, "reserve", "--duration", "10m", "--nodes", "2", "--cpus", "2", "--bandwidth", "100").output
+    rid = re.search(r"reservation ([0-9a-f]{32})", out).group(1)
+    assert "ReserveHeld" in out
+    assert "ReserveStart" in iris(url, token, "commit", rid).output
+    assert "Provisioned" in iris(url, token, "provision", rid).output
+    assert "l0-" in iris(url, token, "show", rid).output
+    assert rid[:8] in iris(url, token, "list").output
+    assert "reserve_ok" in iris(url, token, "events", rid).output
+    avail = iris(url, token, "availability", "--duration", "1h", "--nodes", "2", "--cpus", "2").output
+    assert "count_fit" in avail
+    out = iris(url, token, "modify", rid, "--version", "2", "--bandwidth", "200").output
+    assert "ReserveHeld" in out
+    iris(url, token, "commit", rid)
+    assert "Terminated" in iris(url, token, "terminate", rid).output
+
+    # errors: a clear line, exit 1, no traceback
+    bad = iris(url, token, "commit", rid, ok=False)
+    assert bad.exit_code == 1 and "IllegalTransition" in bad.output and "Traceback" not in bad.output
+    bad = iris(url, token, "node", "list", ok=False)
+    assert bad.exit_code == 1 and "Forbidden" in bad.output
+    bad = iris(url, token, "reserve", "--duration", "10m", "--nodes", "9", "--cpus", "4", ok=False)
+    assert bad.exit_code == 1 and "ReserveFailed" in bad.output
+    bad = iris(url, token, "reserve", "--duration", "soon", "--nodes", "1", ok=False)
+    assert bad.exit_code != 0 and "Traceback" not in bad.output
+
+
+def test_unreachable_coordinator_is_a_clear_error():
+    bad = iris("http://127.0.0.1:9", "x", "list", ok=False)
+    assert bad.exit_code == 1 and "cannot reach the coordinator" in bad.output
+
+
+def test_control_plane_demo(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    monkeypatch.chdir(tmp_path)
+    assert run(Console(width=120)) == 0
+    assert (tmp_path / "report.json").exists()
