@@ -25,7 +25,7 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def socket_in_netns(netns: str, family=socket.AF_INET, type=socket.SOCK_STREAM) -> socket.socket:
+def socket_in_netns(netns: str, family=socket.AF_INET, type=socket.SOCK_STREAM, proto: int = 0) -> socket.socket:
     box: dict[str, Any] = {}
 
     def enter():
@@ -36,7 +36,7 @@ def socket_in_netns(netns: str, family=socket.AF_INET, type=socket.SOCK_STREAM) 
                     raise OSError(ctypes.get_errno(), f"setns {netns}")
             finally:
                 os.close(fd)
-            box["s"] = socket.socket(family, type)
+            box["s"] = socket.socket(family, type, proto)
         except BaseException as e:  # handed to the caller's thread
             box["e"] = e
 

@@ -216,3 +216,20 @@ def tx_offload_off_cmd(ns: str | None, ifname: str):
     return cmd("ethtool", "-K", ifname, "tx", "off", netns=ns)
 
 
+
+
+def flush_neighbours(ns: str | None, ifname: str) -> None:
+    """Forget the ARP cache of one link (so a quiet host stays quiet: no reachability probes)."""
+    with ipr(ns) as h:
+        idx = link_index(h, ifname)
+        if idx is None:
+            return
+        for n in h.get_neighbours(ifindex=idx):
+            dst = n.get_attr("NDA_DST")
+            if dst is None:
+                continue
+            try:
+                h.neigh("del", ifindex=idx, dst=dst)
+            except NetlinkError as e:
+                if e.code not in (errno.ENOENT, errno.ESRCH):
+                    raise

@@ -46,10 +46,12 @@ def rtt_ms(ns: str, ip: str, count: int = 20) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
-def arping(ns: str, dev: str, ip: str, count: int = 3) -> list[str]:
-    """MAC addresses that answered an ARP request for ``ip`` sent out ``dev``."""
-    c = cmd("arping", "-c", str(count), "-w", str(count + 1), "-i", dev, ip, netns=ns, ok=(0, 1))
-    p = _run(c.full_argv(), timeout=count + 10)
+def arping(ns: str, dev: str, ip: str, count: int = 2, deadline: int | None = None) -> list[str]:
+    """MAC addresses that answered ARP requests for ``ip`` sent out ``dev`` (broadcast). Returns
+    after ``count`` replies or ``deadline`` seconds."""
+    deadline = deadline or count + 1
+    c = cmd("arping", "-c", str(count), "-w", str(deadline), "-i", dev, ip, netns=ns, ok=(0, 1))
+    p = _run(c.full_argv(), timeout=deadline + 10)
     return sorted(set(m.lower() for m in re.findall(r"from ([0-9a-fA-F:]{17})", p.stdout)))
 
 
@@ -60,6 +62,47 @@ def tcp_connect(ns: str, ip: str, port: int, timeout: float = 2.0) -> bool:
 
     c = cmd(sys.executable, "-c", code, netns=ns, ok=(0, 1))
     return _run(c.full_argv(), timeout=timeout + 10).returncode == 0
+
+
+class Sniffer:
+    """Source MACs of every frame received on one interface of a namespace, while active."""
+
+    def __init__(self, ns: str, dev: str):
+        import socket
+        import threading
+
+        from iris_haas.agent.client import socket_in_netns
+
+        self.sock = socket_in_netns(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        self.sock.bind((dev, 0))
+        self.sock.settimeout(0.1)
+        self.frames: list[tuple[str, str]] = []  # (src MAC, dst MAC)
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if addr[2] == socket.PACKET_OUTGOING:
+                continue
+            self.frames.append((data[6:12].hex(":"), data[0:6].hex(":")))
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(0.2)
+        self._stop.set()
+        self._t.join()
+        self.sock.close()
 
 
 class Iperf3Server:

@@ -1,0 +1,83 @@
+"""One two-DC lab shared by the lab tests of a session, under a name unique to the session.
+
+The lab is torn down in a ``finally``, and a last check asserts that nothing of it remains
+(namespaces, run directory, processes), so a failed test cannot leave the machine dirty.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+
+import pytest
+
+from iris_haas.drivers import netlink as nl
+from iris_haas.lab import overlay, realizer
+
+
+def _lab_requirements() -> str | None:
+    if os.geteuid() != 0:
+        return "lab tests need root"
+    for tool in ("ovs-vswitchd", "ovsdb-server", "iperf3", "arping", "ethtool", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"lab tests need {tool}"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    why = _lab_requirements()
+    for item in items:
+        if "tests/lab/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.lab)
+            if why:
+                item.add_marker(pytest.mark.skip(reason=why))
+
+
+def assert_gone(name: str) -> None:
+    assert realizer.lab_namespaces(name) == [], "namespaces left behind"
+    assert not realizer.rundir(name).exists(), "run directory left behind"
+    host_links = [n for n in nl.links(None) if n.startswith(f"iris-{name}") or n.startswith("iris")]
+    assert host_links == [], f"links left in the host namespace: {host_links}"
+
+
+@pytest.fixture(scope="session")
+def lab():
+    name = "t" + secrets.token_hex(3)
+    lb = realizer.load(None, name=name)
+    try:
+        realizer.up(lb)
+        yield lb
+    finally:
+        realizer.down(name)
+        assert_gone(name)
+
+
+class Tenants:
+    """The L1 ports a test wants; pushes every host's desired state through the agents."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.ports: list[overlay.L1Port] = []
+        self.limits: dict[str, float] = {}
+
+    def set(self, ports, limits=None):
+        self.ports = list(ports)
+        self.limits = dict(limits or {})
+        return self.push()
+
+    def push(self):
+        res = overlay.push(self.lab, overlay.desired(self.lab.topo, self.ports, self.limits))
+        assert all(r["in_sync"] for r in res.values()), res
+        return res
+
+
+@pytest.fixture
+def tenants(lab):
+    """Each test starts from a lab without L1 ports and leaves it so."""
+    t = Tenants(lab)
+    t.set([])
+    try:
+        yield t
+    finally:
+        t.set([])
