@@ -354,3 +354,13 @@ def status(lab: Lab) -> dict:
     }
 
 
+
+
+def leftovers(lab: str) -> list[str]:
+    """Anything of lab ``lab`` that still exists (empty after a clean ``down``)."""
+    out = [f"netns {n}" for n in lab_namespaces(lab)]
+    if rundir(lab).exists():
+        out.append(f"dir {rundir(lab)}")
+    # nothing of the lab is ever created in the host's namespace; check that it stayed so
+    out += [f"link {n}" for n in nl.links(None) if n.startswith(names.PREFIX)]
+    return out

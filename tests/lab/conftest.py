@@ -12,7 +12,6 @@ import shutil
 
 import pytest
 
-from iris_haas.drivers import netlink as nl
 from iris_haas.lab import overlay, realizer
 
 
@@ -35,10 +34,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def assert_gone(name: str) -> None:
-    assert realizer.lab_namespaces(name) == [], "namespaces left behind"
-    assert not realizer.rundir(name).exists(), "run directory left behind"
-    host_links = [n for n in nl.links(None) if n.startswith(f"iris-{name}") or n.startswith("iris")]
-    assert host_links == [], f"links left in the host namespace: {host_links}"
+    assert realizer.leftovers(name) == []
 
 
 @pytest.fixture(scope="session")

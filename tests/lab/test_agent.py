@@ -1,0 +1,68 @@
+"""The agent: authenticated HTTP on the control network; `apply` repairs a host after a crash
+or a change made by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from iris_haas.agent.client import AgentClient, AgentError
+from iris_haas.drivers import netlink as nl, ovs
+from iris_haas.drivers.runner import SubprocessRunner
+from iris_haas.lab import probe, realizer
+from iris_haas.lab.overlay import L1Port
+
+pytestmark = pytest.mark.lab
+
+
+def test_agent_needs_its_token(lab):
+    a = next(a for a in lab.plan.agents if a.node == "l0-1")
+    with AgentClient(f"http://{a.ip}:{a.port}", "wrong", netns=lab.ns("ctl")) as c:
+        assert c.health()["ok"]  # liveness is public
+        with pytest.raises(AgentError) as e:
+            c.state()
+        assert e.value.extra["status_code"] == 401
+
+
+def test_agent_reports_what_is_really_there(lab, tenants):
+    tenants.set([L1Port("a", "l0-1", "r1", vlan=101, address="10.0.101.21/24", rate_mbit=50)])
+    with lab.client("l0-1") as c:
+        s = c.state()
+    assert s["in_sync"]
+    ops = {(o["op"], o.get("name") or o.get("port")): o for o in s["observed"]}
+    assert ops[("port", "irisp-r1")]["vlan"] == 101
+    assert ops[("tunnel", "irist-a-gw")]["key"] == 1001
+    assert ops[("shape", "irisp-r1")]["rate_mbit"] == 50
+
+
+def test_kill_agent_and_break_things_by_hand_then_apply_repairs(lab, tenants):
+    tenants.set([L1Port("a", "l0-1", "r1", vlan=101, address="10.0.101.21/24", rate_mbit=80),
+                 L1Port("a", "l0-2", "r2", vlan=102, address="10.0.102.21/24")])
+    assert probe.reachable(lab.ns("r1"), "10.0.101.10")
+    r = SubprocessRunner()
+    realizer.stop_agent(lab, "l0-1")
+    # by hand, while the agent is dead: a port, a tunnel, the veth and its htb go away
+    r.run(ovs.txn(lab.ovs("l0-1").db, *ovs.del_port("irisp-r1"), *ovs.del_port("irist-a-gw")))
+    nl.delete_link(lab.ns("l0-1"), "irisp-r1")
+    # ... and the inter-DC trunk on the HaaS gateway
+    r.run(ovs.txn(lab.ovs("hgw").db, *ovs.del_port("irist-a-x")))
+    assert probe.ping(lab.ns("r2"), "10.0.102.10", count=2) == 0
+    realizer.start_agent(lab, "l0-1")
+    with lab.client("l0-1") as c:
+        s = c.state()
+        assert not s["in_sync"] and s["pending"]
+        res = c.apply()
+        assert res["in_sync"], res
+        assert c.state()["in_sync"]
+    with lab.client("hgw") as c:
+        assert not c.state()["in_sync"]
+        assert c.apply()["in_sync"]
+    assert probe.reachable(lab.ns("r1"), "10.0.101.10")
+    assert probe.reachable(lab.ns("r2"), "10.0.102.10")
+    # a second apply has nothing to do
+    with lab.client("l0-1") as c:
+        assert c.apply()["actions"] == []
+
+
+def test_status_matches_the_file(lab):
+    s = realizer.status(lab)
+    assert s["matches"], s
