@@ -17,12 +17,11 @@ One lock serializes reconciliations. Errors are ``{type, message}`` with the err
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
@@ -49,8 +48,18 @@ class StateReport(BaseModel):
     in_sync: bool
 
 
+class HostDriver(Protocol):
+    """What the agent needs of a host driver: the real :class:`Host` or :class:`MemoryHost`."""
+
+    def apply(self, desired: DesiredState) -> list: ...
+
+    def plan(self, desired: DesiredState) -> list: ...
+
+    def status(self, desired: DesiredState) -> tuple[list[dict], list]: ...
+
+
 class Agent:
-    def __init__(self, node: str, host: Host, state_dir: Path):
+    def __init__(self, node: str, host: HostDriver, state_dir: Path):
         self.node = node
         self.host = host
         self.state_dir = Path(state_dir)
@@ -91,11 +100,9 @@ class Agent:
 
     def state(self) -> StateReport:
         with self.lock:
-            facts = self.host.observe(self.desired)
-            from iris_haas.drivers.host import plan, report
-
-            pending = [a for a in plan(self.desired, facts, self.host.cfg) if a.kind != "warmup"]
-            return StateReport(node=self.node, version=self.desired.version, observed=report(facts),
+            observed, pending = self.host.status(self.desired)
+            pending = [a for a in pending if a.kind != "warmup"]
+            return StateReport(node=self.node, version=self.desired.version, observed=observed,
                                pending=[str(a) for a in pending], in_sync=not pending)
 
 

@@ -337,4 +337,9 @@ class Host:
     def report(self, desired: DesiredState | None = None) -> list[dict]:
         return report(self.observe(desired))
 
+    def status(self, desired: DesiredState) -> tuple[list[dict], list[Action]]:
+        """(what is really there, what a reconcile would still do)"""
+        facts = self.observe(desired)
+        return report(facts), plan(desired, facts, self.cfg)
+
 

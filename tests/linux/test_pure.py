@@ -1,0 +1,227 @@
+"""Pure parts of the data plane, read without root: names, OVSDB commands, tc requests, the
+reconciler's decisions, the overlay mesh, the lab's expansion, the gateway configuration, and
+the agent's API over the in-memory host twin."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from iris_haas.agent.server import Agent, create_app
+from iris_haas.drivers import names, ovs, tc
+from iris_haas.drivers.gateway import GatewaySpec, iaas_gateway_ops, iaas_gateway_script
+from iris_haas.drivers.host import Facts, HostConfig, plan
+from iris_haas.drivers.memory import MemoryHost
+from iris_haas.drivers.ops import BridgeOp, DesiredState, PortOp, ShapeOp, TunnelLimitOp, TunnelOp, inner_mtu
+from iris_haas.lab.overlay import L1Port, desired
+from iris_haas.lab.topology import Topology, expand
+
+pytestmark = pytest.mark.unit
+
+
+def test_names_fit_ifnamsiz_and_are_deterministic():
+    for n in [names.tenant_bridge("a-very-long-tenant-name"), names.tenant_tunnel("acme-corp", "gw"),
+              *names.l1_port("web-frontend-01")]:
+        assert len(n) <= 15 and n.startswith("iris")
+    assert names.tenant_bridge("acme-corp-x") == names.tenant_bridge("acme-corp-x")
+    assert names.tenant_bridge("acme-corp-x1") != names.tenant_bridge("acme-corp-x2")
+    assert names.tenant_bridge("a") == "irisb-a"
+    assert 1 <= names.tenant_key("acme") < 2**31
+
+
+def test_one_transaction_per_change():
+    c = ovs.txn("unix:/x/db.sock", *ovs.add_bridge("br", datapath_type="netdev", external_ids={"iris-owner": "r1"}),
+                *ovs.gre_port("br", "t1", remote_ip="198.18.0.1", key=7, protected=True))
+    assert c.argv[0] == "ovs-vsctl" and c.argv.count("ovs-vsctl") == 1
+    assert "--db=unix:/x/db.sock" in c.argv
+    s = " ".join(c.argv)
+    assert "-- --may-exist add-br br -- set Bridge br datapath_type=netdev" in s
+    assert 'options:key="7"' in s and 'options:remote_ip="198.18.0.1"' in s and "protected=true" in s
+    assert "type=gre" in s
+
+
+def test_port_vlan_modes():
+    s = " ".join(" ".join(x) for x in ovs.add_port("br", "p", tag=101, vlan_mode="native-untagged"))
+    assert "tag=101" in s and "vlan_mode=native-untagged" in s and "trunks=[]" in s
+    s = " ".join(" ".join(x) for x in ovs.add_port("br", "p"))
+    assert "tag=[]" in s and "vlan_mode=[]" in s
+
+
+def test_ovsdb_json_decoding():
+    out = json.dumps({"headings": ["name", "external_ids", "trunks", "tag"],
+                      "data": [["br0", ["map", [["iris-owner", "x"]]], ["set", []], ["set", [5, 6]]]]})
+    [row] = ovs.parse_list(out)
+    assert row == {"name": "br0", "external_ids": {"iris-owner": "x"}, "trunks": None, "tag": [5, 6]}
+
+
+def test_tc_requests():
+    reqs = tc.port_limit_requests(100)
+    assert reqs[0].kind == "htb" and reqs[0].kwargs["handle"] == tc.ROOT
+    assert reqs[1].kwargs["rate"] == 12_500_000 == reqs[1].kwargs["ceil"]
+    a, b = tc.tenant_class("198.18.0.11"), tc.tenant_class("198.18.0.12")
+    assert a != b and a >> 16 == 1
+    f = tc.tenant_limit_requests("198.18.0.11", 50)[1]
+    assert f.kwargs["keys"] == ["0xc612000b/0xffffffff+16"] and f.kwargs["target"] == a
+
+
+def test_ops_validate():
+    with pytest.raises(ValidationError):
+        PortOp(bridge="b", name="x" * 16)
+    with pytest.raises(ValidationError):
+        PortOp(bridge="b", name="p", vlan=4095)
+    with pytest.raises(ValidationError):
+        TunnelOp(bridge="b", name="t", remote_ip="not-an-ip")
+    with pytest.raises(ValidationError):
+        DesiredState(ops=[BridgeOp(name="b"), BridgeOp(name="b")])
+    d = DesiredState.model_validate({"ops": [{"op": "bridge", "name": "b"}, {"op": "shape", "port": "p", "rate_mbit": 5}]})
+    assert isinstance(d.ops[1], ShapeOp)
+    assert inner_mtu(1500) == 1454 and inner_mtu(1600) == 1500
+
+
+def _facts(ports=None, bridges=None, interfaces=None, links=None, l1=None):
+    return Facts(ovs=ovs.OvsState(bridges or {}, ports or {}, interfaces or {}), links=links or {}, l1=l1 or {})
+
+
+CFG = HostConfig(db="unix:/x", datapath_type="netdev", underlay_mtu=1600, warmup=False)
+
+
+def _state():
+    return DesiredState(ops=[
+        BridgeOp(name="irisb-a", owner="r1", tenant="a"),
+        TunnelOp(bridge="irisb-a", name="irist-a-gw", remote_ip="198.18.1.1", key=5, owner="r1", tenant="a"),
+        PortOp(bridge="irisb-a", name="irisp-x", l1_netns="iris-l-x", l1_ifname="iris1-x", vlan=101,
+               owner="r1", tenant="a"),
+        ShapeOp(port="irisp-x", rate_mbit=100, owner="r1", tenant="a"),
+    ])
+
+
+def test_plan_on_an_empty_host_makes_links_then_one_ovs_transaction_then_tc():
+    acts = plan(_state(), _facts(), CFG)
+    assert [a.kind for a in acts] == ["veth", "ovs", "tc"]
+    assert acts[0].args == ("irisp-x", "iris-l-x", "iris1-x", 1500)
+
+
+def test_plan_on_a_matching_host_is_empty_and_lab_infrastructure_is_left_alone():
+    ids = {"iris-owner": "r1", "iris-tenant": "a"}
+    facts = _facts(
+        bridges={"irisb-a": {"name": "irisb-a", "datapath_type": "netdev", "external_ids": {**ids, "iris-op": "bridge"}},
+                 "br-phy": {"name": "br-phy", "datapath_type": "netdev", "external_ids": {"iris-owner": "lab:x"}}},
+        ports={"irist-a-gw": {"name": "irist-a-gw", "bridge": "irisb-a", "tag": None, "trunks": None,
+                              "vlan_mode": None, "protected": True, "external_ids": {**ids, "iris-op": "tunnel"}},
+               "irisp-x": {"name": "irisp-x", "bridge": "irisb-a", "tag": 101, "trunks": None, "vlan_mode": "access",
+                           "protected": False, "external_ids": {**ids, "iris-op": "port", "iris-l1-netns": "iris-l-x"}},
+               "fab": {"name": "fab", "bridge": "br-phy", "external_ids": {"iris-owner": "lab:x"}}},
+        interfaces={"irist-a-gw": {"type": "gre", "options": {"remote_ip": "198.18.1.1", "key": "5"}},
+                    "irisp-x": {"type": ""}, "fab": {}},
+        links={"irisp-x": {"mtu": 1500}},
+        l1={"irisp-x": {"exists": True, "mtu": 1500, "rate": 100.0, "addrs": []}},
+    )
+    assert plan(_state(), facts, CFG) == []
+    # released: everything of the reservation goes, the lab's br-phy and its port stay
+    acts = plan(DesiredState(), facts, CFG)
+    ovs_subs = [" ".join(s) for a in acts if a.kind == "ovs" for s in a.args]
+    assert "--if-exists del-port irisp-x" in ovs_subs and "--if-exists del-port irist-a-gw" in ovs_subs
+    assert "--if-exists del-br irisb-a" in ovs_subs
+    assert not any("br-phy" in s or "fab" in s for s in ovs_subs)
+    assert ("dellink", ("irisp-x",)) in [(a.kind, a.args) for a in acts]
+    assert ("delnetns", ("iris-l-x",)) in [(a.kind, a.args) for a in acts]
+
+
+def test_plan_converges_a_changed_tunnel_key_and_a_changed_rate():
+    ids = {"iris-owner": "r1", "iris-tenant": "a", "iris-op": "tunnel"}
+    facts = _facts(
+        bridges={"irisb-a": {"datapath_type": "netdev", "external_ids": {"iris-owner": "r1", "iris-tenant": "a",
+                                                                        "iris-op": "bridge"}}},
+        ports={"irist-a-gw": {"bridge": "irisb-a", "protected": True, "external_ids": ids}},
+        interfaces={"irist-a-gw": {"type": "gre", "options": {"remote_ip": "198.18.1.1", "key": "6"}}},
+        links={"irisp-x": {"mtu": 1500}}, l1={"irisp-x": {"exists": True, "mtu": 1500, "rate": 40.0}},
+    )
+    acts = plan(_state(), facts, CFG)
+    s = " ".join(" ".join(x) for a in acts if a.kind == "ovs" for x in a.args)
+    assert 'options:key="5"' in s
+    tcs = [a for a in acts if a.kind == "tc"]
+    assert tcs and tcs[0].args[2][1].kwargs["rate"] == 12_500_000
+
+
+def test_tunnel_limit_sets_a_noop_qos_so_ovs_keeps_the_qdisc():
+    d = DesiredState(ops=[TunnelLimitOp(uplink="up", remote_ip="198.18.0.11", rate_mbit=100)])
+    facts = _facts(ports={"up": {"bridge": "br-phy", "qos": None, "external_ids": {}}}, links={"up": {}})
+    acts = plan(d, facts, CFG)
+    s = " ".join(" ".join(x) for a in acts if a.kind == "ovs" for x in a.args)
+    assert "qos=@noop" in s and "type=linux-noop" in s
+    assert any(a.kind == "tc" and a.args[1] == "up" for a in acts)
+
+
+def test_overlay_is_a_full_mesh_per_tenant_with_split_horizon():
+    topo = Topology.load(None, name="u", l0_count=4)
+    ports = [L1Port("a", f"l0-{i}", f"a{i}", vlan=101) for i in (1, 2, 3)] + [L1Port("b", "l0-4", "b4", vlan=101)]
+    st = desired(topo, ports, {"a": 100})
+    def tunnels(node, t):
+        return [o for o in st[node].ops if isinstance(o, TunnelOp) and o.tenant == t]
+    for i in (1, 2, 3):
+        ts = tunnels(f"l0-{i}", "a")
+        assert len(ts) == 3 and all(o.mesh and o.key == 1001 for o in ts)  # gw + the 2 other L0s
+        assert tunnels(f"l0-{i}", "b") == []
+    gw = tunnels("hgw", "a")
+    assert len(gw) == 4 and [o.mesh for o in gw].count(False) == 1  # 3 mesh + the inter-DC trunk
+    assert [o for o in gw if not o.mesh][0].remote_ip == "198.18.0.11"
+    assert {o.key for o in tunnels("hgw", "b")} == {1002}
+    assert st["l0-4"].ops and all(o.tenant == "b" for o in st["l0-4"].ops)
+    assert any(isinstance(o, TunnelLimitOp) and o.rate_mbit == 100 for o in st["hgw"].ops)
+
+
+def test_the_lab_expands_to_short_names_and_lab_only_addresses():
+    p = expand(Topology.load(None, name="abcdefghijkl"))
+    assert all(ns.startswith("iris-abcdefghijkl-") for ns in p.namespaces)
+    ifnames = [v.a for v in p.veths] + [v.b for v in p.veths] + [b.name for b in p.linux_bridges]
+    assert all(len(n) <= 15 for n in ifnames)
+    lab_net = ipaddress.ip_network("198.18.0.0/15")
+    forbidden = ipaddress.ip_network("192.0.2.0/24")
+    for _, _, cidr in p.addrs:
+        assert ipaddress.ip_interface(cidr).ip in lab_net
+    for o in p.ovs:
+        for b in o.bridges:
+            if b.addr:
+                assert ipaddress.ip_interface(b.addr).ip in lab_net
+    for h in p.hosts:
+        assert ipaddress.ip_interface(h.addr).ip not in forbidden
+    assert len([o for o in p.ovs if o.node.startswith("l0-")]) == 4
+    assert {a.node for a in p.agents} == {"hgw", "l0-1", "l0-2", "l0-3", "l0-4"}
+
+
+def test_gateway_config_as_ops_and_as_commands():
+    g = GatewaySpec(tenant="a", haas_gateway_ip="198.18.0.1", key=1001, trunk_port="eth1", wan_port="eth0",
+                    rate_mbit=200)
+    ops = iaas_gateway_ops(g).ops
+    t = [o for o in ops if isinstance(o, TunnelOp)][0]
+    assert not t.mesh and t.key == 1001 and t.remote_ip == "198.18.0.1"
+    script = iaas_gateway_script(g)
+    assert script.count("ovs-vsctl --db=") == 2  # the bridge in one transaction, the qos line
+    assert "add-br br-int" in script and "add-port br-int eth1" in script and "type=gre" in script
+    assert "ip link set dev eth0 mtu 1546" in script and "tx off" in script
+
+
+def test_agent_api_over_the_memory_twin(tmp_path):
+    host = MemoryHost()
+    ag = Agent("l0-9", host, tmp_path)
+    c = TestClient(create_app(ag, "tok"))
+    assert c.get("/v1/health").json()["ok"]
+    assert c.get("/v1/state").status_code == 401
+    assert c.get("/v1/state", headers={"Authorization": "Bearer nope"}).json()["type"] == "Unauthorized"
+    h = {"Authorization": "Bearer tok"}
+    body = _state().model_dump(mode="json")
+    r = c.put("/v1/desired", json=body, headers=h)
+    assert r.status_code == 200 and r.json()["in_sync"] and len(r.json()["actions"]) == 4
+    assert c.put("/v1/desired", json={"ops": [{"op": "nope"}]}, headers=h).status_code == 422
+    host.lose("tunnel", "irist-a-gw")
+    assert not c.get("/v1/state", headers=h).json()["in_sync"]
+    # a restarted agent still knows the desired state
+    ag2 = Agent("l0-9", host, tmp_path)
+    c2 = TestClient(create_app(ag2, "tok"))
+    r = c2.post("/v1/apply", headers=h).json()
+    assert r["in_sync"] and r["actions"] == ["create ('tunnel', 'irist-a-gw')"]
+    assert c2.get("/v1/desired", headers=h).json()["ops"][0]["name"] == "irisb-a"
