@@ -7,6 +7,7 @@ dimension separately is the same as for each instant, since all new allocations 
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from typing import Iterable, Sequence
 
@@ -84,10 +85,12 @@ def free_capacity(
     end: float,
 ) -> dict[int, tuple[int, ...]]:
     """Capacity minus peak usage over [start, end), per resource."""
-    out = {}
-    for rid, cap in capacities.items():
-        used = peak(usage.get(rid, ()), start, end, len(cap))
-        out[rid] = tuple(c - u for c, u in zip(cap, used))
+    out = dict(capacities)  # most resources have nothing in the interval: their capacity is free
+    for rid, intervals in usage.items():
+        cap = capacities.get(rid)
+        if cap is not None:
+            used = peak(intervals, start, end, len(cap))
+            out[rid] = tuple(c - u for c, u in zip(cap, used))
     return out
 
 
@@ -101,23 +104,27 @@ def fit_count(free: dict[int, tuple[int, ...]], need: tuple[int, ...]) -> int:
 
 
 def place(free: dict[int, tuple[int, ...]], need: tuple[int, ...], count: int) -> list[int] | None:
-    """Choose resources for ``count`` units of ``need``; spread over the freest resources first.
+    """Choose resources for ``count`` units of ``need``, each on the freest resource that fits.
 
     Returns the chosen resource ids (a resource may appear more than once), or None if they
-    do not fit. Greedy is exact here: every unit is identical and spans the whole interval.
+    do not fit. Greedy is exact here: every unit is identical and spans the whole interval,
+    so the units fit if and only if the per-resource counts add up to ``count``.
     """
-    free = {rid: list(v) for rid, v in free.items()}
+    dims = range(len(need))
+    fits = [(f, rid) for rid, f in free.items() if all(f[d] >= need[d] for d in dims)]
+    # Each of the ``count`` freest fitting resources takes at least one unit, so looking further
+    # never changes whether the units fit; it only costs time with thousands of resources.
+    top = heapq.nlargest(count, fits, key=lambda x: (x[0], -x[1]))
+    # max-heap on the free vector (negated), ties broken by the lower resource id
+    heap = [(tuple(-x for x in f), rid) for f, rid in top]
+    heapq.heapify(heap)
     chosen: list[int] = []
-    for _ in range(count):
-        best = None
-        for rid in sorted(free):
-            f = free[rid]
-            if all(f[d] >= need[d] for d in range(len(need))):
-                if best is None or f > free[best]:
-                    best = rid
-        if best is None:
+    while len(chosen) < count:
+        if not heap:
             return None
-        for d in range(len(need)):
-            free[best][d] -= need[d]
-        chosen.append(best)
+        neg, rid = heapq.heappop(heap)
+        chosen.append(rid)
+        left = tuple(-neg[d] - need[d] for d in dims)
+        if all(left[d] >= need[d] for d in dims):
+            heapq.heappush(heap, (tuple(-x for x in left), rid))
     return chosen

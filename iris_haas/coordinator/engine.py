@@ -81,10 +81,7 @@ class Coordinator:
 
     def _context(self, s: Session, res: Reservation, version: int) -> Context:
         crit = res.criteria_for(version)
-        return Context(
-            session=s, reservation=res, tenant=s.get(Tenant, res.tenant_id), haas_site=s.get(Site, res.site_id),
-            start=crit.start if crit else 0.0, end=crit.end if crit else 0.0,
-        )
+        return Context(session=s, reservation=res, start=crit.start if crit else 0.0, end=crit.end if crit else 0.0)
 
     def _haas_site(self, s: Session, name: str | None) -> Site:
         q = select(Site).where(Site.kind == "haas")
@@ -98,6 +95,11 @@ class Coordinator:
             raise InvalidInput(f"there are {len(sites)} HaaS sites; name one in site", field="site")
         return sites[0]
 
+    def _involved(self, res: Reservation) -> list[ResourceManager]:
+        """The managers, in commit order, that any version of this reservation has items for."""
+        kinds = {item["kind"] for c in res.criteria for item in c.items}
+        return [m for m in self.commit_order if m.item_kind in kinds]
+
     def _check(self, s: Session, res: Reservation, now: float) -> IrisError | None:
         """ReserveStart -> ReserveChecking -> ReserveHeld | ReserveFailed, over every item."""
         self._transition(s, res, "reservation", "reserve")
@@ -106,7 +108,7 @@ class Coordinator:
             for index, item in enumerate(res.criteria_for(res.version).items):
                 self.managers[item["kind"]].reserve(ctx, index, item)
         except ReserveFailed as e:
-            for m in self.commit_order:  # a child failed: abort the held siblings
+            for m in self._involved(res):  # a child failed: abort the held siblings
                 m.abort(ctx)
             self._transition(s, res, "reservation", "reserve_fail")
             self._event(s, res, "errorEvent", message=e.message, version=res.version)
@@ -126,7 +128,9 @@ class Coordinator:
             and ctx.start <= now < ctx.end
         )
         hosts: set[str] = set()
-        for m in self.commit_order:
+        if not active and not res.data_plane_active:
+            return hosts  # desired state exists only while active: nothing to withdraw
+        for m in self._involved(res):
             hosts |= m.provision(ctx) if active else m.release(ctx)
         if active != res.data_plane_active or (active and hosts):
             res.data_plane_active = active
@@ -240,10 +244,10 @@ class Coordinator:
             self._transition(s, res, "reservation", "commit")
             ctx = self._context(s, res, res.version)
             try:
-                for m in self.commit_order:
+                for m in self._involved(res):
                     m.commit(ctx, res.version)
             except IrisError as e:
-                for m in self.commit_order:
+                for m in self._involved(res):
                     m.abort(ctx)
                 res.version = res.committed_version
                 res.hold_expires_at = None
@@ -262,7 +266,7 @@ class Coordinator:
             res = self._load(s, rid, tenant_id)
             self._transition(s, res, "reservation", "abort")
             ctx = self._context(s, res, res.version)
-            for m in self.commit_order:
+            for m in self._involved(res):
                 m.abort(ctx)
             res.version = res.committed_version or res.version
             res.hold_expires_at = None
@@ -343,13 +347,13 @@ class Coordinator:
             self._transition(s, res, "provision", "release_ok")
         hosts = self._sync(s, res, self.clock())
         ctx = self._context(s, res, res.version)
-        for m in self.commit_order:
+        for m in self._involved(res):
             hosts |= m.terminate(ctx)
         return hosts
 
     def _timeout(self, s: Session, res: Reservation) -> None:
         ctx = self._context(s, res, res.version)
-        for m in self.commit_order:
+        for m in self._involved(res):
             m.abort(ctx)
         self._transition(s, res, "reservation", "timeout")
         self._event(s, res, "reserveTimeout", version=res.version, timeout_s=self.hold_timeout_s)
@@ -398,7 +402,7 @@ class Coordinator:
             if res is None or (tenant_id is not None and res.tenant_id != tenant_id):
                 raise NotFound(f"no reservation {rid}")
             ctx = self._context(s, res, res.version)
-            resources = [r for m in self.commit_order for r in m.query(ctx)]
+            resources = [r for m in self._involved(res) for r in m.query(ctx)]
             _ = res.criteria
         return res, resources
 
@@ -451,9 +455,8 @@ class Coordinator:
             haas = self._haas_site(s, site)
             nodes = {
                 n.id: (n.cpus, n.memory_mb, n.disk_gb)
-                for n in s.execute(select(Node.id, Node.cpus, Node.memory_mb, Node.disk_gb, Node.l1_kinds).where(
-                    Node.site_id == haas.id, Node.state == "available"))
-                if l1_kind in n.l1_kinds
+                for n in s.execute(select(Node.id, Node.cpus, Node.memory_mb, Node.disk_gb).where(
+                    Node.site_id == haas.id, Node.state == "available", Node.supports(l1_kind)))
             }
             links: dict[int, tuple[int]] = {}
             if bandwidth_mbps:

@@ -9,11 +9,12 @@ derives the data-plane operations each host must apply (rows of desired state).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from iris_haas.coordinator import calendar
 from iris_haas.store.models import Allocation, DataPlaneOp, Reservation, Site, Tenant
 
 
@@ -23,10 +24,18 @@ class Context:
 
     session: Session
     reservation: Reservation
-    tenant: Tenant
-    haas_site: Site
     start: float
     end: float
+    held: list[Allocation] = field(default_factory=list)  # what this reserve call has held so far
+
+    # Looked up on first use: a commit or an abort never needs them.
+    @property
+    def tenant(self) -> Tenant:
+        return self.session.get(Tenant, self.reservation.tenant_id)
+
+    @property
+    def haas_site(self) -> Site:
+        return self.session.get(Site, self.reservation.site_id)
 
 
 class ResourceManager(ABC):
@@ -41,6 +50,19 @@ class ResourceManager(ABC):
     @abstractmethod
     def desired_ops(self, ctx: Context, allocations: list[Allocation]) -> list[tuple[str, dict]]:
         """The (host, operation) pairs that realize these committed allocations."""
+
+    def free(self, ctx: Context, capacities: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
+        """Free capacity of these resources over [ctx.start, ctx.end): capacity minus the calendar's
+        peak (this reservation's committed version excluded, since the new one replaces it) minus
+        what this reserve call has already held for sibling items."""
+        usage = calendar.overlapping(ctx.session, self.resource_kind, ctx.start, ctx.end,
+                                     exclude_reservation=ctx.reservation.id)
+        free = calendar.free_capacity(capacities, usage, ctx.start, ctx.end)
+        dims = calendar.DIMENSIONS[self.resource_kind]
+        for a in ctx.held:
+            if a.resource_kind == self.resource_kind and a.resource_id in free:
+                free[a.resource_id] = tuple(f - getattr(a, d) for f, d in zip(free[a.resource_id], dims))
+        return free
 
     def _allocations(self, ctx: Context, **where) -> list[Allocation]:
         q = select(Allocation).where(
@@ -129,8 +151,7 @@ class ResourceManager(ABC):
         ]
 
     def hold(self, ctx: Context, index: int, resource_id: int, detail: dict, **amounts) -> None:
-        ctx.session.add(
-            Allocation(
+        alloc = Allocation(
                 reservation_id=ctx.reservation.id,
                 version=ctx.reservation.version,
                 item=index,
@@ -142,5 +163,6 @@ class ResourceManager(ABC):
                 status="held",
                 detail=detail,
                 **amounts,
-            )
         )
+        ctx.session.add(alloc)
+        ctx.held.append(alloc)

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from iris_haas.coordinator import calendar
 from iris_haas.errors import ReserveFailed
 from iris_haas.managers.base import Context, ResourceManager
-from iris_haas.store.models import Allocation, Node
+from iris_haas.store.models import Node
 
 
 def l1_name(reservation_id: str, index: int, n: int) -> str:
@@ -18,37 +18,24 @@ def l1_name(reservation_id: str, index: int, n: int) -> str:
 class ComputeManager(ResourceManager):
     name, item_kind, resource_kind = "crm", "compute", "node"
 
-    def candidates(self, ctx: Context, l1_kind: str) -> dict[int, tuple[int, int, int]]:
+    def candidates(self, ctx: Context, l1_kind: str) -> tuple[dict[int, tuple[int, int, int]], dict[int, str]]:
         nodes = ctx.session.execute(
-            select(Node.id, Node.cpus, Node.memory_mb, Node.disk_gb, Node.l1_kinds).where(
-                Node.site_id == ctx.haas_site.id, Node.state == "available"
+            select(Node.id, Node.name, Node.cpus, Node.memory_mb, Node.disk_gb).where(
+                Node.site_id == ctx.haas_site.id, Node.state == "available", Node.supports(l1_kind)
             )
-        )
-        return {n.id: (n.cpus, n.memory_mb, n.disk_gb) for n in nodes if l1_kind in n.l1_kinds}
+        ).all()
+        return {i: (c, m, d) for i, _, c, m, d in nodes}, {i: name for i, name, *_ in nodes}
 
     def reserve(self, ctx: Context, index: int, item: dict) -> None:
-        caps = self.candidates(ctx, item["l1_kind"])
+        caps, names = self.candidates(ctx, item["l1_kind"])
         if not caps:
             raise ReserveFailed(f"no available L0 node at site {ctx.haas_site.name} supports L1 kind {item['l1_kind']}")
-        usage = calendar.overlapping(
-            ctx.session, "node", ctx.start, ctx.end, exclude_reservation=ctx.reservation.id
-        )
-        free = calendar.free_capacity(caps, usage, ctx.start, ctx.end)
+        free = self.free(ctx, caps)
         need = (item["cpus"], item["memory_mb"], item["disk_gb"])
-        # Siblings of this reservation held in the same call already consume capacity.
-        for a in ctx.session.scalars(
-            select(Allocation).where(
-                Allocation.reservation_id == ctx.reservation.id,
-                Allocation.resource_kind == "node",
-                Allocation.status == "held",
-            )
-        ):
-            if a.resource_id in free:
-                f = free[a.resource_id]
-                free[a.resource_id] = (f[0] - a.cpus, f[1] - a.memory_mb, f[2] - a.disk_gb)
         # A modify keeps each L1 where it is when it still fits, so no L1 moves; new ones are placed.
         kept: list[int] = []
-        for a in self._allocations(ctx, status="committed", item=index)[: item["count"]]:
+        previous = self._allocations(ctx, status="committed", item=index) if ctx.reservation.committed_version else []
+        for a in previous[: item["count"]]:
             f = free.get(a.resource_id)
             if f is None or any(f[d] < need[d] for d in range(3)):
                 break
@@ -62,7 +49,6 @@ class ComputeManager(ResourceManager):
                 f"compute item {index}: {item['count']} x {item['l1_kind']} ({need[0]} cpus, {need[1]} MB, "
                 f"{need[2]} GB) do not fit over the interval; {fitting} would fit"
             )
-        names = {n.id: n.name for n in ctx.session.execute(select(Node.id, Node.name).where(Node.id.in_(set(chosen))))}
         for n, node_id in enumerate(chosen):
             self.hold(
                 ctx, index, node_id,

@@ -43,11 +43,7 @@ class NetworkManager(ResourceManager):
         links = links_between(ctx.session, site.id, ctx.haas_site.id)
         if not links:
             raise ReserveFailed(f"no inter-DC link between {site.name} and {ctx.haas_site.name}")
-        usage = calendar.overlapping(
-            ctx.session, "link", ctx.start, ctx.end,
-            exclude_reservation=ctx.reservation.id, resource_ids=[link.id for link in links],
-        )
-        free = calendar.free_capacity({link.id: (link.capacity_mbps,) for link in links}, usage, ctx.start, ctx.end)
+        free = self.free(ctx, {link.id: (link.capacity_mbps,) for link in links})
         mbps = item["bandwidth_mbps"]
         chosen = calendar.place(free, (mbps,), 1)
         if chosen is None:

@@ -17,13 +17,7 @@ class StorageManager(ResourceManager):
         pools = list(ctx.session.scalars(select(StoragePool).where(StoragePool.site_id == ctx.haas_site.id)))
         if not pools:
             raise ReserveFailed(f"site {ctx.haas_site.name} has no storage pool")
-        usage = calendar.overlapping(
-            ctx.session, "pool", ctx.start, ctx.end,
-            exclude_reservation=ctx.reservation.id, resource_ids=[p.id for p in pools],
-        )
-        free = calendar.free_capacity({p.id: (p.capacity_gb,) for p in pools}, usage, ctx.start, ctx.end)
-        for a in self._allocations(ctx, status="held"):
-            free[a.resource_id] = (free[a.resource_id][0] - a.gb,)
+        free = self.free(ctx, {p.id: (p.capacity_gb,) for p in pools})
         chosen = calendar.place(free, (item["size_gb"],), 1)
         if chosen is None:
             raise ReserveFailed(

@@ -43,9 +43,23 @@ class Node(Base):
     cpus: Mapped[int] = mapped_column(Integer)
     memory_mb: Mapped[int] = mapped_column(Integer)
     disk_gb: Mapped[int] = mapped_column(Integer)
-    l1_kinds: Mapped[list] = mapped_column(JSON)
+    # ",lxc,kvm," rather than JSON: admission filters on it in SQL over every node, with no
+    # per-row decoding (see ``supports``).
+    l1_kinds_text: Mapped[str] = mapped_column("l1_kinds", String(64))
     agent_url: Mapped[str | None] = mapped_column(String(256))
     state: Mapped[str] = mapped_column(String(16), default="available")
+
+    @property
+    def l1_kinds(self) -> list[str]:
+        return [k for k in self.l1_kinds_text.split(",") if k]
+
+    @l1_kinds.setter
+    def l1_kinds(self, kinds: list[str]) -> None:
+        self.l1_kinds_text = "," + ",".join(kinds) + ","
+
+    @classmethod
+    def supports(cls, l1_kind: str):
+        return cls.l1_kinds_text.contains(f",{l1_kind},", autoescape=True)
 
 
 class Gateway(Base):
@@ -123,7 +137,7 @@ class Allocation(Base):
 
     __tablename__ = "allocations"
     id: Mapped[int] = mapped_column(primary_key=True)
-    reservation_id: Mapped[str] = mapped_column(ForeignKey("reservations.id"), index=True)
+    reservation_id: Mapped[str] = mapped_column(ForeignKey("reservations.id"))
     version: Mapped[int] = mapped_column(Integer)
     item: Mapped[int] = mapped_column(Integer)
     resource_kind: Mapped[str] = mapped_column(String(8))
@@ -143,6 +157,9 @@ class Allocation(Base):
         Index("ix_alloc_kind_start", "resource_kind", "start"),
         Index("ix_alloc_kind_duration", "resource_kind", "duration_s"),
         Index("ix_alloc_resource", "resource_kind", "resource_id", "start"),
+        # Lookups by reservation always name the kind and usually the status; with all three as
+        # equality columns, SQLite's planner prefers this index even without ANALYZE statistics.
+        Index("ix_alloc_reservation", "reservation_id", "resource_kind", "status"),
     )
 
 

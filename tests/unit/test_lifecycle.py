@@ -207,7 +207,7 @@ def test_modify_abort_restores_version(api):
 
 
 def test_failed_commit_returns_to_last_committed_version(api, monkeypatch):
-    r = reserve(api, items=[compute(count=1)]).json()
+    r = reserve(api, items=[compute(count=1), {"kind": "network", "bandwidth_mbps": 10}]).json()
     msg(api, r["id"], "commit")
     api.ok("POST", f"/reservations/{r['id']}/modify", "alice", json={"version": 2, "count": 2})
 
@@ -219,7 +219,7 @@ def test_failed_commit_returns_to_last_committed_version(api, monkeypatch):
     assert c.status_code == 409
     after = api.ok("GET", f"/reservations/{r['id']}", "alice")
     assert (after["reservation_state"], after["version"], after["committed_version"]) == ("ReserveStart", 1, 1)
-    assert len(after["resources"]) == 1 and after["resources"][0]["status"] == "committed"
+    assert len(after["resources"]) == 2 and all(a["status"] == "committed" for a in after["resources"])
     assert ("reservation", "ReserveCommitting", "commit_fail", "ReserveStart") in transitions(api, r["id"])
 
 

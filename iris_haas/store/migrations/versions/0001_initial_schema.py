@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 23:26:38.543097
+Create Date: 2026-11-26 23:44:45.534442
 """
 from alembic import op
 import sqlalchemy as sa
@@ -72,7 +72,7 @@ def upgrade() -> None:
     sa.Column('cpus', sa.Integer(), nullable=False),
     sa.Column('memory_mb', sa.Integer(), nullable=False),
     sa.Column('disk_gb', sa.Integer(), nullable=False),
-    sa.Column('l1_kinds', sa.JSON(), nullable=False),
+    sa.Column('l1_kinds', sa.String(length=64), nullable=False),
     sa.Column('agent_url', sa.String(length=256), nullable=True),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], ),
@@ -139,8 +139,8 @@ def upgrade() -> None:
     with op.batch_alter_table('allocations', schema=None) as batch_op:
         batch_op.create_index('ix_alloc_kind_duration', ['resource_kind', 'duration_s'], unique=False)
         batch_op.create_index('ix_alloc_kind_start', ['resource_kind', 'start'], unique=False)
+        batch_op.create_index('ix_alloc_reservation', ['reservation_id', 'resource_kind', 'status'], unique=False)
         batch_op.create_index('ix_alloc_resource', ['resource_kind', 'resource_id', 'start'], unique=False)
-        batch_op.create_index(batch_op.f('ix_allocations_reservation_id'), ['reservation_id'], unique=False)
 
     op.create_table('criteria',
     sa.Column('reservation_id', sa.String(length=32), nullable=False),
@@ -192,8 +192,8 @@ def downgrade() -> None:
     op.drop_table('dataplane_ops')
     op.drop_table('criteria')
     with op.batch_alter_table('allocations', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_allocations_reservation_id'))
         batch_op.drop_index('ix_alloc_resource')
+        batch_op.drop_index('ix_alloc_reservation')
         batch_op.drop_index('ix_alloc_kind_start')
         batch_op.drop_index('ix_alloc_kind_duration')
 
