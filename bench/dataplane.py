@@ -44,7 +44,7 @@ def main() -> int:
     lab = realizer.load(None, name=name)
     r = SubprocessRunner()
     try:
-        realizer.up(lab)
+        realizer.up(lab, ephemeral=True)
         # a second IaaS host on VLAN 101, on the IaaS's own switch
         h2 = lab.ns("amgmt2")
         nl.ensure_netns(h2)

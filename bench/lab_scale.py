@@ -31,7 +31,7 @@ def main() -> int:
     out: dict = {"l0s": args.l0s}
     try:
         t0 = time.monotonic()
-        realizer.up(lab)
+        realizer.up(lab, ephemeral=True)
         out["lab_up_s"] = round(time.monotonic() - t0, 3)
         ports: list[L1Port] = []
         current = overlay.desired(lab.topo, ports)

@@ -29,6 +29,7 @@ def agent(
     pidfile: Annotated[Optional[Path], typer.Option(help="write our PID here")] = None,
     desired: Annotated[Optional[Path], typer.Option(
         help="apply this desired state (JSON) at start, e.g. an IaaS gateway's (`iris gateway-config --json`)")] = None,
+    once: Annotated[bool, typer.Option(help="apply --desired, print the result and exit (no HTTP server)")] = False,
 ) -> None:
     """Run the agent: authenticated HTTP; applies and reconciles network ops on this host."""
     import uvicorn
@@ -36,13 +37,18 @@ def agent(
     from iris_haas.agent.server import create_app, make_agent
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = HostConfig(db=db, datapath_type=datapath_type, underlay_mtu=underlay_mtu)
+    ag = make_agent(node or listen, cfg, state_dir)
+    if once:
+        if not desired:
+            raise typer.BadParameter("--once needs --desired")
+        typer.echo(ag.put(DesiredState.model_validate_json(desired.read_text())).model_dump_json())
+        return
     token = os.environ.get("IRIS_AGENT_TOKEN", "")
     if token_file:
         token = token_file.read_text().strip()
     if not token:
         raise typer.BadParameter("no token: give --token-file or set IRIS_AGENT_TOKEN")
-    cfg = HostConfig(db=db, datapath_type=datapath_type, underlay_mtu=underlay_mtu)
-    ag = make_agent(node or listen, cfg, state_dir)
     if desired:
         ag.put(DesiredState.model_validate_json(desired.read_text()))
     if pidfile:

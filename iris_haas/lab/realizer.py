@@ -97,12 +97,18 @@ def from_run(lab: str) -> Lab | None:
 
 # ---------------------------------------------------------------- up
 
-def up(lab: Lab, *, agents: bool = True, timeout: float = 30.0) -> dict:
-    """Create the lab; idempotent (an existing piece is kept). Returns timings."""
+def up(lab: Lab, *, agents: bool = True, timeout: float = 30.0, ephemeral: bool = False) -> dict:
+    """Create the lab; idempotent (an existing piece is kept). Returns timings.
+
+    ``ephemeral``: the lab belongs to this process (a test session, a bench); if the process
+    dies without taking it down, :func:`sweep_stale` removes it later.
+    """
     t0 = time.monotonic()
     p = lab.plan
     r = SubprocessRunner()
     lab.dir.mkdir(parents=True, exist_ok=True)
+    if ephemeral:
+        (lab.dir / "ephemeral.pid").write_text(f"{os.getpid()}\n")
     (lab.dir / "topology.json").write_text(lab.topo.model_dump_json())
     tok = lab.dir / "token"
     if not tok.exists():
@@ -211,6 +217,28 @@ def start_agent(lab: Lab, node: str) -> None:
     a = next(a for a in lab.plan.agents if a.node == node)
     _start_agents(Lab(LabPlan(lab.topo, [], set(), [], [], [], [], [], [a])), SubprocessRunner())
     _wait_agents(lab, 30.0, [node])
+
+
+def ensure_agents(lab: Lab) -> list[str]:
+    """Restart any agent of the lab that is not running; returns the nodes restarted."""
+    dead = [a.node for a in lab.plan.agents
+            if not ovs._alive(_read_pid(lab.dir / a.node / "agent.pid") or -1)]
+    for n in dead:
+        start_agent(lab, n)
+    return dead
+
+
+def sweep_stale() -> list[str]:
+    """Take down ephemeral labs whose creating process is gone (a test run that was killed)."""
+    gone = []
+    if not RUN_ROOT.exists():
+        return gone
+    for d in sorted(RUN_ROOT.iterdir()):
+        pid = _read_pid(d / "ephemeral.pid")
+        if pid is not None and not ovs._alive(pid):
+            down(d.name)
+            gone.append(d.name)
+    return gone
 
 
 def stop_agent(lab: Lab, node: str) -> None:

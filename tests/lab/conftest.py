@@ -12,6 +12,7 @@ import shutil
 
 import pytest
 
+from iris_haas.drivers import netlink as nl, ovs
 from iris_haas.lab import overlay, realizer
 
 
@@ -39,14 +40,20 @@ def assert_gone(name: str) -> None:
 
 @pytest.fixture(scope="session")
 def lab():
+    realizer.sweep_stale()  # labs of earlier runs that were killed before their teardown
     name = "t" + secrets.token_hex(3)
     lb = realizer.load(None, name=name)
+    host_links = set(nl.links(None))
+    pids: list[int] = []
     try:
-        realizer.up(lb)
+        realizer.up(lb, ephemeral=True)
         yield lb
     finally:
+        pids = realizer.processes_in(realizer.lab_namespaces(name))
         realizer.down(name)
-        assert_gone(name)
+    assert_gone(name)
+    assert [p for p in pids if ovs._alive(p)] == [], "processes of the lab still running"
+    assert set(nl.links(None)) - host_links == set(), "links appeared on the host"
 
 
 class Tenants:
@@ -71,6 +78,7 @@ class Tenants:
 @pytest.fixture
 def tenants(lab):
     """Each test starts from a lab without L1 ports and leaves it so."""
+    realizer.ensure_agents(lab)  # an earlier test may have failed with an agent stopped
     t = Tenants(lab)
     t.set([])
     try:

@@ -73,7 +73,7 @@ def test_a_failure_half_way_through_up_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(realizer, "_iaas_gateway", boom)
     try:
         with pytest.raises(RuntimeError, match="injected"):
-            realizer.up(lab)
+            realizer.up(lab, ephemeral=True)
     finally:
         realizer.down(name)
     assert realizer.leftovers(name) == []
@@ -84,7 +84,7 @@ def test_down_of_a_half_made_lab_by_name_only(tmp_path):
     name = "h" + secrets.token_hex(3)
     lab = realizer.load(_topo(tmp_path, name))
     try:
-        realizer.up(lab, agents=False)
+        realizer.up(lab, agents=False, ephemeral=True)
         (realizer.rundir(name) / "topology.json").unlink()
         # a stray process inside one of the lab's namespaces (as a test's iperf3 server would be)
         import subprocess
@@ -98,3 +98,20 @@ def test_down_of_a_half_made_lab_by_name_only(tmp_path):
     p.wait(timeout=5)
     assert realizer.leftovers(name) == []
     assert nl.list_netns(f"iris-{name}-") == []
+
+
+def test_a_lab_whose_test_run_was_killed_is_swept(tmp_path):
+    name = "k" + secrets.token_hex(3)
+    lab = realizer.load(_topo(tmp_path, name))
+    try:
+        realizer.up(lab, agents=False, ephemeral=True)
+        # pretend the creating process died: a PID that exited
+        import subprocess
+
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        (realizer.rundir(name) / "ephemeral.pid").write_text(f"{dead.pid}\n")
+        assert name in realizer.sweep_stale()
+    finally:
+        realizer.down(name)
+    assert realizer.leftovers(name) == []
