@@ -16,12 +16,13 @@ ports) carries ``iris-owner`` but no ``iris-op`` and is left alone.
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from iris_haas.drivers import names, netlink as nl, ovs, tc
 from iris_haas.drivers.ops import (
-    BridgeOp, DesiredState, PortOp, ShapeOp, TunnelLimitOp, TunnelOp, inner_mtu,
+    BridgeOp, DesiredState, L1Op, PortOp, ShapeOp, TunnelLimitOp, TunnelOp, inner_mtu,
 )
 from iris_haas.drivers.runner import Cmd, Runner, SubprocessRunner, cmd
 
@@ -35,6 +36,7 @@ class HostConfig:
     datapath_type: str = "system"
     underlay_mtu: int = 1500
     warmup: bool = True
+    l1_dir: str = ""  # state of the L1 drivers (iris_haas.drivers.l1); empty: this host runs no L1s
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Facts:
     links: dict[str, dict]
     l1: dict[str, dict] = field(default_factory=dict)  # port name -> {exists, mtu, rate, addrs}
     uplinks: dict[str, dict[int, float]] = field(default_factory=dict)  # uplink -> htb class -> Mbit/s
+    nodes: dict[str, dict] = field(default_factory=dict)  # L1 name -> {kind, spec, running}
 
 
 @dataclass(frozen=True)
@@ -108,15 +111,42 @@ def _port_subs(o: PortOp | TunnelOp, cfg: HostConfig) -> list[ovs.Sub]:
                         external_ids=_ids(o, **{L1_NETNS: o.l1_netns or ""}))
 
 
+def with_l1_ports(ops: list) -> list:
+    """The op list with the port op of every L1 op added (an L1's NIC is an ordinary port)."""
+    return [*ops, *(o.port_op() for o in ops if isinstance(o, L1Op))]
+
+
+def plan_l1(ops: list, facts: Facts) -> tuple[list[Action], list[Action], list[Action]]:
+    """(destroy before anything else, prepare before the NIC is wired, start after it)."""
+    want = {o.name: o for o in ops if isinstance(o, L1Op)}
+    down, prep, start = [], [], []
+    for name, info in sorted(facts.nodes.items()):
+        o = want.get(name)
+        if o is None or o.kind != info.get("kind"):
+            down.append(Action("l1down", (info.get("kind"), name)))
+    from iris_haas.drivers.l1.base import spec_of
+
+    for name, o in sorted(want.items()):
+        info = facts.nodes.get(name)
+        if info and info.get("kind") == o.kind and info.get("running") and info.get("spec") == spec_of(o):
+            continue
+        if info and info.get("kind") == o.kind:
+            down.append(Action("l1down", (o.kind, name)))
+        prep.append(Action("l1prep", (o.kind, name, o)))
+        start.append(Action("l1up", (o.kind, name, o)))
+    return down, prep, start
+
+
 def plan(desired: DesiredState, facts: Facts, cfg: HostConfig) -> list[Action]:
-    ops = desired.ops
+    ops = with_l1_ports(desired.ops)
+    l1_down, l1_prep, l1_start = plan_l1(ops, facts)
     bridges = [o for o in ops if isinstance(o, BridgeOp)]
     ports = [o for o in ops if isinstance(o, PortOp)]
     tunnels = [o for o in ops if isinstance(o, TunnelOp)]
     shapes = {o.port: o for o in ops if isinstance(o, ShapeOp)}
     limits = [o for o in ops if isinstance(o, TunnelLimitOp)]
     st = facts.ovs
-    actions: list[Action] = []
+    actions: list[Action] = [*l1_down, *l1_prep]
     mtu_cap = inner_mtu(cfg.underlay_mtu, 9000)
 
     # 1. links the OVS ports will open
@@ -169,6 +199,7 @@ def plan(desired: DesiredState, facts: Facts, cfg: HostConfig) -> list[Action]:
                       f'external_ids:{names.OWNER}="{limits[0].owner}"']]
     if subs:
         actions.append(Action("ovs", tuple(tuple(s) for s in subs)))
+    actions += l1_start
 
     # 3. links and namespaces of released L1 ports
     for row in removed_ports:
@@ -223,7 +254,9 @@ def observe(desired: DesiredState | None, cfg: HostConfig, runner: Runner) -> Fa
     st = ovs.observe(runner, cfg.db)
     links = nl.links(cfg.netns)
     facts = Facts(ovs=st, links=links)
-    ops = desired.ops if desired else []
+    ops = with_l1_ports(desired.ops) if desired else []
+    for drv in l1_drivers(cfg, runner).values():
+        facts.nodes.update(drv.list())
     for p in ops:
         if isinstance(p, PortOp) and p.l1_netns:
             l1if = p.l1_ifname or names.l1_port(p.name)[1]
@@ -244,9 +277,65 @@ def observe(desired: DesiredState | None, cfg: HostConfig, runner: Runner) -> Fa
     return facts
 
 
+_L1_DRIVERS: dict[tuple, dict] = {}
+
+
+def l1_drivers(cfg: HostConfig, runner: Runner) -> dict:
+    """The L1 drivers of this host (none without ``cfg.l1_dir``), one set per configuration."""
+    if not cfg.l1_dir:
+        return {}
+    key = (cfg.l1_dir, cfg.netns, id(runner))
+    if key not in _L1_DRIVERS:
+        from iris_haas.drivers.l1 import make_drivers
+
+        _L1_DRIVERS[key] = make_drivers(cfg.l1_dir, runner, cfg.netns)
+    return _L1_DRIVERS[key]
+
+
+def _l1_batch(batch: list[Action], cfg: HostConfig, runner: Runner) -> None:
+    """Run one kind of L1 step for several L1s at once; every failure is reported, none hidden."""
+    drivers = l1_drivers(cfg, runner)
+    if not drivers:
+        from iris_haas.drivers.l1 import L1Failed
+
+        raise L1Failed("this host runs no L1s (no l1_dir configured)")
+
+    def one(a: Action):
+        kind, name = a.args[0], a.args[1]
+        d = drivers[kind]
+        if a.kind == "l1down":
+            d.destroy(name)
+        elif a.kind == "l1prep":
+            d.prepare(a.args[2])
+        else:
+            d.start(a.args[2])
+
+    errors = []
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(batch)))) as ex:
+        for a, fut in [(a, ex.submit(one, a)) for a in batch]:
+            try:
+                fut.result()
+            except Exception as e:  # noqa: BLE001 - collected and raised together below
+                errors.append(f"{a.kind} {a.args[1]}: {e}")
+    if errors:
+        from iris_haas.drivers.l1 import L1Failed
+
+        raise L1Failed("; ".join(errors))
+
+
 def execute(actions: list[Action], cfg: HostConfig, runner: Runner) -> None:
     warm = []
-    for a in actions:
+    i = 0
+    while i < len(actions):
+        a = actions[i]
+        if a.kind.startswith("l1"):
+            j = i
+            while j < len(actions) and actions[j].kind == a.kind:
+                j += 1
+            _l1_batch(actions[i:j], cfg, runner)
+            i = j
+            continue
+        i += 1
         k, args = a.kind, a.args
         if k == "veth":
             name, l1ns, l1if, mtu = args
@@ -334,6 +423,10 @@ def report(facts: Facts) -> list[dict]:
         for cls, rate in sorted(classes.items()):
             out.append({"op": "tunnel_limit", "uplink": uplink, "class": f"{cls >> 16:x}:{cls & 0xffff:x}",
                         "rate_mbit": rate})
+    for name, info in sorted(facts.nodes.items()):
+        out.append({"op": "l1", "name": name, "kind": info.get("kind"), "running": bool(info.get("running")),
+                    "owner": (info.get("spec") or {}).get("owner", ""),
+                    "tenant": (info.get("spec") or {}).get("tenant", "")})
     return out
 
 

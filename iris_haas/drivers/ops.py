@@ -30,6 +30,14 @@ Ops (``op`` is the discriminator):
 ``tunnel_limit``
     Per-tenant limit on the inter-DC tunnel at a gateway: traffic leaving ``uplink`` towards
     ``remote_ip`` (the tenant's IaaS gateway) is held to ``rate_mbit``.
+``l1``
+    An L1 node (:mod:`iris_haas.drivers.l1`): ``kind`` ``netns`` | ``lxc`` | ``kvm``, with the
+    flavor (``cpus``, ``memory_mb``), the management address (``address``, optional ``gateway``)
+    and the tenant's ``ssh_key``. Its one NIC is wired as a ``port`` op would be (``bridge``,
+    ``port`` = the L0-side name, ``vlan`` = the tenant's management VLAN, native when ``trunk``):
+    the reconciler derives that port op itself (:meth:`L1Op.port_op`), so the L1 never gets a
+    second NIC. ``netns`` is the L1's network namespace (netns and lxc kinds; a kvm L1's NIC is
+    a tap on the L0 and its namespace is the guest's own).
 """
 
 from __future__ import annotations
@@ -114,7 +122,48 @@ class TunnelLimitOp(_Op):
         return (self.op, self.uplink, self.remote_ip)
 
 
-Op = Annotated[Union[BridgeOp, TunnelOp, PortOp, ShapeOp, TunnelLimitOp], Field(discriminator="op")]
+class L1Op(_Op):
+    op: Literal["l1"] = "l1"
+    kind: Literal["netns", "lxc", "kvm"]
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,30}$", description="the L1's name, unique on its L0")
+    bridge: IfName
+    port: IfName
+    l1_ifname: IfName | None = None
+    netns: str | None = Field(default=None, pattern=r"^iris[A-Za-z0-9_.-]*$")
+    vlan: Vlan | None = None
+    trunk: bool = True
+    mtu: int = Field(default=1500, ge=576, le=9000)
+    mac: str | None = Field(default=None, pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+    address: str | None = Field(default=None, description="management address, CIDR")
+    gateway: str | None = None
+    cpus: int = Field(default=1, ge=1, le=256)
+    memory_mb: int = Field(default=256, ge=32, le=1 << 20)
+    ssh_key: str = ""
+
+    @field_validator("address")
+    @classmethod
+    def _cidr(cls, v):
+        if v is not None:
+            ipaddress.ip_interface(v)
+        return v
+
+    @field_validator("gateway")
+    @classmethod
+    def _ip(cls, v):
+        if v is not None:
+            ipaddress.ip_address(v)
+        return v
+
+    def port_op(self) -> PortOp:
+        """The L1's one NIC as a port op. For a kvm L1 the L0 end is a tap (no namespace) and the
+        address is configured inside the guest, not by the reconciler."""
+        vm = self.kind == "kvm"
+        return PortOp(bridge=self.bridge, name=self.port, l1_netns=None if vm else self.netns,
+                      l1_ifname=None if vm else self.l1_ifname, vlan=self.vlan, trunk=self.trunk, mtu=self.mtu,
+                      address=None if vm else self.address, owner=self.owner, tenant=self.tenant)
+
+
+Op = Annotated[Union[BridgeOp, TunnelOp, PortOp, ShapeOp, TunnelLimitOp, L1Op], Field(discriminator="op")]
 
 
 class DesiredState(BaseModel):
@@ -129,9 +178,10 @@ class DesiredState(BaseModel):
     def _unique(cls, ops):
         seen = set()
         for o in ops:
-            if o.ident() in seen:
-                raise ValueError(f"two ops for one object: {o.ident()}")
-            seen.add(o.ident())
+            for i in (o.ident(), *((o.port_op().ident(),) if isinstance(o, L1Op) else ())):
+                if i in seen:
+                    raise ValueError(f"two ops for one object: {i}")
+                seen.add(i)
         return ops
 
 

@@ -1,0 +1,144 @@
+"""The L1 driver interface, its registry, and the in-memory twin.
+
+An L1 is what HaaS lends: a node that the tenant's IaaS adds as a host. The reconciler
+(:mod:`iris_haas.drivers.host`) wires its one NIC (the port op an :class:`~iris_haas.drivers.ops.L1Op`
+derives) and calls the L1's driver around that wiring:
+
+1. :meth:`L1Driver.prepare` before the NIC is wired (a kvm L1 creates its tap here, so OVS can
+   open it in the same transaction as every other port);
+2. :meth:`L1Driver.start` after it (an lxc L1 joins the namespace that holds its NIC; a kvm L1
+   boots on its tap);
+3. :meth:`L1Driver.destroy` when the L1 is no longer wanted, before its NIC is unwired.
+
+Every step is idempotent and every destroy tolerant, so the same desired state applied again
+changes nothing, and an apply after a crash half-way finishes the job. Each driver records the
+spec an L1 was made from (a JSON file in its state directory); :meth:`L1Driver.list` reports
+every L1 it finds with that spec and whether it runs, so the reconciler can tell "there and
+right" from "there but different" (recreate) from "there but not wanted" (destroy).
+
+Nothing an L1 driver creates gives the L1 a path to the control network: the only NIC is the
+tenant's, and kvm guests get no user-mode network (``-nic none``, the tap only).
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+from pathlib import Path
+
+from iris_haas.drivers.ops import L1Op
+from iris_haas.drivers.runner import Runner, SubprocessRunner
+from iris_haas.errors import IrisError
+
+
+class L1Failed(IrisError):
+    status, type = 500, "L1Failed"
+
+
+def spec_of(op: L1Op) -> dict:
+    """What an L1 was made from: everything but owner bookkeeping."""
+    return op.model_dump(mode="json")
+
+
+class L1Driver(abc.ABC):
+    """One kind of L1 on one L0. ``state_dir`` is private to the driver (spec files, rootfs,
+    pidfiles); ``host_netns`` is the L0's own namespace (None: the one this process runs in)."""
+
+    kind: str = ""
+
+    def __init__(self, state_dir: str | Path, runner: Runner | None = None, host_netns: str | None = None):
+        self.dir = Path(state_dir) / self.kind
+        self.runner = runner or SubprocessRunner()
+        self.host_netns = host_netns
+
+    # ---- spec files
+    def _spec_path(self, name: str) -> Path:
+        return self.dir / f"{name}.json"
+
+    def _save_spec(self, op: L1Op) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._spec_path(op.name).with_suffix(".tmp")
+        tmp.write_text(json.dumps(spec_of(op)))
+        os.replace(tmp, self._spec_path(op.name))
+
+    def _load_spec(self, name: str) -> dict | None:
+        try:
+            return json.loads(self._spec_path(name).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _drop_spec(self, name: str) -> None:
+        try:
+            self._spec_path(name).unlink()
+        except FileNotFoundError:
+            pass
+
+    def names(self) -> list[str]:
+        try:
+            return sorted(p.stem for p in self.dir.glob("*.json"))
+        except OSError:
+            return []
+
+    # ---- the interface
+    def list(self) -> dict[str, dict]:
+        """name -> {kind, spec, running} for every L1 of this kind on this host."""
+        return {n: {"kind": self.kind, "spec": self._load_spec(n), "running": self.running(n)} for n in self.names()}
+
+    def matches(self, op: L1Op, info: dict | None) -> bool:
+        return bool(info) and info.get("running") and info.get("spec") == spec_of(op)
+
+    @abc.abstractmethod
+    def running(self, name: str) -> bool: ...
+
+    def prepare(self, op: L1Op) -> None:
+        """Before the NIC is wired. Default: nothing."""
+
+    @abc.abstractmethod
+    def start(self, op: L1Op) -> None:
+        """Make the L1 exist and run, on its wired NIC; idempotent. Records its spec last, so an
+        L1 that failed half-way is seen as not matching and made again."""
+
+    @abc.abstractmethod
+    def destroy(self, name: str) -> None:
+        """Stop and remove the L1 and everything it made; tolerant of any part being gone."""
+
+
+class MemoryL1(L1Driver):
+    """In-memory twin: records L1s, runs nothing. ``fail`` names L1s whose start fails."""
+
+    def __init__(self, kind: str = "netns", fail: set[str] | None = None):
+        self.kind = kind
+        self.nodes: dict[str, dict] = {}
+        self.fail = set(fail or ())
+        self.calls: list[tuple[str, str]] = []
+
+    def list(self) -> dict[str, dict]:
+        return {n: {"kind": self.kind, "spec": s, "running": True} for n, s in self.nodes.items()}
+
+    def running(self, name: str) -> bool:
+        return name in self.nodes
+
+    def prepare(self, op: L1Op) -> None:
+        self.calls.append(("prepare", op.name))
+
+    def start(self, op: L1Op) -> None:
+        self.calls.append(("start", op.name))
+        if op.name in self.fail:
+            raise L1Failed(f"{op.name}: start failed (twin told to fail)")
+        self.nodes[op.name] = spec_of(op)
+
+    def destroy(self, name: str) -> None:
+        self.calls.append(("destroy", name))
+        self.nodes.pop(name, None)
+
+
+def make_drivers(state_dir: str | Path, runner: Runner | None = None, host_netns: str | None = None,
+                 kinds: tuple[str, ...] = ("netns", "lxc", "kvm")) -> dict[str, L1Driver]:
+    """The real drivers of the given kinds, sharing one state directory."""
+    from iris_haas.drivers.l1.kvm import KvmL1
+    from iris_haas.drivers.l1.lxc import LxcL1
+    from iris_haas.drivers.l1.netns import NetnsL1
+
+    classes = {"netns": NetnsL1, "lxc": LxcL1, "kvm": KvmL1}
+    return {k: classes[k](state_dir, runner, host_netns) for k in kinds}

@@ -1,0 +1,203 @@
+"""``lxc`` L1: a real LXC container (busybox rootfs) joined to the namespace Iris wires.
+
+The container does not get a network of its own: ``lxc.namespace.share.net`` points at the L1's
+named namespace (``/run/netns/<netns>``), which holds the L1's one NIC, wired by the reconciler
+before the container starts. So the container sees exactly that NIC and ``lo``, never a route or
+a bridge towards the L0's control network. The flavor is enforced through cgroups (cgroup v1
+here: ``cpu.cfs_quota_us`` = cpus x period, ``memory.limit_in_bytes``); the container's cgroup
+directories are named after its namespace (``iris-...``), so they are found and removed by name.
+
+Containers live in a private LXC path (``<state_dir>/lxc``), never in the host's default
+``/var/lib/lxc``, so ``lxc-ls`` of the host is not touched and teardown removes a directory.
+``lxc-start -d`` runs the container's monitor in the background; it is stopped with
+``lxc-stop -k`` (LXC's own handle on the container this driver started), and, should that fail,
+by the PID in the container's pidfile.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from iris_haas.drivers import netlink as nl
+from iris_haas.drivers.l1.base import L1Driver, L1Failed
+from iris_haas.drivers.ops import L1Op
+from iris_haas.drivers.ovs import _alive, kill_pid
+from iris_haas.drivers.runner import Cmd, CommandFailed, cmd
+
+CFS_PERIOD_US = 100_000
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_name(op_or_ns: L1Op | str) -> str:
+    return op_or_ns.netns if isinstance(op_or_ns, L1Op) else op_or_ns  # type: ignore[return-value]
+
+
+def config_lines(op: L1Op) -> list[str]:
+    """The container configuration Iris appends to the template's (pure)."""
+    cg = cgroup_name(op)
+    return [
+        "# --- iris",
+        "lxc.net.0.type = empty",
+        f"lxc.namespace.share.net = /run/netns/{op.netns}",
+        f"lxc.uts.name = {op.name}",
+        "lxc.apparmor.profile = unconfined",
+        f"lxc.cgroup.dir.container = {cg}",
+        f"lxc.cgroup.dir.monitor = {cg}.mon",
+        f"lxc.cgroup.cpu.cfs_period_us = {CFS_PERIOD_US}",
+        f"lxc.cgroup.cpu.cfs_quota_us = {op.cpus * CFS_PERIOD_US}",
+        f"lxc.cgroup.memory.limit_in_bytes = {op.memory_mb}M",
+    ]
+
+
+def create_cmd(lxcpath: Path, name: str, base_conf: Path) -> Cmd:
+    return cmd("lxc-create", "-P", str(lxcpath), "-n", name, "-t", "busybox", "-f", str(base_conf))
+
+
+def start_cmd(lxcpath: Path, name: str, pidfile: Path) -> Cmd:
+    return cmd("lxc-start", "-P", str(lxcpath), "-n", name, "-d", "-p", str(pidfile))
+
+
+def stop_cmd(lxcpath: Path, name: str) -> Cmd:
+    # exit 2: not running
+    return cmd("lxc-stop", "-P", str(lxcpath), "-n", name, "-k", ok=(0, 1, 2))
+
+
+def destroy_cmd(lxcpath: Path, name: str) -> Cmd:
+    return cmd("lxc-destroy", "-P", str(lxcpath), "-n", name, "-f", ok=(0, 1))
+
+
+def attach_cmd(lxcpath: Path, name: str, *argv: str) -> Cmd:
+    """Run a command inside the container (tests use it to probe from inside the L1)."""
+    return cmd("lxc-attach", "-P", str(lxcpath), "-n", name, "--", *argv, ok=(0, 1, 2))
+
+
+class LxcL1(L1Driver):
+    kind = "lxc"
+
+    @property
+    def lxcpath(self) -> Path:
+        return self.dir / "c"
+
+    def _pidfile(self, name: str) -> Path:
+        return self.dir / f"{name}.pid"
+
+    def _pid(self, name: str) -> int | None:
+        try:
+            return int(self._pidfile(name).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def init_pid(self, name: str) -> int | None:
+        """The container's init: the child of its monitor (the pidfile holds the monitor's PID)."""
+        pid = self._pid(name)
+        if not pid or not _alive(pid):
+            return None
+        try:
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return None
+        return int(kids[0]) if kids else None
+
+    def running(self, name: str) -> bool:
+        spec = self._load_spec(name) or {}
+        pid = self.init_pid(name)
+        if not pid or not spec.get("netns"):
+            return False
+        try:  # the container runs, and in the namespace that holds its NIC
+            return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"{nl.NETNS_DIR}/{spec['netns']}").st_ino
+        except OSError:
+            return False
+
+    def exec_cmd(self, name: str, *argv: str) -> Cmd:
+        return attach_cmd(self.lxcpath, name, *argv)
+
+    def start(self, op: L1Op) -> None:
+        if not op.netns or not nl.netns_exists(op.netns):
+            raise L1Failed(f"{op.name}: namespace {op.netns} missing (its NIC was not wired)")
+        if (self.lxcpath / op.name).exists():  # a leftover or a changed spec: start afresh
+            self.destroy(op.name)
+        try:
+            self._create_and_start(op)
+        except Exception as e:
+            self.destroy(op.name)  # leave nothing half-made
+            raise L1Failed(f"{op.name}: {e}") from e
+        if op.gateway:
+            nl.ensure_route(op.netns, "0.0.0.0/0", op.gateway)
+        self._save_spec(op)
+
+    def _create_and_start(self, op: L1Op) -> None:
+        self.lxcpath.mkdir(parents=True, exist_ok=True)
+        base = self.dir / "base.conf"
+        if not base.exists():
+            base.write_text("lxc.net.0.type = empty\n")
+        self.runner.run(create_cmd(self.lxcpath, op.name, base), timeout=60)
+        cdir = self.lxcpath / op.name
+        with open(cdir / "config", "a") as f:
+            f.write("\n".join(config_lines(op)) + "\n")
+        ssh = cdir / "rootfs" / "root" / ".ssh"
+        ssh.mkdir(parents=True, exist_ok=True)
+        ssh.chmod(0o700)
+        (ssh / "authorized_keys").write_text(op.ssh_key + ("\n" if op.ssh_key else ""))
+        (ssh / "authorized_keys").chmod(0o600)
+        pidfile = self._pidfile(op.name)
+        pidfile.unlink(missing_ok=True)
+        self.runner.run(start_cmd(self.lxcpath, op.name, pidfile), timeout=30)
+        deadline = time.monotonic() + 10
+        while not self.init_pid(op.name):
+            if time.monotonic() > deadline:
+                raise L1Failed(f"{op.name}: container did not start")
+            time.sleep(0.02)
+
+    def destroy(self, name: str) -> None:
+        spec = self._load_spec(name) or {}
+        cdir = self.lxcpath / name
+        if cdir.exists():
+            try:
+                self.runner.run(stop_cmd(self.lxcpath, name), timeout=20)
+            except CommandFailed:
+                pass
+            pid = self._pid(name)
+            if pid and _alive(pid):
+                kill_pid(pid)
+            try:
+                self.runner.run(destroy_cmd(self.lxcpath, name), timeout=20)
+            except CommandFailed:
+                pass
+            shutil.rmtree(cdir, ignore_errors=True)
+        if spec.get("netns"):
+            remove_cgroups(spec["netns"])
+        self._pidfile(name).unlink(missing_ok=True)
+        self._drop_spec(name)
+
+
+def cgroup_dirs(cg: str) -> list[Path]:
+    """Every cgroup directory of a container named ``cg`` (and its monitor), in any hierarchy."""
+    out = []
+    try:
+        roots = [p for p in CGROUP_ROOT.iterdir() if p.is_dir()]
+    except OSError:
+        return out
+    for root in roots:
+        for n in (cg, f"{cg}.mon"):
+            if (root / n).is_dir():
+                out.append(root / n)
+    return out
+
+
+def remove_cgroups(cg: str) -> None:
+    if not cg.startswith("iris"):
+        return
+    for d in cgroup_dirs(cg):
+        # children first (LXC may nest an ``init`` or ``lxc.payload`` below)
+        for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            try:
+                sub.rmdir()
+            except OSError:
+                pass
+        try:
+            d.rmdir()
+        except OSError:
+            pass
