@@ -38,6 +38,12 @@ Ops (``op`` is the discriminator):
     the reconciler derives that port op itself (:meth:`L1Op.port_op`), so the L1 never gets a
     second NIC. ``netns`` is the L1's network namespace (netns and lxc kinds; a kvm L1's NIC is
     a tap on the L0 and its namespace is the guest's own).
+``volume``
+    A volume of ``size_mb`` MiB (or ``size_gb`` GiB) in the storage pool ``pool`` (a directory on
+    this host), formatted and mounted on the host and, when ``netns`` is set, exported over NFS
+    by a userspace server (nfs-ganesha) running inside that namespace, bound to ``address``
+    (the namespace's only NIC is a ``port`` op on the tenant's bridge). Release wipes the data
+    unless ``keep``. See :mod:`iris_haas.drivers.storage`.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 IfName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.~-]+$")]
 Vlan = Annotated[int, Field(ge=1, le=4094)]
@@ -163,7 +169,46 @@ class L1Op(_Op):
                       address=None if vm else self.address, owner=self.owner, tenant=self.tenant)
 
 
-Op = Annotated[Union[BridgeOp, TunnelOp, PortOp, ShapeOp, TunnelLimitOp, L1Op], Field(discriminator="op")]
+class VolumeOp(_Op):
+    op: Literal["volume"] = "volume"
+    name: str = Field(pattern=r"^iris-[a-z0-9][a-z0-9-]{0,58}$")
+    pool: str = Field(pattern=r"^/[^\x00]*$", description="the pool's directory, absolute")
+    size_gb: int = Field(default=0, ge=0)
+    size_mb: int = Field(default=0, ge=0, description="overrides size_gb: MiB, for small lab volumes")
+    keep: bool = False
+    netns: str | None = Field(default=None, pattern=r"^iris[A-Za-z0-9_.-]*$",
+                              description="namespace the export server runs in; None: not exported")
+    address: str | None = Field(default=None, description="the server's address in netns, CIDR")
+    clients: str | None = Field(default=None, description="who may mount, CIDR; default: address's subnet")
+
+    @field_validator("address")
+    @classmethod
+    def _cidr(cls, v):
+        if v is not None:
+            ipaddress.ip_interface(v)
+        return v
+
+    @field_validator("clients")
+    @classmethod
+    def _net(cls, v):
+        if v is not None:
+            ipaddress.ip_network(v, strict=False)
+        return v
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.mib <= 0:
+            raise ValueError("a volume needs size_mb or size_gb")
+        if (self.netns is None) != (self.address is None):
+            raise ValueError("an export needs both netns and address")
+        return self
+
+    @property
+    def mib(self) -> int:
+        return self.size_mb or self.size_gb * 1024
+
+
+Op = Annotated[Union[BridgeOp, TunnelOp, PortOp, ShapeOp, TunnelLimitOp, L1Op, VolumeOp], Field(discriminator="op")]
 
 
 class DesiredState(BaseModel):
