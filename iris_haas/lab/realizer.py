@@ -148,7 +148,14 @@ def up(lab: Lab, *, agents: bool = True, timeout: float = 30.0, ephemeral: bool 
             times["agents"] = time.monotonic() - t0
             from iris_haas.lab import overlay
 
-            overlay.push(lab, overlay.desired(lab.topo, []))
+            # the inter-DC trunks, on agents that hold nothing yet: `up` on a running lab must
+            # not undo what a coordinator has since provisioned
+            fresh = set()
+            for n in lab.agent_nodes():
+                with lab.client(n) as c:
+                    if not c.desired()["ops"]:
+                        fresh.add(n)
+            overlay.push(lab, overlay.desired(lab.topo, []), only=fresh)
             times["overlay"] = time.monotonic() - t0
     except BaseException:
         # leave nothing half-made behind
@@ -362,13 +369,13 @@ def status(lab: Lab) -> dict:
     for a in lab.plan.agents:
         info = nodes.setdefault(a.node, {})
         try:
-            with lab.client(a.node, timeout=3.0) as c:
+            with lab.client(a.node, timeout=15.0) as c:
                 s = c.state()
             info["agent"] = "up"
             info["in_sync"] = s["in_sync"]
         except (AgentError, OSError, FileNotFoundError) as e:
             info["agent"] = f"down ({type(e).__name__})"
-    matches = (want == have and all(n.get("ovs", True) and not n.get("missing") and not n.get("error")
+    matches = (not (want - have) and all(n.get("ovs", True) and not n.get("missing") and not n.get("error")
                                     for n in nodes.values())
                and all(nodes[a.node].get("agent") == "up" for a in lab.plan.agents))
     extra = sorted(have - want)
