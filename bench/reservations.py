@@ -38,7 +38,7 @@ NODE = (32, 131072, 2000)  # cpus, MB, GB per L0
 def populate(db: Database, nodes: int, reservations: int, t0: float, rng: random.Random) -> None:
     with db.transaction() as s:
         site = Site(name="haas", kind="haas")
-        tenant = Tenant(name="bench", token_hash="bench", created_at=t0)
+        tenant = Tenant(name="bench", token_hash="bench", tunnel_key=1001, created_at=t0)
         s.add_all([site, tenant])
         s.flush()
         s.execute(insert(Node), [

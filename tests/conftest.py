@@ -193,8 +193,9 @@ def standard_inventory(api: Api, nodes: int = 4, cpus: int = 8) -> None:
     api.ok("POST", "/sites", json={"name": "haas"})
     for i in range(nodes):
         api.ok("POST", "/nodes", json={"name": f"l0-{i}", "site": "haas", "cpus": cpus, "memory_mb": 16384,
-                                       "disk_gb": 500})
-    api.ok("POST", "/gateways", json={"name": "haas-gw", "site": "haas", "underlay_address": "198.18.0.1"})
+                                       "disk_gb": 500, "underlay_address": f"198.18.10.{10 + i}"})
+    api.ok("POST", "/gateways", json={"name": "haas-gw", "site": "haas", "underlay_address": "198.18.0.1",
+                                      "fabric_address": "198.18.10.1", "uplink": "up"})
     api.ok("POST", "/storage-pools", json={"name": "pool0", "site": "haas", "capacity_gb": 1000})
     api.add_tenant("alice", "198.18.1.1")
     api.add_tenant("bob", "198.18.2.1")

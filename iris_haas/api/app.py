@@ -100,7 +100,7 @@ def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval
     @v1.get("/hosts/{host}/desired-state", tags=["agents"],
             summary="What a host's agent must realize: every operation of the active reservations on it")
     def desired_state(host: str, coord: CoordinatorDep, _: AdminDep):
-        return {"host": host, "ops": coord.desired_state(host)}
+        return {"host": host, "ops": [op.model_dump() for op in coord.desired_state(host).ops]}
 
     for router in (tenants.tenants, tenants.sites, inventory.nodes, inventory.gateways, inventory.links,
                    inventory.pools, reservations.reservations, reservations.availability):

@@ -30,11 +30,14 @@ def _ip(v: str | None) -> str | None:
 
 class TenantCreate(_In):
     name: Name = NAME
+    tunnel_key: int | None = Field(default=None, ge=1, le=2**32 - 1,
+                                   description="GRE key of the tenant's overlay and trunk; default: assigned")
 
 
 class TenantPublic(_Out):
     id: int
     name: str
+    tunnel_key: int
 
 
 class TenantCreated(TenantPublic):
@@ -74,8 +77,11 @@ class NodeCreate(_In):
     memory_mb: int = Field(ge=64, le=64 * 1024 * 1024)
     disk_gb: int = Field(ge=0, le=1024 * 1024)
     l1_kinds: list[L1Kind] = Field(default_factory=lambda: ["lxc", "kvm", "netns"], min_length=1)
+    underlay_address: str | None = Field(default=None, description="tunnel endpoint on the HaaS data fabric")
     agent_url: str | None = Field(default=None, max_length=256)
     state: Literal["available", "maintenance", "down"] = "available"
+
+    _check_ip = field_validator("underlay_address")(_ip)
 
 
 class NodeUpdate(_In):
@@ -90,6 +96,7 @@ class NodePublic(_Out):
     memory_mb: int
     disk_gb: int
     l1_kinds: list[str]
+    underlay_address: str | None
     agent_url: str | None
     state: str
 
@@ -97,10 +104,13 @@ class NodePublic(_Out):
 class GatewayCreate(_In):
     name: Name = NAME
     site: Name
-    underlay_address: str
+    underlay_address: str = Field(description="public address: the inter-DC tunnels end here")
+    fabric_address: str | None = Field(default=None, description="address on the HaaS data fabric, for the mesh")
+    uplink: str = Field(default="eth0", min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.-]+$",
+                        description="interface towards the internet (per-tenant limits apply here)")
     agent_url: str | None = Field(default=None, max_length=256)
 
-    _check_ip = field_validator("underlay_address")(_ip)
+    _check_ip = field_validator("underlay_address", "fabric_address")(_ip)
 
 
 class GatewayPublic(_Out):
@@ -108,6 +118,8 @@ class GatewayPublic(_Out):
     name: str
     site_id: int
     underlay_address: str
+    fabric_address: str | None
+    uplink: str
     agent_url: str | None
 
 

@@ -1,13 +1,15 @@
 """The resource coordinator: NSI state machines over the managers, with two-phase commit.
 
 Every public method is one database transaction: it either applies completely or not at all.
-Desired data-plane state is written in that transaction and pushed to hosts after it commits.
+Desired data-plane state is derived from the active reservations (``desired_states``) and pushed
+to the hosts whose state changed, after the transaction commits.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,14 +22,15 @@ from iris_haas.coordinator import calendar
 from iris_haas.coordinator.schemas import ModifyRequest, ReserveRequest, to_epoch
 from iris_haas.coordinator.states import MACHINES
 from iris_haas.errors import DataPlaneError, IllegalTransition, InvalidInput, IrisError, NotFound, ReserveFailed, VersionConflict
-from iris_haas.managers.base import Context, ResourceManager
+from iris_haas.drivers.ops import DesiredState
+from iris_haas.managers.base import ActiveView, Context, ResourceManager
 from iris_haas.managers.crm import ComputeManager
 from iris_haas.managers.dataplane import DataPlane, InMemoryDataPlane
 from iris_haas.managers import nrm
 from iris_haas.managers.nrm import NetworkManager
 from iris_haas.managers.srm import StorageManager
 from iris_haas.store.db import Database
-from iris_haas.store.models import Criteria, DataPlaneOp, Event, Node, Reservation, Site, StoragePool, Tenant
+from iris_haas.store.models import Criteria, Event, Node, Reservation, Site, StoragePool, Tenant
 
 log = logging.getLogger("iris.coordinator")
 
@@ -56,6 +59,8 @@ class Coordinator:
         self.hold_timeout_s = hold_timeout_s
         self.dataplane = dataplane if dataplane is not None else InMemoryDataPlane()
         self.clock = clock
+        self._pushed: dict[str, str] = {}  # host -> the desired state last pushed to it
+        self._push_lock = threading.Lock()
         network, compute, storage = NetworkManager(), ComputeManager(), StorageManager()
         self.managers: dict[str, ResourceManager] = {"network": network, "compute": compute, "storage": storage}
         # NSI: commit the externally controlled part (the network path) first, then what Iris controls.
@@ -118,8 +123,9 @@ class Coordinator:
         res.hold_expires_at = now + self.hold_timeout_s
         return None
 
-    def _sync(self, s: Session, res: Reservation, now: float) -> set[str]:
-        """Make desired data-plane state match: active only while Provisioned and start <= now < end."""
+    def _sync(self, s: Session, res: Reservation, now: float) -> bool:
+        """Set whether the data plane is active: only while Provisioned and start <= now < end.
+        Returns whether the hosts' desired state may have changed."""
         ctx = self._context(s, res, res.committed_version)
         active = (
             res.provision_state in ("Provisioning", "Provisioned")
@@ -127,36 +133,46 @@ class Coordinator:
             and res.committed_version > 0
             and ctx.start <= now < ctx.end
         )
-        hosts: set[str] = set()
-        if not active and not res.data_plane_active:
-            return hosts  # desired state exists only while active: nothing to withdraw
-        for m in self._involved(res):
-            hosts |= m.provision(ctx) if active else m.release(ctx)
-        if active != res.data_plane_active or (active and hosts):
-            res.data_plane_active = active
-            self._event(s, res, "dataPlaneStateChange", active=active, version=res.committed_version,
-                        versionConsistent=True)
-        return hosts
+        if active == res.data_plane_active and not active:
+            return False
+        res.data_plane_active = active
+        self._event(s, res, "dataPlaneStateChange", active=active, version=res.committed_version,
+                    versionConsistent=True)
+        return True
 
-    def _push(self, hosts: set[str]) -> list[str]:
-        """Send each host its whole desired state; return the failures (the database stays the truth,
-        so an agent that missed a push catches up at its next apply)."""
-        if not hosts:
-            return []
+    def desired_states(self) -> dict[str, tuple[str | None, DesiredState]]:
+        """Every host's desired state (agent URL, ops), derived from the active reservations."""
         with self.db.transaction() as s:
-            rows = s.execute(
-                select(DataPlaneOp.host, DataPlaneOp.op).where(DataPlaneOp.host.in_(hosts)).order_by(DataPlaneOp.id)
-            ).all()
-        by_host: dict[str, list[dict]] = {h: [] for h in hosts}
-        for host, op in rows:
-            by_host[host].append(op)
+            view = ActiveView(s)
+            per_host: dict[str, dict[tuple, object]] = {n.name: {} for n in view.nodes.values()}
+            per_host |= {g.name: {} for g in view.gateways}
+            for m in self.commit_order:
+                for host, op in m.desired(view):
+                    ops = per_host.setdefault(host, {})
+                    have = ops.get(op.ident())
+                    if have is not None and have != op:
+                        raise DataPlaneError(f"two different ops for {op.ident()} on {host}: {have} and {op}")
+                    ops[op.ident()] = op
+            urls = {n.name: n.agent_url for n in view.nodes.values()} | {g.name: g.agent_url for g in view.gateways}
+        return {h: (urls.get(h), DesiredState(ops=list(ops.values()))) for h, ops in per_host.items()}
+
+    def _push(self) -> list[str]:
+        """Send each host whose desired state changed its whole new state; return the failures
+        (the database stays the truth: a host that missed a push is sent it again next time,
+        and its agent's own apply converges too)."""
         failures = []
-        for host, ops in sorted(by_host.items()):
-            try:
-                self.dataplane.push(host, ops)
-            except Exception as e:  # any driver or transport error: report it, push the other hosts
-                log.warning("push to %s failed: %s", host, e)
-                failures.append(f"{host}: {e}")
+        with self._push_lock:
+            for host, (url, state) in sorted(self.desired_states().items()):
+                key = state.model_dump_json()
+                if self._pushed.get(host) == key:
+                    continue
+                try:
+                    self.dataplane.push(host, url, state)
+                    self._pushed[host] = key
+                except Exception as e:  # any driver or transport error: report it, push the other hosts
+                    log.warning("push to %s failed: %s", host, e)
+                    self._pushed.pop(host, None)
+                    failures.append(f"{host}: {e}")
         return failures
 
     def _run_pushing(
@@ -166,8 +182,8 @@ class Coordinator:
             if admission:
                 self.db.admission_lock(s)
             result = fn(s)
-        outcome, hosts = result if isinstance(result, tuple) else (result, set())
-        failures = self._push(hosts)
+        outcome, changed = result if isinstance(result, tuple) else (result, False)
+        failures = self._push() if changed else []
         if outcome.error is not None:
             raise outcome.error
         return outcome.reservation, failures
@@ -285,6 +301,8 @@ class Coordinator:
             if res.committed_version == 0:
                 raise IllegalTransition("provision", res.provision_state, "provision", "no version committed yet")
             self._transition(s, res, "provision", "provision")
+            for m in self._involved(res):
+                m.provision(self._context(s, res, res.committed_version))
             return Outcome(res), self._sync(s, res, now)
 
         _, failures = self._run_pushing(tx)
@@ -309,6 +327,8 @@ class Coordinator:
         def tx(s: Session):
             res = self._load(s, rid, tenant_id)
             self._transition(s, res, "provision", "release")
+            for m in self._involved(res):
+                m.release(self._context(s, res, res.committed_version))
             self._transition(s, res, "provision", "release_ok")
             return Outcome(res), self._sync(s, res, now)
 
@@ -318,9 +338,9 @@ class Coordinator:
         def tx(s: Session):
             res = self._load(s, rid, tenant_id)
             self._transition(s, res, "lifecycle", "terminate")
-            hosts = self._end(s, res)
+            changed = self._end(s, res)
             self._transition(s, res, "lifecycle", "terminate_ok")
-            return Outcome(res), hosts
+            return Outcome(res), changed
 
         return self._run(tx)
 
@@ -335,7 +355,7 @@ class Coordinator:
 
         return self._run(tx)
 
-    def _end(self, s: Session, res: Reservation) -> set[str]:
+    def _end(self, s: Session, res: Reservation) -> bool:
         """Release the data plane and free every allocation (end time, termination, forced end)."""
         if res.reservation_state in ("ReserveHeld", "ReserveFailed", "ReserveTimeout"):
             self._transition(s, res, "reservation", "abort")
@@ -345,11 +365,11 @@ class Coordinator:
         if res.provision_state == "Provisioned":
             self._transition(s, res, "provision", "release")
             self._transition(s, res, "provision", "release_ok")
-        hosts = self._sync(s, res, self.clock())
+        changed = self._sync(s, res, self.clock())
         ctx = self._context(s, res, res.version)
         for m in self._involved(res):
-            hosts |= m.terminate(ctx)
-        return hosts
+            m.terminate(ctx)
+        return changed
 
     def _timeout(self, s: Session, res: Reservation) -> None:
         ctx = self._context(s, res, res.version)
@@ -365,7 +385,7 @@ class Coordinator:
         """Hold timeouts, end times and start times up to ``now``; what the scheduler runs."""
         now = self.clock() if now is None else now
         counts = {"timeouts": 0, "ended": 0, "activated": 0}
-        hosts: set[str] = set()
+        changed = False
         with self.db.transaction() as s:
             self.db.admission_lock(s)
             for res in s.scalars(
@@ -382,7 +402,7 @@ class Coordinator:
                 ).with_for_update(of=Reservation)
             ):
                 self._transition(s, res, "lifecycle", "end_time")
-                hosts |= self._end(s, res)
+                changed |= self._end(s, res)
                 counts["ended"] += 1
             for res in s.scalars(
                 select(Reservation).join(Criteria, committed).where(
@@ -390,9 +410,10 @@ class Coordinator:
                     Reservation.data_plane_active.is_(False), Criteria.start <= now, Criteria.end > now,
                 ).with_for_update(of=Reservation)
             ):
-                hosts |= self._sync(s, res, now)
+                changed |= self._sync(s, res, now)
                 counts["activated"] += 1
-        self._push(hosts)
+        if changed:
+            self._push()
         return counts
 
     # ---------------------------------------------------------------- queries
@@ -423,9 +444,11 @@ class Coordinator:
                 raise NotFound(f"no reservation {rid}")
             return list(s.scalars(select(Event).where(Event.reservation_id == rid).order_by(Event.id)))
 
-    def desired_state(self, host: str) -> list[dict]:
-        with self.db.transaction() as s:
-            return list(s.scalars(select(DataPlaneOp.op).where(DataPlaneOp.host == host).order_by(DataPlaneOp.id)))
+    def desired_state(self, host: str) -> DesiredState:
+        states = self.desired_states()
+        if host not in states:
+            raise NotFound(f"no node or gateway named {host}")
+        return states[host][1]
 
     def availability(
         self,

@@ -7,7 +7,7 @@ import secrets
 import time
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -73,10 +73,15 @@ class Inventory:
         return obj
 
     # -- tenants
-    def create_tenant(self, name: str) -> tuple[Tenant, str]:
+    def create_tenant(self, name: str, tunnel_key: int | None = None) -> tuple[Tenant, str]:
         token = new_token()
         with self.db.transaction() as s:
-            t = self._add(s, Tenant(name=name, token_hash=hash_token(token), created_at=time.time()))
+            if tunnel_key is None:
+                tunnel_key = (s.scalar(select(func.max(Tenant.tunnel_key))) or 1000) + 1
+            elif s.scalar(select(Tenant.name).where(Tenant.tunnel_key == tunnel_key)):
+                raise AlreadyExists(f"tunnel key {tunnel_key} belongs to another tenant", field="tunnel_key")
+            t = self._add(s, Tenant(name=name, token_hash=hash_token(token), tunnel_key=tunnel_key,
+                                    created_at=time.time()))
         return t, token
 
     def rotate_token(self, name: str) -> str:

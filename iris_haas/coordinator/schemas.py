@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime, timezone
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 L1Kind = Literal["lxc", "kvm", "netns"]
 
@@ -21,6 +22,22 @@ class ComputeItem(_Item):
     cpus: int = Field(default=1, ge=1, le=1024)
     memory_mb: int = Field(default=1024, ge=64, le=16 * 1024 * 1024)
     disk_gb: int = Field(default=10, ge=0, le=1024 * 1024)
+    addresses: list[str] = Field(default_factory=list, max_length=1000,
+                                 description="management address (CIDR) of each L1, in order; or DHCP from the IaaS")
+    ssh_key: str | None = Field(default=None, max_length=4096, description="the tenant's public SSH key for its L1s")
+
+    @field_validator("addresses")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for a in v:
+            ipaddress.ip_interface(a)
+        return v
+
+    @model_validator(mode="after")
+    def _enough(self):
+        if len(self.addresses) > self.count:
+            raise ValueError(f"{len(self.addresses)} addresses for {self.count} L1s")
+        return self
 
 
 class NetworkItem(_Item):

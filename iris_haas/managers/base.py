@@ -2,8 +2,9 @@
 
 reserve / commit / abort / provision / release / terminate / query, as in GridARS and NSI, so a
 coordinator can co-allocate across managers (and, later, across several HaaS domains). A manager
-chooses concrete resources at reserve time (rows in the calendar) and, at provision time,
-derives the data-plane operations each host must apply (rows of desired state).
+chooses concrete resources at reserve time (rows in the calendar); from the committed allocations of
+the reservations whose data plane is active, it derives the operations each host must hold
+(``desired``), in the agents' op vocabulary (``iris_haas.drivers.ops``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from iris_haas.coordinator import calendar
-from iris_haas.store.models import Allocation, DataPlaneOp, Reservation, Site, Tenant
+from iris_haas.drivers.ops import Op
+from iris_haas.store.models import Allocation, Gateway, Node, Reservation, Site, Tenant
 
 
 @dataclass
@@ -38,6 +40,42 @@ class Context:
         return self.session.get(Site, self.reservation.site_id)
 
 
+class ActiveView:
+    """Everything the managers' ``desired`` reads, loaded once: the committed allocations of the
+    reservations whose data plane is active, and the inventory rows they refer to."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        rows = session.execute(
+            select(Allocation, Reservation)
+            .join(Reservation, Reservation.id == Allocation.reservation_id)
+            .where(Reservation.data_plane_active.is_(True), Allocation.status == "committed")
+            .order_by(Allocation.reservation_id, Allocation.item, Allocation.id)
+        ).all()
+        self.allocations: list[Allocation] = [a for a, _ in rows]
+        self.reservations: dict[str, Reservation] = {r.id: r for _, r in rows}
+        self.tenants = {t.id: t for t in session.scalars(select(Tenant))}
+        self.sites = {x.id: x for x in session.scalars(select(Site))}
+        self.nodes = {n.id: n for n in session.scalars(select(Node))}
+        self.gateways = list(session.scalars(select(Gateway).order_by(Gateway.id)))
+
+    def of(self, kind: str) -> list[Allocation]:
+        return [a for a in self.allocations if a.resource_kind == kind]
+
+    def tenant(self, a: Allocation) -> Tenant:
+        return self.tenants[self.reservations[a.reservation_id].tenant_id]
+
+    def item(self, a: Allocation) -> dict:
+        res = self.reservations[a.reservation_id]
+        return res.criteria_for(res.committed_version).items[a.item]
+
+    def tenant_sites(self, tenant: Tenant) -> list[Site]:
+        return [x for x in self.sites.values() if x.tenant_id == tenant.id and x.kind == "iaas"]
+
+    def gateways_of(self, site_id: int) -> list[Gateway]:
+        return [g for g in self.gateways if g.site_id == site_id]
+
+
 class ResourceManager(ABC):
     name: str  # "crm" | "nrm" | "srm"
     item_kind: str  # the reservation item kind it serves
@@ -48,8 +86,10 @@ class ResourceManager(ABC):
         """Hold concrete resources for one item over [ctx.start, ctx.end) or raise ReserveFailed."""
 
     @abstractmethod
-    def desired_ops(self, ctx: Context, allocations: list[Allocation]) -> list[tuple[str, dict]]:
-        """The (host, operation) pairs that realize these committed allocations."""
+    def desired(self, view: ActiveView) -> list[tuple[str, Op]]:
+        """The (host, op) pairs this manager wants, given every committed allocation (of every kind)
+        of the reservations whose data plane is active now. Desired state is derived, never stored:
+        the same allocations always give the same ops, so a restart or a missed push changes nothing."""
 
     def free(self, ctx: Context, capacities: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
         """Free capacity of these resources over [ctx.start, ctx.end): capacity minus the calendar's
@@ -101,40 +141,20 @@ class ResourceManager(ABC):
             )
         )
 
-    def provision(self, ctx: Context) -> set[str]:
-        """Write the desired state for the committed allocations; return the hosts touched."""
-        touched = self.release(ctx)
-        for host, op in self.desired_ops(ctx, self._allocations(ctx, status="committed")):
-            ctx.session.add(DataPlaneOp(reservation_id=ctx.reservation.id, manager=self.name, host=host, op=op))
-            touched.add(host)
-        return touched
+    def provision(self, ctx: Context) -> None:
+        """Hook at provision time, for a manager that must act then (an external NSI provider's
+        provision). Iris's own managers realize the data plane through ``desired``."""
 
-    def release(self, ctx: Context) -> set[str]:
-        """Remove this reservation's desired state; return the hosts touched."""
-        s = ctx.session
-        hosts = set(
-            s.scalars(
-                select(DataPlaneOp.host).where(
-                    DataPlaneOp.reservation_id == ctx.reservation.id, DataPlaneOp.manager == self.name
-                )
-            )
-        )
-        s.execute(
-            delete(DataPlaneOp).where(
-                DataPlaneOp.reservation_id == ctx.reservation.id, DataPlaneOp.manager == self.name
-            )
-        )
-        return hosts
+    def release(self, ctx: Context) -> None:
+        """Hook at release time; see ``provision``."""
 
-    def terminate(self, ctx: Context) -> set[str]:
-        touched = self.release(ctx)
+    def terminate(self, ctx: Context) -> None:
         ctx.session.execute(
             delete(Allocation).where(
                 Allocation.reservation_id == ctx.reservation.id,
                 Allocation.resource_kind == self.resource_kind,
             )
         )
-        return touched
 
     def query(self, ctx: Context) -> list[dict]:
         return [

@@ -1,17 +1,19 @@
-"""CRM: places L1 nodes on L0s over the reservation's interval."""
+"""CRM: places L1 nodes on L0s over the reservation's interval, and wires each L1's NIC."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 
 from iris_haas.coordinator import calendar
+from iris_haas.drivers import names
+from iris_haas.drivers.ops import PortOp, ShapeOp
 from iris_haas.errors import ReserveFailed
-from iris_haas.managers.base import Context, ResourceManager
+from iris_haas.managers.base import ActiveView, Context, ResourceManager
 from iris_haas.store.models import Node
 
 
 def l1_name(reservation_id: str, index: int, n: int) -> str:
-    # ≤ 15 characters, so the name can also serve as an interface or namespace suffix.
+    # ≤ 15 characters and prefixed, so it also names the L1's namespace and container.
     return f"iris{reservation_id[:6]}{index:x}{n:03x}"[:15]
 
 
@@ -27,7 +29,7 @@ class ComputeManager(ResourceManager):
         return {i: (c, m, d) for i, _, c, m, d in nodes}, {i: name for i, name, *_ in nodes}
 
     def reserve(self, ctx: Context, index: int, item: dict) -> None:
-        caps, names = self.candidates(ctx, item["l1_kind"])
+        caps, names_ = self.candidates(ctx, item["l1_kind"])
         if not caps:
             raise ReserveFailed(f"no available L0 node at site {ctx.haas_site.name} supports L1 kind {item['l1_kind']}")
         free = self.free(ctx, caps)
@@ -42,33 +44,40 @@ class ComputeManager(ResourceManager):
             free[a.resource_id] = tuple(f[d] - need[d] for d in range(3))
             kept.append(a.resource_id)
         rest = calendar.place(free, need, item["count"] - len(kept))
-        chosen = None if rest is None else kept + rest
-        if chosen is None:
-            fitting = calendar.fit_count(free, need)
+        if rest is None:
             raise ReserveFailed(
                 f"compute item {index}: {item['count']} x {item['l1_kind']} ({need[0]} cpus, {need[1]} MB, "
-                f"{need[2]} GB) do not fit over the interval; {fitting} would fit"
+                f"{need[2]} GB) do not fit over the interval; {len(kept) + calendar.fit_count(free, need)} would fit"
             )
-        for n, node_id in enumerate(chosen):
+        for n, node_id in enumerate(kept + rest):
             self.hold(
                 ctx, index, node_id,
-                {"node": names[node_id], "l1": l1_name(ctx.reservation.id, index, n), "l1_kind": item["l1_kind"]},
+                {"node": names_[node_id], "l1": l1_name(ctx.reservation.id, index, n), "l1_kind": item["l1_kind"],
+                 "n": n},
                 cpus=need[0], memory_mb=need[1], disk_gb=need[2],
             )
 
-    def desired_ops(self, ctx, allocations):
-        return [
-            (
-                a.detail["node"],
-                {
-                    "op": "l1",
-                    "name": a.detail["l1"],
-                    "l1_kind": a.detail["l1_kind"],
-                    "tenant": ctx.tenant.name,
-                    "cpus": a.cpus,
-                    "memory_mb": a.memory_mb,
-                    "disk_gb": a.disk_gb,
-                },
-            )
-            for a in allocations
-        ]
+    def desired(self, view: ActiveView):
+        """Each L1's one NIC: a port on its tenant's bridge carrying every VLAN, the tenant's
+        management VLAN native (untagged), the management address from the reservation, and an
+        egress limit of the reservation's bandwidth when it has one."""
+        out = []
+        for a in view.of("node"):
+            tenant = view.tenant(a)
+            item = view.item(a)
+            sites = view.tenant_sites(tenant)
+            mgmt_vlan = next((x.mgmt_vlan for x in sites if x.mgmt_vlan), None)
+            addresses = item.get("addresses") or []
+            n = a.detail.get("n", 0)
+            l0if, l1if = names.l1_port(a.detail["l1"])
+            port = PortOp(bridge=names.tenant_bridge(tenant.name), name=l0if, l1_netns=a.detail["l1"], l1_ifname=l1if,
+                          vlan=mgmt_vlan, trunk=mgmt_vlan is not None,
+                          address=addresses[n] if n < len(addresses) else None,
+                          owner=a.reservation_id, tenant=tenant.name)
+            out.append((a.detail["node"], port))
+            rate = sum(b.mbps for b in view.allocations
+                       if b.reservation_id == a.reservation_id and b.resource_kind == "link")
+            if rate:
+                out.append((a.detail["node"], ShapeOp(port=l0if, rate_mbit=rate, owner=a.reservation_id,
+                                                      tenant=tenant.name)))
+        return out

@@ -7,8 +7,10 @@ from sqlalchemy.orm import Session
 
 from iris_haas.coordinator import calendar
 from iris_haas.errors import InvalidInput, ReserveFailed
-from iris_haas.managers.base import Context, ResourceManager
-from iris_haas.store.models import Gateway, Link, Site, Tenant
+from iris_haas.drivers import names
+from iris_haas.drivers.ops import BridgeOp, TunnelLimitOp, TunnelOp
+from iris_haas.managers.base import ActiveView, Context, ResourceManager
+from iris_haas.store.models import Link, Site, Tenant
 
 
 def tenant_site(session: Session, tenant: Tenant, name: str | None) -> Site:
@@ -54,13 +56,57 @@ class NetworkManager(ResourceManager):
         link = next(link for link in links if link.id == chosen[0])
         self.hold(ctx, index, link.id, {"link": link.name, "tenant_site": site.name}, mbps=mbps)
 
-    def desired_ops(self, ctx, allocations):
-        ops = []
-        gateways = list(ctx.session.scalars(select(Gateway).where(Gateway.site_id == ctx.haas_site.id)))
-        for a in allocations:
-            site = ctx.session.scalar(select(Site).where(Site.name == a.detail["tenant_site"]))
-            for gw in gateways:
-                ops.append((gw.name, {"op": "tunnel", "tenant": ctx.tenant.name, "key": ctx.tenant.id,
-                                      "local_ip": gw.underlay_address, "remote_ip": site.gateway_underlay}))
-                ops.append((gw.name, {"op": "shape", "tenant": ctx.tenant.name, "mbps": a.mbps}))
-        return ops
+    def desired(self, view: ActiveView):
+        """Per tenant with active L1s or bandwidth (the paper's sections 4.4-4.5, model a):
+
+        * on each HaaS gateway: the tenant's bridge, one GRE trunk to each of the tenant's IaaS
+          gateways (every VLAN, the tenant's key), a mesh tunnel to each L0 holding one of the
+          tenant's L1s, and the tenant's limit on the inter-DC tunnel (the sum of its active
+          bandwidth reservations towards that site);
+        * on each such L0: the tenant's bridge and mesh tunnels to the gateway and to every other
+          such L0, so the mesh grows and shrinks with the L0s that hold the tenant's L1s.
+        """
+        out: list = []
+        tenants = sorted({view.tenant(a).id for a in view.allocations})
+        for tid in tenants:
+            tenant = view.tenants[tid]
+            owner, t, key, br = f"tenant:{tenant.name}", tenant.name, tenant.tunnel_key, names.tenant_bridge(tenant.name)
+            mine = [a for a in view.allocations if view.tenant(a).id == tid]
+            l0s = sorted({a.resource_id for a in mine if a.resource_kind == "node"})
+            haas_sites = {view.reservations[a.reservation_id].site_id for a in mine}
+            rate_to: dict[int, int] = {}
+            for a in mine:
+                if a.resource_kind == "link":
+                    site = next(x for x in view.tenant_sites(tenant) if x.name == a.detail["tenant_site"])
+                    rate_to[site.id] = rate_to.get(site.id, 0) + a.mbps
+            for gw in [g for sid in sorted(haas_sites) for g in view.gateways_of(sid)]:
+                out.append((gw.name, BridgeOp(name=br, owner=owner, tenant=t)))
+                for site in view.tenant_sites(tenant):
+                    if not site.gateway_underlay:
+                        continue
+                    out.append((gw.name, TunnelOp(bridge=br, name=names.tenant_tunnel(t, f"x{site.id}"),
+                                                  remote_ip=site.gateway_underlay, key=key, mesh=False,
+                                                  owner=owner, tenant=t)))
+                    if site.id in rate_to:
+                        out.append((gw.name, TunnelLimitOp(uplink=gw.uplink, remote_ip=site.gateway_underlay,
+                                                           rate_mbit=rate_to[site.id], owner=owner, tenant=t)))
+                for nid in l0s:
+                    node = view.nodes[nid]
+                    if node.underlay_address:
+                        out.append((gw.name, TunnelOp(bridge=br, name=names.tenant_tunnel(t, f"n{nid}"),
+                                                      remote_ip=node.underlay_address, key=key, mesh=True,
+                                                      owner=owner, tenant=t)))
+            for nid in l0s:
+                node = view.nodes[nid]
+                out.append((node.name, BridgeOp(name=br, owner=owner, tenant=t)))
+                for gw in view.gateways_of(node.site_id):
+                    out.append((node.name, TunnelOp(bridge=br, name=names.tenant_tunnel(t, f"g{gw.id}"),
+                                                    remote_ip=gw.fabric_address or gw.underlay_address, key=key,
+                                                    mesh=True, owner=owner, tenant=t)))
+                for mid in l0s:
+                    peer = view.nodes[mid]
+                    if mid != nid and peer.underlay_address:
+                        out.append((node.name, TunnelOp(bridge=br, name=names.tenant_tunnel(t, f"n{mid}"),
+                                                        remote_ip=peer.underlay_address, key=key, mesh=True,
+                                                        owner=owner, tenant=t)))
+        return out

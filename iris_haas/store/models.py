@@ -16,6 +16,8 @@ class Tenant(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The GRE key of the tenant's overlay and inter-DC trunk; the tenant's IaaS gateway uses it too.
+    tunnel_key: Mapped[int] = mapped_column(Integer, unique=True)
     created_at: Mapped[float] = mapped_column(Float)
 
 
@@ -46,6 +48,7 @@ class Node(Base):
     # ",lxc,kvm," rather than JSON: admission filters on it in SQL over every node, with no
     # per-row decoding (see ``supports``).
     l1_kinds_text: Mapped[str] = mapped_column("l1_kinds", String(64))
+    underlay_address: Mapped[str | None] = mapped_column(String(64), doc="tunnel endpoint on the HaaS data fabric")
     agent_url: Mapped[str | None] = mapped_column(String(256))
     state: Mapped[str] = mapped_column(String(16), default="available")
 
@@ -67,7 +70,9 @@ class Gateway(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
-    underlay_address: Mapped[str] = mapped_column(String(64))
+    underlay_address: Mapped[str] = mapped_column(String(64), doc="public address: the inter-DC tunnels end here")
+    fabric_address: Mapped[str | None] = mapped_column(String(64), doc="address on the HaaS data fabric (mesh)")
+    uplink: Mapped[str] = mapped_column(String(15), default="eth0", doc="interface towards the internet")
     agent_url: Mapped[str | None] = mapped_column(String(256))
 
 
@@ -163,17 +168,6 @@ class Allocation(Base):
     )
 
 
-class DataPlaneOp(Base):
-    """Desired state: one operation a manager wants applied on a host while the data plane is active."""
-
-    __tablename__ = "dataplane_ops"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    reservation_id: Mapped[str] = mapped_column(ForeignKey("reservations.id"), index=True)
-    manager: Mapped[str] = mapped_column(String(8))
-    host: Mapped[str] = mapped_column(String(64), index=True)
-    op: Mapped[dict] = mapped_column(JSON)
-
-
 class Event(Base):
     __tablename__ = "events"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -184,6 +178,6 @@ class Event(Base):
 
 
 __all__ = [
-    "Allocation", "Base", "Criteria", "DataPlaneOp", "Event", "Gateway", "Link", "Node",
+    "Allocation", "Base", "Criteria", "Event", "Gateway", "Link", "Node",
     "Reservation", "Site", "StoragePool", "Tenant",
 ]

@@ -66,7 +66,7 @@ def test_never_overbooks(tmp_path, template, node_cpus, link_cap, pool_cap, sequ
     coord = make_coordinator(db, clock, hold_timeout_s=2 * UNIT)
     with db.transaction() as s:
         haas = Site(name="haas", kind="haas")
-        tenant = Tenant(name="t", token_hash="x", created_at=0)
+        tenant = Tenant(name="t", token_hash="x", tunnel_key=1001, created_at=0)
         s.add_all([haas, tenant])
         s.flush()
         iaas = Site(name="iaas", kind="iaas", tenant_id=tenant.id, gateway_underlay="198.18.1.1")

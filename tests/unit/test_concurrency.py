@@ -25,7 +25,7 @@ def test_50_concurrent_reserves_for_the_last_free_nodes(db):
         for i in range(10):
             s.add(Node(name=f"n{i}", site_id=site.id, cpus=4, memory_mb=8192, disk_gb=100, l1_kinds=["lxc"],
                        state="available"))
-        tenants = [Tenant(name=f"t{i}", token_hash=f"h{i}", created_at=0) for i in range(50)]
+        tenants = [Tenant(name=f"t{i}", token_hash=f"h{i}", tunnel_key=1000 + i, created_at=0) for i in range(50)]
         s.add_all(tenants)
         s.flush()
         tenant_ids = [t.id for t in tenants]

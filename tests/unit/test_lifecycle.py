@@ -178,7 +178,9 @@ def test_modify_extend_count_bandwidth(api, clock):
     after = {a["l1"]: a["node"] for a in c["resources"] if "l1" in a}
     assert len(after) == 3 and all(after[k] == v for k, v in before.items())  # no L1 moved
     gw = api.coordinator.dataplane.hosts["haas-gw"]
-    assert {"op": "shape", "tenant": "alice", "mbps": 300} in gw
+    assert [(o["remote_ip"], o["rate_mbit"]) for o in gw if o["op"] == "tunnel_limit"] == [("198.18.1.1", 300)]
+    ports = [o for h, ops in api.coordinator.dataplane.hosts.items() for o in ops if o["op"] == "port"]
+    assert len(ports) == 3 and all(o["vlan"] == 101 and o["trunk"] for o in ports)
     events = api.ok("GET", f"/reservations/{r['id']}/events", "alice")
     last = [e["detail"] for e in events if e["type"] == "dataPlaneStateChange"][-1]
     assert last == {"active": True, "version": 2, "versionConsistent": True}
@@ -260,9 +262,9 @@ def test_provision_fails_when_a_host_refuses(api, monkeypatch):
     msg(api, r["id"], "commit")
     pushed = []
 
-    def push(host, ops):
-        pushed.append((host, len(ops)))
-        if ops:
+    def push(host, url, state):
+        pushed.append((host, len(state.ops)))
+        if state.ops:
             raise ConnectionError("agent unreachable")
 
     monkeypatch.setattr(api.coordinator.dataplane, "push", push)

@@ -12,8 +12,8 @@ sites = APIRouter(prefix="/sites", tags=["sites"])
 
 @tenants.post("", response_model=schemas.TenantCreated, status_code=status.HTTP_201_CREATED)
 def create_tenant(body: schemas.TenantCreate, inv: InventoryDep, _: AdminDep):
-    tenant, token = inv.create_tenant(body.name)
-    return schemas.TenantCreated(id=tenant.id, name=tenant.name, token=token)
+    tenant, token = inv.create_tenant(body.name, body.tunnel_key)
+    return schemas.TenantCreated(id=tenant.id, name=tenant.name, tunnel_key=tenant.tunnel_key, token=token)
 
 
 @tenants.get("", response_model=list[schemas.TenantPublic])
@@ -25,7 +25,7 @@ def list_tenants(inv: InventoryDep, _: AdminDep):
 def rotate_token(name: str, inv: InventoryDep, _: AdminDep):
     token = inv.rotate_token(name)
     tenant = inv.get("tenant", name)
-    return schemas.TenantCreated(id=tenant.id, name=tenant.name, token=token)
+    return schemas.TenantCreated(id=tenant.id, name=tenant.name, tunnel_key=tenant.tunnel_key, token=token)
 
 
 @tenants.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 23:44:45.534442
+Create Date: 2026-11-26 23:52:37.195537
 """
 from alembic import op
 import sqlalchemy as sa
@@ -20,10 +20,12 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('tunnel_key', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.Float(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name'),
-    sa.UniqueConstraint('token_hash')
+    sa.UniqueConstraint('token_hash'),
+    sa.UniqueConstraint('tunnel_key')
     )
     op.create_table('sites',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -46,6 +48,8 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=False),
     sa.Column('underlay_address', sa.String(length=64), nullable=False),
+    sa.Column('fabric_address', sa.String(length=64), nullable=True),
+    sa.Column('uplink', sa.String(length=15), nullable=False),
     sa.Column('agent_url', sa.String(length=256), nullable=True),
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], ),
     sa.PrimaryKeyConstraint('id'),
@@ -73,6 +77,7 @@ def upgrade() -> None:
     sa.Column('memory_mb', sa.Integer(), nullable=False),
     sa.Column('disk_gb', sa.Integer(), nullable=False),
     sa.Column('l1_kinds', sa.String(length=64), nullable=False),
+    sa.Column('underlay_address', sa.String(length=64), nullable=True),
     sa.Column('agent_url', sa.String(length=256), nullable=True),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], ),
@@ -151,19 +156,6 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['reservation_id'], ['reservations.id'], ),
     sa.PrimaryKeyConstraint('reservation_id', 'version')
     )
-    op.create_table('dataplane_ops',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('reservation_id', sa.String(length=32), nullable=False),
-    sa.Column('manager', sa.String(length=8), nullable=False),
-    sa.Column('host', sa.String(length=64), nullable=False),
-    sa.Column('op', sa.JSON(), nullable=False),
-    sa.ForeignKeyConstraint(['reservation_id'], ['reservations.id'], ),
-    sa.PrimaryKeyConstraint('id')
-    )
-    with op.batch_alter_table('dataplane_ops', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_dataplane_ops_host'), ['host'], unique=False)
-        batch_op.create_index(batch_op.f('ix_dataplane_ops_reservation_id'), ['reservation_id'], unique=False)
-
     op.create_table('events',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('reservation_id', sa.String(length=32), nullable=False),
@@ -185,11 +177,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_events_reservation_id'))
 
     op.drop_table('events')
-    with op.batch_alter_table('dataplane_ops', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_dataplane_ops_reservation_id'))
-        batch_op.drop_index(batch_op.f('ix_dataplane_ops_host'))
-
-    op.drop_table('dataplane_ops')
     op.drop_table('criteria')
     with op.batch_alter_table('allocations', schema=None) as batch_op:
         batch_op.drop_index('ix_alloc_resource')
