@@ -66,3 +66,11 @@ def test_kill_agent_and_break_things_by_hand_then_apply_repairs(lab, tenants):
 def test_status_matches_the_file(lab):
     s = realizer.status(lab)
     assert s["matches"], s
+
+
+def test_lab_up_again_keeps_what_the_agents_hold(lab, tenants):
+    tenants.set([L1Port("b", "l0-4", "w1", vlan=102, address="10.0.102.21/24")])
+    assert probe.reachable(lab.ns("w1"), "10.0.102.10")
+    realizer.up(lab)  # idempotent: nothing is rebuilt, nothing provisioned is undone
+    assert probe.ping(lab.ns("w1"), "10.0.102.10", count=2) == 2
+    assert realizer.status(lab)["matches"]

@@ -8,7 +8,7 @@ import pytest
 
 from iris_haas.drivers import netlink as nl, ovs
 from iris_haas.drivers.runner import SubprocessRunner
-from iris_haas.lab import probe
+from iris_haas.lab import guests, probe
 from iris_haas.lab.overlay import L1Port
 
 pytestmark = pytest.mark.lab
@@ -86,47 +86,21 @@ def test_a_random_vlan_works_without_reconfiguring_the_tunnel(lab, tenants):
 
 def test_user_vms_inside_an_l1_reach_the_iaas_on_guest_vlans_through_a_trunk_nic(lab, tenants):
     """As an IaaS KVM host would: the L1's NIC is a trunk (management VLAN native), and the
-    IaaS's own software inside the L1 tags guest VLANs at a bridge of its own (here an OVS in
-    the L1's namespace, since nothing here can tag in the kernel)."""
-    r = SubprocessRunner()
+    IaaS's own software inside the L1 tags guest VLANs at a bridge of its own."""
     vlan = random.choice([v for v in range(2, 4095) if v not in (101, 102)])
     tenants.set([L1Port("a", "l0-3", "k1", vlan=101, trunk=True, address="10.0.101.31/24")])
     l1 = lab.ns("k1")
-    guest = lab.ns("aguest2")
-    inst = ovs.OvsInstance(lab.dir / "k1-ovs", l1, f"lab:{lab.name}")
-    vms = {101: lab.ns("k1vm101"), vlan: lab.ns("k1vmg")}
     try:
         # the L1's management address is on its NIC, untagged: the native VLAN 101
         assert probe.reachable(l1, "10.0.101.10")
-        # the IaaS side: a host on the guest VLAN, on its own switch
-        nl.ensure_netns(guest)
-        r.run(nl.netns_sysctl_cmds(guest))
-        nl.ensure_veth("guest2", lab.ns("ator"), "eth0", guest)
-        r.run(ovs.txn(lab.ovs("ator").db, *ovs.add_port("tor", "guest2", tag=vlan, vlan_mode="access")))
-        nl.ensure_addr(guest, "eth0", "10.8.0.10/24")
-        r.run(nl.tx_offload_off_cmd(guest, "eth0"))
-        # inside the L1: a bridge on the trunk NIC, and two user VMs on VLAN 101 and the guest VLAN
-        inst.start(r)
-        # the uplink treats untagged frames as VLAN 101 too, like the L0's port facing it
-        subs = [*ovs.add_bridge("cloudbr0", datapath_type="netdev"),
-                *ovs.add_port("cloudbr0", "iris1-k1", tag=101, vlan_mode="native-untagged")]
-        for v, vm in vms.items():
-            nl.ensure_netns(vm)
-            r.run(nl.netns_sysctl_cmds(vm))
-            nl.ensure_veth(f"vm{v}", l1, "eth0", vm)
-            subs += ovs.add_port("cloudbr0", f"vm{v}", tag=v, vlan_mode="access")
-        r.run(ovs.txn(inst.db, *subs))
-        nl.ensure_addr(vms[101], "eth0", "10.0.101.41/24")
-        nl.ensure_addr(vms[vlan], "eth0", "10.8.0.41/24")
-        for vm in vms.values():
-            r.run(nl.tx_offload_off_cmd(vm, "eth0"))
-        assert probe.reachable(vms[101], "10.0.101.10")
-        assert probe.reachable(vms[vlan], "10.8.0.10"), f"guest VLAN {vlan}"
-        assert probe.ping(vms[vlan], "10.0.101.10", count=2) == 0  # different VLAN, no router
+        guest = guests.add_host(lab, "a", "guest2", vlan, "10.8.0.10/24")
+        vm101 = guests.attach_user_vm(lab, "k1", "iris1-k1", "k1vm1", 101, "10.0.101.41/24")
+        vmg = guests.attach_user_vm(lab, "k1", "iris1-k1", "k1vm2", vlan, "10.8.0.41/24")
+        assert probe.reachable(vm101, "10.0.101.10")
+        assert probe.reachable(vmg, "10.8.0.10"), f"guest VLAN {vlan}"
+        assert probe.ping(vmg, "10.0.101.10", count=2) == 0  # different VLAN, no router
         with probe.Iperf3Server(guest):
-            assert probe.iperf3(vms[vlan], "10.8.0.10", seconds=1) > 20
+            assert probe.iperf3(vmg, "10.8.0.10", seconds=1) > 20
     finally:
-        inst.stop(r)
-        r.run(ovs.txn(lab.ovs("ator").db, *ovs.del_port("guest2")))
-        for ns in (guest, *vms.values()):
-            nl.delete_netns(ns)
+        guests.detach_all(lab, "k1", ["k1vm1", "k1vm2"])
+        guests.remove_host(lab, "a", "guest2")
