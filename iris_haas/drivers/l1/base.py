@@ -36,6 +36,31 @@ class L1Failed(IrisError):
     status, type = 500, "L1Failed"
 
 
+def processes_in_netns(ns: str) -> list[int]:
+    """PIDs of the processes inside network namespace ``ns`` (compared by inode)."""
+    try:
+        ino = os.stat(f"/run/netns/{ns}").st_ino
+    except OSError:
+        return []
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != os.getpid():
+            try:
+                if os.stat(f"/proc/{d}/ns/net").st_ino == ino:
+                    out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
+def stop_processes_in_netns(ns: str) -> None:
+    """Destroying an L1 stops whatever runs on it (the IaaS's own software included), by PID."""
+    from iris_haas.drivers.ovs import kill_pid
+
+    for pid in processes_in_netns(ns):
+        kill_pid(pid)
+
+
 def spec_of(op: L1Op) -> dict:
     """What an L1 was made from: everything but owner bookkeeping."""
     return op.model_dump(mode="json")

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from iris_haas.drivers import netlink as nl
-from iris_haas.drivers.l1.base import L1Driver, L1Failed
+from iris_haas.drivers.l1.base import L1Driver, L1Failed, stop_processes_in_netns
 from iris_haas.drivers.ops import L1Op
 from iris_haas.drivers.ovs import _alive, kill_pid
 from iris_haas.drivers.runner import Cmd, CommandFailed, cmd
@@ -168,6 +168,7 @@ class LxcL1(L1Driver):
                 pass
             shutil.rmtree(cdir, ignore_errors=True)
         if spec.get("netns"):
+            stop_processes_in_netns(spec["netns"])  # anything else the tenant ran in the L1
             remove_cgroups(spec["netns"])
         self._pidfile(name).unlink(missing_ok=True)
         self._drop_spec(name)

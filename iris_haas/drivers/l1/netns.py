@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 
 from iris_haas.drivers import netlink as nl
-from iris_haas.drivers.l1.base import L1Driver, L1Failed
+from iris_haas.drivers.l1.base import L1Driver, L1Failed, stop_processes_in_netns
 from iris_haas.drivers.ops import L1Op
 
 
@@ -41,6 +41,7 @@ class NetnsL1(L1Driver):
     def destroy(self, name: str) -> None:
         ns = self._ns(name)
         if ns and ns.startswith("iris"):
+            stop_processes_in_netns(ns)
             nl.delete_netns(ns)
         shutil.rmtree(self.dir / name, ignore_errors=True)
         self._drop_spec(name)
