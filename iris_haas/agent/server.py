@@ -146,6 +146,8 @@ def create_app(agent: Agent, token: str) -> FastAPI:
 def make_agent(node: str, cfg: HostConfig, state_dir: Path) -> Agent:
     if not cfg.l1_dir:  # L1 nodes (containers, VMs) keep their state next to the agent's
         cfg.l1_dir = str(Path(state_dir) / "l1")
+    if not cfg.storage_dir:  # so are the volumes it made (their data lives in the pools)
+        cfg.storage_dir = str(Path(state_dir) / "storage")
     return Agent(node, Host(cfg), state_dir)
 
 

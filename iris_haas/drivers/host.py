@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from iris_haas.drivers import names, netlink as nl, ovs, tc
+from iris_haas.drivers import names, netlink as nl, ovs, storage, tc
 from iris_haas.drivers.ops import (
-    BridgeOp, DesiredState, L1Op, PortOp, ShapeOp, TunnelLimitOp, TunnelOp, inner_mtu,
+    BridgeOp, DesiredState, L1Op, PortOp, ShapeOp, TunnelLimitOp, TunnelOp, VolumeOp, inner_mtu,
 )
 from iris_haas.drivers.runner import Cmd, Runner, SubprocessRunner, cmd
 
@@ -37,6 +37,7 @@ class HostConfig:
     underlay_mtu: int = 1500
     warmup: bool = True
     l1_dir: str = ""  # state of the L1 drivers (iris_haas.drivers.l1); empty: this host runs no L1s
+    storage_dir: str = ""  # registry of volumes (iris_haas.drivers.storage); empty: this host keeps none
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Facts:
     l1: dict[str, dict] = field(default_factory=dict)  # port name -> {exists, mtu, rate, addrs}
     uplinks: dict[str, dict[int, float]] = field(default_factory=dict)  # uplink -> htb class -> Mbit/s
     nodes: dict[str, dict] = field(default_factory=dict)  # L1 name -> {kind, spec, running}
+    volumes: dict[str, Any] = field(default_factory=dict)  # volume name -> storage.VolumeFacts
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,9 @@ def plan(desired: DesiredState, facts: Facts, cfg: HostConfig) -> list[Action]:
     shapes = {o.port: o for o in ops if isinstance(o, ShapeOp)}
     limits = [o for o in ops if isinstance(o, TunnelLimitOp)]
     st = facts.ovs
-    actions: list[Action] = [*l1_down, *l1_prep]
+    # volumes: released before the network (their namespace still exists), served after it
+    vol_pre, vol_post = storage.plan([o for o in ops if isinstance(o, VolumeOp)], facts.volumes, cfg.storage_dir)
+    actions: list[Action] = [*vol_pre, *l1_down, *l1_prep]
     mtu_cap = inner_mtu(cfg.underlay_mtu, 9000)
 
     # 1. links the OVS ports will open
@@ -241,6 +245,8 @@ def plan(desired: DesiredState, facts: Facts, cfg: HostConfig) -> list[Action]:
             reqs += tc.tenant_limit_requests(x.remote_ip, x.rate_mbit)
         actions.append(Action("tc", (cfg.netns, uplink, tuple(reqs))))
 
+    actions += vol_post
+
     # 5. warm-up
     if cfg.warmup:
         for t in new_tunnels:
@@ -257,6 +263,8 @@ def observe(desired: DesiredState | None, cfg: HostConfig, runner: Runner) -> Fa
     ops = with_l1_ports(desired.ops) if desired else []
     for drv in l1_drivers(cfg, runner).values():
         facts.nodes.update(drv.list())
+    if cfg.storage_dir:
+        facts.volumes = storage.observe([o for o in ops if isinstance(o, VolumeOp)], cfg.storage_dir)
     for p in ops:
         if isinstance(p, PortOp) and p.l1_netns:
             l1if = p.l1_ifname or names.l1_port(p.name)[1]
@@ -337,7 +345,9 @@ def execute(actions: list[Action], cfg: HostConfig, runner: Runner) -> None:
             continue
         i += 1
         k, args = a.kind, a.args
-        if k == "veth":
+        if k.startswith("vol-"):
+            storage.execute(a, cfg.storage_dir, runner)
+        elif k == "veth":
             name, l1ns, l1if, mtu = args
             if nl.ensure_netns(l1ns):
                 runner.run(nl.netns_sysctl_cmds(l1ns))
@@ -427,6 +437,7 @@ def report(facts: Facts) -> list[dict]:
         out.append({"op": "l1", "name": name, "kind": info.get("kind"), "running": bool(info.get("running")),
                     "owner": (info.get("spec") or {}).get("owner", ""),
                     "tenant": (info.get("spec") or {}).get("tenant", "")})
+    out += storage.report(facts.volumes)
     return out
 
 
