@@ -2,7 +2,7 @@
 # Installs the Debian packages Iris and its lab need, only those missing.
 # Idempotent: a second run finds everything and does nothing.
 set -euo pipefail
-PKGS=(openvswitch-switch iperf3 ethtool iproute2 iputils-ping arping procps postgresql python3-venv)
+PKGS=(openvswitch-switch iperf3 ethtool iproute2 iputils-ping arping procps postgresql python3-venv nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
