@@ -34,10 +34,10 @@ def _free_port() -> int:
 class LocalCoordinator:
     """An `iris serve` in a thread of this process, on a free loopback port."""
 
-    def __init__(self, data_dir: Path, hold_timeout_s: float = 60.0):
+    def __init__(self, data_dir: Path, hold_timeout_s: float = 60.0, dataplane=None):
         self.settings = Settings(data_dir=data_dir, hold_timeout_s=hold_timeout_s, scheduler_interval_s=0.2,
                                  admin_token=None, database_url=None)
-        self.app, self.engine = build(self.settings)
+        self.app, self.engine = build(self.settings, dataplane)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
@@ -57,8 +57,12 @@ class LocalCoordinator:
         self.thread.join(timeout=10)
         self.engine.db.dispose()
 
-    def client(self, token: str) -> Client:
-        return Client(self.url, token)
+    def client(self, token: str, timeout: float = 120.0) -> Client:
+        return Client(self.url, token, timeout=timeout)
+
+    @property
+    def admin_token(self) -> str:
+        return (Path(self.settings.data_dir) / "admin-token").read_text().strip()
 
 
 def run(console: Console, *, keep: bool = False) -> int:

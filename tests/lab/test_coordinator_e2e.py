@@ -1,0 +1,101 @@
+"""The control plane driving the real data plane: reserve -> commit -> provision through the
+coordinator's API, desired state derived by the NRM/CRM and pushed to the lab's agents, then real
+packets from the IaaS side. netns L1s here (the L1 kind every L0 can run)."""
+
+from __future__ import annotations
+
+import pytest
+
+from iris_haas.cli.client import ApiError
+from iris_haas.demo import LocalCoordinator
+from iris_haas.drivers import netlink as nl
+from iris_haas.lab import probe
+from iris_haas.lab.register import register
+from iris_haas.managers.dataplane import AgentDataPlane
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def coord(lab, tmp_path):
+    with LocalCoordinator(tmp_path, dataplane=AgentDataPlane(lab.token(), netns=lab.ns("ctl"))) as c:
+        admin = c.client(c.admin_token)
+        tokens = register(lab, admin)
+        tenants = {t: c.client(tok) for t, tok in tokens.items()}
+        try:
+            yield c, admin, tenants
+        finally:
+            for r in admin.get("/reservations"):
+                if r["lifecycle_state"] != "Terminated":
+                    admin.post(f"/reservations/{r['id']}/terminate")
+            for h, (_, state) in c.engine.desired_states().items():
+                assert state.ops == [], f"{h} still has desired state"
+
+
+def l1_request(addresses, mbps=None, kind="netns"):
+    items = [{"kind": "compute", "count": len(addresses), "l1_kind": kind, "cpus": 1, "memory_mb": 256,
+              "disk_gb": 1, "addresses": addresses}]
+    if mbps:
+        items.append({"kind": "network", "bandwidth_mbps": mbps})
+    return {"duration_s": 600, "items": items}
+
+
+def provisioned(client, body):
+    r = client.post("/reservations", body)
+    client.post(f"/reservations/{r['id']}/commit")
+    r = client.post(f"/reservations/{r['id']}/provision")
+    assert r["provision_state"] == "Provisioned" and r["data_plane_active"], r
+    return r
+
+
+def test_reserve_commit_provision_reaches_the_iaas_and_release_removes(lab, coord):
+    _, admin, tenants = coord
+    a = tenants["a"]
+    r = provisioned(a, l1_request(["10.0.101.51/24", "10.0.101.52/24"], mbps=100))
+    l1s = [x["l1"] for x in r["resources"] if "l1" in x]
+    assert len(l1s) == 2
+    # the IaaS management host reaches both L1s on its own management VLAN, across the GRE trunk
+    for ip in ("10.0.101.51", "10.0.101.52"):
+        assert probe.reachable(lab.ns("amgmt"), ip), ip
+    # and they reach each other through the tenant's overlay
+    assert probe.ping(l1s[0], "10.0.101.52", count=3) == 3
+    # nothing on the control network, no agent, answers from inside an L1
+    for agent in lab.plan.agents:
+        assert probe.ping(l1s[0], agent.ip, count=2, wait=0.5) == 0
+        assert not probe.tcp_connect(l1s[0], agent.ip, agent.port, timeout=1.0)
+    # release: the data plane goes, the L1 namespaces with it; the reservation stays
+    r = a.post(f"/reservations/{r['id']}/release")
+    assert r["provision_state"] == "Released" and not r["data_plane_active"]
+    assert probe.ping(lab.ns("amgmt"), "10.0.101.51", count=2, wait=0.5) == 0
+    assert not any(nl.netns_exists(n) for n in l1s)
+    events = [e["type"] for e in a.get(f"/reservations/{r['id']}/events")]
+    assert events.count("dataPlaneStateChange") == 2
+
+
+def test_two_tenants_same_addresses_are_isolated(lab, coord):
+    _, admin, tenants = coord
+    ra = provisioned(tenants["a"], l1_request(["10.0.101.61/24"]))
+    rb = provisioned(tenants["b"], l1_request(["10.0.101.61/24"]))
+    l1a = next(x["l1"] for x in ra["resources"] if "l1" in x)
+    l1b = next(x["l1"] for x in rb["resources"] if "l1" in x)
+    assert probe.reachable(lab.ns("amgmt"), "10.0.101.61")
+    assert probe.reachable(lab.ns("bmgmt"), "10.0.101.61")
+    mac = {n: nl.links(n)[next(i for i in nl.links(n) if i.startswith("iris1"))]["address"] for n in (l1a, l1b)}
+    a_mgmt_ifs = nl.links(lab.ns("amgmt"))
+    assert probe.arping(lab.ns("amgmt"), "eth0", "10.0.101.61") == [mac[l1a]]
+    assert probe.arping(lab.ns("bmgmt"), "eth0", "10.0.101.61") == [mac[l1b]]
+    assert a_mgmt_ifs  # the IaaS side was not reconfigured: same links before and after
+    # b releases: a's L1 stays reachable from a, and from b's side nothing answers any more
+    tenants["b"].post(f"/reservations/{rb['id']}/release")
+    assert probe.ping(lab.ns("bmgmt"), "10.0.101.61", count=2, wait=0.5) == 0
+    assert probe.ping(lab.ns("amgmt"), "10.0.101.61", count=3) == 3
+    assert set(nl.links(lab.ns("amgmt"))) == set(a_mgmt_ifs)
+
+
+def test_a_tenant_cannot_touch_anothers_reservation(lab, coord):
+    _, _, tenants = coord
+    r = provisioned(tenants["a"], l1_request(["10.0.101.71/24"]))
+    with pytest.raises(ApiError) as e:
+        tenants["b"].post(f"/reservations/{r['id']}/release")
+    assert e.value.status == 404
+    assert probe.reachable(lab.ns("amgmt"), "10.0.101.71")
