@@ -113,7 +113,7 @@ def run(console: Console, *, keep: bool = False) -> int:
                   and ra["data_plane_active"])
             hosts = {r["node"] for r in ra["resources"] if "node" in r}
             ops = {h: admin.get(f"/hosts/{h}/desired-state")["ops"] for h in hosts | {"haas-gw"}}
-            ports = [o for h in hosts for o in ops[h] if o["op"] == "port"]
+            ports = [o for h in hosts for o in ops[h] if o["op"] == "l1"]
             check("desired state: each L1 a NIC on tenant A's bridge, VLAN 101 native, all VLANs trunked",
                   len(ports) == 2 and all(p["vlan"] == 101 and p["trunk"] for p in ports), f"L1s on {sorted(hosts)}")
             check("the HaaS gateway: a GRE trunk to A's gateway with A's key, a 200 Mbit/s limit, a mesh to the L0s",

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from iris_haas.coordinator import calendar
 from iris_haas.drivers import names
-from iris_haas.drivers.ops import PortOp, ShapeOp
+from iris_haas.drivers.ops import L1Op, ShapeOp
 from iris_haas.errors import ReserveFailed
 from iris_haas.managers.base import ActiveView, Context, ResourceManager
 from iris_haas.store.models import Node
@@ -58,9 +58,9 @@ class ComputeManager(ResourceManager):
             )
 
     def desired(self, view: ActiveView):
-        """Each L1's one NIC: a port on its tenant's bridge carrying every VLAN, the tenant's
-        management VLAN native (untagged), the management address from the reservation, and an
-        egress limit of the reservation's bandwidth when it has one."""
+        """Each L1 of its kind and flavor, with one NIC: a port on its tenant's bridge carrying every
+        VLAN, the tenant's management VLAN native (untagged), the management address and SSH key
+        from the reservation, and an egress limit of the reservation's bandwidth when it has one."""
         out = []
         for a in view.of("node"):
             tenant = view.tenant(a)
@@ -70,11 +70,12 @@ class ComputeManager(ResourceManager):
             addresses = item.get("addresses") or []
             n = a.detail.get("n", 0)
             l0if, l1if = names.l1_port(a.detail["l1"])
-            port = PortOp(bridge=names.tenant_bridge(tenant.name), name=l0if, l1_netns=a.detail["l1"], l1_ifname=l1if,
-                          vlan=mgmt_vlan, trunk=mgmt_vlan is not None,
-                          address=addresses[n] if n < len(addresses) else None,
-                          owner=a.reservation_id, tenant=tenant.name)
-            out.append((a.detail["node"], port))
+            l1 = L1Op(kind=a.detail["l1_kind"], name=a.detail["l1"], bridge=names.tenant_bridge(tenant.name),
+                      port=l0if, l1_ifname=l1if, netns=a.detail["l1"], vlan=mgmt_vlan, trunk=mgmt_vlan is not None,
+                      address=addresses[n] if n < len(addresses) else None, cpus=a.cpus,
+                      memory_mb=a.memory_mb, ssh_key=item.get("ssh_key") or "",
+                      owner=a.reservation_id, tenant=tenant.name)
+            out.append((a.detail["node"], l1))
             rate = sum(b.mbps for b in view.allocations
                        if b.reservation_id == a.reservation_id and b.resource_kind == "link")
             if rate:

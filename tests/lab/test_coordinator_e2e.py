@@ -48,10 +48,11 @@ def provisioned(client, body):
     return r
 
 
-def test_reserve_commit_provision_reaches_the_iaas_and_release_removes(lab, coord):
+@pytest.mark.parametrize("kind", ["netns", "lxc"])
+def test_reserve_commit_provision_reaches_the_iaas_and_release_removes(lab, coord, kind):
     _, admin, tenants = coord
     a = tenants["a"]
-    r = provisioned(a, l1_request(["10.0.101.51/24", "10.0.101.52/24"], mbps=100))
+    r = provisioned(a, l1_request(["10.0.101.51/24", "10.0.101.52/24"], mbps=100, kind=kind))
     l1s = [x["l1"] for x in r["resources"] if "l1" in x]
     assert len(l1s) == 2
     # the IaaS management host reaches both L1s on its own management VLAN, across the GRE trunk

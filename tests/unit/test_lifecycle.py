@@ -179,8 +179,8 @@ def test_modify_extend_count_bandwidth(api, clock):
     assert len(after) == 3 and all(after[k] == v for k, v in before.items())  # no L1 moved
     gw = api.coordinator.dataplane.hosts["haas-gw"]
     assert [(o["remote_ip"], o["rate_mbit"]) for o in gw if o["op"] == "tunnel_limit"] == [("198.18.1.1", 300)]
-    ports = [o for h, ops in api.coordinator.dataplane.hosts.items() for o in ops if o["op"] == "port"]
-    assert len(ports) == 3 and all(o["vlan"] == 101 and o["trunk"] for o in ports)
+    l1s = [o for h, ops in api.coordinator.dataplane.hosts.items() for o in ops if o["op"] == "l1"]
+    assert len(l1s) == 3 and all(o["vlan"] == 101 and o["trunk"] and o["kind"] == "lxc" for o in l1s)
     events = api.ok("GET", f"/reservations/{r['id']}/events", "alice")
     last = [e["detail"] for e in events if e["type"] == "dataPlaneStateChange"][-1]
     assert last == {"active": True, "version": 2, "versionConsistent": True}
