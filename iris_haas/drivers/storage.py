@@ -223,6 +223,14 @@ def serve_cmd(o: VolumeOp) -> Cmd:
                p.rpcbind_pid, p.conf, p.log, p.pid, netns=o.netns)
 
 
+def announce_cmd(ns: str, dev: str, ip: str) -> Cmd:
+    """Gratuitous ARP for the server's address: a client that knew this address at another MAC
+    (an export re-created, moved to another node) updates its cache at once instead of
+    probing the old MAC for seconds. Thomas Habets' arping (Debian's); no reply is expected."""
+    return cmd("arping", "-q", "-U", "-c", "3", "-W", "0.1", "-w", "0.3", "-i", dev, "-S", ip, ip,
+               netns=ns, ok=(0, 1))
+
+
 # client side (userspace libnfs; used by the tests and shown in docs/storage.md)
 
 def nfs_cp_cmd(ns: str, src: str, dst: str) -> Cmd:
@@ -349,6 +357,11 @@ def plan(vols: list[VolumeOp], facts: dict[str, VolumeFacts], storage_dir: str
     if vols and not storage_dir:
         raise StorageFailed("this host keeps no volumes (no storage_dir configured)")
     want = {v.name: v for v in vols}
+    by_ns: dict[str, str] = {}
+    for v in vols:
+        if v.netns and by_ns.setdefault(v.netns, v.name) != v.name:
+            raise StorageFailed(f"volumes {by_ns[v.netns]} and {v.name} in one export namespace {v.netns}: "
+                                f"each export has its own namespace, address and server")
     pre: list[Action] = []
     post: list[Action] = []
     for name, f in sorted(facts.items()):
@@ -459,6 +472,15 @@ def _wait_serving(v: VolumeOp, pid: int, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
+def _dev_with(ns: str, ip: str) -> str | None:
+    from iris_haas.drivers import netlink as nl
+
+    for dev in nl.links(ns):
+        if any(a.split("/")[0] == ip for a in nl.addresses(ns, dev)):
+            return dev
+    return None
+
+
 def _tail(p: Path, n: int = 600) -> str:
     try:
         return p.read_text()[-n:]
@@ -506,6 +528,9 @@ def execute(a: Action, storage_dir: str, runner: Runner) -> None:
         p.pid.write_text(f"{pid}\n")
         if pid:  # 0 from the recording twin
             _wait_serving(v, pid)
+            dev = _dev_with(v.netns, server_ip(v))
+            if dev:
+                runner.run(announce_cmd(v.netns, dev, server_ip(v)), timeout=5.0)
     else:
         raise StorageFailed(f"unknown storage action {k}")
 
