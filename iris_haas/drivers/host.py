@@ -333,6 +333,7 @@ def _l1_batch(batch: list[Action], cfg: HostConfig, runner: Runner) -> None:
 
 def execute(actions: list[Action], cfg: HostConfig, runner: Runner) -> None:
     warm = []
+    started = [a.args[2] for a in actions if a.kind == "l1up"]
     i = 0
     while i < len(actions):
         a = actions[i]
@@ -373,6 +374,10 @@ def execute(actions: list[Action], cfg: HostConfig, runner: Runner) -> None:
             warm.append(args[0])
     if warm:
         warmup(cfg.netns, warm)
+    if started:  # after the warm-up, so the announcement crosses the new tunnels
+        drivers = l1_drivers(cfg, runner)
+        for o in started:
+            drivers[o.kind].announce(o)
 
 
 def warmup_cmds(ns: str | None, ips: list[str]) -> list[Cmd]:

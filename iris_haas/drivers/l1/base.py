@@ -61,6 +61,37 @@ def stop_processes_in_netns(ns: str) -> None:
         kill_pid(pid)
 
 
+def garp_frame(mac: str, ip: str) -> bytes:
+    """A gratuitous ARP request (sender = target = ``ip``), broadcast: what a host sends when an
+    address comes up, so neighbours that knew the address under another MAC update at once."""
+    import ipaddress
+    import struct
+
+    m = bytes.fromhex(mac.replace(":", ""))
+    a = ipaddress.IPv4Address(ip).packed
+    return b"\xff" * 6 + m + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + m + a + b"\x00" * 6 + a
+
+
+def announce(ns: str, ifname: str, cidr: str) -> None:
+    """Send one gratuitous ARP for ``cidr``'s address out of ``ifname`` in namespace ``ns``."""
+    import socket
+
+    from iris_haas.agent.client import socket_in_netns
+    from iris_haas.drivers import netlink as nl
+
+    mac = (nl.links(ns).get(ifname) or {}).get("address")
+    if not mac:
+        return
+    s = socket_in_netns(ns, socket.AF_PACKET, socket.SOCK_RAW)
+    try:
+        s.bind((ifname, 0))
+        s.send(garp_frame(mac, cidr.split("/")[0]))
+    except OSError:
+        pass  # an announcement is a courtesy; the L1 answers ARP anyway
+    finally:
+        s.close()
+
+
 def spec_of(op: L1Op) -> dict:
     """What an L1 was made from: everything but owner bookkeeping."""
     return op.model_dump(mode="json")
@@ -128,6 +159,15 @@ class L1Driver(abc.ABC):
     def destroy(self, name: str) -> None:
         """Stop and remove the L1 and everything it made; tolerant of any part being gone."""
 
+    def announce(self, op: L1Op) -> None:
+        """Tell the tenant's L2 that the management address is here (a gratuitous ARP), once the
+        overlay's tunnels are up, so a neighbour that knew the address under another MAC (an
+        earlier L1) does not wait for its ARP entry to time out. A VM's guest does it itself."""
+        if op.netns and op.address:
+            from iris_haas.drivers import names
+
+            announce(op.netns, op.l1_ifname or names.l1_port(op.port)[1], op.address)
+
 
 class MemoryL1(L1Driver):
     """In-memory twin: records L1s, runs nothing. ``fail`` names L1s whose start fails."""
@@ -152,6 +192,9 @@ class MemoryL1(L1Driver):
         if op.name in self.fail:
             raise L1Failed(f"{op.name}: start failed (twin told to fail)")
         self.nodes[op.name] = spec_of(op)
+
+    def announce(self, op: L1Op) -> None:
+        self.calls.append(("announce", op.name))
 
     def destroy(self, name: str) -> None:
         self.calls.append(("destroy", name))

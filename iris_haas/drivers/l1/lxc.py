@@ -69,9 +69,11 @@ def destroy_cmd(lxcpath: Path, name: str) -> Cmd:
     return cmd("lxc-destroy", "-P", str(lxcpath), "-n", name, "-f", ok=(0, 1))
 
 
-def attach_cmd(lxcpath: Path, name: str, *argv: str) -> Cmd:
-    """Run a command inside the container (tests use it to probe from inside the L1)."""
-    return cmd("lxc-attach", "-P", str(lxcpath), "-n", name, "--", *argv, ok=(0, 1, 2))
+def attach_cmd(lxcpath: Path, name: str, *argv: str, host_netns: str | None = None) -> Cmd:
+    """Run a command inside the container (tests use it to probe from inside the L1). It must run
+    in the L0's namespace: LXC's command socket is an abstract unix socket, and those belong to
+    the network namespace of the monitor that bound it."""
+    return cmd("lxc-attach", "-P", str(lxcpath), "-n", name, "--", *argv, ok=(0, 1, 2), netns=host_netns)
 
 
 class LxcL1(L1Driver):
@@ -112,7 +114,7 @@ class LxcL1(L1Driver):
             return False
 
     def exec_cmd(self, name: str, *argv: str) -> Cmd:
-        return attach_cmd(self.lxcpath, name, *argv)
+        return attach_cmd(self.lxcpath, name, *argv, host_netns=self.host_netns)
 
     def start(self, op: L1Op) -> None:
         if not op.netns or not nl.netns_exists(op.netns):
