@@ -65,7 +65,7 @@ class LocalCoordinator:
         return (Path(self.settings.data_dir) / "admin-token").read_text().strip()
 
 
-def run(console: Console, *, keep: bool = False) -> int:
+def run(console: Console, *, out: Path = Path("."), keep: bool = False) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="iris-demo-"))
     checks: list[tuple[str, bool, str]] = []
 
@@ -185,7 +185,8 @@ def run(console: Console, *, keep: bool = False) -> int:
         check("the scenario ran without an API error", False, f"{e.type}: {e.message}")
     finally:
         report = {"checks": {name: ok for name, ok, _ in checks}}
-        Path("report.json").write_text(json.dumps(report, indent=2) + "\n")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         if not keep:
             shutil.rmtree(data_dir, ignore_errors=True)
     failed = [name for name, ok, _ in checks if not ok]

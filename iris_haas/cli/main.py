@@ -384,12 +384,25 @@ def _register_optional() -> None:
 
 @app.command()
 def demo(
-    keep: Annotated[bool, typer.Option(help="keep the demo's data directory")] = False,
+    control_plane_only: Annotated[bool, typer.Option(help="only the coordinator's scenario (no lab, no root)")] = False,
+    quick: Annotated[bool, typer.Option(help="shorter measurements")] = False,
+    out: Annotated[str, typer.Option(help="where report.json and the charts go")] = ".",
 ):
-    """Run Iris's main job end to end on the embedded defaults (SQLite) and print what happened."""
-    from iris_haas.demo import run
+    """Run Iris's main job end to end: SQLite and the two-DC lab (as root); report.json and charts."""
+    import os
+    from pathlib import Path
 
-    raise typer.Exit(run(console, keep=keep))
+    if control_plane_only:
+        from iris_haas.demo import run
+
+        raise typer.Exit(run(console, out=Path(out)))
+    if os.geteuid() != 0:
+        err.print("[red]error[/red] the demo builds the two-DC lab (namespaces, Open vSwitch): run it as root, "
+                  "or use --control-plane-only")
+        raise typer.Exit(2)
+    from iris_haas.lab.demo import run as run_lab
+
+    raise typer.Exit(run_lab(console, out=Path(out), quick=quick))
 
 
 _register_optional()

@@ -72,5 +72,5 @@ def test_control_plane_demo(tmp_path, monkeypatch):
     from rich.console import Console
 
     monkeypatch.chdir(tmp_path)
-    assert run(Console(width=120)) == 0
+    assert run(Console(width=120), out=tmp_path) == 0
     assert (tmp_path / "report.json").exists()
