@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iris_haas.drivers import names
 from iris_haas.drivers.ops import VolumeOp
 from iris_haas.drivers.runner import Cmd, Runner, cmd
 from iris_haas.errors import IrisError
@@ -118,6 +119,37 @@ def clients(o: VolumeOp) -> str:
 def nfs_url(ip: str, export: str, path: str = "") -> str:
     """A libnfs URL (NFSv3; the server's rpcbind answers the port look-ups)."""
     return f"nfs://{ip}{export}{'/' + path.lstrip('/') if path else ''}"
+
+
+# ---------------------------------------------------------------- what a storage host is sent
+
+def export_netns(volume: str) -> str:
+    """The export's namespace (a file name: no 15-character limit)."""
+    return f"iris-nfs-{volume.removeprefix('iris-')}"
+
+
+def export_ifnames(volume: str) -> tuple[str, str]:
+    """(name on the tenant's bridge, name inside the export namespace), both <= 15 characters."""
+    key = volume.removeprefix("iris-")
+    return names.ifname("s", key), names.ifname("n", key)
+
+
+def export_ops(*, volume: str, tenant: str, owner: str, pool: str, size_gb: int = 0, size_mb: int = 0,
+               keep: bool = False, bridge: str, vlan: int, address: str, clients: str | None = None,
+               mtu: int = 1500) -> list:
+    """The ops a storage host needs for one exported volume: the export namespace's NIC (an
+    access port on the tenant's storage VLAN, on the tenant's bridge, which the NRM puts on this
+    host with its mesh tunnels as for any L0 holding the tenant's ports) and the volume itself."""
+    from iris_haas.drivers.ops import PortOp
+
+    ns = export_netns(volume)
+    l0if, nsif = export_ifnames(volume)
+    return [
+        PortOp(bridge=bridge, name=l0if, l1_netns=ns, l1_ifname=nsif, vlan=vlan, trunk=False, mtu=mtu,
+               address=address, owner=owner, tenant=tenant),
+        VolumeOp(name=volume, pool=pool, size_gb=size_gb, size_mb=size_mb, keep=keep, netns=ns, address=address,
+                 clients=clients, owner=owner, tenant=tenant),
+    ]
 
 
 # ---------------------------------------------------------------- commands (pure)

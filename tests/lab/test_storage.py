@@ -22,7 +22,7 @@ import pytest
 from iris_haas.drivers import netlink as nl, storage
 from iris_haas.drivers.ops import DesiredState, VolumeOp
 from iris_haas.drivers.runner import SubprocessRunner
-from iris_haas.lab import overlay, probe
+from iris_haas.lab import overlay, probe, realizer
 from iris_haas.lab.overlay import L1Port
 
 pytestmark = [
@@ -72,8 +72,19 @@ class Store:
             return [o for o in c.state()["observed"] if o["op"] == "volume"]
 
 
+def sweep_stale_pools() -> None:
+    """Pools of lab sessions killed before their teardown (their lab's run directory is gone,
+    and its namespaces with the servers): unmount and remove them."""
+    for d in Path("/var/tmp").glob("iris-t*-pool-*"):
+        if d.is_dir() and not realizer.rundir(d.name.split("-")[1]).exists():
+            storage.sweep_pool(d, SubprocessRunner())
+            if not [m for m in storage.mountpoints() if m.startswith(str(d) + "/")]:
+                shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture
 def store(lab, tenants):
+    sweep_stale_pools()
     pool = Path(tempfile.mkdtemp(prefix=f"iris-{lab.name}-pool-", dir="/var/tmp"))
     s = Store(lab, pool)
     try:

@@ -103,11 +103,21 @@ def test_storage_volume_served_idempotent_repaired_and_wiped(rig, tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out2").read_bytes() == data
 
-    # release: the server and rpcbind stop, the volume is unmounted and its image wiped away
-    pids = [storage._read_pid(storage.paths(v).pid), storage._read_pid(storage.paths(v).rpcbind_pid)]
-    assert [str(a) for a in host.plan([])] == ["vol-release iris-lx-0 wipe"]
-    host.apply([])
-    assert not any(_alive(p) for p in pids)
+    # release: the server and rpcbind stop, the volume is unmounted and its image wiped away.
+    # A second name for the image's inode (a witness the driver does not know) shows that the
+    # blocks themselves were discarded, not just one name unlinked.
+    witness = pool.with_name(pool.name + ".witness")
+    os.link(pool / "iris-lx-0.img", witness)
+    try:
+        assert data[:4096] in witness.read_bytes()
+        pids = [storage._read_pid(storage.paths(v).pid), storage._read_pid(storage.paths(v).rpcbind_pid)]
+        assert [str(a) for a in host.plan([])] == ["vol-release iris-lx-0 wipe"]
+        host.apply([])
+        assert not any(_alive(p) for p in pids)
+        assert witness.stat().st_blocks == 0
+        assert witness.read_bytes() == bytes(16 << 20)
+    finally:
+        witness.unlink(missing_ok=True)
     assert sorted(os.listdir(pool)) == []
     assert loops_under(pool) == []
     assert host.plan([]) == []
