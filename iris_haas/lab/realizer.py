@@ -122,23 +122,27 @@ def up(lab: Lab, *, agents: bool = True, timeout: float = 30.0, ephemeral: bool 
             new = [n for n in p.namespaces if nl.ensure_netns(n)]
             list(ex.map(lambda n: r.run(nl.netns_sysctl_cmds(n, n in p.routers)), new))
         times["netns"] = time.monotonic() - t0
-        for v in p.veths:
-            nl.ensure_veth(v.a, v.a_ns, v.b, v.b_ns, mtu=v.mtu)
-        for b in p.linux_bridges:
-            _linux_bridge(b)
-        times["links"] = time.monotonic() - t0
-        with _pool(len(p.ovs)) as ex:
-            list(ex.map(lambda o: _ovs_node(lab, o, r), p.ovs))
-        times["ovs"] = time.monotonic() - t0
+        with _pool(len(p.veths)) as ex:
+            list(ex.map(lambda v: nl.ensure_veth(v.a, v.a_ns, v.b, v.b_ns, mtu=v.mtu), p.veths))
+        with _pool(len(p.linux_bridges)) as ex:
+            list(ex.map(_linux_bridge, p.linux_bridges))
         for ns, ifname, cidr in p.addrs:
             nl.ensure_addr(ns, ifname, cidr)
+        times["links"] = time.monotonic() - t0
+        # agents first: their start (a Python interpreter each) overlaps the OVS work below;
+        # they touch OVS only when asked, after _wait_agents
+        with _pool(1) as bg:
+            started = bg.submit(_start_agents, lab, r) if agents else None
+            with _pool(len(p.ovs)) as ex:
+                list(ex.map(lambda o: _ovs_node(lab, o, r), p.ovs))
+            if started is not None:
+                started.result()
+        times["ovs"] = time.monotonic() - t0
         for h in p.hosts:
             nl.set_link(h.ns, h.ifname, up=True)
             nl.ensure_addr(h.ns, h.ifname, h.addr)
         with _pool(len(p.hosts)) as ex:
             list(ex.map(lambda h: r.run(nl.tx_offload_off_cmd(h.ns, h.ifname)), p.hosts))
-        if agents:
-            _start_agents(lab, r)
         # the IaaS side, built once: each gateway gets Iris's generated configuration
         with _pool(len(lab.topo.iaas)) as ex:
             list(ex.map(lambda x: _iaas_gateway(lab, x.tenant, r), lab.topo.iaas))
@@ -150,12 +154,15 @@ def up(lab: Lab, *, agents: bool = True, timeout: float = 30.0, ephemeral: bool 
 
             # the inter-DC trunks, on agents that hold nothing yet: `up` on a running lab must
             # not undo what a coordinator has since provisioned
-            fresh = set()
-            for n in lab.agent_nodes():
+            base = {n: d for n, d in overlay.desired(lab.topo, []).items() if d.ops}
+
+            def holds_nothing(n: str) -> bool:
                 with lab.client(n) as c:
-                    if not c.desired()["ops"]:
-                        fresh.add(n)
-            overlay.push(lab, overlay.desired(lab.topo, []), only=fresh)
+                    return not c.desired()["ops"]
+
+            with _pool(len(base)) as ex:
+                fresh = {n for n, empty in zip(base, ex.map(holds_nothing, base)) if empty}
+            overlay.push(lab, base, only=fresh)
             times["overlay"] = time.monotonic() - t0
     except BaseException:
         # leave nothing half-made behind
@@ -203,20 +210,24 @@ def _iaas_gateway(lab: Lab, tenant: str, r: SubprocessRunner) -> None:
 
 
 def _start_agents(lab: Lab, r: SubprocessRunner) -> None:
+    """Start the agents that are not running, all through one launcher (imports once, forks one
+    process per agent into its namespace; see :mod:`iris_haas.agent.launcher`)."""
+    specs = []
     for a in lab.plan.agents:
         d = lab.dir / a.node
         d.mkdir(parents=True, exist_ok=True)
         pidfile = d / "agent.pid"
         if pidfile.exists() and ovs._alive(_read_pid(pidfile) or -1):
             continue
-        c = cmd(sys.executable, "-m", "iris_haas.agent.cli", "--listen", a.ip, "--port", str(a.port),
-                "--node", a.node, "--db", lab.ovs(a.node).db, "--datapath-type", lab.topo.datapath_type,
-                "--underlay-mtu", str(lab.topo.underlay_mtu), "--state-dir", str(d / "agent"),
-                "--token-file", str(lab.dir / "token"), "--pidfile", str(pidfile), netns=a.ns)
-        pid = r.spawn(c, log=str(d / "agent.log"))
-        # nsenter execs the agent, so this PID is the agent's; written now so that `down` finds it
-        # even if the agent dies before writing its own
-        pidfile.write_text(f"{pid}\n")
+        specs.append({"netns": a.ns, "log": str(d / "agent.log"), "listen": a.ip, "port": a.port, "node": a.node,
+                      "db": lab.ovs(a.node).db, "datapath_type": lab.topo.datapath_type,
+                      "underlay_mtu": lab.topo.underlay_mtu, "state_dir": str(d / "agent"),
+                      "token_file": str(lab.dir / "token"), "pidfile": str(pidfile)})
+    if not specs:
+        return
+    spec = lab.dir / "agents.json"
+    spec.write_text(json.dumps(specs))
+    r.run(cmd(sys.executable, "-m", "iris_haas.agent.launcher", str(spec)), timeout=60)
 
 
 def start_agent(lab: Lab, node: str) -> None:
@@ -338,9 +349,28 @@ def down(lab: str) -> dict:
     for pid in processes_in(nss):
         ovs.kill_pid(pid)
         removed["processes"] += 1
+    # Devices die with their namespace (veths, and persistent taps too: checked on this kernel);
+    # only a device without netlink ops would be handed to the host's namespace instead. Taps
+    # (an L1 VM's NIC, OVS netdev ports) are deleted explicitly anyway, and afterwards nothing
+    # of the lab's may have appeared on the host.
+    host_before = set(nl.links(None))
+    lab_links: set[str] = set()
+    for n in nss:
+        try:
+            here = nl.links(n)
+        except Exception:  # a namespace going away under us
+            continue
+        lab_links |= set(here) - {"lo"}
+        for name, info in here.items():
+            if info.get("kind") == "tun":
+                nl.delete_link(n, name)
     for n in nss:
         nl.delete_netns(n)
         removed["namespaces"] += 1
+    moved = sorted((set(nl.links(None)) - host_before) & lab_links)
+    for name in moved:  # appeared on the host the moment the lab's namespaces died: the lab's
+        nl.delete_link(None, name)
+    removed["moved_to_host"] = moved
     shutil.rmtree(d, ignore_errors=True)
     return removed
 
@@ -396,6 +426,4 @@ def leftovers(lab: str) -> list[str]:
     out = [f"netns {n}" for n in lab_namespaces(lab)]
     if rundir(lab).exists():
         out.append(f"dir {rundir(lab)}")
-    # nothing of the lab is ever created in the host's namespace; check that it stayed so
-    out += [f"link {n}" for n in nl.links(None) if n.startswith(names.PREFIX)]
     return out

@@ -43,17 +43,20 @@ def lab():
     realizer.sweep_stale()  # labs of earlier runs that were killed before their teardown
     name = "t" + secrets.token_hex(3)
     lb = realizer.load(None, name=name)
-    host_links = set(nl.links(None))
     pids: list[int] = []
+    lab_links: set[str] = set()
     try:
         realizer.up(lb, ephemeral=True)
         yield lb
     finally:
-        pids = realizer.processes_in(realizer.lab_namespaces(name))
-        realizer.down(name)
+        nss = realizer.lab_namespaces(name)
+        pids = realizer.processes_in(nss)
+        lab_links = {ln for n in nss for ln in nl.links(n) if ln.startswith("iris")}
+        removed = realizer.down(name)
     assert_gone(name)
     assert [p for p in pids if ovs._alive(p)] == [], "processes of the lab still running"
-    assert set(nl.links(None)) - host_links == set(), "links appeared on the host"
+    assert removed["moved_to_host"] == [], "devices of the lab were handed to the host"
+    assert lab_links & set(nl.links(None)) == set(), "links of the lab on the host"
 
 
 class Tenants:
