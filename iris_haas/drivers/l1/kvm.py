@@ -1,19 +1,334 @@
-"""``kvm`` L1: a nested VM (placeholder until the QEMU driver lands)."""
+"""``kvm`` L1: a nested VM under QEMU, on a tap that is a port of the tenant's bridge.
+
+KVM where the host offers it (``/dev/kvm`` and a ``kvm_intel`` / ``kvm_amd`` module), QEMU's TCG
+otherwise (DESIGN.md: these machines only load ``kvm_pvm``, on which ordinary guests fail), so
+the driver really runs here. ``IRIS_KVM_ACCEL=kvm|tcg`` overrides the choice.
+
+What boots: Debian's kernel (``/boot/vmlinuz-*``, from ``linux-image-cloud-amd64`` or any other
+Debian kernel package) and an initramfs the driver builds once from Debian's own files: the
+static busybox (``busybox-static``), the kernel's modules for virtio-net and 802.1Q (taken from
+``/lib/modules/<version>``; the guest kernel, unlike this host, has ``8021q``), and a small
+``/init``. Each VM gets a second, tiny cpio appended to that one (the kernel unpacks
+concatenated archives in order) with its own settings: the management address and gateway, the
+tenant's SSH key, the host name. The flavor is QEMU's ``-smp`` and ``-m``.
+
+The network: one ``virtio-net`` NIC on a tap (``op.port``) that the reconciler puts on the
+tenant's bridge like any L1 port (management VLAN native, every other VLAN tagged). No other
+NIC, no user-mode network: the guest has no path to the control network. The NIC offers no
+checksum offload (``csum=off``): OVS's userspace datapath does not complete partial checksums
+(DESIGN.md), so the guest computes its own. The serial console is a unix socket in the driver's
+state directory; :meth:`KvmL1.console` runs a shell command in the guest through it (the tests
+probe from inside the L1 that way). QEMU runs daemonized and is stopped by the PID in its pidfile.
+"""
 
 from __future__ import annotations
 
+import gzip
+import io
+import os
+import re
+import shlex
+import socket
+import stat
+import time
+from pathlib import Path
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from iris_haas.drivers import netlink as nl
 from iris_haas.drivers.l1.base import L1Driver, L1Failed
 from iris_haas.drivers.ops import L1Op
+from iris_haas.drivers.ovs import _alive, kill_pid
+from iris_haas.drivers.runner import Cmd, CommandFailed, cmd
+
+QEMU = "qemu-system-x86_64"
+BUSYBOX = "/bin/busybox"
+# the guest's NIC and 802.1Q; their dependencies come from the kernel's modules.dep
+WANTED_MODULES = ["virtio_pci", "virtio_net", "8021q"]
+
+
+def module_order(modules_dep: str, wanted: list[str]) -> list[str]:
+    """Module paths (relative to the module directory) in load order, dependencies first (pure)."""
+    deps: dict[str, list[str]] = {}
+    by_name: dict[str, str] = {}
+    for line in modules_dep.splitlines():
+        if ":" not in line:
+            continue
+        mod, rest = line.split(":", 1)
+        deps[mod] = rest.split()
+        by_name[Path(mod).name.split(".ko")[0].replace("-", "_")] = mod
+    out: list[str] = []
+
+    def visit(m: str) -> None:
+        if m in out:
+            return
+        for d in deps.get(m, []):
+            visit(d)
+        out.append(m)
+
+    for w in wanted:
+        if w not in by_name:
+            raise L1Failed(f"kernel module {w} not in modules.dep")
+        visit(by_name[w])
+    return out
+
+
+def read_module(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.name.endswith(".xz"):
+        import lzma
+
+        return lzma.decompress(data)
+    if path.name.endswith(".zst"):
+        raise L1Failed(f"{path}: zstd-compressed modules are not supported")
+    return data
+
+
+INIT = r"""#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /root /etc /usr/bin /sbin /usr/sbin
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /etc/iris/modules); do insmod /lib/modules/$m; done
+. /etc/iris/env
+hostname "$NAME"
+ip link set lo up
+ip link set eth0 up
+[ -n "$ADDR" ] && ip addr add "$ADDR" dev eth0
+[ -n "$GW" ] && ip route add default via "$GW"
+mkdir -p /root/.ssh && chmod 700 /root/.ssh
+cp /etc/iris/authorized_keys /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys
+# tell the tenant's L2 where the management address now is
+[ -n "$ADDR" ] && (sleep 1; arping -U -c 2 -I eth0 -s "${ADDR%/*}" "${ADDR%/*}" >/dev/null 2>&1) &
+echo IRIS-L1-READY
+while true; do setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'; done
+"""
+
+
+# ---------------------------------------------------------------- cpio (newc), pure
+
+def _cpio_entry(name: str, mode: int, data: bytes = b"", ino: int = 0) -> bytes:
+    nm = name.encode() + b"\0"
+    hdr = "070701" + "".join(f"{v:08x}" for v in (
+        ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nm), 0))
+    out = hdr.encode() + nm
+    out += b"\0" * ((4 - len(out) % 4) % 4)
+    out += data
+    out += b"\0" * ((4 - len(data) % 4) % 4)
+    return out
+
+
+def cpio(files: dict[str, bytes | None], executable: set[str] = frozenset()) -> bytes:
+    """A newc archive: ``files`` maps a path to its content (None: a directory)."""
+    out = io.BytesIO()
+    dirs = set()
+    for p in files:
+        parts = p.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            dirs.add("/".join(parts[:i]))
+    ino = 1
+    for d in sorted(dirs | {p for p, v in files.items() if v is None}):
+        out.write(_cpio_entry(d, stat.S_IFDIR | 0o755, ino=ino))
+        ino += 1
+    for p, data in sorted(files.items()):
+        if data is None:
+            continue
+        mode = stat.S_IFREG | (0o755 if p in executable else 0o644)
+        out.write(_cpio_entry(p, mode, data, ino=ino))
+        ino += 1
+    out.write(_cpio_entry("TRAILER!!!", 0))
+    return out.getvalue()
+
+
+def guest_env(op: L1Op) -> str:
+    kv = {"NAME": op.name, "ADDR": op.address or "", "GW": op.gateway or ""}
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in kv.items())
+
+
+def vm_cpio(op: L1Op) -> bytes:
+    return cpio({"etc/iris/env": guest_env(op).encode(),
+                 "etc/iris/authorized_keys": (op.ssh_key + "\n" if op.ssh_key else "").encode()})
+
+
+def mac_of(op: L1Op) -> str:
+    if op.mac:
+        return op.mac
+    import hashlib
+
+    h = hashlib.sha1(f"{op.netns or ''}/{op.name}".encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in h[:3])
+
+
+def choose_accel() -> str:
+    forced = os.environ.get("IRIS_KVM_ACCEL")
+    if forced in ("kvm", "tcg"):
+        return forced
+    usable = os.path.exists("/dev/kvm") and any(os.path.exists(f"/sys/module/{m}") for m in ("kvm_intel", "kvm_amd"))
+    return "kvm" if usable else "tcg"
+
+
+def qemu_cmd(op: L1Op, *, kernel: str, initrd: str, pidfile: str, console: str, accel: str) -> Cmd:
+    """The QEMU command line of one L1 (pure)."""
+    cpu = "host" if accel == "kvm" else "max"
+    append = "console=ttyS0 quiet panic=-1 rdinit=/init"
+    return cmd(
+        QEMU, "-name", op.name, "-machine", f"pc,accel={accel}", "-cpu", cpu,
+        "-smp", str(op.cpus), "-m", str(op.memory_mb),
+        "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
+        "-kernel", kernel, "-initrd", initrd, "-append", append,
+        "-netdev", f"tap,id=n0,ifname={op.port},script=no,downscript=no",
+        "-device", f"virtio-net-pci,netdev=n0,mac={mac_of(op)},romfile=,csum=off,gso=off,"
+                   "guest_csum=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off",
+        "-serial", f"unix:{console},server=on,wait=off",
+        "-pidfile", pidfile, "-daemonize",
+    )
+
+
+def find_kernel() -> tuple[str, str]:
+    """(kernel image, module directory) of a Debian kernel package on this host."""
+    forced = os.environ.get("IRIS_KVM_KERNEL")
+    cands = [Path(forced)] if forced else sorted(Path("/boot").glob("vmlinuz-*"), reverse=True)
+    for k in cands:
+        ver = k.name.removeprefix("vmlinuz-")
+        mods = Path("/lib/modules") / ver
+        if k.exists() and (mods / "modules.dep").exists():
+            return str(k), str(mods)
+    raise L1Failed("no Debian kernel with its modules in /boot and /lib/modules (install linux-image-cloud-amd64)")
 
 
 class KvmL1(L1Driver):
     kind = "kvm"
 
+    def _p(self, name: str, ext: str) -> Path:
+        return self.dir / f"{name}.{ext}"
+
+    def _pid(self, name: str) -> int | None:
+        try:
+            return int(self._p(name, "pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
     def running(self, name: str) -> bool:
-        return False
+        pid = self._pid(name)
+        if not pid or not _alive(pid):
+            return False
+        try:
+            return b"qemu" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    def base_initrd(self) -> Path:
+        """The shared initramfs (busybox, modules, /init), built once per kernel."""
+        kernel, mods = find_kernel()
+        ver = Path(mods).name
+        out = self.dir / f"base-{ver}.cpio.gz"
+        if out.exists():
+            return out
+        files: dict[str, bytes | None] = {"bin/busybox": Path(BUSYBOX).read_bytes(), "init": INIT.encode(),
+                                          "proc": None, "sys": None, "dev": None, "tmp": None}
+        order = module_order((Path(mods) / "modules.dep").read_text(), WANTED_MODULES)
+        names_ = []
+        for m in order:
+            n = Path(m).name.split(".ko")[0] + ".ko"
+            files[f"lib/modules/{n}"] = read_module(Path(mods) / m)
+            names_.append(n)
+        files["etc/iris/modules"] = " ".join(names_).encode()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_bytes(gzip.compress(cpio(files, executable={"bin/busybox", "init"}), 6))
+        os.replace(tmp, out)
+        return out
+
+    def prepare(self, op: L1Op) -> None:
+        """The tap, before OVS is asked to open it; persistent, so OVS and QEMU share it."""
+        with nl.ipr(self.host_netns) as h:
+            if nl.link_index(h, op.port) is None:
+                try:
+                    h.link("add", ifname=op.port, kind="tuntap", mode="tap")
+                except NetlinkError as e:
+                    if e.code != 17:  # EEXIST
+                        raise L1Failed(f"{op.name}: tap {op.port}: {e}") from e
+            idx = nl.link_index(h, op.port)
+            h.link("set", index=idx, state="up", mtu=op.mtu)
 
     def start(self, op: L1Op) -> None:
-        raise L1Failed("kvm L1s are not available yet")
+        if self.running(op.name):  # changed spec: start afresh
+            self.destroy(op.name, keep_tap=True)
+        try:
+            self._start(op)
+        except Exception as e:
+            self.destroy(op.name)
+            raise L1Failed(f"{op.name}: {e}") from e
+        self._save_spec(op)
 
-    def destroy(self, name: str) -> None:
+    def _start(self, op: L1Op) -> None:
+        kernel, _ = find_kernel()
+        base = self.base_initrd()
+        initrd = self._p(op.name, "initrd")
+        initrd.write_bytes(base.read_bytes() + gzip.compress(vm_cpio(op)))
+        pidfile, console = self._p(op.name, "pid"), self._p(op.name, "console")
+        pidfile.unlink(missing_ok=True)
+        console.unlink(missing_ok=True)
+        accel = choose_accel()
+        c = qemu_cmd(op, kernel=kernel, initrd=str(initrd), pidfile=str(pidfile), console=str(console),
+                     accel=accel)
+        if self.host_netns:
+            c = Cmd(c.argv, self.host_netns, c.env, c.ok)
+        self.runner.run(c, timeout=30)
+        deadline = time.monotonic() + 10
+        while not self.running(op.name):
+            if time.monotonic() > deadline:
+                raise L1Failed(f"{op.name}: qemu did not start")
+            time.sleep(0.05)
+
+    def announce(self, op: L1Op) -> None:
+        """The guest announces itself (its /init sends a gratuitous ARP)."""
+
+    def destroy(self, name: str, keep_tap: bool = False) -> None:
+        spec = self._load_spec(name) or {}
+        pid = self._pid(name)
+        if pid and self.running(name):
+            kill_pid(pid)
+        if not keep_tap and spec.get("port", "").startswith("iris"):
+            nl.delete_link(self.host_netns, spec["port"])
+        for ext in ("pid", "console", "initrd"):
+            self._p(name, ext).unlink(missing_ok=True)
         self._drop_spec(name)
+
+    def destroy_tap(self, port: str) -> None:
+        if port.startswith("iris"):
+            nl.delete_link(self.host_netns, port)
+
+    # ---- the serial console
+    def console(self, name: str, command: str, timeout: float = 20.0) -> tuple[int, str]:
+        """Run ``command`` in the guest's shell; (exit status, output)."""
+        return console_run(str(self._p(name, "console")), command, timeout)
+
+
+def console_run(path: str, command: str, timeout: float = 20.0) -> tuple[int, str]:
+    tag = f"IRIS{os.getpid()}{int(time.monotonic() * 1000) % 100000}"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    s.connect(path)
+    buf = b""
+    try:
+        s.sendall(f"\n{command}; echo {tag}=$?\n".encode())
+        deadline = time.monotonic() + timeout
+        pat = re.compile(rf"{tag}=(\d+)".encode())
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                break
+            buf += chunk
+            # the echo of the command line itself contains "{tag}=$?", not digits
+            m = pat.search(buf)
+            if m:
+                out = buf[:m.start()].decode(errors="replace")
+                return int(m.group(1)), out
+    finally:
+        s.close()
+    raise L1Failed(f"console {path}: no answer to {command!r} in {timeout}s: {buf[-300:]!r}")

@@ -1,0 +1,182 @@
+"""Provisioning bench: from the reserve call to "the L1 answers from the IaaS side".
+
+Brings up the default two-DC lab (4 L0s), then for each L1 kind and each count (1, 4, 16 L1s
+of tenant a, spread round-robin over the L0s) and over repeats: derives every host's desired
+state (the CRM/NRM decision: :func:`iris_haas.lab.compute.desired`), PUTs it to all agents at once
+(each agent creates and wires its L1s in parallel), and waits until every L1's management address
+answers a ping from the tenant's management server in the IaaS DC. That interval is the sample;
+the release (every L1 destroyed) follows and is not timed.
+
+``manual``: the same wiring for netns L1s done the way the paper's prototype did it, one shell
+command per object, in sequence (``ip netns add``, ``ip link add ... type veth``, ``ip addr``,
+``ethtool``, ``ovs-vsctl add-br`` / ``add-port`` for the tenant bridge, the GRE mesh and each
+port), timed to the same "answers from the IaaS side".
+
+Prints one JSON object: ``kinds -> kind -> count -> {p50_s, p95_s, n}``, ``manual -> count ->
+{p50_s, n}``. Target for lxc: one node p50 <= 2 s, 16 nodes <= 15 s.
+
+Run as root: ``python bench/provision.py [--kinds netns,lxc,kvm] [--counts 1,4,16] [--repeats 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import secrets
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from iris_haas.drivers import names, netlink as nl
+from iris_haas.drivers.ops import BridgeOp, DesiredState, PortOp, TunnelOp
+from iris_haas.drivers.runner import cmd
+from iris_haas.lab import compute, overlay, probe, realizer
+from iris_haas.lab.compute import L1Node
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return round(s[max(0, math.ceil(p * len(s)) - 1)], 3)
+
+
+def nodes_for(lab, kind: str, count: int) -> list[L1Node]:
+    l0s = lab.topo.l0_nodes()
+    return [L1Node("a", l0s[i % len(l0s)], f"{kind[0]}{i}", kind, f"10.0.101.{100 + i}/24",
+                   memory_mb=128 if kind == "kvm" else 64) for i in range(count)]
+
+
+def wait_answers(lab, ips: list[str], timeout: float) -> None:
+    ns = lab.ns("amgmt")
+    with ThreadPoolExecutor(max_workers=min(16, len(ips))) as ex:
+        ok = list(ex.map(lambda ip: probe.reachable(ns, ip, timeout=timeout), ips))
+    if not all(ok):
+        raise RuntimeError(f"no answer from {[ip for ip, k in zip(ips, ok) if not k]}")
+
+
+def reset(lab) -> None:
+    compute.push(lab, [])
+    nl.flush_neighbours(lab.ns("amgmt"), "eth0")
+
+
+def one_run(lab, kind: str, count: int, timeout: float) -> float:
+    nodes = nodes_for(lab, kind, count)
+    t0 = time.monotonic()
+    res = compute.push(lab, nodes)
+    if not all(r["in_sync"] for r in res.values()):
+        raise RuntimeError(f"{kind} x{count}: not in sync: {res}")
+    wait_answers(lab, [n.address.split("/")[0] for n in nodes], timeout)
+    dt = time.monotonic() - t0
+    reset(lab)
+    return dt
+
+
+# ---------------------------------------------------------------- the paper's way
+
+def manual_cmds(lab, count: int) -> list:
+    """The shell commands, one per object, for ``count`` netns L1s (from the same decision)."""
+    ports = [overlay.L1Port("a", n.node, n.name, vlan=101, trunk=True, address=n.address)
+             for n in nodes_for(lab, "netns", count)]
+    states = overlay.desired(lab.topo, ports)
+    out = []
+    for host, st in states.items():
+        db = f"--db={lab.ovs(host).db}"
+        hns = lab.ns(host)
+        tunnels = []
+        for o in st.ops:
+            if isinstance(o, BridgeOp):
+                out.append(cmd("ovs-vsctl", db, "add-br", o.name, "--", "set", "bridge", o.name,
+                               f"datapath_type={lab.topo.datapath_type}"))
+            elif isinstance(o, TunnelOp):
+                out.append(cmd("ovs-vsctl", db, "add-port", o.bridge, o.name, "--", "set", "interface", o.name,
+                               "type=gre", f"options:remote_ip={o.remote_ip}", f"options:key={o.key}",
+                               "--", "set", "port", o.name, f"protected={'true' if o.mesh else 'false'}"))
+                tunnels.append(o.remote_ip)
+            elif isinstance(o, PortOp):
+                l1ns, l1if = o.l1_netns, o.l1_ifname
+                out += [cmd("ip", "netns", "add", l1ns),
+                        cmd("ip", "-n", hns, "link", "add", o.name, "type", "veth", "peer", "name", l1if,
+                            "netns", l1ns),
+                        cmd("ip", "-n", l1ns, "link", "set", "lo", "up"),
+                        cmd("ip", "-n", l1ns, "link", "set", l1if, "up"),
+                        cmd("ip", "-n", hns, "link", "set", o.name, "up"),
+                        cmd("ip", "-n", l1ns, "addr", "add", o.address, "dev", l1if),
+                        cmd("ethtool", "-K", l1if, "tx", "off", netns=l1ns),
+                        cmd("ovs-vsctl", db, "add-port", o.bridge, o.name, "--", "set", "port", o.name,
+                            f"tag={o.vlan}", "vlan_mode=native-untagged")]
+        # what the operator does so the userspace tunnels learn their peers: one arping each
+        for ip in tunnels:
+            dev = "br-fab" if host == "hgw" and ip.startswith(lab.topo.haas.fabric.rsplit(".", 1)[0]) else "br-phy"
+            out.append(cmd("arping", "-q", "-C", "1", "-c", "1", "-w", "1", "-i", dev, ip, netns=hns, ok=(0, 1)))
+    return out, ports, states
+
+
+def manual_run(lab, count: int, timeout: float) -> float:
+    cmds, ports, states = manual_cmds(lab, count)
+    t0 = time.monotonic()
+    try:
+        for c in cmds:
+            p = subprocess.run(c.full_argv(), capture_output=True, text=True)
+            if p.returncode not in c.ok:
+                raise RuntimeError(f"{c}: {p.stderr}")
+        wait_answers(lab, [p.address.split("/")[0] for p in ports], timeout)
+        return time.monotonic() - t0
+    finally:
+        for host, st in states.items():
+            brs = [o.name for o in st.ops if isinstance(o, BridgeOp)]
+            for b in brs:
+                subprocess.run(cmd("ovs-vsctl", f"--db={lab.ovs(host).db}", "--if-exists", "del-br", b).full_argv(),
+                               capture_output=True)
+            for o in st.ops:
+                if isinstance(o, PortOp):
+                    nl.delete_link(lab.ns(host), o.name)
+        for p in ports:
+            nl.delete_netns(p.netns(lab.topo))
+        nl.flush_neighbours(lab.ns("amgmt"), "eth0")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--kinds", default="netns,lxc,kvm")
+    ap.add_argument("--counts", default="1,4,16")
+    ap.add_argument("--kvm-counts", default="1,4", help="TCG VMs are slow to boot on 2 cores")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=60.0)
+    args = ap.parse_args()
+    counts = [int(c) for c in args.counts.split(",")]
+    name = "bp" + secrets.token_hex(2)
+    lab = realizer.load(None, name=name)
+    out: dict = {"kinds": {}, "manual": {}}
+    try:
+        realizer.up(lab, ephemeral=True)
+        for kind in args.kinds.split(","):
+            ks = [int(c) for c in args.kvm_counts.split(",")] if kind == "kvm" else counts
+            out["kinds"][kind] = {}
+            for count in ks:
+                try:
+                    xs = [one_run(lab, kind, count, args.timeout) for _ in range(args.repeats)]
+                    out["kinds"][kind][str(count)] = {"p50_s": pct(xs, 0.5), "p95_s": pct(xs, 0.95), "n": len(xs)}
+                except Exception as e:  # noqa: BLE001 - report, release, go on with the next
+                    out["kinds"][kind][str(count)] = {"error": str(e)[:300]}
+                    reset(lab)
+        # the manual way starts from hosts that hold nothing of Iris's (no tenant bridge either)
+        overlay.push(lab, {n: DesiredState() for n in lab.agent_nodes()})
+        for count in counts:
+            try:
+                xs = [manual_run(lab, count, args.timeout) for _ in range(args.repeats)]
+                out["manual"][str(count)] = {"p50_s": pct(xs, 0.5), "n": len(xs)}
+            except Exception as e:  # noqa: BLE001
+                out["manual"][str(count)] = {"error": str(e)[:300]}
+    finally:
+        try:
+            reset(lab)
+        except Exception:  # noqa: BLE001 - the lab goes down anyway
+            pass
+        realizer.down(name)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
