@@ -300,8 +300,8 @@ def l1_drivers(cfg: HostConfig, runner: Runner) -> dict:
     return _L1_DRIVERS[key]
 
 
-def _l1_batch(batch: list[Action], cfg: HostConfig, runner: Runner) -> None:
-    """Run one kind of L1 step for several L1s at once; every failure is reported, none hidden."""
+def _l1_batch(batch: list[Action], cfg: HostConfig, runner: Runner) -> list[tuple[str, str]]:
+    """Run one kind of L1 step for several L1s at once; returns every failure, none hidden."""
     drivers = l1_drivers(cfg, runner)
     if not drivers:
         from iris_haas.drivers.l1 import L1Failed
@@ -323,17 +323,15 @@ def _l1_batch(batch: list[Action], cfg: HostConfig, runner: Runner) -> None:
         for a, fut in [(a, ex.submit(one, a)) for a in batch]:
             try:
                 fut.result()
-            except Exception as e:  # noqa: BLE001 - collected and raised together below
-                errors.append(f"{a.kind} {a.args[1]}: {e}")
-    if errors:
-        from iris_haas.drivers.l1 import L1Failed
-
-        raise L1Failed("; ".join(errors))
+            except Exception as e:  # noqa: BLE001 - collected and raised together by execute
+                errors.append((a.args[1], f"{a.kind} {a.args[1]}: {e}"))
+    return errors
 
 
 def execute(actions: list[Action], cfg: HostConfig, runner: Runner) -> None:
     warm = []
     started = [a.args[2] for a in actions if a.kind == "l1up"]
+    l1_errors: list[tuple[str, str]] = []  # (L1 name, message)
     i = 0
     while i < len(actions):
         a = actions[i]
@@ -341,7 +339,8 @@ def execute(actions: list[Action], cfg: HostConfig, runner: Runner) -> None:
             j = i
             while j < len(actions) and actions[j].kind == a.kind:
                 j += 1
-            _l1_batch(actions[i:j], cfg, runner)
+            # an L1 that fails does not stop the others, nor the rest of the host's changes
+            l1_errors += _l1_batch(actions[i:j], cfg, runner)
             i = j
             continue
         i += 1
@@ -374,10 +373,16 @@ def execute(actions: list[Action], cfg: HostConfig, runner: Runner) -> None:
             warm.append(args[0])
     if warm:
         warmup(cfg.netns, warm)
+    failed = {name for name, _ in l1_errors}
     if started:  # after the warm-up, so the announcement crosses the new tunnels
         drivers = l1_drivers(cfg, runner)
         for o in started:
-            drivers[o.kind].announce(o)
+            if o.name not in failed:
+                drivers[o.kind].announce(o)
+    if l1_errors:
+        from iris_haas.drivers.l1 import L1Failed
+
+        raise L1Failed("; ".join(msg for _, msg in l1_errors))
 
 
 def warmup_cmds(ns: str | None, ips: list[str]) -> list[Cmd]:

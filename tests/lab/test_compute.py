@@ -236,3 +236,27 @@ def test_user_vm_migrates_to_an_l1_and_back_under_a_running_ping(compute_lab, ia
         inside.stop()
     compute.push(lab, [])
     assert _leftovers(lab, n) == []
+
+
+def test_a_failure_half_way_is_reported_and_the_previous_state_rolls_it_back(compute_lab):
+    """One L0 cannot hold an L1 (a flavor QEMU refuses: 256 vCPUs on a pc machine). Its agent
+    still makes the L1s it can, reports the one it could not by name, and the coordinator's
+    rollback (the previous desired state, here: none) removes everything."""
+    from iris_haas.agent.client import AgentError
+
+    lab = compute_lab
+    good = [L1Node("a", "l0-1", "rb1", "lxc", "10.0.101.61/24"), L1Node("a", "l0-2", "rb2", "netns", "10.0.101.62/24")]
+    bad = L1Node("a", "l0-2", "rb3", "kvm", "10.0.101.63/24", cpus=256)
+    with pytest.raises(AgentError) as e:
+        compute.push(lab, [*good, bad])
+    assert "rb3" in str(e.value) and "L1Failed" in str(e.value)
+    with lab.client("l0-2") as c:
+        st = c.state()
+    assert not st["in_sync"] and any("l1up kvm rb3" in p for p in st["pending"])
+    assert {o["name"] for o in st["observed"] if o["op"] == "l1"} == {"rb2"}
+    for n in good:
+        assert probe.reachable(lab.ns("amgmt"), n.address.split("/")[0], timeout=10)
+    res = compute.push(lab, [])
+    assert all(r["in_sync"] for r in res.values()), res
+    for n in [*good, bad]:
+        assert _leftovers(lab, n) == []

@@ -241,7 +241,9 @@ class KvmL1(L1Driver):
         return out
 
     def prepare(self, op: L1Op) -> None:
-        """The tap, before OVS is asked to open it; persistent, so OVS and QEMU share it."""
+        """The tap, before OVS is asked to open it; persistent, so OVS and QEMU share it. The spec
+        is recorded first, so a tap whose VM never started is still found and removed."""
+        self._save_spec(op)
         with nl.ipr(self.host_netns) as h:
             if nl.link_index(h, op.port) is None:
                 try:

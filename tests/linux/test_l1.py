@@ -1,0 +1,196 @@
+"""L1 drivers: the pure parts (unit), the reconciler's L1 decisions against the in-memory twin
+(unit), and the real netns and lxc drivers in fresh namespaces (linux)."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import pytest
+from pydantic import ValidationError
+
+from iris_haas.drivers import host as hostmod, netlink as nl
+from iris_haas.drivers.host import Action, Facts, HostConfig, execute, plan_l1, with_l1_ports
+from iris_haas.drivers.l1 import L1Failed, MemoryL1, kvm, lxc
+from iris_haas.drivers.l1.base import garp_frame, spec_of
+from iris_haas.drivers.l1.netns import NetnsL1
+from iris_haas.drivers.ops import DesiredState, L1Op, PortOp
+from iris_haas.drivers.ovs import OvsState
+from iris_haas.drivers.runner import RecordingRunner
+
+
+def op(name="n1", kind="lxc", **kw) -> L1Op:
+    base = dict(kind=kind, name=name, bridge="irisb-a", port=f"irisp-{name}", l1_ifname=f"iris1-{name}",
+                netns=f"iris-x-{name}", vlan=101, address="10.0.101.21/24", owner="r1", tenant="a")
+    return L1Op(**{**base, **kw})
+
+
+# ---------------------------------------------------------------- pure
+
+@pytest.mark.unit
+def test_an_l1_has_exactly_one_nic_the_native_vlan_trunk_port():
+    p = op().port_op()
+    assert isinstance(p, PortOp)
+    assert (p.bridge, p.name, p.l1_netns, p.vlan, p.trunk, p.address) == (
+        "irisb-a", "irisp-n1", "iris-x-n1", 101, True, "10.0.101.21/24")
+    v = op(kind="kvm").port_op()  # a VM's NIC: the tap on the L0; its address lives in the guest
+    assert (v.name, v.l1_netns, v.address) == ("irisp-n1", None, None)
+    assert [o.op for o in with_l1_ports([op()])] == ["l1", "port"]
+
+
+@pytest.mark.unit
+def test_an_l1_and_a_port_cannot_claim_one_nic():
+    with pytest.raises(ValidationError):
+        DesiredState(ops=[op(), PortOp(bridge="irisb-a", name="irisp-n1")])
+    with pytest.raises(ValidationError):
+        op(netns="other-ns")  # namespaces Iris makes carry its prefix
+    with pytest.raises(ValidationError):
+        op(kind="docker")
+
+
+@pytest.mark.unit
+def test_lxc_config_joins_the_wired_namespace_and_enforces_the_flavor():
+    lines = lxc.config_lines(op(cpus=2, memory_mb=300))
+    assert "lxc.namespace.share.net = /run/netns/iris-x-n1" in lines
+    assert "lxc.net.0.type = empty" in lines  # no NIC of LXC's own, and never the host's network
+    assert "lxc.cgroup.cpu.cfs_quota_us = 200000" in lines
+    assert "lxc.cgroup.memory.limit_in_bytes = 300M" in lines
+    assert "lxc.cgroup.dir.container = iris-x-n1" in lines
+
+
+@pytest.mark.unit
+def test_qemu_gets_the_tap_only_no_user_network_and_the_flavor():
+    c = kvm.qemu_cmd(op(kind="kvm", cpus=2, memory_mb=192), kernel="/k", initrd="/i", pidfile="/p",
+                     console="/c", accel="tcg")
+    argv = list(c.argv)
+    assert argv[argv.index("-smp") + 1] == "2" and argv[argv.index("-m") + 1] == "192"
+    assert argv.count("-netdev") == 1 and argv[argv.index("-netdev") + 1].startswith("tap,id=n0,ifname=irisp-n1,")
+    assert "-nic" not in argv and not any(a.startswith("user") for a in argv) and "-nodefaults" in argv
+    assert "csum=off" in argv[argv.index("-device") + 1]
+    assert "accel=tcg" in argv[argv.index("-machine") + 1]
+
+
+@pytest.mark.unit
+def test_module_order_loads_dependencies_first():
+    dep = ("kernel/a/virtio_net.ko: kernel/a/net_failover.ko kernel/a/failover.ko kernel/a/virtio.ko\n"
+           "kernel/a/net_failover.ko: kernel/a/failover.ko\nkernel/a/failover.ko:\n"
+           "kernel/a/virtio.ko: kernel/a/virtio_ring.ko\nkernel/a/virtio_ring.ko:\n")
+    order = kvm.module_order(dep, ["virtio_net"])
+    assert order.index("kernel/a/virtio_ring.ko") < order.index("kernel/a/virtio.ko") < order.index(
+        "kernel/a/virtio_net.ko")
+    assert order.index("kernel/a/failover.ko") < order.index("kernel/a/net_failover.ko")
+    with pytest.raises(L1Failed):
+        kvm.module_order(dep, ["8021q"])
+
+
+@pytest.mark.unit
+def test_the_per_vm_cpio_carries_address_and_key(tmp_path):
+    data = kvm.vm_cpio(op(kind="kvm", ssh_key="ssh-ed25519 AAAA k", gateway="10.0.101.1"))
+    assert data.startswith(b"070701") and b"TRAILER!!!" in data
+    assert b"ADDR=10.0.101.21/24" in data and b"GW=10.0.101.1" in data and b"ssh-ed25519 AAAA k" in data
+    if shutil.which("cpio"):
+        import subprocess
+
+        (tmp_path / "x.cpio").write_bytes(data)
+        p = subprocess.run(["cpio", "-t", "--quiet", "-F", str(tmp_path / "x.cpio")], capture_output=True, text=True)
+        assert set(p.stdout.split()) >= {"etc/iris/env", "etc/iris/authorized_keys"}
+
+
+@pytest.mark.unit
+def test_gratuitous_arp_frame():
+    f = garp_frame("02:00:00:00:00:01", "10.0.101.21")
+    assert len(f) == 42 and f[:6] == b"\xff" * 6 and f[12:14] == b"\x08\x06"
+    assert f[28:32] == f[38:42] == bytes([10, 0, 101, 21])
+
+
+# ---------------------------------------------------------------- reconciler decisions (twin)
+
+def _facts(nodes: dict) -> Facts:
+    return Facts(ovs=OvsState({}, {}, {}), links={}, nodes=nodes)
+
+
+@pytest.mark.unit
+def test_plan_creates_keeps_recreates_and_destroys():
+    a, b, c = op("a"), op("b"), op("c")
+    have = {"a": {"kind": "lxc", "spec": spec_of(a), "running": True},  # as wanted: kept
+            "b": {"kind": "lxc", "spec": spec_of(op("b", cpus=4)), "running": True},  # changed: remade
+            "z": {"kind": "netns", "spec": {}, "running": True}}  # not wanted: destroyed
+    down, prep, start = plan_l1([a, b, c], _facts(have))
+    assert [x.args[:2] for x in down] == [("netns", "z"), ("lxc", "b")]
+    assert [x.args[:2] for x in prep] == [("lxc", "b"), ("lxc", "c")]
+    assert [x.args[:2] for x in start] == [("lxc", "b"), ("lxc", "c")]
+    # a stopped L1 is started again
+    down, prep, start = plan_l1([a], _facts({"a": {**have["a"], "running": False}}))
+    assert [x.args[1] for x in start] == ["a"]
+
+
+@pytest.mark.unit
+def test_one_failing_l1_does_not_stop_the_others_and_is_reported(tmp_path):
+    cfg = HostConfig(db="unix:/nonexistent", l1_dir=str(tmp_path), warmup=False)
+    runner = RecordingRunner()
+    twin = MemoryL1("lxc", fail={"bad"})
+    hostmod._L1_DRIVERS[(cfg.l1_dir, cfg.netns, id(runner))] = {"lxc": twin}
+    try:
+        good, bad = op("good"), op("bad")
+        acts = [Action("l1prep", ("lxc", "good", good)), Action("l1prep", ("lxc", "bad", bad)),
+                Action("l1up", ("lxc", "good", good)), Action("l1up", ("lxc", "bad", bad))]
+        with pytest.raises(L1Failed, match="l1up bad"):
+            execute(acts, cfg, runner)
+        assert set(twin.nodes) == {"good"}
+        assert ("announce", "good") in twin.calls and ("announce", "bad") not in twin.calls
+        # the rollback the coordinator asks for: the previous desired state, without them
+        down, _, _ = plan_l1([], _facts(twin.list()))
+        assert [x.args[1] for x in down] == ["good"]
+    finally:
+        hostmod._L1_DRIVERS.pop((cfg.l1_dir, cfg.netns, id(runner)), None)
+
+
+# ---------------------------------------------------------------- real drivers, fresh namespaces
+
+def test_netns_l1_keeps_the_key_and_goes_away_with_everything(sandbox):
+    ns = sandbox.netns("nn")
+    d = NetnsL1(sandbox.dir / "l1")
+    o = op("nn", kind="netns", netns=ns, ssh_key="ssh-ed25519 AAAA k")
+    d.start(o)
+    assert d.list()["nn"]["running"] and d.matches(o, d.list()["nn"])
+    assert (d.dir / "nn" / "authorized_keys").read_text().strip() == "ssh-ed25519 AAAA k"
+    d.destroy("nn")
+    d.destroy("nn")  # tolerant
+    assert not nl.netns_exists(ns) and d.list() == {}
+
+
+@pytest.mark.skipif(shutil.which("lxc-start") is None, reason="needs lxc")
+def test_lxc_l1_runs_in_the_wired_namespace_with_its_cgroups_and_leaves_nothing(sandbox):
+    ns = sandbox.netns("lx")
+    nl.ensure_veth("irisp-lx", sandbox.netns("l0"), "iris1-lx", ns)
+    d = lxc.LxcL1(sandbox.dir / "l1")
+    o = op("lx", netns=ns, cpus=1, memory_mb=64, ssh_key="k")
+    try:
+        d.start(o)
+        info = d.list()["lx"]
+        assert info["running"] and d.matches(o, info)
+        cg = {p.parent.name: p for p in lxc.cgroup_dirs(ns) if p.name == ns}
+        assert int((cg["memory"] / "memory.limit_in_bytes").read_text()) == 64 << 20
+        assert int((cg["cpu"] / "cpu.cfs_quota_us").read_text()) == 100_000
+        import subprocess
+
+        p = subprocess.run(d.exec_cmd("lx", "ls", "/sys/class/net").full_argv(), capture_output=True, text=True)
+        assert sorted(p.stdout.split()) == ["iris1-lx", "lo"]
+        d.start(o)  # idempotent: started again from scratch, still one container
+        assert d.running("lx")
+    finally:
+        d.destroy("lx")
+    assert lxc.cgroup_dirs(ns) == [] and d.list() == {} and not (d.lxcpath / "lx").exists()
+    assert nl.netns_exists(ns)  # the namespace is the reconciler's (its NIC's), not the container's
+
+
+def test_kvm_base_initrd_is_built_once_from_debian_files(tmp_path):
+    try:
+        kvm.find_kernel()
+    except L1Failed as e:
+        pytest.skip(str(e))
+    d = kvm.KvmL1(tmp_path)
+    p = d.base_initrd()
+    data = gzip.decompress(p.read_bytes())
+    assert b"virtio_net.ko" in data and b"8021q.ko" in data and b"IRIS-L1-READY" in data
+    assert d.base_initrd() == p and p.stat().st_mtime == d.base_initrd().stat().st_mtime
