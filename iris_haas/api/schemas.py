@@ -142,6 +142,8 @@ class StoragePoolCreate(_In):
     name: Name = NAME
     site: Name
     capacity_gb: int = Field(ge=1, le=1024 * 1024 * 1024)
+    host: str | None = Field(default=None, max_length=64, description="the L0 whose agent serves the pool")
+    path: str | None = Field(default=None, max_length=256, pattern=r"^/[^\x00]*$", description="its directory there")
 
 
 class StoragePoolPublic(_Out):
@@ -149,6 +151,8 @@ class StoragePoolPublic(_Out):
     name: str
     site_id: int
     capacity_gb: int
+    host: str | None
+    path: str | None
 
 
 class ReservationPublic(BaseModel):

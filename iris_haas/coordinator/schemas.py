@@ -52,6 +52,15 @@ class StorageItem(_Item):
     kind: Literal["storage"] = "storage"
     size_gb: int = Field(ge=1, le=1024 * 1024)
     keep: bool = Field(default=False, description="keep the data at release instead of wiping it")
+    export_address: str | None = Field(default=None, description="the NFS server's address (CIDR) in the tenant's "
+                                       "subnet, on its management/storage VLAN; none: not exported")
+
+    @field_validator("export_address")
+    @classmethod
+    def _cidr(cls, v: str | None) -> str | None:
+        if v is not None:
+            ipaddress.ip_interface(v)
+        return v
 
 
 Item = Annotated[Union[ComputeItem, NetworkItem, StorageItem], Field(discriminator="kind")]

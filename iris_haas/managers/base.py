@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from iris_haas.coordinator import calendar
 from iris_haas.drivers.ops import Op
-from iris_haas.store.models import Allocation, Gateway, Node, Reservation, Site, Tenant
+from iris_haas.store.models import Allocation, Gateway, Node, Reservation, Site, StoragePool, Tenant
 
 
 @dataclass
@@ -58,6 +58,7 @@ class ActiveView:
         self.sites = {x.id: x for x in session.scalars(select(Site))}
         self.nodes = {n.id: n for n in session.scalars(select(Node))}
         self.gateways = list(session.scalars(select(Gateway).order_by(Gateway.id)))
+        self.pools = {p.id: p for p in session.scalars(select(StoragePool))}
 
     def of(self, kind: str) -> list[Allocation]:
         return [a for a in self.allocations if a.resource_kind == kind]

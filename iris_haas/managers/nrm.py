@@ -72,7 +72,11 @@ class NetworkManager(ResourceManager):
             tenant = view.tenants[tid]
             owner, t, key, br = f"tenant:{tenant.name}", tenant.name, tenant.tunnel_key, names.tenant_bridge(tenant.name)
             mine = [a for a in view.allocations if view.tenant(a).id == tid]
-            l0s = sorted({a.resource_id for a in mine if a.resource_kind == "node"})
+            # the L0s that hold the tenant's L1s, and those that serve its volumes
+            by_name = {n.name: n.id for n in view.nodes.values()}
+            l0s = sorted({a.resource_id for a in mine if a.resource_kind == "node"}
+                         | {by_name[view.pools[a.resource_id].host] for a in mine
+                            if a.resource_kind == "pool" and view.pools[a.resource_id].host in by_name})
             haas_sites = {view.reservations[a.reservation_id].site_id for a in mine}
             rate_to: dict[int, int] = {}
             for a in mine:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from iris_haas.coordinator import calendar
+from iris_haas.drivers import names
+from iris_haas.drivers.ops import PortOp, VolumeOp
 from iris_haas.errors import ReserveFailed
 from iris_haas.managers.base import ActiveView, Context, ResourceManager
 from iris_haas.store.models import StoragePool
@@ -30,6 +32,28 @@ class StorageManager(ResourceManager):
                   gb=item["size_gb"])
 
     def desired(self, view: ActiveView):
-        # Volumes are realized by the storage driver (docs/storage.md); until the SRM's export op
-        # lands, a volume is admitted and accounted for but not exported.
-        return []
+        """Each volume on its pool's host: an ext4 image of the reserved size (the quota) and,
+        when the item gives an export address, an NFS server in a namespace of its own whose only
+        NIC is an access port on the tenant's bridge, on the tenant's management/storage VLAN."""
+        out = []
+        for a in view.of("pool"):
+            pool, tenant, item = view.pools[a.resource_id], view.tenant(a), view.item(a)
+            if not (pool.host and pool.path):
+                continue  # a pool without a serving host is accounted for, not realized
+            name = f"iris-{a.reservation_id[:8]}-{a.item}"
+            ns = volume_netns(a.reservation_id, a.item)
+            address = item.get("export_address")
+            if address:
+                mgmt_vlan = next((x.mgmt_vlan for x in view.tenant_sites(tenant) if x.mgmt_vlan), None)
+                l0if, l1if = names.l1_port(ns)
+                out.append((pool.host, PortOp(bridge=names.tenant_bridge(tenant.name), name=l0if, l1_netns=ns,
+                                              l1_ifname=l1if, vlan=mgmt_vlan, address=address,
+                                              owner=a.reservation_id, tenant=tenant.name)))
+            out.append((pool.host, VolumeOp(name=name, pool=pool.path, size_gb=a.gb, keep=a.detail["keep"],
+                                            netns=ns if address else None, address=address,
+                                            owner=a.reservation_id, tenant=tenant.name)))
+        return out
+
+
+def volume_netns(reservation_id: str, item: int) -> str:
+    return f"irisv{reservation_id[:8]}{item:x}"

@@ -93,6 +93,8 @@ class StoragePool(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
     capacity_gb: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str | None] = mapped_column(String(64), doc="the node whose agent serves the pool")
+    path: Mapped[str | None] = mapped_column(String(256), doc="the pool's directory on that host")
 
 
 class Reservation(Base):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 23:52:37.195537
+Create Date: 2026-11-27 00:03:23.508854
 """
 from alembic import op
 import sqlalchemy as sa
@@ -114,6 +114,8 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=False),
     sa.Column('capacity_gb', sa.Integer(), nullable=False),
+    sa.Column('host', sa.String(length=64), nullable=True),
+    sa.Column('path', sa.String(length=256), nullable=True),
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
