@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from iris_haas.drivers import netlink as nl, ovs, tc
 from iris_haas.drivers.host import Host, HostConfig
 from iris_haas.drivers.ops import BridgeOp, DesiredState, PortOp, ShapeOp, TunnelOp
 from iris_haas.drivers.runner import cmd
+
+pytestmark = pytest.mark.linux
 
 
 def test_veth_is_idempotent_and_repairs_a_lost_end(sandbox):
