@@ -282,6 +282,7 @@ class VolumeFacts:
     image_bytes: int = 0
     mounted: bool = False
     server: int | None = None  # ganesha PID, alive and ours
+    server_netns: str | None = None  # the named namespace the server is in (None: none of ours)
     rpcbind: int | None = None
     conf: str | None = None
 
@@ -339,6 +340,16 @@ def _our_pid(pidfile: Path, needle: str, also: str = "") -> int | None:
     return pid
 
 
+def _same_netns(pid: int, ns: str) -> bool:
+    """Whether process ``pid`` is in named namespace ``ns`` (it may be in an older namespace of the
+    same name, deleted and made again by hand or by a repair)."""
+    try:
+        a, b = os.stat(f"/proc/{pid}/ns/net"), os.stat(f"/run/netns/{ns}")
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def observe(vols: list[VolumeOp], storage_dir: str) -> dict[str, VolumeFacts]:
     reg = registered(storage_dir) if storage_dir else {}
     want = {v.name: v.model_dump() for v in vols}
@@ -355,6 +366,8 @@ def observe(vols: list[VolumeOp], storage_dir: str) -> dict[str, VolumeFacts]:
             pass
         f.mounted = str(p.mnt) in mps
         f.server = _our_pid(p.pid, "ganesha.nfsd", str(p.conf))
+        if f.server and spec.get("netns"):
+            f.server_netns = spec["netns"] if _same_netns(f.server, spec["netns"]) else None
         f.rpcbind = _our_pid(p.rpcbind_pid, "rpcbind")
         try:
             f.conf = p.conf.read_text()
@@ -405,7 +418,10 @@ def plan(vols: list[VolumeOp], facts: dict[str, VolumeFacts], storage_dir: str
     for name, v in sorted(want.items()):
         f = facts.get(name) or VolumeFacts()
         conf = ganesha_conf(v) if v.netns else None
-        serving = f.server is not None and f.rpcbind is not None
+        serving = f.server is not None and f.rpcbind is not None and f.server_netns == v.netns
+        # a server outlives neither its mount (it would serve a stale file system) nor its namespace
+        if not f.mounted:
+            serving = False
         if (f.server or f.rpcbind) and (not v.netns or f.conf != conf or not serving):
             pre.append(Action("vol-stop", (name,)))
             serving = False

@@ -160,3 +160,27 @@ def test_storage_keep_leaves_the_image_and_reattaches_it(rig, tmp_path):
     host.apply([v.model_copy(update={"keep": False})])
     host.apply([])
     assert sorted(os.listdir(pool)) == []
+
+
+def test_storage_server_follows_its_namespace_and_mount(rig, sandbox, tmp_path):
+    host, pool, srv, cli = rig
+    v = vol(pool, srv)
+    host.apply([v])
+    (tmp_path / "in").write_bytes(b"x" * 5000)
+    url = storage.nfs_url("10.0.101.50", storage.pseudo_path(v), "f")
+    assert nfs_cp(cli, str(tmp_path / "in"), url).returncode == 0
+    # the export namespace is deleted and made again (by hand, or by a repair of the port): the
+    # server still runs in the old, unreachable one; the next reconcile moves it
+    old = storage._read_pid(storage.paths(v).pid)
+    nl.delete_netns(srv)
+    sandbox.netns("srv")
+    nl.ensure_veth("irisv-s", srv, "irisv-c2", cli)
+    nl.ensure_addr(srv, "irisv-s", "10.0.101.50/24")
+    nl.ensure_addr(cli, "irisv-c2", "10.0.101.11/24")
+    assert [a.kind for a in host.plan([v])] == ["vol-stop", "vol-serve"]
+    host.apply([v])
+    assert not _alive(old)
+    r = nfs_cp(cli, url, str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out").read_bytes() == b"x" * 5000
+    host.apply([])

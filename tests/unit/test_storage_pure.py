@@ -53,7 +53,7 @@ def test_commands_and_config():
 
 def serving(v: VolumeOp) -> VolumeFacts:
     return VolumeFacts(registered=v.model_dump(), image=True, image_bytes=v.mib << 20, mounted=True,
-                       server=100, rpcbind=101, conf=storage.ganesha_conf(v))
+                       server=100, server_netns=v.netns, rpcbind=101, conf=storage.ganesha_conf(v))
 
 
 def kinds(pre_post):
@@ -72,6 +72,13 @@ def test_plan_create_converge_release():
     f.server = None
     assert kinds(storage.plan([v], {v.name: f}, "/reg")) == (["vol-stop iris-ab12cd34-0"],
                                                               ["vol-serve iris-ab12cd34-0"])
+    # unmounted by hand, or the namespace made again under the server: mount, and restart it
+    for change in ({"mounted": False}, {"server_netns": None}):
+        f = serving(v)
+        for k, x in change.items():
+            setattr(f, k, x)
+        pre, post = kinds(storage.plan([v], {v.name: f}, "/reg"))
+        assert pre == ["vol-stop iris-ab12cd34-0"] and post[-1] == "vol-serve iris-ab12cd34-0", change
     # a new address: restart with the new configuration
     v2 = vol(address="10.0.101.51/24")
     pre, post = kinds(storage.plan([v2], {v.name: serving(v)}, "/reg"))
