@@ -19,10 +19,11 @@ from iris_haas.drivers.ops import VolumeOp
 from iris_haas.drivers.ovs import _alive
 from iris_haas.drivers.runner import SubprocessRunner
 
-pytestmark = pytest.mark.skipif(
-    any(shutil.which(t) is None for t in ("ganesha.nfsd", "rpcbind", "nfs-cp", "mkfs.ext4")),
-    reason="needs nfs-ganesha, rpcbind, libnfs-utils and e2fsprogs (scripts/install-deps.sh)",
-)
+pytestmark = [
+    pytest.mark.linux,
+    pytest.mark.skipif(any(shutil.which(t) is None for t in ("ganesha.nfsd", "rpcbind", "nfs-cp", "mkfs.ext4")),
+                       reason="needs nfs-ganesha, rpcbind, libnfs-utils and e2fsprogs (scripts/install-deps.sh)"),
+]
 
 
 def loops_under(pool: Path) -> list[str]:
