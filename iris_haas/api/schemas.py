@@ -159,6 +159,9 @@ class ReservationPublic(BaseModel):
     id: str
     tenant_id: int
     description: str
+    service_model: str
+    segment: dict = Field(description="the L2 segment: its bridge and GRE key (model b: configure the pod's "
+                          "tunnel on the IaaS gateway with this key)")
     version: int
     committed_version: int
     reservation_state: str

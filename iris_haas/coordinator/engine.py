@@ -105,6 +105,14 @@ class Coordinator:
         kinds = {item["kind"] for c in res.criteria for item in c.items}
         return [m for m in self.commit_order if m.item_kind in kinds]
 
+    def _site_model(self, s: Session, tenant_id: int) -> str:
+        models = set(s.scalars(select(Site.service_model).where(Site.tenant_id == tenant_id))) - {None}
+        model = models.pop() if len(models) == 1 else "a"
+        if model not in ("a", "b"):
+            raise InvalidInput(f"service model {model} (routed) is not available in this version; "
+                               "ask for service_model a or b", field="service_model")
+        return model
+
     def _check(self, s: Session, res: Reservation, now: float) -> IrisError | None:
         """ReserveStart -> ReserveChecking -> ReserveHeld | ReserveFailed, over every item."""
         self._transition(s, res, "reservation", "reserve")
@@ -201,8 +209,10 @@ class Coordinator:
 
         def tx(s: Session) -> Outcome:
             site = self._haas_site(s, req.site)
+            model = req.service_model or self._site_model(s, tenant_id)
             res = Reservation(
                 id=uuid.uuid4().hex, tenant_id=tenant_id, site_id=site.id, description=req.description,
+                service_model=model,
                 version=1, committed_version=0, reservation_state="ReserveStart", provision_state="Released",
                 lifecycle_state="Created", data_plane_active=False, created_at=now,
             )
@@ -417,23 +427,24 @@ class Coordinator:
         return counts
 
     # ---------------------------------------------------------------- queries
-    def get(self, tenant_id: int | None, rid: str) -> tuple[Reservation, list[dict]]:
+    def get(self, tenant_id: int | None, rid: str) -> tuple[Reservation, Tenant, list[dict]]:
+        """A reservation, its tenant, and the resources each manager holds for it."""
         with self.db.transaction() as s:
             res = s.scalar(select(Reservation).where(Reservation.id == rid))
             if res is None or (tenant_id is not None and res.tenant_id != tenant_id):
                 raise NotFound(f"no reservation {rid}")
             ctx = self._context(s, res, res.version)
             resources = [r for m in self._involved(res) for r in m.query(ctx)]
-            _ = res.criteria
-        return res, resources
+            return res, ctx.tenant, resources
 
-    def list(self, tenant_id: int | None) -> list[Reservation]:
+    def list(self, tenant_id: int | None) -> list[tuple[Reservation, Tenant]]:
         with self.db.transaction() as s:
-            q = select(Reservation).order_by(Reservation.created_at)
+            q = select(Reservation, Tenant).join(Tenant, Tenant.id == Reservation.tenant_id).order_by(
+                Reservation.created_at)
             if tenant_id is not None:
                 q = q.where(Reservation.tenant_id == tenant_id)
-            out = list(s.scalars(q))
-            for r in out:
+            out = [(r, t) for r, t in s.execute(q)]
+            for r, _ in out:
                 _ = r.criteria
         return out
 

@@ -81,6 +81,9 @@ class ReserveRequest(BaseModel):
 
     description: str = Field(default="", max_length=256)
     site: str | None = Field(default=None, description="the HaaS site; default: the only one")
+    service_model: Literal["a", "b"] | None = Field(
+        default=None, description="a: the L1s join the tenant's own L2; b: a pod, an L2 segment of their own "
+        "extended as a separate network; default: the tenant's IaaS site's model")
     start: datetime | None = Field(default=None, description="no start means now")
     end: datetime | None = None
     duration_s: int | None = Field(default=None, ge=1, le=10 * 365 * 86400)

@@ -16,6 +16,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from iris_haas.coordinator import calendar
+from iris_haas.drivers import names
 from iris_haas.drivers.ops import Op
 from iris_haas.store.models import Allocation, Gateway, Node, Reservation, Site, StoragePool, Tenant
 
@@ -38,6 +39,26 @@ class Context:
     @property
     def haas_site(self) -> Site:
         return self.session.get(Site, self.reservation.site_id)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """An L2 segment of the HaaS DC extended to a tenant's IaaS: its bridge on every host that
+    holds a part of it, and the GRE key of its mesh and of its trunk to the IaaS gateway."""
+
+    name: str  # names its tunnels
+    bridge: str
+    key: int
+
+
+def segment_of(reservation: Reservation, tenant: Tenant) -> Segment:
+    """Model (a): the tenant's one overlay, shared by all its reservations. Model (b), a pod: a
+    segment of the reservation's own, with its own key, isolated from every other HaaS resource
+    and extended to the IaaS as a separate network (the IaaS adds it as a new pod)."""
+    if reservation.service_model == "b":
+        name = f"{tenant.name}-{reservation.id[:6]}"
+        return Segment(name, names.tenant_bridge(name), names.tenant_key(f"pod:{reservation.id}"))
+    return Segment(tenant.name, names.tenant_bridge(tenant.name), tenant.tunnel_key)
 
 
 class ActiveView:
@@ -69,6 +90,9 @@ class ActiveView:
     def item(self, a: Allocation) -> dict:
         res = self.reservations[a.reservation_id]
         return res.criteria_for(res.committed_version).items[a.item]
+
+    def segment(self, a: Allocation) -> Segment:
+        return segment_of(self.reservations[a.reservation_id], self.tenant(a))
 
     def tenant_sites(self, tenant: Tenant) -> list[Site]:
         return [x for x in self.sites.values() if x.tenant_id == tenant.id and x.kind == "iaas"]

@@ -70,7 +70,7 @@ class ComputeManager(ResourceManager):
             addresses = item.get("addresses") or []
             n = a.detail.get("n", 0)
             l0if, l1if = names.l1_port(a.detail["l1"])
-            l1 = L1Op(kind=a.detail["l1_kind"], name=a.detail["l1"], bridge=names.tenant_bridge(tenant.name),
+            l1 = L1Op(kind=a.detail["l1_kind"], name=a.detail["l1"], bridge=view.segment(a).bridge,
                       port=l0if, l1_ifname=l1if, netns=a.detail["l1"], vlan=mgmt_vlan, trunk=mgmt_vlan is not None,
                       address=addresses[n] if n < len(addresses) else None, cpus=a.cpus,
                       memory_mb=a.memory_mb, ssh_key=item.get("ssh_key") or "",

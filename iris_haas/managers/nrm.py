@@ -57,60 +57,60 @@ class NetworkManager(ResourceManager):
         self.hold(ctx, index, link.id, {"link": link.name, "tenant_site": site.name}, mbps=mbps)
 
     def desired(self, view: ActiveView):
-        """Per tenant with active L1s or bandwidth (the paper's sections 4.4-4.5, model a):
+        """Per tenant with active reservations (the paper's sections 4.4-4.5), per segment (the
+        tenant's overlay in model a, a pod's own in model b):
 
-        * on each HaaS gateway: the tenant's bridge, one GRE trunk to each of the tenant's IaaS
-          gateways (every VLAN, the tenant's key), a mesh tunnel to each L0 holding one of the
-          tenant's L1s, and the tenant's limit on the inter-DC tunnel (the sum of its active
+        * on each HaaS gateway: the segment's bridge, one GRE trunk to each of the tenant's IaaS
+          gateways (every VLAN, the segment's key), a mesh tunnel to each L0 holding a part of the
+          segment; and per tenant, its limit on the inter-DC tunnel (the sum of its active
           bandwidth reservations towards that site);
-        * on each such L0: the tenant's bridge and mesh tunnels to the gateway and to every other
-          such L0, so the mesh grows and shrinks with the L0s that hold the tenant's L1s.
+        * on each such L0: the segment's bridge and mesh tunnels to the gateway and to every other
+          such L0, so the mesh grows and shrinks with the L0s that hold the segment's L1s and volumes.
         """
         out: list = []
-        tenants = sorted({view.tenant(a).id for a in view.allocations})
-        for tid in tenants:
+        by_name = {n.name: n.id for n in view.nodes.values()}
+        for tid in sorted({view.tenant(a).id for a in view.allocations}):
             tenant = view.tenants[tid]
-            owner, t, key, br = f"tenant:{tenant.name}", tenant.name, tenant.tunnel_key, names.tenant_bridge(tenant.name)
+            owner, t = f"tenant:{tenant.name}", tenant.name
             mine = [a for a in view.allocations if view.tenant(a).id == tid]
-            # the L0s that hold the tenant's L1s, and those that serve its volumes
-            by_name = {n.name: n.id for n in view.nodes.values()}
-            l0s = sorted({a.resource_id for a in mine if a.resource_kind == "node"}
-                         | {by_name[view.pools[a.resource_id].host] for a in mine
-                            if a.resource_kind == "pool" and view.pools[a.resource_id].host in by_name})
-            haas_sites = {view.reservations[a.reservation_id].site_id for a in mine}
+            gateways = [g for sid in sorted({view.reservations[a.reservation_id].site_id for a in mine})
+                        for g in view.gateways_of(sid)]
+            sites = [x for x in view.tenant_sites(tenant) if x.gateway_underlay]
             rate_to: dict[int, int] = {}
             for a in mine:
                 if a.resource_kind == "link":
-                    site = next(x for x in view.tenant_sites(tenant) if x.name == a.detail["tenant_site"])
+                    site = next(x for x in sites if x.name == a.detail["tenant_site"])
                     rate_to[site.id] = rate_to.get(site.id, 0) + a.mbps
-            for gw in [g for sid in sorted(haas_sites) for g in view.gateways_of(sid)]:
-                out.append((gw.name, BridgeOp(name=br, owner=owner, tenant=t)))
-                for site in view.tenant_sites(tenant):
-                    if not site.gateway_underlay:
-                        continue
-                    out.append((gw.name, TunnelOp(bridge=br, name=names.tenant_tunnel(t, f"x{site.id}"),
-                                                  remote_ip=site.gateway_underlay, key=key, mesh=False,
-                                                  owner=owner, tenant=t)))
+            for gw in gateways:
+                for site in sites:
                     if site.id in rate_to:
                         out.append((gw.name, TunnelLimitOp(uplink=gw.uplink, remote_ip=site.gateway_underlay,
                                                            rate_mbit=rate_to[site.id], owner=owner, tenant=t)))
+            for seg in sorted({view.segment(a) for a in mine}, key=lambda x: x.name):
+                parts = [a for a in mine if view.segment(a) == seg]
+                # the L0s that hold the segment's L1s, and those that serve its volumes
+                l0s = sorted({a.resource_id for a in parts if a.resource_kind == "node"}
+                             | {by_name[view.pools[a.resource_id].host] for a in parts
+                                if a.resource_kind == "pool" and view.pools[a.resource_id].host in by_name})
+                br, key, sn = seg.bridge, seg.key, seg.name
+
+                def tunnel(name: str, remote: str, mesh: bool = True) -> TunnelOp:
+                    return TunnelOp(bridge=br, name=names.tenant_tunnel(sn, name), remote_ip=remote, key=key,
+                                    mesh=mesh, owner=owner, tenant=t)
+
+                for gw in gateways:
+                    out.append((gw.name, BridgeOp(name=br, owner=owner, tenant=t)))
+                    for site in sites:
+                        out.append((gw.name, tunnel(f"x{site.id}", site.gateway_underlay, mesh=False)))
+                    for nid in l0s:
+                        if view.nodes[nid].underlay_address:
+                            out.append((gw.name, tunnel(f"n{nid}", view.nodes[nid].underlay_address)))
                 for nid in l0s:
                     node = view.nodes[nid]
-                    if node.underlay_address:
-                        out.append((gw.name, TunnelOp(bridge=br, name=names.tenant_tunnel(t, f"n{nid}"),
-                                                      remote_ip=node.underlay_address, key=key, mesh=True,
-                                                      owner=owner, tenant=t)))
-            for nid in l0s:
-                node = view.nodes[nid]
-                out.append((node.name, BridgeOp(name=br, owner=owner, tenant=t)))
-                for gw in view.gateways_of(node.site_id):
-                    out.append((node.name, TunnelOp(bridge=br, name=names.tenant_tunnel(t, f"g{gw.id}"),
-                                                    remote_ip=gw.fabric_address or gw.underlay_address, key=key,
-                                                    mesh=True, owner=owner, tenant=t)))
-                for mid in l0s:
-                    peer = view.nodes[mid]
-                    if mid != nid and peer.underlay_address:
-                        out.append((node.name, TunnelOp(bridge=br, name=names.tenant_tunnel(t, f"n{mid}"),
-                                                        remote_ip=peer.underlay_address, key=key, mesh=True,
-                                                        owner=owner, tenant=t)))
+                    out.append((node.name, BridgeOp(name=br, owner=owner, tenant=t)))
+                    for gw in view.gateways_of(node.site_id):
+                        out.append((node.name, tunnel(f"g{gw.id}", gw.fabric_address or gw.underlay_address)))
+                    for mid in l0s:
+                        if mid != nid and view.nodes[mid].underlay_address:
+                            out.append((node.name, tunnel(f"n{mid}", view.nodes[mid].underlay_address)))
         return out

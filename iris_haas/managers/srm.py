@@ -46,7 +46,7 @@ class StorageManager(ResourceManager):
             if address:
                 mgmt_vlan = next((x.mgmt_vlan for x in view.tenant_sites(tenant) if x.mgmt_vlan), None)
                 l0if, l1if = names.l1_port(ns)
-                out.append((pool.host, PortOp(bridge=names.tenant_bridge(tenant.name), name=l0if, l1_netns=ns,
+                out.append((pool.host, PortOp(bridge=view.segment(a).bridge, name=l0if, l1_netns=ns,
                                               l1_ifname=l1if, vlan=mgmt_vlan, address=address,
                                               owner=a.reservation_id, tenant=tenant.name)))
             out.append((pool.host, VolumeOp(name=name, pool=pool.path, size_gb=a.gb, keep=a.detail["keep"],

@@ -14,9 +14,9 @@ import pytest
 
 from iris_haas.cli.client import ApiError
 from iris_haas.demo import LocalCoordinator
-from iris_haas.drivers import netlink as nl, storage
+from iris_haas.drivers import netlink as nl, ovs, storage
 from iris_haas.drivers.runner import SubprocessRunner
-from iris_haas.lab import probe
+from iris_haas.lab import guests, probe
 from iris_haas.lab.register import register
 from iris_haas.managers.dataplane import AgentDataPlane
 
@@ -142,3 +142,46 @@ def test_storage_volume_through_the_coordinator(lab, coord, tmp_path):
     finally:
         storage.sweep_pool(pool, SubprocessRunner())
         shutil.rmtree(pool, ignore_errors=True)
+
+
+def test_model_b_pod_is_its_own_segment(lab, coord):
+    """Service model (b): the reservation's L1s on an L2 segment of their own (own bridge, own GRE
+    key), extended through the tunnel as a network separate from the tenant's L2; the IaaS adds it
+    as a new pod (here: a bridge with a GRE port of the pod's key on its gateway, and a host)."""
+    _, _, tenants = coord
+    a = tenants["a"]
+    pod = provisioned(a, {**l1_request(["10.50.0.51/24"]), "service_model": "b"})
+    flat = provisioned(a, l1_request(["10.50.0.52/24"]))  # model a: the tenant's own L2
+    assert pod["service_model"] == "b" and flat["service_model"] == "a"
+    key = pod["segment"]["key"]
+    assert key != flat["segment"]["key"] and pod["segment"]["bridge"] != flat["segment"]["bridge"]
+    pod_l1 = next(x["l1"] for x in pod["resources"] if "l1" in x)
+    flat_l1 = next(x["l1"] for x in flat["resources"] if "l1" in x)
+    # the IaaS side adds the pod network at its gateway: what `iris gateway-config --key` prints
+    gw, host = lab.ovs("agw"), lab.ns("apod")
+    r = SubprocessRunner()
+    try:
+        r.run(ovs.txn(gw.db, *ovs.add_bridge("br-pod", datapath_type=lab.topo.datapath_type),
+                      *ovs.gre_port("br-pod", "gre-pod", remote_ip=lab.topo.haas.gateway_ip, key=key),
+                      *ovs.add_port("br-pod", "pod0", tag=101, vlan_mode="access")))
+        nl.ensure_netns(host)
+        nl.ensure_veth("pod0", lab.ns("agw"), "eth0", host)
+        nl.ensure_addr(host, "eth0", "10.50.0.10/24")
+        r.run(nl.tx_offload_off_cmd(host, "eth0"))
+        # reachable from the IaaS side, through the tunnel, on the pod's own network
+        assert probe.reachable(host, "10.50.0.51", timeout=15)
+        # isolated from the tenant's other segment, even on the same subnet: a host of the
+        # tenant's own L2 (VLAN 101 behind its ToR) reaches the model-a L1, not the pod's
+        flat_host = guests.add_host(lab, "a", "x50", 101, "10.50.0.20/24")
+        assert probe.reachable(flat_host, "10.50.0.52", timeout=15)
+        assert probe.ping(flat_host, "10.50.0.51", count=2, wait=0.5) == 0
+        assert probe.ping(pod_l1, "10.50.0.52", count=2, wait=0.5) == 0
+        assert probe.ping(pod_l1, "10.50.0.20", count=2, wait=0.5) == 0
+        assert probe.ping(host, "10.50.0.52", count=2, wait=0.5) == 0
+        assert probe.arping(flat_l1, next(i for i in nl.links(flat_l1) if i.startswith("iris1")), "10.50.0.51") == []
+        # and from the other tenant
+        assert probe.ping(lab.ns("bmgmt"), "10.50.0.51", count=2, wait=0.5) == 0
+    finally:
+        r.run(ovs.txn(gw.db, *ovs.del_bridge("br-pod")))
+        nl.delete_netns(host)
+        guests.remove_host(lab, "a", "x50")

@@ -127,7 +127,7 @@ def test_never_overbooks(tmp_path, template, node_cpus, link_cap, pool_cap, sequ
                 rid = ids[op[1] % len(ids)]
                 try:
                     if name == "modify":
-                        res, _ = coord.get(None, rid)
+                        res, *_ = coord.get(None, rid)
                         coord.modify(None, rid, ModifyRequest(
                             version=res.version + 1, count=op[2], bandwidth_mbps=op[2] * 100,
                             end=from_epoch(clock.t + (op[3] + 1) * UNIT)))

@@ -8,16 +8,19 @@ from fastapi import APIRouter, Query, status
 from iris_haas.api import schemas
 from iris_haas.api.deps import AdminDep, CoordinatorDep, PrincipalDep, TenantDep
 from iris_haas.coordinator.schemas import L1Kind, ModifyRequest, ReserveRequest, from_epoch, to_epoch
-from iris_haas.store.models import Reservation
+from iris_haas.managers.base import segment_of
+from iris_haas.store.models import Reservation, Tenant
 
 reservations = APIRouter(prefix="/reservations", tags=["reservations"])
 availability = APIRouter(prefix="/availability", tags=["availability"])
 
 
-def public(res: Reservation, resources: list[dict] | None = None) -> schemas.ReservationPublic:
+def public(res: Reservation, tenant: Tenant, resources: list[dict] | None = None) -> schemas.ReservationPublic:
     crit = res.criteria_for(res.version) or res.criteria_for(res.committed_version)
+    seg = segment_of(res, tenant)
     return schemas.ReservationPublic(
-        id=res.id, tenant_id=res.tenant_id, description=res.description, version=res.version,
+        id=res.id, tenant_id=res.tenant_id, description=res.description, service_model=res.service_model,
+        segment={"bridge": seg.bridge, "key": seg.key}, version=res.version,
         committed_version=res.committed_version, reservation_state=res.reservation_state,
         provision_state=res.provision_state, lifecycle_state=res.lifecycle_state,
         data_plane_active=res.data_plane_active,
@@ -37,7 +40,7 @@ def reserve(body: ReserveRequest, coord: CoordinatorDep, who: TenantDep):
 
 @reservations.get("", response_model=list[schemas.ReservationPublic])
 def list_reservations(coord: CoordinatorDep, who: PrincipalDep):
-    return [public(r) for r in coord.list(who.scope)]
+    return [public(r, t) for r, t in coord.list(who.scope)]
 
 
 @reservations.get("/{rid}", response_model=schemas.ReservationPublic)
