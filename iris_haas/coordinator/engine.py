@@ -108,9 +108,9 @@ class Coordinator:
     def _site_model(self, s: Session, tenant_id: int) -> str:
         models = set(s.scalars(select(Site.service_model).where(Site.tenant_id == tenant_id))) - {None}
         model = models.pop() if len(models) == 1 else "a"
-        if model not in ("a", "b"):
-            raise InvalidInput(f"service model {model} (routed) is not available in this version; "
-                               "ask for service_model a or b", field="service_model")
+        if model == "c":
+            raise InvalidInput("a routed (model c) reservation names its subnet: give service_model c and routing",
+                               field="routing")
         return model
 
     def _check(self, s: Session, res: Reservation, now: float) -> IrisError | None:
@@ -212,7 +212,7 @@ class Coordinator:
             model = req.service_model or self._site_model(s, tenant_id)
             res = Reservation(
                 id=uuid.uuid4().hex, tenant_id=tenant_id, site_id=site.id, description=req.description,
-                service_model=model,
+                service_model=model, routing=req.routing.model_dump() if req.routing else None,
                 version=1, committed_version=0, reservation_state="ReserveStart", provision_state="Released",
                 lifecycle_state="Created", data_plane_active=False, created_at=now,
             )

@@ -76,14 +76,46 @@ def from_epoch(t: float) -> datetime:
     return datetime.fromtimestamp(t, tz=timezone.utc)
 
 
+def router_interface(subnet: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    """Model (c): the router's address in the L1s' subnet (its first host), the L1s' gateway."""
+    net = ipaddress.ip_network(subnet)
+    return ipaddress.ip_interface(f"{next(net.hosts())}/{net.prefixlen}")
+
+
+class Routing(BaseModel):
+    """Service model (c): the L1s get a subnet of their own; a router on the HaaS side joins it to
+    the tenant's management network, where the IaaS routes to it (``subnet`` via ``iaas_address``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subnet: str = Field(description="the L1s' subnet, e.g. 10.77.0.0/24; the router takes its first address")
+    iaas_address: str = Field(description="the router's address (CIDR) on the tenant's management network")
+
+    @field_validator("subnet")
+    @classmethod
+    def _net(cls, v: str) -> str:
+        net = ipaddress.ip_network(v, strict=True)
+        if net.num_addresses < 4:
+            raise ValueError("the subnet needs room for a router and L1s")
+        return str(net)
+
+    @field_validator("iaas_address")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        ipaddress.ip_interface(v)
+        return v
+
+
 class ReserveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = Field(default="", max_length=256)
     site: str | None = Field(default=None, description="the HaaS site; default: the only one")
-    service_model: Literal["a", "b"] | None = Field(
+    service_model: Literal["a", "b", "c"] | None = Field(
         default=None, description="a: the L1s join the tenant's own L2; b: a pod, an L2 segment of their own "
-        "extended as a separate network; default: the tenant's IaaS site's model")
+        "extended as a separate network; c: routed, a subnet of their own behind a router on the HaaS side; "
+        "default: the tenant's IaaS site's model")
+    routing: Routing | None = Field(default=None, description="model c: the L1s' subnet and the router's address")
     start: datetime | None = Field(default=None, description="no start means now")
     end: datetime | None = None
     duration_s: int | None = Field(default=None, ge=1, le=10 * 365 * 86400)
@@ -91,6 +123,8 @@ class ReserveRequest(BaseModel):
 
     @model_validator(mode="after")
     def _schedule(self):
+        if (self.service_model == "c") != (self.routing is not None):
+            raise ValueError("service model c needs routing (subnet, iaas_address), and only it takes routing")
         if (self.end is None) == (self.duration_s is None):
             raise ValueError("give exactly one of end and duration_s")
         if self.end is not None and self.start is not None and to_epoch(self.end) <= to_epoch(self.start):

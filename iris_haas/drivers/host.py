@@ -160,7 +160,8 @@ def plan(desired: DesiredState, facts: Facts, cfg: HostConfig) -> list[Action]:
         l1 = facts.l1.get(p.name) or {}
         mtu = min(p.mtu, mtu_cap)
         if p.name not in facts.links or not l1.get("exists"):
-            actions.append(Action("veth", (p.name, p.l1_netns, p.l1_ifname or names.l1_port(p.name)[1], mtu)))
+            actions.append(Action("veth", (p.name, p.l1_netns, p.l1_ifname or names.l1_port(p.name)[1], mtu,
+                                           p.router)))
         elif l1.get("mtu") != mtu or facts.links[p.name]["mtu"] != mtu:
             actions.append(Action("mtu", (p.name, p.l1_netns, p.l1_ifname, mtu)))
         if p.address and p.address not in (l1.get("addrs") or []):
@@ -348,9 +349,9 @@ def execute(actions: list[Action], cfg: HostConfig, runner: Runner) -> None:
         if k.startswith("vol-"):
             storage.execute(a, cfg.storage_dir, runner)
         elif k == "veth":
-            name, l1ns, l1if, mtu = args
+            name, l1ns, l1if, mtu, router = args
             if nl.ensure_netns(l1ns):
-                runner.run(nl.netns_sysctl_cmds(l1ns))
+                runner.run(nl.netns_sysctl_cmds(l1ns, router=router))
             nl.ensure_veth(name, cfg.netns, l1if, l1ns, mtu=mtu)
             runner.run(nl.tx_offload_off_cmd(l1ns, l1if))
         elif k == "mtu":

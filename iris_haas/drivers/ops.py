@@ -100,6 +100,8 @@ class PortOp(_Op):
     trunk: bool = False
     mtu: int = Field(default=1500, ge=576, le=9000)
     address: str | None = Field(default=None, description="optional address inside the L1, CIDR")
+    router: bool = Field(default=False, description="the namespace forwards IPv4 between its ports: a router's "
+                         "leg (service model c)")
 
     @field_validator("address")
     @classmethod

@@ -49,15 +49,23 @@ class Segment:
     name: str  # names its tunnels
     bridge: str
     key: int
+    routed: bool = False  # model c: not extended to the IaaS; a router joins it to the tenant's L2
 
 
 def segment_of(reservation: Reservation, tenant: Tenant) -> Segment:
     """Model (a): the tenant's one overlay, shared by all its reservations. Model (b), a pod: a
     segment of the reservation's own, with its own key, isolated from every other HaaS resource
-    and extended to the IaaS as a separate network (the IaaS adds it as a new pod)."""
-    if reservation.service_model == "b":
+    and extended to the IaaS as a separate network (the IaaS adds it as a new pod). Model (c): a
+    segment of its own too, not extended: reached through a router (see the NRM)."""
+    if reservation.service_model in ("b", "c"):
         name = f"{tenant.name}-{reservation.id[:6]}"
-        return Segment(name, names.tenant_bridge(name), names.tenant_key(f"pod:{reservation.id}"))
+        return Segment(name, names.tenant_bridge(name), names.tenant_key(f"pod:{reservation.id}"),
+                       routed=reservation.service_model == "c")
+    return tenant_segment(tenant)
+
+
+def tenant_segment(tenant: Tenant) -> Segment:
+    """The tenant's own overlay (model a), which its IaaS L2 extends into."""
     return Segment(tenant.name, names.tenant_bridge(tenant.name), tenant.tunnel_key)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from iris_haas.coordinator import calendar
+from iris_haas.coordinator.schemas import router_interface
 from iris_haas.drivers import names
 from iris_haas.drivers.ops import L1Op, ShapeOp
 from iris_haas.errors import ReserveFailed
@@ -15,6 +16,13 @@ from iris_haas.store.models import Node
 def l1_name(reservation_id: str, index: int, n: int) -> str:
     # ≤ 15 characters and prefixed, so it also names the L1's namespace and container.
     return f"iris{reservation_id[:6]}{index:x}{n:03x}"[:15]
+
+
+def _gateway(reservation) -> str | None:
+    """Model (c): the L1s' default route goes to the router."""
+    if reservation.service_model == "c" and reservation.routing:
+        return str(router_interface(reservation.routing["subnet"]).ip)
+    return None
 
 
 class ComputeManager(ResourceManager):
@@ -74,6 +82,7 @@ class ComputeManager(ResourceManager):
                       port=l0if, l1_ifname=l1if, netns=a.detail["l1"], vlan=mgmt_vlan, trunk=mgmt_vlan is not None,
                       address=addresses[n] if n < len(addresses) else None, cpus=a.cpus,
                       memory_mb=a.memory_mb, ssh_key=item.get("ssh_key") or "",
+                      gateway=_gateway(view.reservations[a.reservation_id]),
                       owner=a.reservation_id, tenant=tenant.name)
             out.append((a.detail["node"], l1))
             rate = sum(b.mbps for b in view.allocations

@@ -8,8 +8,9 @@ from sqlalchemy.orm import Session
 from iris_haas.coordinator import calendar
 from iris_haas.errors import InvalidInput, ReserveFailed
 from iris_haas.drivers import names
-from iris_haas.drivers.ops import BridgeOp, TunnelLimitOp, TunnelOp
-from iris_haas.managers.base import ActiveView, Context, ResourceManager
+from iris_haas.drivers.ops import BridgeOp, PortOp, TunnelLimitOp, TunnelOp
+from iris_haas.coordinator.schemas import router_interface
+from iris_haas.managers.base import ActiveView, Context, ResourceManager, segment_of, tenant_segment
 from iris_haas.store.models import Link, Site, Tenant
 
 
@@ -65,7 +66,8 @@ class NetworkManager(ResourceManager):
           segment; and per tenant, its limit on the inter-DC tunnel (the sum of its active
           bandwidth reservations towards that site);
         * on each such L0: the segment's bridge and mesh tunnels to the gateway and to every other
-          such L0, so the mesh grows and shrinks with the L0s that hold the segment's L1s and volumes.
+          such L0, so the mesh grows and shrinks with the L0s that hold the segment's L1s and volumes;
+        * model (c): the segment has no trunk; a router joins it to the tenant's L2.
         """
         out: list = []
         by_name = {n.name: n.id for n in view.nodes.values()}
@@ -86,7 +88,11 @@ class NetworkManager(ResourceManager):
                     if site.id in rate_to:
                         out.append((gw.name, TunnelLimitOp(uplink=gw.uplink, remote_ip=site.gateway_underlay,
                                                            rate_mbit=rate_to[site.id], owner=owner, tenant=t)))
-            for seg in sorted({view.segment(a) for a in mine}, key=lambda x: x.name):
+            segments = {view.segment(a) for a in mine}
+            routed = sorted({a.reservation_id for a in mine if view.segment(a).routed})
+            if routed:  # a router's IaaS leg sits on the tenant's own L2: its segment must be there
+                segments.add(tenant_segment(tenant))
+            for seg in sorted(segments, key=lambda x: x.name):
                 parts = [a for a in mine if view.segment(a) == seg]
                 # the L0s that hold the segment's L1s, and those that serve its volumes
                 l0s = sorted({a.resource_id for a in parts if a.resource_kind == "node"}
@@ -100,7 +106,7 @@ class NetworkManager(ResourceManager):
 
                 for gw in gateways:
                     out.append((gw.name, BridgeOp(name=br, owner=owner, tenant=t)))
-                    for site in sites:
+                    for site in ([] if seg.routed else sites):
                         out.append((gw.name, tunnel(f"x{site.id}", site.gateway_underlay, mesh=False)))
                     for nid in l0s:
                         if view.nodes[nid].underlay_address:
@@ -113,4 +119,19 @@ class NetworkManager(ResourceManager):
                     for mid in l0s:
                         if mid != nid and view.nodes[mid].underlay_address:
                             out.append((node.name, tunnel(f"n{mid}", view.nodes[mid].underlay_address)))
+            # model (c): a router per reservation, on the (first) HaaS gateway: a namespace that
+            # forwards, one leg on the reservation's segment (the L1s' gateway), one on the
+            # tenant's L2 (where the IaaS routes the subnet to it, across the inter-DC trunk)
+            mgmt_vlan = next((x.mgmt_vlan for x in sites if x.mgmt_vlan), None)
+            base = tenant_segment(tenant)
+            for rid in routed:
+                res = view.reservations[rid]
+                ns = f"irisr{rid[:8]}"
+                legs = ((segment_of(res, tenant).bridge, f"{ns}p", str(router_interface(res.routing["subnet"]))),
+                        (base.bridge, f"{ns}i", res.routing["iaas_address"]))
+                for gw in gateways[:1]:
+                    for bridge, leg, address in legs:
+                        l0if, l1if = names.l1_port(leg)
+                        out.append((gw.name, PortOp(bridge=bridge, name=l0if, l1_netns=ns, l1_ifname=l1if, vlan=mgmt_vlan,
+                                                    address=address, router=True, owner=rid, tenant=t)))
         return out

@@ -105,8 +105,10 @@ class Reservation(Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
     description: Mapped[str] = mapped_column(String(256), default="")
-    # a: L1s in the tenant's own L2; b: a pod, an L2 segment of the reservation's own
+    # a: L1s in the tenant's own L2; b: a pod, an L2 segment of the reservation's own; c: routed
     service_model: Mapped[str] = mapped_column(String(1), default="a")
+    # model c: {"subnet": the L1s' own subnet, "iaas_address": the router's address on the tenant's L2}
+    routing: Mapped[dict | None] = mapped_column(JSON, default=None)
     version: Mapped[int] = mapped_column(Integer)
     committed_version: Mapped[int] = mapped_column(Integer, default=0)
     reservation_state: Mapped[str] = mapped_column(String(24), index=True)

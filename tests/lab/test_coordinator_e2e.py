@@ -15,7 +15,7 @@ import pytest
 from iris_haas.cli.client import ApiError
 from iris_haas.demo import LocalCoordinator
 from iris_haas.drivers import netlink as nl, ovs, storage
-from iris_haas.drivers.runner import SubprocessRunner
+from iris_haas.drivers.runner import SubprocessRunner, cmd
 from iris_haas.lab import guests, probe
 from iris_haas.lab.register import register
 from iris_haas.managers.dataplane import AgentDataPlane
@@ -185,3 +185,30 @@ def test_model_b_pod_is_its_own_segment(lab, coord):
         r.run(ovs.txn(gw.db, *ovs.del_bridge("br-pod")))
         nl.delete_netns(host)
         guests.remove_host(lab, "a", "x50")
+
+
+def test_model_c_routed_through_a_router_hop(lab, coord):
+    """Service model (c): the L1s on a subnet of their own behind a router on the HaaS side; the
+    IaaS reaches them over L3 only (a route to the subnet via the router), and the hop shows."""
+    _, _, tenants = coord
+    r = provisioned(tenants["a"], {**l1_request(["10.77.0.51/24"]), "service_model": "c",
+                                   "routing": {"subnet": "10.77.0.0/24", "iaas_address": "10.0.101.250/24"}})
+    l1 = next(x["l1"] for x in r["resources"] if "l1" in x)
+    mgmt = lab.ns("amgmt")
+    # not on the tenant's L2: without a route nothing answers, and ARP finds nobody
+    assert probe.ping(mgmt, "10.77.0.51", count=2, wait=0.5) == 0
+    assert probe.arping(mgmt, "eth0", "10.77.0.51") == []
+    assert probe.reachable(mgmt, "10.0.101.250")  # the router, on the tenant's L2 through the trunk
+    nl.ensure_route(mgmt, "10.77.0.0/24", "10.0.101.250")  # what the IaaS side adds for model c
+    try:
+        assert probe.reachable(mgmt, "10.77.0.51", timeout=10)
+        trace = cmd("traceroute", "-n", "-q", "1", "-w", "1", "-m", "4", "10.77.0.51", netns=mgmt)
+        hops = subprocess.run(trace.full_argv(), capture_output=True, text=True, timeout=30).stdout
+        lines = [ln.split() for ln in hops.splitlines()[1:] if ln.strip()]
+        assert [ln[1] for ln in lines[:2]] == ["10.0.101.250", "10.77.0.51"], hops
+        # the L1 itself still sees nothing of the control network
+        for agent in lab.plan.agents:
+            assert probe.ping(l1, agent.ip, count=1, wait=0.5) == 0
+    finally:
+        with nl.ipr(mgmt) as h:
+            h.route("del", dst="10.77.0.0/24")

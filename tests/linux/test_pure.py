@@ -102,7 +102,7 @@ def _state():
 def test_plan_on_an_empty_host_makes_links_then_one_ovs_transaction_then_tc():
     acts = plan(_state(), _facts(), CFG)
     assert [a.kind for a in acts] == ["veth", "ovs", "tc"]
-    assert acts[0].args == ("irisp-x", "iris-l-x", "iris1-x", 1500)
+    assert acts[0].args == ("irisp-x", "iris-l-x", "iris1-x", 1500, False)
 
 
 def test_plan_on_a_matching_host_is_empty_and_lab_infrastructure_is_left_alone():

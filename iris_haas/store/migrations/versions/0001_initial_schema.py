@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 00:11:31.123240
+Create Date: 2026-11-27 00:18:37.089716
 """
 from alembic import op
 import sqlalchemy as sa
@@ -93,6 +93,7 @@ def upgrade() -> None:
     sa.Column('site_id', sa.Integer(), nullable=False),
     sa.Column('description', sa.String(length=256), nullable=False),
     sa.Column('service_model', sa.String(length=1), nullable=False),
+    sa.Column('routing', sa.JSON(), nullable=True),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('committed_version', sa.Integer(), nullable=False),
     sa.Column('reservation_state', sa.String(length=24), nullable=False),
