@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from iris_haas.drivers.ovs import _alive, kill_pid
 from iris_haas.drivers.runner import Cmd, CommandFailed, cmd
 
 CFS_PERIOD_US = 100_000
+TEMPLATE = "_iris_template"  # not a valid L1 name, so never an L1
+_template_lock = threading.Lock()
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -130,15 +133,26 @@ class LxcL1(L1Driver):
             nl.ensure_route(op.netns, "0.0.0.0/0", op.gateway)
         self._save_spec(op)
 
+    def _template(self) -> Path:
+        """A busybox container made once by ``lxc-create -t busybox``; each L1 is a copy of it
+        (2 MB, about 300 files: a copy takes a tenth of what the template script takes)."""
+        tdir = self.lxcpath / TEMPLATE
+        with _template_lock:
+            if not (tdir / "config").exists():
+                shutil.rmtree(tdir, ignore_errors=True)
+                self.lxcpath.mkdir(parents=True, exist_ok=True)
+                base = self.dir / "base.conf"
+                base.write_text("lxc.net.0.type = empty\n")
+                self.runner.run(create_cmd(self.lxcpath, TEMPLATE, base), timeout=60)
+        return tdir
+
     def _create_and_start(self, op: L1Op) -> None:
-        self.lxcpath.mkdir(parents=True, exist_ok=True)
-        base = self.dir / "base.conf"
-        if not base.exists():
-            base.write_text("lxc.net.0.type = empty\n")
-        self.runner.run(create_cmd(self.lxcpath, op.name, base), timeout=60)
+        tdir = self._template()
         cdir = self.lxcpath / op.name
-        with open(cdir / "config", "a") as f:
-            f.write("\n".join(config_lines(op)) + "\n")
+        self.runner.run(cmd("cp", "-a", str(tdir), str(cdir)), timeout=60)
+        conf = (tdir / "config").read_text().replace(f"{tdir}/", f"{cdir}/")
+        conf = "\n".join(ln for ln in conf.splitlines() if not ln.startswith("lxc.uts.name"))
+        (cdir / "config").write_text(conf + "\n" + "\n".join(config_lines(op)) + "\n")
         ssh = cdir / "rootfs" / "root" / ".ssh"
         ssh.mkdir(parents=True, exist_ok=True)
         ssh.chmod(0o700)
