@@ -22,7 +22,7 @@ demo: setup
 	$(VENV)/bin/iris demo
 
 test: setup
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q --durations=15 tests
 
 test-unit: setup
 	$(VENV)/bin/python -m pytest -q -m unit tests

@@ -17,6 +17,10 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(default=None, description="admin API token; default: generated into data_dir")
     hold_timeout_s: float = Field(default=60.0, gt=0, description="NSI hold timer: ReserveHeld -> ReserveTimeout")
     scheduler_interval_s: float = Field(default=1.0, gt=0)
+    agent_token: str | None = Field(default=None, description="token of the hosts' agents; without it desired "
+                                    "state stays in the coordinator (in-memory data plane, for trials)")
+    agent_netns: str | None = Field(default=None, description="reach the agents from inside this network "
+                                    "namespace (the lab's control network)")
     api_url: str = Field(default="http://127.0.0.1:8642", description="where the CLI finds the coordinator")
     token: str | None = Field(default=None, description="the CLI's API token (admin or tenant)")
 

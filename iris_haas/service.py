@@ -9,7 +9,7 @@ from pathlib import Path
 from iris_haas.api.app import create_app
 from iris_haas.config import Settings
 from iris_haas.coordinator.engine import Coordinator
-from iris_haas.managers.dataplane import DataPlane
+from iris_haas.managers.dataplane import AgentDataPlane, DataPlane
 from iris_haas.store.db import Database
 
 
@@ -29,6 +29,8 @@ def admin_token(settings: Settings) -> str:
 
 
 def build(settings: Settings, dataplane: DataPlane | None = None, *, scheduler: bool = True):
+    if dataplane is None and settings.agent_token:
+        dataplane = AgentDataPlane(settings.agent_token, netns=settings.agent_netns)
     db = Database(settings.resolved_database_url())
     db.migrate()
     coordinator = Coordinator(db, hold_timeout_s=settings.hold_timeout_s, dataplane=dataplane)

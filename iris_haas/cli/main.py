@@ -86,6 +86,9 @@ def serve(
                   f"database {settings.resolved_database_url().split('@')[-1]}")
     if not settings.admin_token:
         console.print(f"admin token in {settings.data_dir}/admin-token")
+    if not settings.agent_token:
+        err.print("[yellow]warning[/yellow] IRIS_AGENT_TOKEN is not set: desired state is kept in memory and sent "
+                  "to no agent (a trial coordinator, no data plane)")
     uvicorn.run(api, host=host, port=port, log_level="warning")
 
 

@@ -273,10 +273,7 @@ class Coordinator:
                 for m in self._involved(res):
                     m.commit(ctx, res.version)
             except IrisError as e:
-                for m in self._involved(res):
-                    m.abort(ctx)
-                res.version = res.committed_version
-                res.hold_expires_at = None
+                self._drop_held(s, res)
                 self._transition(s, res, "reservation", "commit_fail")
                 self._event(s, res, "errorEvent", message=f"commit failed: {e.message}")
                 return Outcome(res, e)
@@ -291,11 +288,7 @@ class Coordinator:
         def tx(s: Session) -> Outcome:
             res = self._load(s, rid, tenant_id)
             self._transition(s, res, "reservation", "abort")
-            ctx = self._context(s, res, res.version)
-            for m in self._involved(res):
-                m.abort(ctx)
-            res.version = res.committed_version or res.version
-            res.hold_expires_at = None
+            self._drop_held(s, res)
             self._transition(s, res, "reservation", "abort_ok")
             return Outcome(res)
 
@@ -382,11 +375,16 @@ class Coordinator:
         return changed
 
     def _timeout(self, s: Session, res: Reservation) -> None:
+        self._transition(s, res, "reservation", "timeout")
+        self._event(s, res, "reserveTimeout", version=res.version, timeout_s=self.hold_timeout_s)
+        self._drop_held(s, res)
+
+    def _drop_held(self, s: Session, res: Reservation) -> None:
+        """Free what the held version holds; the reservation is its last committed version again
+        (or, never committed, stays an empty version 1)."""
         ctx = self._context(s, res, res.version)
         for m in self._involved(res):
             m.abort(ctx)
-        self._transition(s, res, "reservation", "timeout")
-        self._event(s, res, "reserveTimeout", version=res.version, timeout_s=self.hold_timeout_s)
         res.version = res.committed_version or res.version
         res.hold_expires_at = None
 
