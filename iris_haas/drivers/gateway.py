@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from iris_haas.drivers import names, ovs
+from iris_haas.drivers import names, ovs, tc
 from iris_haas.drivers.host import HostConfig, port_columns
 from iris_haas.drivers.ops import BridgeOp, DesiredState, PortOp, TunnelLimitOp, TunnelOp, gre_overhead
 
@@ -81,21 +81,23 @@ def iaas_gateway_script(g: GatewaySpec, db: str = "unix:/var/run/openvswitch/db.
     ]
     if g.rate_mbit and g.wan_port:
         lines.append(f"# IaaS -> HaaS limit: {g.rate_mbit} Mbit/s towards {g.haas_gateway_ip} (tc htb on {g.wan_port}):")
-        ovh_cls = f"1:{0x100 + _ipint(g.haas_gateway_ip) % 0xFE00:x}"
+        cls = tc.tenant_class(g.haas_gateway_ip)
+        classid = f"1:{cls & 0xFFFF:x}"
+        fh = f"800::{cls & 0xFFF:x}"
         lines += [
-            f"ovs-vsctl --db={db} -- set Port {g.wan_port} qos=@q -- --id=@q create QoS type=linux-noop",
-            f"tc qdisc replace dev {g.wan_port} root handle 1: htb default 0",
-            f"tc class replace dev {g.wan_port} parent 1: classid {ovh_cls} htb rate {g.rate_mbit}mbit",
-            f"tc filter replace dev {g.wan_port} parent 1: protocol ip prio 10 u32 match ip dst "
-            f"{g.haas_gateway_ip}/32 flowid {ovh_cls}",
+            "# (only if the WAN NIC is itself an OVS port: then OVS must be told to leave its qdisc alone)",
+            f"if ovs-vsctl --db={db} port-to-br {g.wan_port} >/dev/null 2>&1 && "
+            f"[ -z \"$(ovs-vsctl --db={db} get Port {g.wan_port} qos | tr -d '[]')\" ]; then",
+            f"  ovs-vsctl --db={db} -- set Port {g.wan_port} qos=@q -- --id=@q create QoS type=linux-noop",
+            "fi",
+            "# (htb cannot be 'replaced' in place on this kernel: add the root qdisc once)",
+            f"tc qdisc show dev {g.wan_port} | grep -q 'htb 1: root' || "
+            f"tc qdisc add dev {g.wan_port} root handle 1: htb default 0",
+            f"tc class replace dev {g.wan_port} parent 1: classid {classid} htb rate {g.rate_mbit}mbit",
+            f"tc filter replace dev {g.wan_port} parent 1: protocol ip prio 10 handle {fh} u32 match ip dst "
+            f"{g.haas_gateway_ip}/32 flowid {classid}",
         ]
     return "\n".join(lines) + "\n"
-
-
-def _ipint(ip: str) -> int:
-    import ipaddress
-
-    return int(ipaddress.ip_address(ip))
 
 
 def _split(command: str) -> list[str]:

@@ -133,3 +133,31 @@ def test_two_namespaces_gre_trunk_carries_tagged_vlans(sandbox):
     # the two VLANs share the tunnel but not the segment
     nl.ensure_addr(hosts[(1, 102)], "eth0", "10.1.0.9/24")
     assert probe.ping(hosts[(0, 101)], "10.1.0.9", count=2) == 0
+
+
+@pytest.mark.parametrize("wan_in_ovs", [False, True])
+def test_gateway_config_script_applied_by_hand_equals_the_agent_mode(sandbox, wan_in_ovs):
+    """The commands `iris gateway-config` prints, run by a person, leave the IaaS gateway exactly
+    as the agent mode would: the reconciler finds nothing to do afterwards."""
+    from iris_haas.drivers.gateway import GatewaySpec, iaas_gateway_ops, iaas_gateway_script
+
+    ns, peer = sandbox.netns("gw"), sandbox.netns("dc")
+    inst = sandbox.ovs_in(ns)
+    nl.ensure_veth("eth1", ns, "x", peer)
+    nl.ensure_veth("eth0", ns, "y", peer)
+    g = GatewaySpec(tenant="acme", haas_gateway_ip="198.18.0.1", key=77, trunk_port="eth1", wan_port="eth0",
+                    rate_mbit=50, datapath_type="netdev")
+    if wan_in_ovs:  # the underlay address on an OVS internal port, as the userspace datapath needs
+        sandbox.runner.run(ovs.txn(inst.db, *ovs.add_bridge("br-phy", datapath_type="netdev"),
+                                   *ovs.add_port("br-phy", "eth0")))
+    script = iaas_gateway_script(g, db=inst.db)
+    p = subprocess.run(cmd("sh", "-c", script, netns=ns).full_argv(), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert nl.links(ns)["eth0"]["mtu"] == 1546
+    host = Host(HostConfig(db=inst.db, netns=ns, datapath_type="netdev", warmup=False))
+    assert host.plan(iaas_gateway_ops(g)) == []
+    assert tc.htb_rates(ns, "eth0") == {tc.tenant_class("198.18.0.1"): 50.0}
+    # running it again changes nothing and does not fail
+    p = subprocess.run(cmd("sh", "-c", script, netns=ns).full_argv(), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert host.plan(iaas_gateway_ops(g)) == []
