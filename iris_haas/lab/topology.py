@@ -259,4 +259,5 @@ def expand(t: Topology) -> LabPlan:
     lbs.append(LinuxBridge(ns("inet"), "inet", inet_ports, None, mtu))
     lbs.append(LinuxBridge(ns("fab"), "fab", fab_ports, None, mtu))
     lbs.append(LinuxBridge(ns("ctl"), "ctl", ctl_ports, _cidr(t.ctl_ip("ctl"), t.haas.control)))
-    return LabPlan(t, nss, {ns("inet")}, veths, lbs, ovsn, hosts, addrs, agents)
+    # no node routes: the switches are bridges, the gateways tunnel (only model (c) adds a router)
+    return LabPlan(t, nss, set(), veths, lbs, ovsn, hosts, addrs, agents)
