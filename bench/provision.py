@@ -30,7 +30,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from iris_haas.drivers import names, netlink as nl
+from iris_haas.drivers import netlink as nl
 from iris_haas.drivers.ops import BridgeOp, DesiredState, PortOp, TunnelOp
 from iris_haas.drivers.runner import cmd
 from iris_haas.lab import compute, overlay, realizer

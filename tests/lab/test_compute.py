@@ -9,7 +9,6 @@ migrated from the IaaS DC to an L1 and back under a running ping.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from iris_haas.drivers import names, netlink as nl, ovs
+from iris_haas.drivers import netlink as nl, ovs
 from iris_haas.drivers.l1 import lxc as lxcdrv
 from iris_haas.drivers.runner import SubprocessRunner, cmd
 from iris_haas.lab import compute, iaas, probe

@@ -30,6 +30,7 @@ import re
 import shlex
 import socket
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -39,9 +40,10 @@ from iris_haas.drivers import netlink as nl
 from iris_haas.drivers.l1.base import L1Driver, L1Failed
 from iris_haas.drivers.ops import L1Op
 from iris_haas.drivers.ovs import _alive, kill_pid
-from iris_haas.drivers.runner import Cmd, CommandFailed, cmd
+from iris_haas.drivers.runner import Cmd, cmd
 
 QEMU = "qemu-system-x86_64"
+_initrd_lock = threading.Lock()
 BUSYBOX = "/bin/busybox"
 # the guest's NIC and 802.1Q; their dependencies come from the kernel's modules.dep
 WANTED_MODULES = ["virtio_pci", "virtio_net", "8021q"]
@@ -223,8 +225,12 @@ class KvmL1(L1Driver):
         kernel, mods = find_kernel()
         ver = Path(mods).name
         out = self.dir / f"base-{ver}.cpio.gz"
-        if out.exists():
-            return out
+        with _initrd_lock:  # several VMs start at once; one builds, the others wait for it
+            if not out.exists():
+                self._build_base(mods, out)
+        return out
+
+    def _build_base(self, mods: str, out: Path) -> None:
         files: dict[str, bytes | None] = {"bin/busybox": Path(BUSYBOX).read_bytes(), "init": INIT.encode(),
                                           "proc": None, "sys": None, "dev": None, "tmp": None}
         order = module_order((Path(mods) / "modules.dep").read_text(), WANTED_MODULES)
@@ -235,10 +241,9 @@ class KvmL1(L1Driver):
             names_.append(n)
         files["etc/iris/modules"] = " ".join(names_).encode()
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(gzip.compress(cpio(files, executable={"bin/busybox", "init"}), 6))
         os.replace(tmp, out)
-        return out
 
     def prepare(self, op: L1Op) -> None:
         """The tap, before OVS is asked to open it; persistent, so OVS and QEMU share it. The spec
@@ -297,10 +302,6 @@ class KvmL1(L1Driver):
         for ext in ("pid", "console", "initrd"):
             self._p(name, ext).unlink(missing_ok=True)
         self._drop_spec(name)
-
-    def destroy_tap(self, port: str) -> None:
-        if port.startswith("iris"):
-            nl.delete_link(self.host_netns, port)
 
     # ---- the serial console
     def console(self, name: str, command: str, timeout: float = 20.0) -> tuple[int, str]:
