@@ -150,8 +150,10 @@ def test_one_failing_l1_does_not_stop_the_others_and_is_reported(tmp_path):
 def test_netns_l1_keeps_the_key_and_goes_away_with_everything(sandbox):
     ns = sandbox.netns("nn")
     d = NetnsL1(sandbox.dir / "l1")
-    o = op("nn", kind="netns", netns=ns, ssh_key="ssh-ed25519 AAAA k")
+    nl.ensure_veth("irisp-nn", sandbox.netns("l0n"), "iris1-nn", ns)
+    o = op("nn", kind="netns", netns=ns, ssh_key="ssh-ed25519 AAAA k", mac="02:00:00:00:aa:01")
     d.start(o)
+    assert nl.links(ns)["iris1-nn"]["address"] == "02:00:00:00:aa:01"
     assert d.list()["nn"]["running"] and d.matches(o, d.list()["nn"])
     assert (d.dir / "nn" / "authorized_keys").read_text().strip() == "ssh-ed25519 AAAA k"
     d.destroy("nn")

@@ -159,6 +159,15 @@ class L1Driver(abc.ABC):
     def destroy(self, name: str) -> None:
         """Stop and remove the L1 and everything it made; tolerant of any part being gone."""
 
+    def set_mac(self, op: L1Op) -> None:
+        """The reservation's MAC (if any) on the L1's NIC (netns and lxc kinds: a veth end)."""
+        if op.mac and op.netns:
+            from iris_haas.drivers import names, netlink as nl
+
+            ifname = op.l1_ifname or names.l1_port(op.port)[1]
+            if (nl.links(op.netns).get(ifname) or {}).get("address") != op.mac:
+                nl.set_link(op.netns, ifname, address=op.mac)
+
     def announce(self, op: L1Op) -> None:
         """Tell the tenant's L2 that the management address is here (a gratuitous ARP), once the
         overlay's tunnels are up, so a neighbour that knew the address under another MAC (an

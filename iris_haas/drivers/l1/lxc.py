@@ -122,6 +122,7 @@ class LxcL1(L1Driver):
     def start(self, op: L1Op) -> None:
         if not op.netns or not nl.netns_exists(op.netns):
             raise L1Failed(f"{op.name}: namespace {op.netns} missing (its NIC was not wired)")
+        self.set_mac(op)
         if (self.lxcpath / op.name).exists():  # a leftover or a changed spec: start afresh
             self.destroy(op.name)
         try:

@@ -31,6 +31,7 @@ class NetnsL1(L1Driver):
             raise L1Failed(f"{op.name}: a {self.kind} L1 needs a namespace")
         if not nl.netns_exists(op.netns):
             raise L1Failed(f"{op.name}: namespace {op.netns} missing (its NIC was not wired)")
+        self.set_mac(op)
         if op.gateway:
             nl.ensure_route(op.netns, "0.0.0.0/0", op.gateway)
         home = self.dir / op.name
