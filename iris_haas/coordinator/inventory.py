@@ -13,7 +13,9 @@ from sqlalchemy.orm import Session
 
 from iris_haas.errors import AlreadyExists, InUse, InvalidInput, NotFound
 from iris_haas.store.db import Database
-from iris_haas.store.models import Allocation, Base, Gateway, Link, Node, Reservation, Site, StoragePool, Tenant
+from iris_haas.store.models import (
+    Allocation, Base, Gateway, Link, Node, Reservation, Site, StoragePool, Tenant, bump_inventory,
+)
 
 KINDS: dict[str, type[Base]] = {
     "site": Site, "node": Node, "gateway": Gateway, "link": Link, "storage_pool": StoragePool, "tenant": Tenant,
@@ -65,6 +67,7 @@ class Inventory:
         return site.id
 
     def _add(self, s: Session, obj: Base) -> Base:
+        bump_inventory(s)
         s.add(obj)
         try:
             s.flush()
@@ -137,6 +140,7 @@ class Inventory:
         with self.db.transaction() as s:
             node = self._by_name(s, Node, name)
             node.state = state
+            bump_inventory(s)
             return node
 
     def affected_reservations(self, node_id: int, now: float) -> list[str]:
@@ -154,6 +158,7 @@ class Inventory:
             if users:
                 raise InUse(f"{kind.replace('_', ' ')} {name} is used by {users}; release those first")
             s.delete(obj)
+            bump_inventory(s)
 
     def _users(self, s: Session, kind: str, obj) -> str:
         resource_kind = {"node": "node", "link": "link", "storage_pool": "pool"}.get(kind)

@@ -10,7 +10,7 @@ from iris_haas.drivers import names
 from iris_haas.drivers.ops import L1Op, ShapeOp
 from iris_haas.errors import ReserveFailed
 from iris_haas.managers.base import ActiveView, Context, ResourceManager
-from iris_haas.store.models import Node
+from iris_haas.store.models import Meta, Node
 
 
 def l1_name(reservation_id: str, index: int, n: int) -> str:
@@ -28,13 +28,24 @@ def _gateway(reservation) -> str | None:
 class ComputeManager(ResourceManager):
     name, item_kind, resource_kind = "crm", "compute", "node"
 
+    def __init__(self) -> None:
+        # (site, L1 kind) -> (inventory generation, capacities, names): admission reads the node
+        # table again only after an inventory change, by any process sharing the database
+        self._nodes: dict[tuple[int, str], tuple[int | None, dict, dict]] = {}
+
     def candidates(self, ctx: Context, l1_kind: str) -> tuple[dict[int, tuple[int, int, int]], dict[int, str]]:
-        nodes = ctx.session.execute(
-            select(Node.id, Node.name, Node.cpus, Node.memory_mb, Node.disk_gb).where(
-                Node.site_id == ctx.haas_site.id, Node.state == "available", Node.supports(l1_kind)
-            )
-        ).all()
-        return {i: (c, m, d) for i, _, c, m, d in nodes}, {i: name for i, name, *_ in nodes}
+        generation = ctx.session.scalar(select(Meta.value).where(Meta.key == "inventory"))
+        key = (ctx.reservation.site_id, l1_kind)
+        cached = self._nodes.get(key)
+        if cached is None or cached[0] != generation or generation is None:
+            nodes = ctx.session.execute(
+                select(Node.id, Node.name, Node.cpus, Node.memory_mb, Node.disk_gb).where(
+                    Node.site_id == ctx.reservation.site_id, Node.state == "available", Node.supports(l1_kind)
+                )
+            ).all()
+            cached = (generation, {i: (c, m, d) for i, _, c, m, d in nodes}, {i: name for i, name, *_ in nodes})
+            self._nodes[key] = cached
+        return dict(cached[1]), cached[2]
 
     def reserve(self, ctx: Context, index: int, item: dict) -> None:
         caps, names_ = self.candidates(ctx, item["l1_kind"])

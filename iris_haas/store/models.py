@@ -11,6 +11,21 @@ class Base(DeclarativeBase):
     pass
 
 
+class Meta(Base):
+    """Counters. ``inventory``: bumped by every inventory change, so a coordinator may keep the
+    node table in memory and reload it only when another process (or itself) changed it."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def bump_inventory(session) -> None:
+    from sqlalchemy import update
+
+    session.execute(update(Meta).where(Meta.key == "inventory").values(value=Meta.value + 1))
+
+
 class Tenant(Base):
     __tablename__ = "tenants"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -184,6 +199,6 @@ class Event(Base):
 
 
 __all__ = [
-    "Allocation", "Base", "Criteria", "Event", "Gateway", "Link", "Node",
+    "Allocation", "Base", "Criteria", "Event", "Meta", "bump_inventory", "Gateway", "Link", "Node",
     "Reservation", "Site", "StoragePool", "Tenant",
 ]
