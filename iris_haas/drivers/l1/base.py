@@ -36,6 +36,20 @@ class L1Failed(IrisError):
     status, type = 500, "L1Failed"
 
 
+# udhcpc's event script (busybox): the L1's own DHCP client configuring its own NIC
+DHCP_SCRIPT = """#!/bin/sh
+case "$1" in
+  deconfig) busybox ip -4 addr flush dev "$interface" ;;
+  bound|renew)
+    busybox ip -4 addr flush dev "$interface"
+    busybox ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && busybox ip route replace default via "${router%% *}" dev "$interface"
+    ;;
+esac
+exit 0
+"""
+
+
 def processes_in_netns(ns: str) -> list[int]:
     """PIDs of the processes inside network namespace ``ns`` (compared by inode)."""
     try:
@@ -158,6 +172,24 @@ class L1Driver(abc.ABC):
     @abc.abstractmethod
     def destroy(self, name: str) -> None:
         """Stop and remove the L1 and everything it made; tolerant of any part being gone."""
+
+    def start_dhcp(self, op: L1Op) -> None:
+        """No management address in the reservation: the L1 asks the IaaS side's DHCP server, as
+        a host on the IaaS's management network would (busybox ``udhcpc`` in the L1's namespace,
+        kept running to renew; it is stopped with everything else in the L1 at destroy)."""
+        if op.address or not op.netns:
+            return
+        from iris_haas.drivers import names
+        from iris_haas.drivers.runner import cmd
+
+        script = self.dir / "udhcpc.sh"
+        if not script.exists():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            script.write_text(DHCP_SCRIPT)
+            script.chmod(0o755)
+        ifname = op.l1_ifname or names.l1_port(op.port)[1]
+        self.runner.spawn(cmd("busybox", "udhcpc", "-f", "-i", ifname, "-s", str(script), "-x", f"hostname:{op.name}",
+                              netns=op.netns))
 
     def set_mac(self, op: L1Op) -> None:
         """The reservation's MAC (if any) on the L1's NIC (netns and lxc kinds: a veth end)."""

@@ -99,6 +99,8 @@ ip link set lo up
 ip link set eth0 up
 [ -n "$ADDR" ] && ip addr add "$ADDR" dev eth0
 [ -n "$GW" ] && ip route add default via "$GW"
+# no address in the reservation: ask the IaaS side's DHCP server (keeps renewing in the background)
+[ -z "$ADDR" ] && udhcpc -b -i eth0 -s /etc/iris/udhcpc.sh -x "hostname:$NAME" >/dev/null 2>&1
 mkdir -p /root/.ssh && chmod 700 /root/.ssh
 cp /etc/iris/authorized_keys /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys
 # tell the tenant's L2 where the management address now is
@@ -224,14 +226,23 @@ class KvmL1(L1Driver):
         """The shared initramfs (busybox, modules, /init), built once per kernel."""
         kernel, mods = find_kernel()
         ver = Path(mods).name
-        out = self.dir / f"base-{ver}.cpio.gz"
+        from iris_haas.drivers.l1.base import DHCP_SCRIPT
+
+        # named after what goes in, so a changed /init is never served from an old cache
+        import hashlib
+
+        h = hashlib.sha1((INIT + DHCP_SCRIPT + " ".join(WANTED_MODULES)).encode()).hexdigest()[:8]
+        out = self.dir / f"base-{ver}-{h}.cpio.gz"
         with _initrd_lock:  # several VMs start at once; one builds, the others wait for it
             if not out.exists():
                 self._build_base(mods, out)
         return out
 
     def _build_base(self, mods: str, out: Path) -> None:
+        from iris_haas.drivers.l1.base import DHCP_SCRIPT
+
         files: dict[str, bytes | None] = {"bin/busybox": Path(BUSYBOX).read_bytes(), "init": INIT.encode(),
+                                          "etc/iris/udhcpc.sh": DHCP_SCRIPT.encode(),
                                           "proc": None, "sys": None, "dev": None, "tmp": None}
         order = module_order((Path(mods) / "modules.dep").read_text(), WANTED_MODULES)
         names_ = []
@@ -242,7 +253,7 @@ class KvmL1(L1Driver):
         files["etc/iris/modules"] = " ".join(names_).encode()
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(gzip.compress(cpio(files, executable={"bin/busybox", "init"}), 6))
+        tmp.write_bytes(gzip.compress(cpio(files, executable={"bin/busybox", "init", "etc/iris/udhcpc.sh"}), 6))
         os.replace(tmp, out)
 
     def prepare(self, op: L1Op) -> None:

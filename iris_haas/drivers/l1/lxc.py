@@ -132,6 +132,7 @@ class LxcL1(L1Driver):
             raise L1Failed(f"{op.name}: {e}") from e
         if op.gateway:
             nl.ensure_route(op.netns, "0.0.0.0/0", op.gateway)
+        self.start_dhcp(op)
         self._save_spec(op)
 
     def _template(self) -> Path:

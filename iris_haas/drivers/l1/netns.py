@@ -37,6 +37,7 @@ class NetnsL1(L1Driver):
         home = self.dir / op.name
         home.mkdir(parents=True, exist_ok=True)
         (home / "authorized_keys").write_text(op.ssh_key + ("\n" if op.ssh_key else ""))
+        self.start_dhcp(op)
         self._save_spec(op)
 
     def destroy(self, name: str) -> None:
