@@ -130,8 +130,15 @@ def iperf3(ns: str, server_ip: str, seconds: float = 3.0, port: int = 5201, reve
     if reverse:
         argv.append("-R")
     c = cmd(*argv, netns=ns)
-    p = _run(c.full_argv(), timeout=seconds + 20)
-    doc = json.loads(p.stdout)
+    deadline = time.monotonic() + 10
+    while True:
+        p = _run(c.full_argv(), timeout=seconds + 20)
+        doc = json.loads(p.stdout)
+        # a server started a moment ago on a busy machine may not listen yet: try again
+        if "error" in doc and "connect" in doc["error"] and time.monotonic() < deadline:
+            time.sleep(0.3)
+            continue
+        break
     if "error" in doc:
         raise RuntimeError(f"iperf3: {doc['error']}")
     return doc["end"]["sum_received"]["bits_per_second"] / 1e6

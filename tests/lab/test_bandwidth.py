@@ -34,12 +34,13 @@ def test_reserved_100_mbit_gives_90_to_100_and_unshaped_gives_full_rate(lab, ten
 def test_per_tenant_limit_on_the_inter_dc_tunnel(lab, tenants):
     ports = [L1Port("a", "l0-2", "s2", vlan=102, address="10.0.102.21/24"),
              L1Port("b", "l0-2", "u2", vlan=102, address="10.0.102.21/24")]
-    tenants.set(ports, {"a": 60})
+    # limits well under what the userspace datapath carries even on a busy 2-CPU machine (~250)
+    tenants.set(ports, {"a": 40})
     limited = _goodput(lab, "s2", "apub", "10.0.102.10")
-    assert 48 <= limited <= 60, limited
+    assert 32 <= limited <= 40, limited
     # the other tenant shares the gateway uplink but not the limit
     other = _goodput(lab, "u2", "bpub", "10.0.102.10")
     assert other > 2 * limited, other
-    tenants.set(ports, {"a": 120})
+    tenants.set(ports, {"a": 80})
     raised = _goodput(lab, "s2", "apub", "10.0.102.10")
-    assert 96 <= raised <= 120, raised
+    assert 64 <= raised <= 80, raised
