@@ -154,8 +154,9 @@ def make_coordinator(database: Database, clock: Clock, hold_timeout_s: float = 6
 
 
 @pytest.fixture
-def coordinator(sqlite_db, clock):
-    return make_coordinator(sqlite_db, clock)
+def coordinator(db, clock):
+    """On SQLite and on PostgreSQL: every API and engine test runs on both stores."""
+    return make_coordinator(db, clock)
 
 
 class Api:
