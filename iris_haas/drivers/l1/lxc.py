@@ -49,6 +49,9 @@ def config_lines(op: L1Op) -> list[str]:
         "lxc.apparmor.profile = unconfined",
         f"lxc.cgroup.dir.container = {cg}",
         f"lxc.cgroup.dir.monitor = {cg}.mon",
+        # where the monitor goes to remove the others at exit; LXC's default ("lxc.pivot") would
+        # be left behind without the iris prefix
+        f"lxc.cgroup.dir.monitor.pivot = {cg}.pivot",
         f"lxc.cgroup.cpu.cfs_period_us = {CFS_PERIOD_US}",
         f"lxc.cgroup.cpu.cfs_quota_us = {op.cpus * CFS_PERIOD_US}",
         f"lxc.cgroup.memory.limit_in_bytes = {op.memory_mb}M",
@@ -200,15 +203,26 @@ def cgroup_dirs(cg: str) -> list[Path]:
     except OSError:
         return out
     for root in roots:
-        for n in (cg, f"{cg}.mon"):
+        for n in (cg, f"{cg}.mon", f"{cg}.pivot"):
             if (root / n).is_dir():
                 out.append(root / n)
     return out
 
 
-def remove_cgroups(cg: str) -> None:
+def remove_cgroups(cg: str, wait: float = 2.0) -> None:
+    """Remove the container's cgroup directories; the monitor may still be leaving its pivot
+    cgroup for a moment after ``lxc-stop`` returns, so busy ones are retried for ``wait`` s."""
     if not cg.startswith("iris"):
         return
+    deadline = time.monotonic() + wait
+    while True:
+        _remove_cgroups_once(cg)
+        if not cgroup_dirs(cg) or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
+def _remove_cgroups_once(cg: str) -> None:
     for d in cgroup_dirs(cg):
         # children first (LXC may nest an ``init`` or ``lxc.payload`` below)
         for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
