@@ -147,7 +147,8 @@ def test_one_l1_joins_the_tenant_l2_and_release_leaves_nothing(compute_lab, iaas
         assert _pings_from_l1(lab, n, "10.0.101.10")  # while the tenant's own network answers
     finally:
         inside.stop()
-        iaas_host.remove_vm(iaas_host.vms["h1vm"]) if "h1vm" in iaas_host.vms else None
+        if "h1vm" in iaas_host.vms:
+            iaas_host.remove_vm(iaas_host.vms["h1vm"])
 
     # release: nothing left of the L1, on the L0 or anywhere
     res = compute.push(lab, [])
