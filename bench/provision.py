@@ -1,11 +1,11 @@
 """Provisioning bench: from the reserve call to "the L1 answers from the IaaS side".
 
-Brings up the default two-DC lab (4 L0s), then for each L1 kind and each count (1, 4, 16 L1s
-of tenant a, spread round-robin over the L0s) and over repeats: derives every host's desired
-state (the CRM/NRM decision: :func:`iris_haas.lab.compute.desired`), PUTs it to all agents at once
-(each agent creates and wires its L1s in parallel), and waits until every L1's management address
-answers a ping from the tenant's management server in the IaaS DC. That interval is the sample;
-the release (every L1 destroyed) follows and is not timed.
+Brings up the default two-DC lab (4 L0s) and a coordinator wired to its agents, then for each L1
+kind and each count (1, 4, 16 L1s of tenant a) and over repeats: reserve, commit and provision
+through the coordinator's API (the CRM spreads the L1s over the L0s, the coordinator sends every
+host its desired state at once, each agent creates and wires its L1s in parallel), and waits until
+every L1's management address answers a ping from the tenant's management server in the IaaS DC.
+That interval, from the reserve call, is the sample; the termination follows and is not timed.
 
 ``manual``: the same wiring for netns L1s done the way the paper's prototype did it, one shell
 command per object, in sequence (``ip netns add``, ``ip link add ... type veth``, ``ip addr``,
@@ -26,16 +26,22 @@ import json
 import math
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from iris_haas.drivers import netlink as nl
 from iris_haas.drivers.ops import BridgeOp, DesiredState, PortOp, TunnelOp
 from iris_haas.drivers.runner import cmd
+from iris_haas.demo import LocalCoordinator
 from iris_haas.lab import compute, overlay, realizer
 from iris_haas.lab.compute import L1Node
+from iris_haas.lab.register import register
+from iris_haas.managers.dataplane import AgentDataPlane
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -72,16 +78,22 @@ def reset(lab) -> None:
     nl.flush_neighbours(lab.ns("amgmt"), "eth0")
 
 
-def one_run(lab, kind: str, count: int, timeout: float) -> float:
-    nodes = nodes_for(lab, kind, count)
+def one_run(lab, tenant, kind: str, count: int, timeout: float) -> float:
+    """Through the coordinator's API: reserve -> commit -> provision (the CRM places the L1s, the
+    agents create and wire them), timed until every L1 answers; then terminate (not timed)."""
+    ips = [f"10.0.101.{100 + i}" for i in range(count)]
     t0 = time.monotonic()
-    res = compute.push(lab, nodes)
-    if not all(r["in_sync"] for r in res.values()):
-        raise RuntimeError(f"{kind} x{count}: not in sync: {res}")
-    wait_answers(lab, [n.address.split("/")[0] for n in nodes], timeout)
-    dt = time.monotonic() - t0
-    reset(lab)
-    return dt
+    r = tenant.post("/reservations", {"duration_s": 600, "items": [
+        {"kind": "compute", "count": count, "l1_kind": kind, "cpus": 1, "memory_mb": 128 if kind == "kvm" else 64,
+         "disk_gb": 0, "addresses": [f"{ip}/24" for ip in ips]}]})
+    tenant.post(f"/reservations/{r['id']}/commit")
+    try:
+        tenant.post(f"/reservations/{r['id']}/provision")
+        wait_answers(lab, ips, timeout)
+        return time.monotonic() - t0
+    finally:
+        tenant.post(f"/reservations/{r['id']}/terminate")
+        nl.flush_neighbours(lab.ns("amgmt"), "eth0")
 
 
 # ---------------------------------------------------------------- the paper's way
@@ -162,8 +174,14 @@ def main() -> int:
     name = "bp" + secrets.token_hex(2)
     lab = realizer.load(None, name=name)
     out: dict = {"kinds": {}, "manual": {}, "loadavg_1m_at_start": round(os.getloadavg()[0], 2)}
+    coord = None
+    data_dir = Path(tempfile.mkdtemp(prefix="iris-bench-"))
     try:
         realizer.up(lab, ephemeral=True)
+        coord = LocalCoordinator(data_dir, dataplane=AgentDataPlane(lab.token(), netns=lab.ns("ctl"), timeout=600))
+        coord.__enter__()
+        admin = coord.client(coord.admin_token, timeout=600)
+        tenant = coord.client(register(lab, admin)["a"], timeout=600)
         for kind in args.kinds.split(","):
             ks = [int(c) for c in args.kvm_counts.split(",")] if kind == "kvm" else counts
             out["kinds"][kind] = {}
@@ -171,7 +189,7 @@ def main() -> int:
                 try:
                     reps = min(args.repeats, args.kvm16_repeats) if kind == "kvm" and count >= 16 else args.repeats
                     tmo = max(args.timeout, 10.0 * count) if kind == "kvm" else args.timeout
-                    xs = [one_run(lab, kind, count, tmo) for _ in range(reps)]
+                    xs = [one_run(lab, tenant, kind, count, tmo) for _ in range(reps)]
                     out["kinds"][kind][str(count)] = {"p50_s": pct(xs, 0.5), "p95_s": pct(xs, 0.95), "n": len(xs)}
                 except Exception as e:  # noqa: BLE001 - report, release, go on with the next
                     out["kinds"][kind][str(count)] = {"error": str(e)[:300]}
@@ -186,10 +204,13 @@ def main() -> int:
                 out["manual"][str(count)] = {"error": str(e)[:300]}
     finally:
         try:
+            if coord is not None:
+                coord.__exit__(None, None, None)
             reset(lab)
         except Exception:  # noqa: BLE001 - the lab goes down anyway
             pass
         realizer.down(name)
+        shutil.rmtree(data_dir, ignore_errors=True)
     print(json.dumps(out))
     return 0
 

@@ -286,9 +286,18 @@ def reserve(
     show_reservation(call(lambda c: c.post("/reservations", body)), as_json)
 
 
+WORKING = {
+    "provision": "provisioning: every agent creates and wires its L1s, volumes and tunnels",
+    "release": "releasing: the agents take the data plane down",
+    "terminate": "terminating: the agents remove everything",
+}
+
+
 def _message(name: str, doc: str):
     def command(reservation_id: str, as_json: AsJson = False):
-        show_reservation(call(lambda c: c.post(f"/reservations/{reservation_id}/{name}")), as_json)
+        with err.status(WORKING.get(name, name)):
+            out = call(lambda c: c.post(f"/reservations/{reservation_id}/{name}"))
+        show_reservation(out, as_json)
 
     command.__doc__ = doc
     app.command(name)(command)

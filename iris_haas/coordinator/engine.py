@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 import uuid
 from dataclasses import dataclass
@@ -168,23 +169,30 @@ class Coordinator:
         """Send each host whose desired state changed its whole new state; return the failures
         (the database stays the truth: a host that missed a push is sent it again next time,
         and its agent's own apply converges too)."""
-        failures = []
         with self._push_lock:
-            for host, (url, state) in sorted(self.desired_states().items()):
-                key = state.model_dump_json()
-                if self._pushed.get(host) == key:
-                    continue
+            changed = [(h, url, st) for h, (url, st) in sorted(self.desired_states().items())
+                       if self._pushed.get(h) != st.model_dump_json()]
+            if not changed:
+                return []
+
+            def push(item) -> str | None:
+                host, url, state = item
                 try:
                     self.dataplane.push(host, url, state)
-                    self._pushed[host] = key
+                    self._pushed[host] = state.model_dump_json()
+                    return None
                 except Exception as e:  # any driver or transport error: report it, push the other hosts
                     log.warning("push to %s failed: %s", host, e)
                     self._pushed.pop(host, None)
-                    failures.append(f"{host}: {e}")
-        return failures
+                    return f"{host}: {e}"
+
+            # every agent at once: each creates and wires its L1s in parallel, so a reservation
+            # takes about as long as its slowest host
+            with ThreadPoolExecutor(max_workers=min(16, len(changed))) as pool:
+                return [f for f in pool.map(push, changed) if f]
 
     def _run_pushing(
-        self, fn: Callable[[Session], Outcome | tuple[Outcome, set[str]]], *, admission: bool = False
+        self, fn: Callable[[Session], Outcome | tuple[Outcome, bool]], *, admission: bool = False
     ) -> tuple[Reservation, list[str]]:
         with self.db.transaction() as s:
             if admission:
