@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from iris_haas.coordinator.schemas import L1Kind
+from iris_haas.drivers.ops import IpAddr
 
 Name = str
 NAME = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -20,12 +20,6 @@ class _In(BaseModel):
 
 class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
-
-
-def _ip(v: str | None) -> str | None:
-    if v is not None:
-        ipaddress.ip_address(v)
-    return v
 
 
 class TenantCreate(_In):
@@ -52,12 +46,10 @@ class IaasSiteCreate(_In):
     """A tenant registers its own IaaS data center."""
 
     name: Name = NAME
-    gateway_underlay: str = Field(description="public (underlay) address of the tenant's gateway")
+    gateway_underlay: IpAddr = Field(description="public (underlay) address of the tenant's gateway")
     vlans: str = Field(default="1-4094", max_length=256, description="VLAN IDs the IaaS uses, e.g. 101-102,200-299")
     mgmt_vlan: int = Field(default=101, ge=1, le=4094, description="the management VLAN, native on each L1's NIC")
     service_model: Literal["a", "b", "c"] = "a"
-
-    _check_ip = field_validator("gateway_underlay")(_ip)
 
 
 class SitePublic(_Out):
@@ -77,11 +69,9 @@ class NodeCreate(_In):
     memory_mb: int = Field(ge=64, le=64 * 1024 * 1024)
     disk_gb: int = Field(ge=0, le=1024 * 1024)
     l1_kinds: list[L1Kind] = Field(default_factory=lambda: ["lxc", "kvm", "netns"], min_length=1)
-    underlay_address: str | None = Field(default=None, description="tunnel endpoint on the HaaS data fabric")
+    underlay_address: IpAddr | None = Field(default=None, description="tunnel endpoint on the HaaS data fabric")
     agent_url: str | None = Field(default=None, max_length=256)
     state: Literal["available", "maintenance", "down"] = "available"
-
-    _check_ip = field_validator("underlay_address")(_ip)
 
 
 class NodeUpdate(_In):
@@ -104,13 +94,11 @@ class NodePublic(_Out):
 class GatewayCreate(_In):
     name: Name = NAME
     site: Name
-    underlay_address: str = Field(description="public address: the inter-DC tunnels end here")
-    fabric_address: str | None = Field(default=None, description="address on the HaaS data fabric, for the mesh")
+    underlay_address: IpAddr = Field(description="public address: the inter-DC tunnels end here")
+    fabric_address: IpAddr | None = Field(default=None, description="address on the HaaS data fabric, for the mesh")
     uplink: str = Field(default="eth0", min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.-]+$",
                         description="interface towards the internet (per-tenant limits apply here)")
     agent_url: str | None = Field(default=None, max_length=256)
-
-    _check_ip = field_validator("underlay_address", "fabric_address")(_ip)
 
 
 class GatewayPublic(_Out):

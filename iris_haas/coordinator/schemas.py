@@ -8,6 +8,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from iris_haas.drivers.ops import Cidr
+
 L1Kind = Literal["lxc", "kvm", "netns"]
 
 
@@ -22,16 +24,9 @@ class ComputeItem(_Item):
     cpus: int = Field(default=1, ge=1, le=1024)
     memory_mb: int = Field(default=1024, ge=64, le=16 * 1024 * 1024)
     disk_gb: int = Field(default=10, ge=0, le=1024 * 1024)
-    addresses: list[str] = Field(default_factory=list, max_length=1000,
-                                 description="management address (CIDR) of each L1, in order; or DHCP from the IaaS")
+    addresses: list[Cidr] = Field(default_factory=list, max_length=1000,
+                                  description="management address (CIDR) of each L1, in order; or DHCP from the IaaS")
     ssh_key: str | None = Field(default=None, max_length=4096, description="the tenant's public SSH key for its L1s")
-
-    @field_validator("addresses")
-    @classmethod
-    def _cidrs(cls, v: list[str]) -> list[str]:
-        for a in v:
-            ipaddress.ip_interface(a)
-        return v
 
     @model_validator(mode="after")
     def _enough(self):
@@ -52,15 +47,8 @@ class StorageItem(_Item):
     kind: Literal["storage"] = "storage"
     size_gb: int = Field(ge=1, le=1024 * 1024)
     keep: bool = Field(default=False, description="keep the data at release instead of wiping it")
-    export_address: str | None = Field(default=None, description="the NFS server's address (CIDR) in the tenant's "
-                                       "subnet, on its management/storage VLAN; none: not exported")
-
-    @field_validator("export_address")
-    @classmethod
-    def _cidr(cls, v: str | None) -> str | None:
-        if v is not None:
-            ipaddress.ip_interface(v)
-        return v
+    export_address: Cidr | None = Field(default=None, description="the NFS server's address (CIDR) in the tenant's "
+                                        "subnet, on its management/storage VLAN; none: not exported")
 
 
 Item = Annotated[Union[ComputeItem, NetworkItem, StorageItem], Field(discriminator="kind")]
@@ -89,7 +77,7 @@ class Routing(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     subnet: str = Field(description="the L1s' subnet, e.g. 10.77.0.0/24; the router takes its first address")
-    iaas_address: str = Field(description="the router's address (CIDR) on the tenant's management network")
+    iaas_address: Cidr = Field(description="the router's address (CIDR) on the tenant's management network")
 
     @field_validator("subnet")
     @classmethod
@@ -98,12 +86,6 @@ class Routing(BaseModel):
         if net.num_addresses < 4:
             raise ValueError("the subnet needs room for a router and L1s")
         return str(net)
-
-    @field_validator("iaas_address")
-    @classmethod
-    def _cidr(cls, v: str) -> str:
-        ipaddress.ip_interface(v)
-        return v
 
 
 class ReserveRequest(BaseModel):

@@ -51,10 +51,23 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 IfName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.~-]+$")]
 Vlan = Annotated[int, Field(ge=1, le=4094)]
+
+
+def _parses(parse):
+    def check(v: str) -> str:
+        parse(v)  # raises ValueError, which pydantic reports against the field
+        return v
+
+    return AfterValidator(check)
+
+
+IpAddr = Annotated[str, _parses(ipaddress.ip_address)]
+Cidr = Annotated[str, _parses(ipaddress.ip_interface)]  # an address with its prefix, 10.0.101.5/24
+Network = Annotated[str, _parses(lambda v: ipaddress.ip_network(v, strict=False))]
 
 
 class _Op(BaseModel):
@@ -77,17 +90,11 @@ class TunnelOp(_Op):
     op: Literal["tunnel"] = "tunnel"
     bridge: IfName
     name: IfName
-    remote_ip: str
+    remote_ip: IpAddr
     key: int | None = Field(default=None, ge=0, le=2**32 - 1)
-    local_ip: str | None = None
+    local_ip: IpAddr | None = None
     mesh: bool = True
 
-    @field_validator("remote_ip", "local_ip")
-    @classmethod
-    def _ip(cls, v):
-        if v is not None:
-            ipaddress.ip_address(v)
-        return v
 
 
 class PortOp(_Op):
@@ -99,16 +106,10 @@ class PortOp(_Op):
     vlan: Vlan | None = None
     trunk: bool = False
     mtu: int = Field(default=1500, ge=576, le=9000)
-    address: str | None = Field(default=None, description="optional address inside the L1, CIDR")
+    address: Cidr | None = Field(default=None, description="optional address inside the L1")
     router: bool = Field(default=False, description="the namespace forwards IPv4 between its ports: a router's "
                          "leg (service model c)")
 
-    @field_validator("address")
-    @classmethod
-    def _cidr(cls, v):
-        if v is not None:
-            ipaddress.ip_interface(v)
-        return v
 
 
 class ShapeOp(_Op):
@@ -123,7 +124,7 @@ class ShapeOp(_Op):
 class TunnelLimitOp(_Op):
     op: Literal["tunnel_limit"] = "tunnel_limit"
     uplink: IfName
-    remote_ip: str
+    remote_ip: IpAddr
     rate_mbit: float = Field(gt=0, le=100_000)
 
     def ident(self) -> tuple:
@@ -142,25 +143,13 @@ class L1Op(_Op):
     trunk: bool = True
     mtu: int = Field(default=1500, ge=576, le=9000)
     mac: str | None = Field(default=None, pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-    address: str | None = Field(default=None, description="management address, CIDR")
-    gateway: str | None = None
+    address: Cidr | None = Field(default=None, description="management address")
+    gateway: IpAddr | None = None
     cpus: int = Field(default=1, ge=1, le=256)
     memory_mb: int = Field(default=256, ge=32, le=1 << 20)
     ssh_key: str = ""
 
-    @field_validator("address")
-    @classmethod
-    def _cidr(cls, v):
-        if v is not None:
-            ipaddress.ip_interface(v)
-        return v
 
-    @field_validator("gateway")
-    @classmethod
-    def _ip(cls, v):
-        if v is not None:
-            ipaddress.ip_address(v)
-        return v
 
     def port_op(self) -> PortOp:
         """The L1's one NIC as a port op. For a kvm L1 the L0 end is a tap (no namespace) and the
@@ -180,22 +169,10 @@ class VolumeOp(_Op):
     keep: bool = False
     netns: str | None = Field(default=None, pattern=r"^iris[A-Za-z0-9_.-]*$",
                               description="namespace the export server runs in; None: not exported")
-    address: str | None = Field(default=None, description="the server's address in netns, CIDR")
-    clients: str | None = Field(default=None, description="who may mount, CIDR; default: address's subnet")
+    address: Cidr | None = Field(default=None, description="the server's address in netns")
+    clients: Network | None = Field(default=None, description="who may mount; default: address's subnet")
 
-    @field_validator("address")
-    @classmethod
-    def _cidr(cls, v):
-        if v is not None:
-            ipaddress.ip_interface(v)
-        return v
 
-    @field_validator("clients")
-    @classmethod
-    def _net(cls, v):
-        if v is not None:
-            ipaddress.ip_network(v, strict=False)
-        return v
 
     @model_validator(mode="after")
     def _check(self):
