@@ -37,7 +37,7 @@ from pathlib import Path
 from iris_haas.drivers import netlink as nl
 from iris_haas.drivers.ops import BridgeOp, DesiredState, PortOp, TunnelOp
 from iris_haas.drivers.runner import cmd
-from iris_haas.demo import LocalCoordinator
+from iris_haas.service import LocalCoordinator
 from iris_haas.lab import compute, overlay, realizer
 from iris_haas.lab.compute import L1Node
 from iris_haas.lab.register import register

@@ -1,4 +1,4 @@
-"""`iris demo`: the control-plane scenario, end to end through the real API over HTTP.
+"""`iris demo --control-plane-only`: the coordinator's scenario, end to end through the real API over HTTP.
 
 It starts a coordinator (SQLite in a temporary data directory, the scheduler running), registers a
 HaaS inventory, lets two tenants reserve, commit, provision, modify, release and terminate, and
@@ -10,59 +10,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from iris_haas.cli.client import ApiError, Client
-from iris_haas.config import Settings
-from iris_haas.service import build
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LocalCoordinator:
-    """An `iris serve` in a thread of this process, on a free loopback port."""
-
-    def __init__(self, data_dir: Path, hold_timeout_s: float = 60.0, dataplane=None):
-        self.settings = Settings(data_dir=data_dir, hold_timeout_s=hold_timeout_s, scheduler_interval_s=0.2,
-                                 admin_token=None, database_url=None)
-        self.app, self.engine = build(self.settings, dataplane)
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 10
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the coordinator did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.engine.db.dispose()
-
-    def client(self, token: str, timeout: float = 120.0) -> Client:
-        return Client(self.url, token, timeout=timeout)
-
-    @property
-    def admin_token(self) -> str:
-        return (Path(self.settings.data_dir) / "admin-token").read_text().strip()
+from iris_haas.cli.client import ApiError
+from iris_haas.service import LocalCoordinator
 
 
 def run(console: Console, *, out: Path = Path("."), keep: bool = False) -> int:

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import threading
+import time
 from pathlib import Path
 
+import uvicorn
+
 from iris_haas.api.app import create_app
+from iris_haas.cli.client import Client
 from iris_haas.config import Settings
 from iris_haas.coordinator.engine import Coordinator
 from iris_haas.managers.dataplane import AgentDataPlane, DataPlane
@@ -37,3 +43,43 @@ def build(settings: Settings, dataplane: DataPlane | None = None, *, scheduler: 
     app = create_app(coordinator, admin_token(settings),
                      scheduler_interval=settings.scheduler_interval_s if scheduler else None)
     return app, coordinator
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalCoordinator:
+    """An `iris serve` in a thread of this process, on a free loopback port."""
+
+    def __init__(self, data_dir: Path, hold_timeout_s: float = 60.0, dataplane=None):
+        self.settings = Settings(data_dir=data_dir, hold_timeout_s=hold_timeout_s, scheduler_interval_s=0.2,
+                                 admin_token=None, database_url=None)
+        self.app, self.engine = build(self.settings, dataplane)
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.time() + 10
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the coordinator did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.engine.db.dispose()
+
+    def client(self, token: str, timeout: float = 120.0) -> Client:
+        return Client(self.url, token, timeout=timeout)
+
+    @property
+    def admin_token(self) -> str:
+        return (Path(self.settings.data_dir) / "admin-token").read_text().strip()

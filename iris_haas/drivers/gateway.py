@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from iris_haas.drivers import names, ovs, tc
-from iris_haas.drivers.host import HostConfig, port_columns
+from iris_haas.drivers.host import port_columns
 from iris_haas.drivers.ops import BridgeOp, DesiredState, PortOp, TunnelLimitOp, TunnelOp, gre_overhead
 
 

@@ -16,7 +16,7 @@ from typing import Iterator
 from pyroute2 import IPRoute, netns as _netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from iris_haas.drivers.runner import NETNS_DIR, Runner, cmd
+from iris_haas.drivers.runner import NETNS_DIR, cmd
 from iris_haas.errors import IrisError
 
 

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from iris_haas.cli.client import ApiError
-from iris_haas.demo import LocalCoordinator
+from iris_haas.service import LocalCoordinator
 from iris_haas.drivers import netlink as nl
 from iris_haas.lab import iaas, probe, realizer
 from iris_haas.lab.register import register

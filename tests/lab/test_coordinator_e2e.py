@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from iris_haas.cli.client import ApiError
-from iris_haas.demo import LocalCoordinator
+from iris_haas.service import LocalCoordinator
 from iris_haas.drivers import netlink as nl, ovs, storage
 from iris_haas.drivers.runner import SubprocessRunner, cmd
 from iris_haas.lab import guests, probe

@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from iris_haas.cli.main import app
-from iris_haas.demo import LocalCoordinator, run
+from iris_haas.demo import run
+from iris_haas.service import LocalCoordinator
 
 
 @pytest.fixture
