@@ -2,11 +2,16 @@
 # Installs the Debian packages Iris and its lab need, only those missing.
 # Idempotent: a second run finds everything and does nothing.
 set -euo pipefail
-PKGS=(openvswitch-switch iperf3 ethtool iproute2 iputils-ping arping traceroute procps postgresql python3-venv lxc busybox-static qemu-system-x86 linux-image-cloud-amd64 nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils)
+PKGS=(openvswitch-switch iperf3 ethtool iproute2 iputils-ping arping traceroute procps postgresql python3-venv lxc busybox-static qemu-system-x86 nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# kvm L1s boot a Debian kernel from /boot with its modules: install one only where the host has
+# none (a container or a micro-VM), never a second kernel beside a host's own.
+if ! ls /boot/vmlinuz-* >/dev/null 2>&1; then
+  missing+=(linux-image-cloud-amd64)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
