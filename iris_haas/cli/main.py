@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -265,22 +266,40 @@ def reserve(
     bandwidth: Annotated[int, typer.Option(help="Mb/s between your site and the HaaS site (0 for none)")] = 0,
     storage_gb: Annotated[int, typer.Option(help="a volume of this size (0 for none)")] = 0,
     site: Annotated[Optional[str], typer.Option(help="the HaaS site, if there are several")] = None,
+    address: Annotated[Optional[list[str]], typer.Option(help="an L1's management address (CIDR), once per L1; "
+                                                          "none: DHCP from your side")] = None,
+    ssh_key_file: Annotated[Optional[Path], typer.Option(help="your public SSH key, put into each L1")] = None,
+    export_address: Annotated[Optional[str], typer.Option(help="the volume's NFS server address (CIDR) in your subnet")] = None,
+    keep: Annotated[bool, typer.Option(help="keep the volume's data at release")] = False,
+    service_model: Annotated[Optional[str], typer.Option(help="a (your L2), b (a pod) or c (routed); "
+                                                         "default: your site's")] = None,
+    routed_subnet: Annotated[Optional[str], typer.Option(help="model c: the L1s' subnet, e.g. 10.77.0.0/24")] = None,
+    router_address: Annotated[Optional[str], typer.Option(help="model c: the router's address (CIDR) on your "
+                                                          "management network")] = None,
     description: Annotated[str, typer.Option()] = "",
     as_json: AsJson = False,
 ):
     """Reserve compute, bandwidth and storage for an interval (held until commit, abort or the hold timeout)."""
     items: list[dict] = []
     if nodes:
-        items.append({"kind": "compute", "count": nodes, "l1_kind": kind, "cpus": cpus, "memory_mb": memory_mb,
-                      "disk_gb": disk_gb})
+        compute: dict[str, Any] = {"kind": "compute", "count": nodes, "l1_kind": kind, "cpus": cpus,
+                                   "memory_mb": memory_mb, "disk_gb": disk_gb, "addresses": address or []}
+        if ssh_key_file:
+            try:
+                compute["ssh_key"] = ssh_key_file.read_text().strip()
+            except OSError as e:
+                raise typer.BadParameter(f"cannot read {ssh_key_file}: {e.strerror}") from None
+        items.append(compute)
     if bandwidth:
         items.append({"kind": "network", "bandwidth_mbps": bandwidth})
     if storage_gb:
-        items.append({"kind": "storage", "size_gb": storage_gb})
+        items.append({"kind": "storage", "size_gb": storage_gb, "export_address": export_address, "keep": keep})
     if not items:
         raise typer.BadParameter("ask for something: --nodes, --bandwidth or --storage-gb")
     body: dict[str, Any] = {"items": items, "description": description, "start": _when(start), "end": _when(end),
-                            "site": site}
+                            "site": site, "service_model": service_model}
+    if routed_subnet or router_address:
+        body["routing"] = {"subnet": routed_subnet, "iaas_address": router_address}
     if duration:
         body["duration_s"] = _seconds(duration)
     show_reservation(call(lambda c: c.post("/reservations", body)), as_json)
@@ -402,7 +421,6 @@ def demo(
 ):
     """Run Iris's main job end to end: SQLite and the two-DC lab (as root); report.json and charts."""
     import os
-    from pathlib import Path
 
     if control_plane_only:
         from iris_haas.demo import run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -62,6 +63,14 @@ def test_admin_and_tenant_workflow(server):
     assert bad.exit_code == 1 and "ReserveFailed" in bad.output
     bad = iris(url, token, "reserve", "--duration", "soon", "--nodes", "1", ok=False)
     assert bad.exit_code != 0 and "Traceback" not in bad.output
+    # the service models and addresses from the command line
+    out = iris(url, token, "reserve", "--duration", "10m", "--nodes", "1", "--address", "10.77.0.51/24",
+               "--service-model", "c", "--routed-subnet", "10.77.0.0/24", "--router-address", "10.0.101.250/24",
+               "--json").output
+    body = json.loads(out[out.index("{"):])
+    assert body["service_model"] == "c" and body["items"][0]["addresses"] == ["10.77.0.51/24"]
+    bad = iris(url, token, "reserve", "--duration", "10m", "--nodes", "1", "--service-model", "c", ok=False)
+    assert bad.exit_code == 1 and "routing" in bad.output and "Traceback" not in bad.output
 
 
 def test_unreachable_coordinator_is_a_clear_error():
