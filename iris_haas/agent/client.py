@@ -8,8 +8,6 @@ running on the host reaches the agents without any address or route on the host 
 
 from __future__ import annotations
 
-import ctypes
-import os
 import socket
 import threading
 from typing import Any
@@ -18,11 +16,8 @@ import httpcore
 import httpx
 
 from iris_haas.drivers.ops import DesiredState
-from iris_haas.drivers.runner import NETNS_DIR
+from iris_haas.drivers.runner import enter_netns
 from iris_haas.errors import IrisError
-
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def socket_in_netns(netns: str, family=socket.AF_INET, type=socket.SOCK_STREAM, proto: int = 0) -> socket.socket:
@@ -30,12 +25,7 @@ def socket_in_netns(netns: str, family=socket.AF_INET, type=socket.SOCK_STREAM, 
 
     def enter():
         try:
-            fd = os.open(f"{NETNS_DIR}/{netns}", os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns {netns}")
-            finally:
-                os.close(fd)
+            enter_netns(netns)
             box["s"] = socket.socket(family, type, proto)
         except BaseException as e:  # handed to the caller's thread
             box["e"] = e

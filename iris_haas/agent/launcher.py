@@ -13,23 +13,12 @@ Usage: ``python -m iris_haas.agent.launcher SPEC.json``, where SPEC is a list of
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import sys
 from pathlib import Path
 
-CLONE_NEWNET = 0x40000000
-
-
-def enter_netns(name: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {name}")
-    finally:
-        os.close(fd)
+from iris_haas.drivers.runner import enter_netns
 
 
 def main(spec_path: str) -> int:

@@ -12,6 +12,7 @@ host (``ip netns exec`` would give the command a private mount namespace).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 from dataclasses import dataclass, field
@@ -20,6 +21,19 @@ from typing import Protocol, Sequence
 from iris_haas.errors import IrisError
 
 NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+
+
+def enter_netns(name: str) -> None:
+    """Move the calling thread into network namespace ``name`` (setns(2)); for a thread that
+    opens sockets there, or a process about to serve there."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"{NETNS_DIR}/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {name}")
+    finally:
+        os.close(fd)
 
 
 class CommandFailed(IrisError):
