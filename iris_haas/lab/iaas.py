@@ -25,7 +25,9 @@ VM ports ``irisv-<vm>``. A user VM's own NIC is ``eth0``, like the lab's other I
 
 from __future__ import annotations
 
+import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,3 +175,23 @@ def in_l1(lab, tenant: str, l1_name: str, nic: str) -> IaasHost:
     x = lab.topo.tenant(tenant)
     return IaasHost(name=l1_name, netns=lab.ns(l1_name), nic=nic, mgmt_vlan=x.mgmt_vlan,
                     rundir=lab.dir / f"{l1_name}-ovs", owner=f"lab:{lab.name}").start()
+
+
+@contextmanager
+def dhcp_server(lab, tenant: str, first: int, last: int, tag: str = "udhcpd"):
+    """A DHCP server of the IaaS's (busybox udhcpd) on the tenant's management server, leasing
+    10.0.101.<first>..<last>; stopped by its PID and its files removed on the way out."""
+    files = {k: lab.dir / f"{tag}.{k}" for k in ("conf", "leases", "pid")}
+    files["conf"].write_text(f"start 10.0.101.{first}\nend 10.0.101.{last}\ninterface eth0\n"
+                             f"lease_file {files['leases']}\npidfile {files['pid']}\n"
+                             "option subnet 255.255.255.0\noption lease 600\n")
+    files["leases"].touch()
+    srv = subprocess.Popen(cmd("busybox", "udhcpd", "-f", str(files["conf"]), netns=lab.ns(f"{tenant}mgmt")).full_argv(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield srv
+    finally:
+        ovs.kill_pid(srv.pid)
+        srv.wait()
+        for f in files.values():
+            f.unlink(missing_ok=True)

@@ -267,15 +267,8 @@ def test_management_address_by_dhcp_from_the_iaas_side(compute_lab, kind):
     """No address in the reservation: the L1 gets one from a DHCP server on the IaaS's
     management network (busybox udhcpd on the management server), across the tunnel."""
     lab = compute_lab
-    conf = lab.dir / "udhcpd.conf"
-    conf.write_text("start 10.0.101.150\nend 10.0.101.159\ninterface eth0\n"
-                    f"lease_file {lab.dir / 'udhcpd.leases'}\npidfile {lab.dir / 'udhcpd.pid'}\n"
-                    "option subnet 255.255.255.0\noption lease 600\n")
-    (lab.dir / "udhcpd.leases").touch()
-    srv = subprocess.Popen(cmd("busybox", "udhcpd", "-f", str(conf), netns=lab.ns("amgmt")).full_argv(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     n = L1Node("a", "l0-2", "dh1", kind, None)
-    try:
+    with iaas.dhcp_server(lab, "a", 150, 159):
         compute.push(lab, [n])
         deadline = time.monotonic() + 30
         got: list[str] = []
@@ -286,8 +279,3 @@ def test_management_address_by_dhcp_from_the_iaas_side(compute_lab, kind):
         assert probe.reachable(lab.ns("amgmt"), got[0].split("/")[0], timeout=10)
         compute.push(lab, [])
         assert _leftovers(lab, n) == []
-    finally:
-        ovs.kill_pid(srv.pid)
-        srv.wait()
-        for f in ("udhcpd.conf", "udhcpd.leases", "udhcpd.pid"):
-            (lab.dir / f).unlink(missing_ok=True)

@@ -105,21 +105,11 @@ def test_kvm_l1_joins_the_tenant_l2_and_release_leaves_nothing(compute_lab):
 
 @pytest.mark.skipif(_kvm_missing() is not None, reason=_kvm_missing() or "")
 def test_kvm_guest_takes_its_management_address_by_dhcp(compute_lab):
-    import subprocess
     import time
 
-    from iris_haas.drivers.runner import cmd
-
     lab = compute_lab
-    conf = lab.dir / "udhcpd-kvm.conf"
-    conf.write_text("start 10.0.101.170\nend 10.0.101.179\ninterface eth0\n"
-                    f"lease_file {lab.dir / 'udhcpd-kvm.leases'}\npidfile {lab.dir / 'udhcpd-kvm.pid'}\n"
-                    "option subnet 255.255.255.0\noption lease 600\n")
-    (lab.dir / "udhcpd-kvm.leases").touch()
-    srv = subprocess.Popen(cmd("busybox", "udhcpd", "-f", str(conf), netns=lab.ns("amgmt")).full_argv(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     n = L1Node("a", "l0-1", "kd1", "kvm", None, memory_mb=128)
-    try:
+    with iaas.dhcp_server(lab, "a", 170, 179, tag="udhcpd-kvm"):
         compute.push(lab, [n])
         ips = [f"10.0.101.{i}" for i in range(170, 180)]
         deadline = time.monotonic() + 90
@@ -129,8 +119,3 @@ def test_kvm_guest_takes_its_management_address_by_dhcp(compute_lab):
         assert got, "the guest took no address from the IaaS side's DHCP server"
         compute.push(lab, [])
         assert probe.ping(lab.ns("amgmt"), got, count=1) == 0
-    finally:
-        ovs.kill_pid(srv.pid)
-        srv.wait()
-        for f in ("udhcpd-kvm.conf", "udhcpd-kvm.leases", "udhcpd-kvm.pid"):
-            (lab.dir / f).unlink(missing_ok=True)
