@@ -142,7 +142,7 @@ class Coordinator:
             and res.committed_version > 0
             and ctx.start <= now < ctx.end
         )
-        if active == res.data_plane_active and not active:
+        if not active and not res.data_plane_active:
             return False
         res.data_plane_active = active
         self._event(s, res, "dataPlaneStateChange", active=active, version=res.committed_version,
@@ -170,16 +170,16 @@ class Coordinator:
         (the database stays the truth: a host that missed a push is sent it again next time,
         and its agent's own apply converges too)."""
         with self._push_lock:
-            changed = [(h, url, st) for h, (url, st) in sorted(self.desired_states().items())
-                       if self._pushed.get(h) != st.model_dump_json()]
+            states = [(h, url, st, st.model_dump_json()) for h, (url, st) in sorted(self.desired_states().items())]
+            changed = [item for item in states if self._pushed.get(item[0]) != item[3]]
             if not changed:
                 return []
 
             def push(item) -> str | None:
-                host, url, state = item
+                host, url, state, key = item
                 try:
                     self.dataplane.push(host, url, state)
-                    self._pushed[host] = state.model_dump_json()
+                    self._pushed[host] = key
                     return None
                 except Exception as e:  # any driver or transport error: report it, push the other hosts
                     log.warning("push to %s failed: %s", host, e)
