@@ -21,10 +21,11 @@ import json
 import secrets
 import sys
 
-from iris_haas.drivers import netlink as nl, ovs
-from iris_haas.drivers.runner import SubprocessRunner
 from iris_haas.lab import overlay, probe, realizer
 from iris_haas.lab.overlay import L1Port
+from iris_haas.linux import netlink as nl
+from iris_haas.linux import ovs
+from iris_haas.linux.runner import SubprocessRunner
 
 
 def measure(lab, client_node: str, server_node: str, server_ip: str, seconds: float) -> dict:

@@ -34,14 +34,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from iris_haas.drivers import netlink as nl
-from iris_haas.drivers.ops import BridgeOp, DesiredState, PortOp, TunnelOp
-from iris_haas.drivers.runner import cmd
-from iris_haas.service import LocalCoordinator
+from iris_haas.api.service import LocalCoordinator
+from iris_haas.contract.ops import BridgeOp, DesiredState, PortOp, TunnelOp
+from iris_haas.control.sync import AgentDataPlane
 from iris_haas.lab import compute, overlay, realizer
 from iris_haas.lab.compute import L1Node
 from iris_haas.lab.register import register
-from iris_haas.managers.dataplane import AgentDataPlane
+from iris_haas.linux import netlink as nl
+from iris_haas.linux.runner import cmd
 
 
 def pct(xs: list[float], p: float) -> float:

@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import insert, select  # noqa: E402
 
-from iris_haas.coordinator import calendar  # noqa: E402
-from iris_haas.coordinator.engine import Coordinator  # noqa: E402
-from iris_haas.coordinator.schemas import ReserveRequest, from_epoch  # noqa: E402
-from iris_haas.errors import ReserveFailed  # noqa: E402
+from iris_haas.contract.errors import ReserveFailed  # noqa: E402
+from iris_haas.control.engine import Coordinator  # noqa: E402
+from iris_haas.control.schemas import ReserveRequest, from_epoch  # noqa: E402
+from iris_haas.store import calendar  # noqa: E402
 from iris_haas.store.db import Database  # noqa: E402
 from iris_haas.store.models import Allocation, Criteria, Node, Reservation, Site, Tenant  # noqa: E402
 

@@ -19,8 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from iris_haas.api.app import create_app
-from iris_haas.coordinator.engine import Coordinator
-from iris_haas.managers.dataplane import InMemoryDataPlane
+from iris_haas.control.engine import Coordinator
+from iris_haas.control.sync import InMemoryDataPlane
 from iris_haas.store.db import Database
 
 ADMIN = "admin-secret"

@@ -9,12 +9,12 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from iris_haas.drivers.host import HostConfig
-from iris_haas.drivers.ops import DesiredState
+from iris_haas.contract.ops import DesiredState
+from iris_haas.hostd.reconciler import HostConfig
 
 
 def agent(
@@ -25,9 +25,9 @@ def agent(
     datapath_type: Annotated[str, typer.Option(help="system (kernel) or netdev (userspace)")] = "system",
     underlay_mtu: Annotated[int, typer.Option(help="MTU of the tunnels' underlay; L1 MTUs are fitted to it")] = 1500,
     state_dir: Annotated[Path, typer.Option(help="where the desired state is kept")] = Path("/var/lib/iris/agent"),
-    token_file: Annotated[Optional[Path], typer.Option(help="file holding the bearer token")] = None,
-    pidfile: Annotated[Optional[Path], typer.Option(help="write our PID here")] = None,
-    desired: Annotated[Optional[Path], typer.Option(
+    token_file: Annotated[Path | None, typer.Option(help="file holding the bearer token")] = None,
+    pidfile: Annotated[Path | None, typer.Option(help="write our PID here")] = None,
+    desired: Annotated[Path | None, typer.Option(
         help="apply this desired state (JSON) at start, e.g. an IaaS gateway's (`iris gateway-config --json`)")] = None,
     once: Annotated[bool, typer.Option(help="apply --desired, print the result and exit (no HTTP server)")] = False,
 ) -> None:

@@ -15,9 +15,9 @@ from typing import Any
 import httpcore
 import httpx
 
-from iris_haas.drivers.ops import DesiredState
-from iris_haas.drivers.runner import enter_netns
-from iris_haas.errors import IrisError
+from iris_haas.contract.errors import IrisError
+from iris_haas.contract.ops import DesiredState
+from iris_haas.linux.runner import enter_netns
 
 
 def socket_in_netns(netns: str, family=socket.AF_INET, type=socket.SOCK_STREAM, proto: int = 0) -> socket.socket:

@@ -5,7 +5,7 @@ Routes (all but ``/v1/health`` need ``Authorization: Bearer <token>``):
 ``GET  /v1/health``   liveness and the node's name
 ``GET  /v1/state``    what is really on the host (op form), the desired version, whether they agree
 ``GET  /v1/desired``  the last desired state received
-``PUT  /v1/desired``  replace the desired state (:class:`~iris_haas.drivers.ops.DesiredState`) and
+``PUT  /v1/desired``  replace the desired state (:class:`~iris_haas.contract.ops.DesiredState`) and
                       reconcile the host to it; returns the actions taken
 ``POST /v1/apply``    reconcile again to the stored desired state (after a crash, a restart, or a
                       change made by hand)
@@ -27,9 +27,9 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from iris_haas.drivers.host import Host, HostConfig
-from iris_haas.drivers.ops import DesiredState
-from iris_haas.errors import IrisError, Unauthorized
+from iris_haas.contract.errors import IrisError, Unauthorized
+from iris_haas.contract.ops import DesiredState
+from iris_haas.hostd.reconciler import Host, HostConfig
 
 log = logging.getLogger("iris.agent")
 

@@ -14,9 +14,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from iris_haas import __version__
 from iris_haas.api.deps import AdminDep, CoordinatorDep
 from iris_haas.api.routes import inventory, reservations, tenants
-from iris_haas.coordinator.engine import Coordinator
-from iris_haas.coordinator.inventory import Inventory
-from iris_haas.errors import IrisError
+from iris_haas.contract.errors import IrisError
+from iris_haas.control.engine import Coordinator
+from iris_haas.control.inventory import Inventory
 
 log = logging.getLogger("iris.api")
 

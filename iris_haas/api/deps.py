@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from iris_haas.coordinator.engine import Coordinator
-from iris_haas.coordinator.inventory import Inventory
-from iris_haas.errors import Forbidden, Unauthorized
+from iris_haas.contract.errors import Forbidden, Unauthorized
+from iris_haas.control.engine import Coordinator
+from iris_haas.control.inventory import Inventory
 
 bearer = HTTPBearer(auto_error=False, description="an admin token or a tenant's token")
 

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from iris_haas.coordinator.schemas import L1Kind
-from iris_haas.drivers.ops import IpAddr
+from iris_haas.contract.ops import IpAddr
+from iris_haas.control.schemas import L1Kind
 
 Name = str
 NAME = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

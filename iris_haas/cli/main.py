@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from iris_haas.cli.client import ApiError, Client
-from iris_haas.config import Settings
+from iris_haas.api.client import ApiError, Client
+from iris_haas.control.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 console = Console()
 err = Console(stderr=True)
 
-Url = Annotated[Optional[str], typer.Option("--url", envvar="IRIS_API_URL", help="coordinator URL")]
-Token = Annotated[Optional[str], typer.Option("--token", envvar="IRIS_TOKEN", help="API token (admin or tenant)")]
+Url = Annotated[str | None, typer.Option("--url", envvar="IRIS_API_URL", help="coordinator URL")]
+Token = Annotated[str | None, typer.Option("--token", envvar="IRIS_TOKEN", help="API token (admin or tenant)")]
 AsJson = Annotated[bool, typer.Option("--json", help="print the API's JSON instead of a table")]
 
 _opts: dict[str, Any] = {}
@@ -72,13 +72,13 @@ def _fmt(v: Any) -> str:
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8642,
-    database_url: Annotated[Optional[str], typer.Option(envvar="IRIS_DATABASE_URL", help="default: SQLite under --data-dir")] = None,
-    data_dir: Annotated[Optional[str], typer.Option(envvar="IRIS_DATA_DIR")] = None,
+    database_url: Annotated[str | None, typer.Option(envvar="IRIS_DATABASE_URL", help="default: SQLite under --data-dir")] = None,
+    data_dir: Annotated[str | None, typer.Option(envvar="IRIS_DATA_DIR")] = None,
 ):
     """Run the resource coordinator: REST API, reservation engine and scheduler."""
     import uvicorn
 
-    from iris_haas.service import build
+    from iris_haas.api.service import build
 
     overrides = {k: v for k, v in {"database_url": database_url, "data_dir": data_dir}.items() if v}
     settings = Settings(**overrides)
@@ -135,7 +135,7 @@ def _created(kind: str, body: dict, columns: list[str], path: str) -> dict:
 @site_app.command("add")
 def site_add(
     name: str,
-    gateway_underlay: Annotated[Optional[str], typer.Option(help="tenant: your gateway's underlay address")] = None,
+    gateway_underlay: Annotated[str | None, typer.Option(help="tenant: your gateway's underlay address")] = None,
     vlans: Annotated[str, typer.Option(help="tenant: VLAN IDs your IaaS uses")] = "1-4094",
     mgmt_vlan: Annotated[int, typer.Option(help="tenant: management VLAN (native on each L1's NIC)")] = 101,
     service_model: Annotated[str, typer.Option(help="tenant: a (node in your L2), b (pod) or c (routed)")] = "a",
@@ -156,7 +156,7 @@ def node_add(
     memory_mb: Annotated[int, typer.Option()],
     disk_gb: Annotated[int, typer.Option()],
     l1_kinds: Annotated[str, typer.Option(help="comma-separated: lxc,kvm,netns")] = "lxc,kvm,netns",
-    agent_url: Annotated[Optional[str], typer.Option()] = None,
+    agent_url: Annotated[str | None, typer.Option()] = None,
 ):
     """Register an L0 node."""
     _created("node", {"name": name, "site": site, "cpus": cpus, "memory_mb": memory_mb, "disk_gb": disk_gb,
@@ -173,7 +173,7 @@ def node_set_state(name: str, state: Annotated[str, typer.Argument(help="availab
 
 @gw_app.command("add")
 def gateway_add(name: str, site: Annotated[str, typer.Option()], underlay_address: Annotated[str, typer.Option()],
-                agent_url: Annotated[Optional[str], typer.Option()] = None):
+                agent_url: Annotated[str | None, typer.Option()] = None):
     """Register a gateway."""
     _created("gateway", {"name": name, "site": site, "underlay_address": underlay_address, "agent_url": agent_url},
              ["id", "name", "site_id", "underlay_address"], "gateways")
@@ -233,13 +233,13 @@ def show_reservation(r: dict, as_json: bool = False) -> None:
         console.print(res)
 
 
-def _when(value: Optional[str]) -> Optional[str]:
+def _when(value: str | None) -> str | None:
     if value is None:
         return None
     if value.startswith("+"):
         from datetime import timedelta
 
-        return (datetime.now(timezone.utc) + timedelta(seconds=_seconds(value[1:]))).isoformat()
+        return (datetime.now(UTC) + timedelta(seconds=_seconds(value[1:]))).isoformat()
     return value
 
 
@@ -255,9 +255,9 @@ def _seconds(text: str) -> int:
 
 @app.command()
 def reserve(
-    duration: Annotated[Optional[str], typer.Option(help="length, e.g. 10m, 2h (or give --end)")] = None,
-    start: Annotated[Optional[str], typer.Option(help="ISO 8601 or +10m; default now")] = None,
-    end: Annotated[Optional[str], typer.Option(help="ISO 8601 or +2h")] = None,
+    duration: Annotated[str | None, typer.Option(help="length, e.g. 10m, 2h (or give --end)")] = None,
+    start: Annotated[str | None, typer.Option(help="ISO 8601 or +10m; default now")] = None,
+    end: Annotated[str | None, typer.Option(help="ISO 8601 or +2h")] = None,
     nodes: Annotated[int, typer.Option(help="number of L1 nodes (0 for none)")] = 0,
     kind: Annotated[str, typer.Option(help="L1 kind: lxc, kvm or netns")] = "lxc",
     cpus: Annotated[int, typer.Option()] = 1,
@@ -265,16 +265,16 @@ def reserve(
     disk_gb: Annotated[int, typer.Option()] = 10,
     bandwidth: Annotated[int, typer.Option(help="Mb/s between your site and the HaaS site (0 for none)")] = 0,
     storage_gb: Annotated[int, typer.Option(help="a volume of this size (0 for none)")] = 0,
-    site: Annotated[Optional[str], typer.Option(help="the HaaS site, if there are several")] = None,
-    address: Annotated[Optional[list[str]], typer.Option(help="an L1's management address (CIDR), once per L1; "
+    site: Annotated[str | None, typer.Option(help="the HaaS site, if there are several")] = None,
+    address: Annotated[list[str] | None, typer.Option(help="an L1's management address (CIDR), once per L1; "
                                                           "none: DHCP from your side")] = None,
-    ssh_key_file: Annotated[Optional[Path], typer.Option(help="your public SSH key, put into each L1")] = None,
-    export_address: Annotated[Optional[str], typer.Option(help="the volume's NFS server address (CIDR) in your subnet")] = None,
+    ssh_key_file: Annotated[Path | None, typer.Option(help="your public SSH key, put into each L1")] = None,
+    export_address: Annotated[str | None, typer.Option(help="the volume's NFS server address (CIDR) in your subnet")] = None,
     keep: Annotated[bool, typer.Option(help="keep the volume's data at release")] = False,
-    service_model: Annotated[Optional[str], typer.Option(help="a (your L2), b (a pod) or c (routed); "
+    service_model: Annotated[str | None, typer.Option(help="a (your L2), b (a pod) or c (routed); "
                                                          "default: your site's")] = None,
-    routed_subnet: Annotated[Optional[str], typer.Option(help="model c: the L1s' subnet, e.g. 10.77.0.0/24")] = None,
-    router_address: Annotated[Optional[str], typer.Option(help="model c: the router's address (CIDR) on your "
+    routed_subnet: Annotated[str | None, typer.Option(help="model c: the L1s' subnet, e.g. 10.77.0.0/24")] = None,
+    router_address: Annotated[str | None, typer.Option(help="model c: the router's address (CIDR) on your "
                                                           "management network")] = None,
     description: Annotated[str, typer.Option()] = "",
     as_json: AsJson = False,
@@ -333,10 +333,10 @@ _message("terminate", "Terminate a reservation and free everything.")
 def modify(
     reservation_id: str,
     version: Annotated[int, typer.Option(help="the new version (higher than the current)")],
-    end: Annotated[Optional[str], typer.Option(help="new end, ISO 8601 or +2h")] = None,
-    nodes: Annotated[Optional[int], typer.Option(help="new number of L1 nodes")] = None,
-    bandwidth: Annotated[Optional[int], typer.Option(help="new bandwidth, Mb/s")] = None,
-    storage_gb: Annotated[Optional[int], typer.Option(help="new volume size")] = None,
+    end: Annotated[str | None, typer.Option(help="new end, ISO 8601 or +2h")] = None,
+    nodes: Annotated[int | None, typer.Option(help="new number of L1 nodes")] = None,
+    bandwidth: Annotated[int | None, typer.Option(help="new bandwidth, Mb/s")] = None,
+    storage_gb: Annotated[int | None, typer.Option(help="new volume size")] = None,
     as_json: AsJson = False,
 ):
     """Modify a committed reservation (held as a new version until commit)."""
@@ -378,7 +378,7 @@ def availability(
     disk_gb: Annotated[int, typer.Option()] = 10,
     bandwidth: Annotated[int, typer.Option()] = 0,
     storage_gb: Annotated[int, typer.Option()] = 0,
-    not_before: Annotated[Optional[str], typer.Option(help="ISO 8601 or +1h")] = None,
+    not_before: Annotated[str | None, typer.Option(help="ISO 8601 or +1h")] = None,
     as_json: AsJson = False,
 ):
     """When, and how much: the earliest window in which the request fits."""
@@ -423,14 +423,14 @@ def demo(
     import os
 
     if control_plane_only:
-        from iris_haas.demo import run
+        from iris_haas.demo.control import run
 
         raise typer.Exit(run(console, out=Path(out)))
     if os.geteuid() != 0:
         err.print("[red]error[/red] the demo builds the two-DC lab (namespaces, Open vSwitch): run it as root, "
                   "or use --control-plane-only")
         raise typer.Exit(2)
-    from iris_haas.lab.demo import run as run_lab
+    from iris_haas.demo.lab import run as run_lab
 
     raise typer.Exit(run_lab(console, out=Path(out), quick=quick))
 

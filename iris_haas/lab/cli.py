@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,8 +16,8 @@ from iris_haas.lab import realizer
 
 app = typer.Typer(help="The two-DC lab: real OVS, real links, in network namespaces.", no_args_is_help=True)
 
-TopoOpt = Annotated[Optional[Path], typer.Option("--topology", "-t", help="topology file (TOML); default: the built-in one")]
-NameOpt = Annotated[Optional[str], typer.Option("--name", "-n", help="lab name (overrides the file's)")]
+TopoOpt = Annotated[Path | None, typer.Option("--topology", "-t", help="topology file (TOML); default: the built-in one")]
+NameOpt = Annotated[str | None, typer.Option("--name", "-n", help="lab name (overrides the file's)")]
 
 
 def _lab(topology: Path | None, name: str | None, l0s: int | None = None) -> realizer.Lab:
@@ -30,7 +30,7 @@ def _lab(topology: Path | None, name: str | None, l0s: int | None = None) -> rea
 
 @app.command()
 def up(topology: TopoOpt = None, name: NameOpt = None,
-       l0s: Annotated[Optional[int], typer.Option(help="number of L0 nodes")] = None) -> None:
+       l0s: Annotated[int | None, typer.Option(help="number of L0 nodes")] = None) -> None:
     """Build the lab described by the topology file (idempotent)."""
     lab = realizer.load(topology, name=name, l0_count=l0s)
     times = realizer.up(lab)
@@ -60,14 +60,14 @@ def gateway_config(
     haas_gateway: Annotated[str, typer.Option(help="the HaaS gateway's public address")],
     key: Annotated[int, typer.Option(help="the tenant's GRE key")],
     trunk_port: Annotated[str, typer.Option(help="the IaaS gateway's NIC towards its DC (trunk)")] = "eth1",
-    wan_port: Annotated[Optional[str], typer.Option(help="the IaaS gateway's NIC towards the internet")] = None,
+    wan_port: Annotated[str | None, typer.Option(help="the IaaS gateway's NIC towards the internet")] = None,
     bridge: Annotated[str, typer.Option(help="bridge name on the IaaS gateway")] = "br-int",
-    rate_mbit: Annotated[Optional[float], typer.Option(help="limit IaaS -> HaaS traffic (Mbit/s)")] = None,
+    rate_mbit: Annotated[float | None, typer.Option(help="limit IaaS -> HaaS traffic (Mbit/s)")] = None,
     datapath_type: Annotated[str, typer.Option(help="system or netdev")] = "system",
     as_json: Annotated[bool, typer.Option("--json", help="print the op list for `iris agent --desired`")] = False,
 ) -> None:
     """Print the IaaS gateway's configuration (paper figure 5): commands, or ops for an agent."""
-    from iris_haas.drivers.gateway import GatewaySpec, iaas_gateway_ops, iaas_gateway_script
+    from iris_haas.hostd.gateway import GatewaySpec, iaas_gateway_ops, iaas_gateway_script
 
     g = GatewaySpec(tenant=tenant, haas_gateway_ip=haas_gateway, key=key, trunk_port=trunk_port, wan_port=wan_port,
                     bridge=bridge, rate_mbit=rate_mbit, datapath_type=datapath_type)

@@ -9,11 +9,11 @@ L1's NIC is wired exactly as a port is, the L1 op only adds the node behind it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
-from iris_haas.drivers import names
-from iris_haas.drivers.ops import DesiredState, L1Op, PortOp
+from iris_haas.contract import names
+from iris_haas.contract.ops import DesiredState, L1Op, PortOp
 from iris_haas.lab import overlay
 from iris_haas.lab.topology import Topology
 

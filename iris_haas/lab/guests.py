@@ -12,8 +12,9 @@ All of it lives in the lab's namespaces and run directory, so ``iris lab down`` 
 
 from __future__ import annotations
 
-from iris_haas.drivers import netlink as nl, ovs
-from iris_haas.drivers.runner import SubprocessRunner
+from iris_haas.linux import netlink as nl
+from iris_haas.linux import ovs
+from iris_haas.linux.runner import SubprocessRunner
 
 IAAS_BRIDGE = "cloudbr0"
 

@@ -31,8 +31,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iris_haas.drivers import names, netlink as nl, ovs
-from iris_haas.drivers.runner import Cmd, Runner, SubprocessRunner, cmd
+from iris_haas.contract import names
+from iris_haas.linux import netlink as nl
+from iris_haas.linux import ovs
+from iris_haas.linux.runner import Cmd, Runner, SubprocessRunner, cmd
 
 BRIDGE = "iris-cloudbr0"
 
@@ -76,7 +78,7 @@ class IaasHost:
     def ovs(self) -> ovs.OvsInstance:
         return ovs.OvsInstance(self.rundir, self.netns, self.owner)
 
-    def start(self) -> "IaasHost":
+    def start(self) -> IaasHost:
         self.ovs.start(self.runner)
         ids = {names.OWNER: self.owner}
         self.runner.run(ovs.txn(self.ovs.db, *ovs.add_bridge(BRIDGE, datapath_type="netdev", external_ids=ids),

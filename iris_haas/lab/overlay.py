@@ -20,8 +20,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from iris_haas.drivers import names
-from iris_haas.drivers.ops import BridgeOp, DesiredState, PortOp, ShapeOp, TunnelLimitOp, TunnelOp
+from iris_haas.contract import names
+from iris_haas.contract.ops import BridgeOp, DesiredState, PortOp, ShapeOp, TunnelLimitOp, TunnelOp
 from iris_haas.lab.topology import Topology, l0_index
 
 

@@ -11,8 +11,8 @@ import re
 import subprocess
 import time
 
-from iris_haas.drivers.ovs import kill_pid
-from iris_haas.drivers.runner import cmd
+from iris_haas.linux.ovs import kill_pid
+from iris_haas.linux.runner import cmd
 
 _RTT = re.compile(r"= [\d.]+/([\d.]+)/")
 
@@ -86,7 +86,7 @@ class Sniffer:
         while not self._stop.is_set():
             try:
                 data, addr = self.sock.recvfrom(65535)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

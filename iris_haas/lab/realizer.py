@@ -25,11 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iris_haas.agent.client import AgentClient, AgentError
-from iris_haas.drivers import names, netlink as nl, ovs
-from iris_haas.drivers.gateway import GatewaySpec, iaas_gateway_ops
-from iris_haas.drivers.host import Host as HostDriver, HostConfig
-from iris_haas.drivers.runner import CommandFailed, SubprocessRunner, cmd
+from iris_haas.contract import names
+from iris_haas.hostd.gateway import GatewaySpec, iaas_gateway_ops
+from iris_haas.hostd.reconciler import Host as HostDriver
+from iris_haas.hostd.reconciler import HostConfig
 from iris_haas.lab.topology import LabPlan, Topology, expand
+from iris_haas.linux import netlink as nl
+from iris_haas.linux import ovs
+from iris_haas.linux.runner import CommandFailed, SubprocessRunner, cmd
 
 RUN_ROOT = Path(os.environ.get("IRIS_LAB_RUN", "/run/iris/lab"))
 LAB_OWNER = "lab:{}"

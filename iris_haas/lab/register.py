@@ -7,7 +7,7 @@ the lab exercises the real control plane.
 
 from __future__ import annotations
 
-from iris_haas.cli.client import Client
+from iris_haas.api.client import Client
 from iris_haas.lab.realizer import Lab
 
 

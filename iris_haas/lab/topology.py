@@ -33,7 +33,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from iris_haas.drivers import names
+from iris_haas.contract import names
 
 DEFAULT_FILE = Path(__file__).with_name("default.toml")
 
@@ -73,7 +73,7 @@ class Topology(_M):
     iaas: list[Iaas] = Field(default_factory=list)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, **override) -> "Topology":
+    def load(cls, path: str | Path | None = None, **override) -> Topology:
         data = tomllib.loads(Path(path or DEFAULT_FILE).read_text())
         data.update({k: v for k, v in override.items() if v is not None and k != "l0_count"})
         if override.get("l0_count"):

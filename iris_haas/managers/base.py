@@ -4,7 +4,7 @@ reserve / commit / abort / provision / release / terminate / query, as in GridAR
 coordinator can co-allocate across managers (and, later, across several HaaS domains). A manager
 chooses concrete resources at reserve time (rows in the calendar); from the committed allocations of
 the reservations whose data plane is active, it derives the operations each host must hold
-(``desired``), in the agents' op vocabulary (``iris_haas.drivers.ops``).
+(``desired``), in the agents' op vocabulary (``iris_haas.contract.ops``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from iris_haas.coordinator import calendar
-from iris_haas.drivers import names
-from iris_haas.drivers.ops import Op
+from iris_haas.contract import names
+from iris_haas.contract.ops import Op
+from iris_haas.store import calendar
 from iris_haas.store.models import Allocation, Gateway, Node, Reservation, Site, StoragePool, Tenant
 
 

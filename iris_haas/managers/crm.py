@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from iris_haas.coordinator import calendar
-from iris_haas.coordinator.schemas import router_interface
-from iris_haas.drivers import names
-from iris_haas.drivers.ops import L1Op, ShapeOp
-from iris_haas.errors import ReserveFailed
+from iris_haas.contract import names
+from iris_haas.contract.errors import ReserveFailed
+from iris_haas.contract.ops import L1Op, ShapeOp
+from iris_haas.control.schemas import router_interface
 from iris_haas.managers.base import ActiveView, Context, ResourceManager
+from iris_haas.store import calendar
 from iris_haas.store.models import Meta, Node
 
 

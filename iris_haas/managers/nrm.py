@@ -5,12 +5,12 @@ from __future__ import annotations
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from iris_haas.coordinator import calendar
-from iris_haas.errors import InvalidInput, ReserveFailed
-from iris_haas.drivers import names
-from iris_haas.drivers.ops import BridgeOp, PortOp, TunnelLimitOp, TunnelOp
-from iris_haas.coordinator.schemas import router_interface
+from iris_haas.contract import names
+from iris_haas.contract.errors import InvalidInput, ReserveFailed
+from iris_haas.contract.ops import BridgeOp, PortOp, TunnelLimitOp, TunnelOp
+from iris_haas.control.schemas import router_interface
 from iris_haas.managers.base import ActiveView, Context, ResourceManager, segment_of, tenant_segment
+from iris_haas.store import calendar
 from iris_haas.store.models import Link, Site, Tenant
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from iris_haas.coordinator import calendar
-from iris_haas.drivers import names
-from iris_haas.drivers.ops import PortOp, VolumeOp
-from iris_haas.errors import ReserveFailed
+from iris_haas.contract import names
+from iris_haas.contract.errors import ReserveFailed
+from iris_haas.contract.ops import PortOp, VolumeOp
 from iris_haas.managers.base import ActiveView, Context, ResourceManager
+from iris_haas.store import calendar
 from iris_haas.store.models import StoragePool
 
 

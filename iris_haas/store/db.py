@@ -9,9 +9,9 @@ advisory lock, so concurrent reserves queue on it instead of overbooking under R
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from alembic import command
 from alembic.config import Config

@@ -12,8 +12,9 @@ import shutil
 
 import pytest
 
-from iris_haas.drivers import netlink as nl, ovs
 from iris_haas.lab import overlay, realizer
+from iris_haas.linux import netlink as nl
+from iris_haas.linux import ovs
 
 
 def _lab_requirements() -> str | None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from iris_haas.agent.client import AgentClient, AgentError
-from iris_haas.drivers import netlink as nl, ovs
-from iris_haas.drivers.runner import SubprocessRunner
 from iris_haas.lab import probe, realizer
 from iris_haas.lab.overlay import L1Port
+from iris_haas.linux import netlink as nl
+from iris_haas.linux import ovs
+from iris_haas.linux.runner import SubprocessRunner
 
 pytestmark = pytest.mark.lab
 

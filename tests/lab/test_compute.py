@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from iris_haas.drivers import netlink as nl, ovs
-from iris_haas.drivers.l1 import lxc as lxcdrv
-from iris_haas.drivers.runner import SubprocessRunner, cmd
+from iris_haas.hostd.l1 import lxc as lxcdrv
 from iris_haas.lab import compute, iaas, probe
 from iris_haas.lab.compute import L1Node
+from iris_haas.linux import netlink as nl
+from iris_haas.linux import ovs
+from iris_haas.linux.runner import SubprocessRunner, cmd
 
 pytestmark = pytest.mark.lab
 

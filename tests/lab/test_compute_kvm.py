@@ -9,11 +9,12 @@ import shutil
 
 import pytest
 
-from iris_haas.drivers import netlink as nl, ovs
-from iris_haas.drivers.l1 import kvm as kvmdrv
-from iris_haas.drivers.runner import SubprocessRunner
+from iris_haas.hostd.l1 import kvm as kvmdrv
 from iris_haas.lab import compute, iaas, probe
 from iris_haas.lab.compute import L1Node
+from iris_haas.linux import netlink as nl
+from iris_haas.linux import ovs
+from iris_haas.linux.runner import SubprocessRunner
 
 pytestmark = pytest.mark.lab
 

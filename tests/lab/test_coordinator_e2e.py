@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from iris_haas.cli.client import ApiError
-from iris_haas.service import LocalCoordinator
-from iris_haas.drivers import netlink as nl, ovs, storage
-from iris_haas.drivers.runner import SubprocessRunner, cmd
+from iris_haas.api.client import ApiError
+from iris_haas.api.service import LocalCoordinator
+from iris_haas.control.sync import AgentDataPlane
+from iris_haas.hostd import storage
 from iris_haas.lab import guests, probe
 from iris_haas.lab.register import register
-from iris_haas.managers.dataplane import AgentDataPlane
+from iris_haas.linux import netlink as nl
+from iris_haas.linux import ovs
+from iris_haas.linux.runner import SubprocessRunner, cmd
 
 pytestmark = pytest.mark.lab
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from rich.console import Console
 
-from iris_haas.lab import demo
+from iris_haas.demo import lab as demo
 
 pytestmark = pytest.mark.lab
 

@@ -10,10 +10,10 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from iris_haas.drivers import ovs
-from iris_haas.drivers.runner import SubprocessRunner, cmd
 from iris_haas.lab import cli, probe
 from iris_haas.lab.overlay import L1Port
+from iris_haas.linux import ovs
+from iris_haas.linux.runner import SubprocessRunner, cmd
 
 pytestmark = pytest.mark.lab
 

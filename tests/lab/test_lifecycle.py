@@ -8,9 +8,8 @@ import secrets
 import pytest
 from typer.testing import CliRunner
 
-from iris_haas.drivers import netlink as nl
 from iris_haas.lab import cli, realizer
-
+from iris_haas.linux import netlink as nl
 
 pytestmark = pytest.mark.lab
 
@@ -89,7 +88,7 @@ def test_down_of_a_half_made_lab_by_name_only(tmp_path):
         # a stray process inside one of the lab's namespaces (as a test's iperf3 server would be)
         import subprocess
 
-        from iris_haas.drivers.runner import cmd
+        from iris_haas.linux.runner import cmd
 
         p = subprocess.Popen(cmd("sleep", "600", netns=lab.ns("amgmt")).full_argv())
         assert realizer.lab_namespaces(name)

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from iris_haas.drivers import netlink as nl, storage
-from iris_haas.drivers.ops import DesiredState, VolumeOp
-from iris_haas.drivers.runner import SubprocessRunner
+from iris_haas.contract.ops import DesiredState, VolumeOp
+from iris_haas.hostd import storage
 from iris_haas.lab import overlay, probe, realizer
 from iris_haas.lab.overlay import L1Port
+from iris_haas.linux import netlink as nl
+from iris_haas.linux.runner import SubprocessRunner
 
 pytestmark = [
     pytest.mark.lab,

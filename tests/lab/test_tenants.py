@@ -8,10 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from iris_haas.drivers import names, netlink as nl, ovs
-from iris_haas.drivers.runner import SubprocessRunner
+from iris_haas.contract import names
 from iris_haas.lab import probe
 from iris_haas.lab.overlay import L1Port
+from iris_haas.linux import netlink as nl
+from iris_haas.linux import ovs
+from iris_haas.linux.runner import SubprocessRunner
 
 pytestmark = pytest.mark.lab
 

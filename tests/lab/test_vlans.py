@@ -6,10 +6,11 @@ import random
 
 import pytest
 
-from iris_haas.drivers import netlink as nl, ovs
-from iris_haas.drivers.runner import SubprocessRunner
 from iris_haas.lab import guests, probe
 from iris_haas.lab.overlay import L1Port
+from iris_haas.linux import netlink as nl
+from iris_haas.linux import ovs
+from iris_haas.linux.runner import SubprocessRunner
 
 pytestmark = pytest.mark.lab
 
@@ -40,7 +41,7 @@ def test_full_size_frames_and_tcp_cross_the_tunnel(lab, tenants):
     # 1472 bytes of ICMP payload = a 1500-byte IP packet, don't fragment
     import subprocess
 
-    from iris_haas.drivers.runner import cmd
+    from iris_haas.linux.runner import cmd
 
     p = subprocess.run(cmd("ping", "-c2", "-W1", "-M", "do", "-s", "1472", "10.0.101.10",
                            netns=lab.ns("m1")).full_argv(), capture_output=True, text=True)

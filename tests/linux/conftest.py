@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from iris_haas.drivers import netlink as nl, ovs
-from iris_haas.drivers.runner import SubprocessRunner
+from iris_haas.linux import netlink as nl
+from iris_haas.linux import ovs
+from iris_haas.linux.runner import SubprocessRunner
 
 
 def pytest_collection_modifyitems(config, items):

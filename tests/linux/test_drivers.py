@@ -6,10 +6,11 @@ import subprocess
 
 import pytest
 
-from iris_haas.drivers import netlink as nl, ovs, tc
-from iris_haas.drivers.host import Host, HostConfig
-from iris_haas.drivers.ops import BridgeOp, DesiredState, PortOp, ShapeOp, TunnelOp
-from iris_haas.drivers.runner import cmd
+from iris_haas.contract.ops import BridgeOp, DesiredState, PortOp, ShapeOp, TunnelOp
+from iris_haas.hostd.reconciler import Host, HostConfig
+from iris_haas.linux import netlink as nl
+from iris_haas.linux import ovs, tc
+from iris_haas.linux.runner import cmd
 
 pytestmark = pytest.mark.linux
 
@@ -91,7 +92,7 @@ def test_ovs_keeps_an_htb_it_was_told_not_to_touch(sandbox):
     sandbox.runner.run(ovs.txn(inst.db, *ovs.add_bridge("br-phy", datapath_type="netdev"),
                                *ovs.add_port("br-phy", "up")))
     host = Host(HostConfig(db=inst.db, netns=ns, datapath_type="netdev", warmup=False))
-    from iris_haas.drivers.ops import TunnelLimitOp
+    from iris_haas.contract.ops import TunnelLimitOp
 
     d = DesiredState(ops=[TunnelLimitOp(uplink="up", remote_ip="198.18.0.11", rate_mbit=70)])
     host.apply(d)
@@ -139,7 +140,7 @@ def test_two_namespaces_gre_trunk_carries_tagged_vlans(sandbox):
 def test_gateway_config_script_applied_by_hand_equals_the_agent_mode(sandbox, wan_in_ovs):
     """The commands `iris gateway-config` prints, run by a person, leave the IaaS gateway exactly
     as the agent mode would: the reconciler finds nothing to do afterwards."""
-    from iris_haas.drivers.gateway import GatewaySpec, iaas_gateway_ops, iaas_gateway_script
+    from iris_haas.hostd.gateway import GatewaySpec, iaas_gateway_ops, iaas_gateway_script
 
     ns, peer = sandbox.netns("gw"), sandbox.netns("dc")
     inst = sandbox.ovs_in(ns)

@@ -9,14 +9,15 @@ import shutil
 import pytest
 from pydantic import ValidationError
 
-from iris_haas.drivers import host as hostmod, netlink as nl
-from iris_haas.drivers.host import Action, Facts, HostConfig, execute, plan_l1, with_l1_ports
-from iris_haas.drivers.l1 import L1Failed, MemoryL1, kvm, lxc
-from iris_haas.drivers.l1.base import garp_frame, spec_of
-from iris_haas.drivers.l1.netns import NetnsL1
-from iris_haas.drivers.ops import DesiredState, L1Op, PortOp
-from iris_haas.drivers.ovs import OvsState
-from iris_haas.drivers.runner import RecordingRunner
+from iris_haas.contract.ops import DesiredState, L1Op, PortOp
+from iris_haas.hostd import reconciler as hostmod
+from iris_haas.hostd.l1 import L1Failed, MemoryL1, kvm, lxc
+from iris_haas.hostd.l1.base import garp_frame, spec_of
+from iris_haas.hostd.l1.netns import NetnsL1
+from iris_haas.hostd.reconciler import Action, Facts, HostConfig, execute, plan_l1, with_l1_ports
+from iris_haas.linux import netlink as nl
+from iris_haas.linux.ovs import OvsState
+from iris_haas.linux.runner import RecordingRunner
 
 
 def op(name="n1", kind="lxc", **kw) -> L1Op:

@@ -12,13 +12,14 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from iris_haas.agent.server import Agent, create_app
-from iris_haas.drivers import names, ovs, tc
-from iris_haas.drivers.gateway import GatewaySpec, iaas_gateway_ops, iaas_gateway_script
-from iris_haas.drivers.host import Facts, HostConfig, plan
-from iris_haas.drivers.memory import MemoryHost
-from iris_haas.drivers.ops import BridgeOp, DesiredState, PortOp, ShapeOp, TunnelLimitOp, TunnelOp, inner_mtu
+from iris_haas.contract import names
+from iris_haas.contract.ops import BridgeOp, DesiredState, PortOp, ShapeOp, TunnelLimitOp, TunnelOp, inner_mtu
+from iris_haas.hostd.gateway import GatewaySpec, iaas_gateway_ops, iaas_gateway_script
+from iris_haas.hostd.memory import MemoryHost
+from iris_haas.hostd.reconciler import Facts, HostConfig, plan
 from iris_haas.lab.overlay import L1Port, desired
 from iris_haas.lab.topology import Topology, expand
+from iris_haas.linux import ovs, tc
 
 pytestmark = pytest.mark.unit
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from iris_haas.drivers import netlink as nl, storage
-from iris_haas.drivers.ops import VolumeOp
-from iris_haas.drivers.ovs import _alive
-from iris_haas.drivers.runner import SubprocessRunner
+from iris_haas.contract.ops import VolumeOp
+from iris_haas.hostd import storage
+from iris_haas.linux import netlink as nl
+from iris_haas.linux.ovs import _alive
+from iris_haas.linux.runner import SubprocessRunner
 
 pytestmark = [
     pytest.mark.linux,

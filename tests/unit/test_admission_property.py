@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iris_haas.coordinator.schemas import ModifyRequest, ReserveRequest, from_epoch
-from iris_haas.errors import IrisError, ReserveFailed
+from iris_haas.contract.errors import IrisError, ReserveFailed
+from iris_haas.control.schemas import ModifyRequest, ReserveRequest, from_epoch
 from iris_haas.store.db import Database
 from iris_haas.store.models import Allocation, Link, Node, Site, StoragePool, Tenant
 from tests.conftest import T0, Clock, make_coordinator

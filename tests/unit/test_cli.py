@@ -8,9 +8,9 @@ import re
 import pytest
 from typer.testing import CliRunner
 
+from iris_haas.api.service import LocalCoordinator
 from iris_haas.cli.main import app
-from iris_haas.demo import run
-from iris_haas.service import LocalCoordinator
+from iris_haas.demo.control import run
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import threading
 
 from sqlalchemy import func, select
 
-from iris_haas.coordinator.schemas import ReserveRequest
-from iris_haas.errors import ReserveFailed
+from iris_haas.contract.errors import ReserveFailed
+from iris_haas.control.schemas import ReserveRequest
 from iris_haas.store.models import Allocation, Node, Site, Tenant
 from tests.conftest import Clock, make_coordinator
 

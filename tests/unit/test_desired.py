@@ -3,6 +3,7 @@ twin records what each host is sent)."""
 
 from __future__ import annotations
 
+
 def compute(count=1, cpus=8, **kw):
     return {"kind": "compute", "count": count, "l1_kind": "lxc", "cpus": cpus, "memory_mb": 1024, "disk_gb": 10, **kw}
 

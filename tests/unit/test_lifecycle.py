@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from iris_haas.coordinator.schemas import from_epoch
-from iris_haas.coordinator.states import MACHINES
-from iris_haas.errors import ReserveFailed
+from iris_haas.contract.errors import ReserveFailed
+from iris_haas.control.schemas import from_epoch
+from iris_haas.control.states import MACHINES
 from tests.conftest import T0
 
 SEEN: set[tuple[str, str, str, str]] = set()

@@ -5,7 +5,7 @@ The standard inventory has one pool, ``pool0``, of 1000 GB."""
 
 from __future__ import annotations
 
-from iris_haas.coordinator.schemas import from_epoch
+from iris_haas.control.schemas import from_epoch
 from tests.conftest import T0
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from iris_haas.drivers import storage
-from iris_haas.drivers.host import HostConfig, plan as host_plan, Facts
-from iris_haas.drivers.ops import DesiredState, PortOp, VolumeOp
-from iris_haas.drivers.ovs import OvsState
-from iris_haas.drivers.storage import Action, VolumeFacts
+from iris_haas.contract.ops import DesiredState, PortOp, VolumeOp
+from iris_haas.hostd import storage
+from iris_haas.hostd.reconciler import Facts, HostConfig
+from iris_haas.hostd.reconciler import plan as host_plan
+from iris_haas.hostd.storage import Action, VolumeFacts
+from iris_haas.linux.ovs import OvsState
 
 
 def vol(**kw) -> VolumeOp:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, status
 
 from iris_haas.api import schemas
 from iris_haas.api.deps import AdminDep, CoordinatorDep, PrincipalDep, TenantDep
-from iris_haas.coordinator.schemas import L1Kind, ModifyRequest, ReserveRequest, from_epoch, to_epoch
+from iris_haas.control.schemas import L1Kind, ModifyRequest, ReserveRequest, from_epoch, to_epoch
 from iris_haas.managers.base import segment_of
 from iris_haas.store.models import Reservation, Tenant
 

@@ -4,7 +4,7 @@ from fastapi import APIRouter, status
 
 from iris_haas.api import schemas
 from iris_haas.api.deps import AdminDep, InventoryDep, PrincipalDep
-from iris_haas.errors import Forbidden, InvalidInput
+from iris_haas.contract.errors import Forbidden, InvalidInput
 
 tenants = APIRouter(prefix="/tenants", tags=["tenants"])
 sites = APIRouter(prefix="/sites", tags=["sites"])

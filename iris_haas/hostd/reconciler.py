@@ -1,4 +1,4 @@
-"""Reconcile one host's network to its desired op list (see :mod:`iris_haas.drivers.ops`).
+"""Reconcile one host's network to its desired op list (see :mod:`iris_haas.contract.ops`).
 
 Three steps, kept apart so the decision can be read in a test without root:
 
@@ -9,7 +9,7 @@ Three steps, kept apart so the decision can be read in a test without root:
    (OVS's userspace tunnels learn the peer's MAC from ARP they see on the underlay bridge).
 
 Only objects Iris made are changed or deleted: OVS rows with an ``iris-op`` external id, links
-and namespaces named by :mod:`iris_haas.drivers.names`. Lab infrastructure (``br-phy`` and its
+and namespaces named by :mod:`iris_haas.contract.names`. Lab infrastructure (``br-phy`` and its
 ports) carries ``iris-owner`` but no ``iris-op`` and is left alone.
 """
 
@@ -20,11 +20,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from iris_haas.drivers import names, netlink as nl, ovs, storage, tc
-from iris_haas.drivers.ops import (
-    BridgeOp, DesiredState, L1Op, PortOp, ShapeOp, TunnelLimitOp, TunnelOp, VolumeOp, inner_mtu,
+from iris_haas.contract import names
+from iris_haas.contract.ops import (
+    BridgeOp,
+    DesiredState,
+    L1Op,
+    PortOp,
+    ShapeOp,
+    TunnelLimitOp,
+    TunnelOp,
+    VolumeOp,
+    inner_mtu,
 )
-from iris_haas.drivers.runner import Cmd, Runner, SubprocessRunner, cmd
+from iris_haas.hostd import storage
+from iris_haas.linux import netlink as nl
+from iris_haas.linux import ovs, tc
+from iris_haas.linux.runner import Cmd, Runner, SubprocessRunner, cmd
 
 L1_NETNS = "iris-l1-netns"  # external id on a port row: the L1 namespace the port made
 
@@ -36,8 +47,8 @@ class HostConfig:
     datapath_type: str = "system"
     underlay_mtu: int = 1500
     warmup: bool = True
-    l1_dir: str = ""  # state of the L1 drivers (iris_haas.drivers.l1); empty: this host runs no L1s
-    storage_dir: str = ""  # registry of volumes (iris_haas.drivers.storage); empty: this host keeps none
+    l1_dir: str = ""  # state of the L1 drivers (iris_haas.hostd.l1); empty: this host runs no L1s
+    storage_dir: str = ""  # registry of volumes (iris_haas.hostd.storage); empty: this host keeps none
 
 
 @dataclass
@@ -126,7 +137,7 @@ def plan_l1(ops: list, facts: Facts) -> tuple[list[Action], list[Action], list[A
         o = want.get(name)
         if o is None or o.kind != info.get("kind"):
             down.append(Action("l1down", (info.get("kind"), name)))
-    from iris_haas.drivers.l1.base import spec_of
+    from iris_haas.hostd.l1.base import spec_of
 
     for name, o in sorted(want.items()):
         info = facts.nodes.get(name)
@@ -295,7 +306,7 @@ def l1_drivers(cfg: HostConfig, runner: Runner) -> dict:
         return {}
     key = (cfg.l1_dir, cfg.netns, id(runner))
     if key not in _L1_DRIVERS:
-        from iris_haas.drivers.l1 import make_drivers
+        from iris_haas.hostd.l1 import make_drivers
 
         _L1_DRIVERS[key] = make_drivers(cfg.l1_dir, runner, cfg.netns)
     return _L1_DRIVERS[key]
@@ -305,7 +316,7 @@ def _l1_batch(batch: list[Action], cfg: HostConfig, runner: Runner) -> list[tupl
     """Run one kind of L1 step for several L1s at once; returns every failure, none hidden."""
     drivers = l1_drivers(cfg, runner)
     if not drivers:
-        from iris_haas.drivers.l1 import L1Failed
+        from iris_haas.hostd.l1 import L1Failed
 
         raise L1Failed("this host runs no L1s (no l1_dir configured)")
 
@@ -381,7 +392,7 @@ def execute(actions: list[Action], cfg: HostConfig, runner: Runner) -> None:
             if o.name not in failed:
                 drivers[o.kind].announce(o)
     if l1_errors:
-        from iris_haas.drivers.l1 import L1Failed
+        from iris_haas.hostd.l1 import L1Failed
 
         raise L1Failed("; ".join(msg for _, msg in l1_errors))
 

@@ -31,7 +31,7 @@ Ops (``op`` is the discriminator):
     Per-tenant limit on the inter-DC tunnel at a gateway: traffic leaving ``uplink`` towards
     ``remote_ip`` (the tenant's IaaS gateway) is held to ``rate_mbit``.
 ``l1``
-    An L1 node (:mod:`iris_haas.drivers.l1`): ``kind`` ``netns`` | ``lxc`` | ``kvm``, with the
+    An L1 node (:mod:`iris_haas.hostd.l1`): ``kind`` ``netns`` | ``lxc`` | ``kvm``, with the
     flavor (``cpus``, ``memory_mb``), the management address (``address``, optional ``gateway``)
     and the tenant's ``ssh_key``. Its one NIC is wired as a ``port`` op would be (``bridge``,
     ``port`` = the L0-side name, ``vlan`` = the tenant's management VLAN, native when ``trunk``):
@@ -43,13 +43,13 @@ Ops (``op`` is the discriminator):
     this host), formatted and mounted on the host and, when ``netns`` is set, exported over NFS
     by a userspace server (nfs-ganesha) running inside that namespace, bound to ``address``
     (the namespace's only NIC is a ``port`` op on the tenant's bridge). Release wipes the data
-    unless ``keep``. See :mod:`iris_haas.drivers.storage`.
+    unless ``keep``. See :mod:`iris_haas.hostd.storage`.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -187,7 +187,7 @@ class VolumeOp(_Op):
         return self.size_mb or self.size_gb * 1024
 
 
-Op = Annotated[Union[BridgeOp, TunnelOp, PortOp, ShapeOp, TunnelLimitOp, L1Op, VolumeOp], Field(discriminator="op")]
+Op = Annotated[BridgeOp | TunnelOp | PortOp | ShapeOp | TunnelLimitOp | L1Op | VolumeOp, Field(discriminator="op")]
 
 
 class DesiredState(BaseModel):

@@ -15,10 +15,11 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
-from iris_haas.errors import IrisError
+from iris_haas.contract.errors import IrisError
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000

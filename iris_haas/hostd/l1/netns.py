@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import shutil
 
-from iris_haas.drivers import netlink as nl
-from iris_haas.drivers.l1.base import L1Driver, L1Failed, stop_processes_in_netns
-from iris_haas.drivers.ops import L1Op
+from iris_haas.contract.ops import L1Op
+from iris_haas.hostd.l1.base import L1Driver, L1Failed, stop_processes_in_netns
+from iris_haas.linux import netlink as nl
 
 
 class NetnsL1(L1Driver):

@@ -10,14 +10,15 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
-from pyroute2 import IPRoute, netns as _netns
+from pyroute2 import IPRoute
+from pyroute2 import netns as _netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from iris_haas.drivers.runner import NETNS_DIR, cmd
-from iris_haas.errors import IrisError
+from iris_haas.contract.errors import IrisError
+from iris_haas.linux.runner import NETNS_DIR, cmd
 
 
 class NetlinkFailed(IrisError):

@@ -12,13 +12,14 @@ import json
 import shutil
 import tempfile
 import time
+from datetime import UTC
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from iris_haas.cli.client import ApiError
-from iris_haas.service import LocalCoordinator
+from iris_haas.api.client import ApiError
+from iris_haas.api.service import LocalCoordinator
 
 
 def run(console: Console, *, out: Path = Path("."), keep: bool = False) -> int:
@@ -157,9 +158,9 @@ def _limit(ops: list[dict], tenant: str) -> float | None:
 
 
 def _iso(t: float) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp(t, tz=UTC).isoformat()
 
 
 def _wait(get, ok, timeout: float):

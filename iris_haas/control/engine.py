@@ -10,26 +10,34 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from iris_haas.coordinator import calendar
-from iris_haas.coordinator.schemas import ModifyRequest, ReserveRequest, to_epoch
-from iris_haas.coordinator.states import MACHINES
-from iris_haas.errors import DataPlaneError, IllegalTransition, InvalidInput, IrisError, NotFound, ReserveFailed, VersionConflict
-from iris_haas.drivers.ops import DesiredState
+from iris_haas.contract.errors import (
+    DataPlaneError,
+    IllegalTransition,
+    InvalidInput,
+    IrisError,
+    NotFound,
+    ReserveFailed,
+    VersionConflict,
+)
+from iris_haas.contract.ops import DesiredState
+from iris_haas.control.schemas import ModifyRequest, ReserveRequest, to_epoch
+from iris_haas.control.states import MACHINES
+from iris_haas.control.sync import DataPlane, InMemoryDataPlane
+from iris_haas.managers import nrm
 from iris_haas.managers.base import ActiveView, Context, ResourceManager
 from iris_haas.managers.crm import ComputeManager
-from iris_haas.managers.dataplane import DataPlane, InMemoryDataPlane
-from iris_haas.managers import nrm
 from iris_haas.managers.nrm import NetworkManager
 from iris_haas.managers.srm import StorageManager
+from iris_haas.store import calendar
 from iris_haas.store.db import Database
 from iris_haas.store.models import Criteria, Event, Node, Reservation, Site, StoragePool, Tenant
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from datetime import datetime, timezone
-from typing import Annotated, Literal, Union
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from iris_haas.drivers.ops import Cidr
+from iris_haas.contract.ops import Cidr
 
 L1Kind = Literal["lxc", "kvm", "netns"]
 
@@ -51,17 +51,17 @@ class StorageItem(_Item):
                                         "subnet, on its management/storage VLAN; none: not exported")
 
 
-Item = Annotated[Union[ComputeItem, NetworkItem, StorageItem], Field(discriminator="kind")]
+Item = Annotated[ComputeItem | NetworkItem | StorageItem, Field(discriminator="kind")]
 
 
 def to_epoch(dt: datetime) -> float:
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 
 def from_epoch(t: float) -> datetime:
-    return datetime.fromtimestamp(t, tz=timezone.utc)
+    return datetime.fromtimestamp(t, tz=UTC)
 
 
 def router_interface(subnet: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:

@@ -36,11 +36,11 @@ from pathlib import Path
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from iris_haas.drivers import netlink as nl
-from iris_haas.drivers.l1.base import L1Driver, L1Failed
-from iris_haas.drivers.ops import L1Op
-from iris_haas.drivers.ovs import _alive, kill_pid
-from iris_haas.drivers.runner import Cmd, cmd
+from iris_haas.contract.ops import L1Op
+from iris_haas.hostd.l1.base import L1Driver, L1Failed
+from iris_haas.linux import netlink as nl
+from iris_haas.linux.ovs import _alive, kill_pid
+from iris_haas.linux.runner import Cmd, cmd
 
 QEMU = "qemu-system-x86_64"
 _initrd_lock = threading.Lock()
@@ -226,10 +226,10 @@ class KvmL1(L1Driver):
         """The shared initramfs (busybox, modules, /init), built once per kernel."""
         kernel, mods = find_kernel()
         ver = Path(mods).name
-        from iris_haas.drivers.l1.base import DHCP_SCRIPT
-
         # named after what goes in, so a changed /init is never served from an old cache
         import hashlib
+
+        from iris_haas.hostd.l1.base import DHCP_SCRIPT
 
         h = hashlib.sha1((INIT + DHCP_SCRIPT + " ".join(WANTED_MODULES)).encode()).hexdigest()[:8]
         out = self.dir / f"base-{ver}-{h}.cpio.gz"
@@ -239,7 +239,7 @@ class KvmL1(L1Driver):
         return out
 
     def _build_base(self, mods: str, out: Path) -> None:
-        from iris_haas.drivers.l1.base import DHCP_SCRIPT
+        from iris_haas.hostd.l1.base import DHCP_SCRIPT
 
         files: dict[str, bytes | None] = {"bin/busybox": Path(BUSYBOX).read_bytes(), "init": INIT.encode(),
                                           "etc/iris/udhcpc.sh": DHCP_SCRIPT.encode(),
@@ -333,7 +333,7 @@ def console_run(path: str, command: str, timeout: float = 20.0) -> tuple[int, st
         while time.monotonic() < deadline:
             try:
                 chunk = s.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if not chunk:
                 break

@@ -1,7 +1,7 @@
 """The L1 driver interface, its registry, and the in-memory twin.
 
 An L1 is what HaaS lends: a node that the tenant's IaaS adds as a host. The reconciler
-(:mod:`iris_haas.drivers.host`) wires its one NIC (the port op an :class:`~iris_haas.drivers.ops.L1Op`
+(:mod:`iris_haas.hostd.reconciler`) wires its one NIC (the port op an :class:`~iris_haas.contract.ops.L1Op`
 derives) and calls the L1's driver around that wiring:
 
 1. :meth:`L1Driver.prepare` before the NIC is wired (a kvm L1 creates its tap here, so OVS can
@@ -27,9 +27,9 @@ import json
 import os
 from pathlib import Path
 
-from iris_haas.drivers.ops import L1Op
-from iris_haas.drivers.runner import Runner, SubprocessRunner
-from iris_haas.errors import IrisError
+from iris_haas.contract.errors import IrisError
+from iris_haas.contract.ops import L1Op
+from iris_haas.linux.runner import Runner, SubprocessRunner
 
 
 class L1Failed(IrisError):
@@ -69,7 +69,7 @@ def processes_in_netns(ns: str) -> list[int]:
 
 def stop_processes_in_netns(ns: str) -> None:
     """Destroying an L1 stops whatever runs on it (the IaaS's own software included), by PID."""
-    from iris_haas.drivers.ovs import kill_pid
+    from iris_haas.linux.ovs import kill_pid
 
     for pid in processes_in_netns(ns):
         kill_pid(pid)
@@ -91,7 +91,7 @@ def announce(ns: str, ifname: str, cidr: str) -> None:
     import socket
 
     from iris_haas.agent.client import socket_in_netns
-    from iris_haas.drivers import netlink as nl
+    from iris_haas.linux import netlink as nl
 
     mac = (nl.links(ns).get(ifname) or {}).get("address")
     if not mac:
@@ -179,8 +179,8 @@ class L1Driver(abc.ABC):
         kept running to renew; it is stopped with everything else in the L1 at destroy)."""
         if op.address or not op.netns:
             return
-        from iris_haas.drivers import names
-        from iris_haas.drivers.runner import cmd
+        from iris_haas.contract import names
+        from iris_haas.linux.runner import cmd
 
         script = self.dir / "udhcpc.sh"
         if not script.exists():
@@ -194,7 +194,8 @@ class L1Driver(abc.ABC):
     def set_mac(self, op: L1Op) -> None:
         """The reservation's MAC (if any) on the L1's NIC (netns and lxc kinds: a veth end)."""
         if op.mac and op.netns:
-            from iris_haas.drivers import names, netlink as nl
+            from iris_haas.contract import names
+            from iris_haas.linux import netlink as nl
 
             ifname = op.l1_ifname or names.l1_port(op.port)[1]
             if (nl.links(op.netns).get(ifname) or {}).get("address") != op.mac:
@@ -205,7 +206,7 @@ class L1Driver(abc.ABC):
         overlay's tunnels are up, so a neighbour that knew the address under another MAC (an
         earlier L1) does not wait for its ARP entry to time out. A VM's guest does it itself."""
         if op.netns and op.address:
-            from iris_haas.drivers import names
+            from iris_haas.contract import names
 
             announce(op.netns, op.l1_ifname or names.l1_port(op.port)[1], op.address)
 
@@ -245,9 +246,9 @@ class MemoryL1(L1Driver):
 def make_drivers(state_dir: str | Path, runner: Runner | None = None, host_netns: str | None = None,
                  kinds: tuple[str, ...] = ("netns", "lxc", "kvm")) -> dict[str, L1Driver]:
     """The real drivers of the given kinds, sharing one state directory."""
-    from iris_haas.drivers.l1.kvm import KvmL1
-    from iris_haas.drivers.l1.lxc import LxcL1
-    from iris_haas.drivers.l1.netns import NetnsL1
+    from iris_haas.hostd.l1.kvm import KvmL1
+    from iris_haas.hostd.l1.lxc import LxcL1
+    from iris_haas.hostd.l1.netns import NetnsL1
 
     classes = {"netns": NetnsL1, "lxc": LxcL1, "kvm": KvmL1}
     return {k: classes[k](state_dir, runner, host_netns) for k in kinds}

@@ -11,10 +11,19 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from iris_haas.errors import AlreadyExists, InUse, InvalidInput, NotFound
+from iris_haas.contract.errors import AlreadyExists, InUse, InvalidInput, NotFound
 from iris_haas.store.db import Database
 from iris_haas.store.models import (
-    Allocation, Base, Gateway, Link, Node, Reservation, Site, StoragePool, Tenant, bump_inventory,
+    Allocation,
+    Base,
+    Gateway,
+    Link,
+    Node,
+    Reservation,
+    Site,
+    StoragePool,
+    Tenant,
+    bump_inventory,
 )
 
 KINDS: dict[str, type[Base]] = {

@@ -12,10 +12,10 @@ from pathlib import Path
 import uvicorn
 
 from iris_haas.api.app import create_app
-from iris_haas.cli.client import Client
-from iris_haas.config import Settings
-from iris_haas.coordinator.engine import Coordinator
-from iris_haas.managers.dataplane import AgentDataPlane, DataPlane
+from iris_haas.api.client import Client
+from iris_haas.control.engine import Coordinator
+from iris_haas.control.settings import Settings
+from iris_haas.control.sync import AgentDataPlane, DataPlane
 from iris_haas.store.db import Database
 
 

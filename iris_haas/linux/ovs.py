@@ -1,7 +1,7 @@
 """Open vSwitch driver: OVSDB through ``ovs-vsctl --format=json``, one transaction per change.
 
 Pure functions build ``ovs-vsctl`` sub-commands (lists of words); :func:`txn` chains them with
-``--`` into one :class:`~iris_haas.drivers.runner.Cmd`, so every change is one OVSDB transaction
+``--`` into one :class:`~iris_haas.linux.runner.Cmd`, so every change is one OVSDB transaction
 (Neutron's ``ovs_lib`` habit). Every create uses ``--may-exist`` and then *sets* every column Iris
 cares about, so running it again converges an existing row; every delete uses ``--if-exists``.
 
@@ -17,12 +17,13 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from iris_haas.drivers import names
-from iris_haas.drivers.runner import Cmd, CommandFailed, Runner, cmd
+from iris_haas.contract import names
+from iris_haas.linux.runner import Cmd, CommandFailed, Runner, cmd
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 Sub = list[str]  # one ovs-vsctl sub-command

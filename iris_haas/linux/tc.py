@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from iris_haas.drivers.netlink import NetlinkFailed, ipr, link_index
+from iris_haas.linux.netlink import NetlinkFailed, ipr, link_index
 
 ROOT = 0x10000  # "1:"
 PORT_CLASS = 0x10010  # "1:10"

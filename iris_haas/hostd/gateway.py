@@ -6,16 +6,17 @@ GRE: the IaaS may pick guest VLAN IDs at run time without telling anyone (paper 
 
 :func:`iaas_gateway_ops` is the IaaS side as an op list (what ``iris agent --desired`` applies);
 :func:`iaas_gateway_script` renders the same configuration as shell commands, built with the same
-command builders the driver runs (:mod:`iris_haas.drivers.ovs`), for an operator to read and paste.
+command builders the driver runs (:mod:`iris_haas.linux.ovs`), for an operator to read and paste.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from iris_haas.drivers import names, ovs, tc
-from iris_haas.drivers.host import port_columns
-from iris_haas.drivers.ops import BridgeOp, DesiredState, PortOp, TunnelLimitOp, TunnelOp, gre_overhead
+from iris_haas.contract import names
+from iris_haas.contract.ops import BridgeOp, DesiredState, PortOp, TunnelLimitOp, TunnelOp, gre_overhead
+from iris_haas.hostd.reconciler import port_columns
+from iris_haas.linux import ovs, tc
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from iris_haas.errors import IllegalTransition
+from iris_haas.contract.errors import IllegalTransition
 
 
 @dataclass(frozen=True)

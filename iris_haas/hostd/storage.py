@@ -41,10 +41,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iris_haas.drivers import names
-from iris_haas.drivers.ops import VolumeOp
-from iris_haas.drivers.runner import Cmd, Runner, cmd
-from iris_haas.errors import IrisError
+from iris_haas.contract import names
+from iris_haas.contract.errors import IrisError
+from iris_haas.contract.ops import VolumeOp
+from iris_haas.linux.runner import Cmd, Runner, cmd
 
 NFS_PORT = 2049
 MNT_PORT = 20048  # fixed (not from rpcbind's dynamic range) so a firewall rule could name it
@@ -140,7 +140,7 @@ def export_ops(*, volume: str, tenant: str, owner: str, pool: str, size_gb: int 
     """The ops a storage host needs for one exported volume: the export namespace's NIC (an
     access port on the tenant's storage VLAN, on the tenant's bridge, which the NRM puts on this
     host with its mesh tunnels as for any L0 holding the tenant's ports) and the volume itself."""
-    from iris_haas.drivers.ops import PortOp
+    from iris_haas.contract.ops import PortOp
 
     ns = export_netns(volume)
     l0if, nsif = export_ifnames(volume)
@@ -323,7 +323,7 @@ def _read_pid(p: Path) -> int | None:
 def _our_pid(pidfile: Path, needle: str, also: str = "") -> int | None:
     """The PID in ``pidfile`` if that process is alive and its command line is what we started
     (a recycled PID is never signalled)."""
-    from iris_haas.drivers.ovs import _alive
+    from iris_haas.linux.ovs import _alive
 
     pid = _read_pid(pidfile)
     if pid is None or not _alive(pid):
@@ -381,7 +381,7 @@ def observe(vols: list[VolumeOp], storage_dir: str) -> dict[str, VolumeFacts]:
 
 @dataclass(frozen=True)
 class Action:
-    """A storage step; same shape as :class:`iris_haas.drivers.host.Action`."""
+    """A storage step; same shape as :class:`iris_haas.hostd.reconciler.Action`."""
 
     kind: str  # vol-release | vol-stop | vol-register | vol-create | vol-mount | vol-serve
     args: tuple = ()
@@ -455,7 +455,7 @@ def _forget(storage_dir: str, name: str) -> None:
 
 def stop(p: Paths) -> None:
     """Stop the export's ganesha and rpcbind by their PIDs; tolerant of either being gone."""
-    from iris_haas.drivers.ovs import kill_pid
+    from iris_haas.linux.ovs import kill_pid
 
     for pid in (_our_pid(p.pid, "ganesha.nfsd", str(p.conf)), _our_pid(p.rpcbind_pid, "rpcbind")):
         if pid:
@@ -497,7 +497,7 @@ def _wait_serving(v: VolumeOp, pid: int, timeout: float = 15.0) -> None:
     import socket
 
     from iris_haas.agent.client import socket_in_netns
-    from iris_haas.drivers.ovs import _alive
+    from iris_haas.linux.ovs import _alive
 
     ip = server_ip(v)
     deadline = time.monotonic() + timeout
@@ -521,7 +521,7 @@ def _wait_serving(v: VolumeOp, pid: int, timeout: float = 15.0) -> None:
 
 
 def _dev_with(ns: str, ip: str) -> str | None:
-    from iris_haas.drivers import netlink as nl
+    from iris_haas.linux import netlink as nl
 
     for dev in nl.links(ns):
         if any(a.split("/")[0] == ip for a in nl.addresses(ns, dev)):

@@ -1,4 +1,4 @@
-"""In-memory twin of :class:`iris_haas.drivers.host.Host`, for tests without root.
+"""In-memory twin of :class:`iris_haas.hostd.reconciler.Host`, for tests without root.
 
 It holds the ops it was asked to apply as "what is on the host", answers the same questions
 (``apply``, ``plan``, ``status``) and can be broken by hand (:meth:`MemoryHost.lose`) like a real
@@ -7,8 +7,8 @@ host, so API and agent tests exercise reconciliation without OVS or netlink.
 
 from __future__ import annotations
 
-from iris_haas.drivers.host import Action
-from iris_haas.drivers.ops import DesiredState
+from iris_haas.contract.ops import DesiredState
+from iris_haas.hostd.reconciler import Action
 
 
 class MemoryHost:

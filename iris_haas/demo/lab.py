@@ -24,12 +24,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from iris_haas.cli.client import ApiError
-from iris_haas.service import LocalCoordinator
-from iris_haas.drivers import netlink as nl
+from iris_haas.api.client import ApiError
+from iris_haas.api.service import LocalCoordinator
+from iris_haas.control.sync import AgentDataPlane
 from iris_haas.lab import iaas, probe, realizer
 from iris_haas.lab.register import register
-from iris_haas.managers.dataplane import AgentDataPlane
+from iris_haas.linux import netlink as nl
 
 # The paper's tables 4 (RTT, ms) and 5 (goodput, Mbit/s), 1 GbE, Open vSwitch 1.4 kernel datapath.
 PAPER = {

@@ -22,11 +22,11 @@ import threading
 import time
 from pathlib import Path
 
-from iris_haas.drivers import netlink as nl
-from iris_haas.drivers.l1.base import L1Driver, L1Failed, stop_processes_in_netns
-from iris_haas.drivers.ops import L1Op
-from iris_haas.drivers.ovs import _alive, kill_pid
-from iris_haas.drivers.runner import Cmd, CommandFailed, cmd
+from iris_haas.contract.ops import L1Op
+from iris_haas.hostd.l1.base import L1Driver, L1Failed, stop_processes_in_netns
+from iris_haas.linux import netlink as nl
+from iris_haas.linux.ovs import _alive, kill_pid
+from iris_haas.linux.runner import Cmd, CommandFailed, cmd
 
 CFS_PERIOD_US = 100_000
 TEMPLATE = "_iris_template"  # not a valid L1 name, so never an L1

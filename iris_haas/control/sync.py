@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
-from iris_haas.drivers.ops import DesiredState
-from iris_haas.errors import DataPlaneError
+from iris_haas.contract.errors import DataPlaneError
+from iris_haas.contract.ops import DesiredState
 
 
 class DataPlane(Protocol):
