@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from iris_haas.contract.ops import IpAddr
+from iris_haas.contract.types import IpAddr
 from iris_haas.control.schemas import L1Kind
 
 Name = str

@@ -48,26 +48,11 @@ Ops (``op`` is the discriminator):
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-IfName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.~-]+$")]
-Vlan = Annotated[int, Field(ge=1, le=4094)]
-
-
-def _parses(parse):
-    def check(v: str) -> str:
-        parse(v)  # raises ValueError, which pydantic reports against the field
-        return v
-
-    return AfterValidator(check)
-
-
-IpAddr = Annotated[str, _parses(ipaddress.ip_address)]
-Cidr = Annotated[str, _parses(ipaddress.ip_interface)]  # an address with its prefix, 10.0.101.5/24
-Network = Annotated[str, _parses(lambda v: ipaddress.ip_network(v, strict=False))]
+from iris_haas.contract.types import Cidr, IfName, IpAddr, L1Kind, Network, Vlan
 
 
 class _Op(BaseModel):
@@ -133,7 +118,7 @@ class TunnelLimitOp(_Op):
 
 class L1Op(_Op):
     op: Literal["l1"] = "l1"
-    kind: Literal["netns", "lxc", "kvm"]
+    kind: L1Kind
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,30}$", description="the L1's name, unique on its L0")
     bridge: IfName
     port: IfName
@@ -154,7 +139,7 @@ class L1Op(_Op):
     def port_op(self) -> PortOp:
         """The L1's one NIC as a port op. For a kvm L1 the L0 end is a tap (no namespace) and the
         address is configured inside the guest, not by the reconciler."""
-        vm = self.kind == "kvm"
+        vm = self.kind == L1Kind.KVM
         return PortOp(bridge=self.bridge, name=self.port, l1_netns=None if vm else self.netns,
                       l1_ifname=None if vm else self.l1_ifname, vlan=self.vlan, trunk=self.trunk, mtu=self.mtu,
                       address=None if vm else self.address, owner=self.owner, tenant=self.tenant)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from iris_haas.contract.ops import Cidr
+from iris_haas.contract.types import Cidr
 
 L1Kind = Literal["lxc", "kvm", "netns"]
 

@@ -1,0 +1,78 @@
+"""Value types shared by the coordinator and the hosts: field types of ops and API schemas, and the
+enumerations (NSI states, L1 kinds, service models, node states) as ``StrEnum`` s.
+
+A ``StrEnum`` member *is* its string (``ReservationState.HELD == "ReserveHeld"``), so the values
+stored in the database and sent in JSON are NSI's names, unchanged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+
+IfName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.~-]+$")]
+Vlan = Annotated[int, Field(ge=1, le=4094)]
+
+
+def _parses(parse: Callable[[str], Any]) -> AfterValidator:
+    def check(v: str) -> str:
+        parse(v)  # raises ValueError, which pydantic reports against the field
+        return v
+
+    return AfterValidator(check)
+
+
+IpAddr = Annotated[str, _parses(ipaddress.ip_address)]
+Cidr = Annotated[str, _parses(ipaddress.ip_interface)]  # an address with its prefix, 10.0.101.5/24
+Network = Annotated[str, _parses(lambda v: ipaddress.ip_network(v, strict=False))]
+
+
+class ReservationState(StrEnum):
+    START = "ReserveStart"
+    CHECKING = "ReserveChecking"
+    HELD = "ReserveHeld"
+    COMMITTING = "ReserveCommitting"
+    FAILED = "ReserveFailed"
+    TIMEOUT = "ReserveTimeout"
+    ABORTING = "ReserveAborting"
+
+
+class ProvisionState(StrEnum):
+    RELEASED = "Released"
+    PROVISIONING = "Provisioning"
+    PROVISIONED = "Provisioned"
+    RELEASING = "Releasing"
+
+
+class LifecycleState(StrEnum):
+    CREATED = "Created"
+    FAILED = "Failed"
+    PASSED_END_TIME = "PassedEndTime"
+    TERMINATING = "Terminating"
+    TERMINATED = "Terminated"
+
+
+class L1Kind(StrEnum):
+    """What an L1 is on its L0: a network namespace (tests), an LXC container, a KVM guest."""
+
+    NETNS = "netns"
+    LXC = "lxc"
+    KVM = "kvm"
+
+
+class ServiceModel(StrEnum):
+    """How the tenant's IaaS sees the lent nodes: (a) in its own L2, (b) a pod, (c) routed."""
+
+    NODE = "a"
+    POD = "b"
+    ROUTED = "c"
+
+
+class NodeState(StrEnum):
+    AVAILABLE = "available"
+    MAINTENANCE = "maintenance"
+    DOWN = "down"
