@@ -21,8 +21,8 @@ import json
 import secrets
 import sys
 
-from iris_haas.lab import overlay, probe, realizer
-from iris_haas.lab.overlay import L1Port
+from iris_haas.lab import probe, realizer, tenants
+from iris_haas.lab.tenants import L1
 from iris_haas.linux import netlink as nl
 from iris_haas.linux import ovs
 from iris_haas.linux.runner import SubprocessRunner
@@ -54,9 +54,8 @@ def main() -> int:
         r.run(ovs.txn(lab.ovs("ator").db, *ovs.add_port("tor", "mgmt2", tag=101, vlan_mode="access")))
         nl.ensure_addr(h2, "eth0", "10.0.101.11/24")
         r.run(nl.tx_offload_off_cmd(h2, "eth0"))
-        ports = [L1Port("a", "l0-1", "v1", vlan=101, address="10.0.101.21/24"),
-                 L1Port("a", "l0-2", "v2", vlan=101, address="10.0.101.22/24")]
-        overlay.push(lab, overlay.desired(lab.topo, ports))
+        tenants.realize(lab, [L1("a", "l0-1", "v1", vlan=101, address="10.0.101.21/24"),
+                              L1("a", "l0-2", "v2", vlan=101, address="10.0.101.22/24")])
         out = {
             "direct": measure(lab, "amgmt2", "amgmt", "10.0.101.10", args.seconds),
             "tunnel": measure(lab, "v1", "amgmt", "10.0.101.10", args.seconds),

@@ -17,8 +17,8 @@ import secrets
 import sys
 import time
 
-from iris_haas.lab import overlay, realizer
-from iris_haas.lab.overlay import L1Port
+from iris_haas.lab import realizer, tenants
+from iris_haas.lab.tenants import L1
 
 
 def main() -> int:
@@ -33,16 +33,16 @@ def main() -> int:
         t0 = time.monotonic()
         realizer.up(lab, ephemeral=True)
         out["lab_up_s"] = round(time.monotonic() - t0, 3)
-        ports: list[L1Port] = []
-        current = overlay.desired(lab.topo, ports)
+        ports: list[L1] = []
+        current = tenants.desired(lab.topo, ports)
         times = []
         for k in range(args.ports):
             node = f"l0-{k % args.l0s + 1}"
-            ports.append(L1Port("a", node, f"s{k}", vlan=101, address=f"10.0.101.{100 + k}/24"))
+            ports.append(L1("a", node, f"s{k}", vlan=101, address=f"10.0.101.{100 + k}/24"))
             t = time.monotonic()
-            new = overlay.desired(lab.topo, ports)
+            new = tenants.desired(lab.topo, ports)
             changed = {n for n in new if new[n] != current.get(n)}
-            res = overlay.push(lab, new, only=changed)
+            res = tenants.push(lab, new, only=changed)
             if not all(r["in_sync"] for r in res.values()):
                 raise RuntimeError(f"port {k}: not in sync: {res}")
             times.append(round(time.monotonic() - t, 4))

@@ -35,11 +35,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from iris_haas.api.service import LocalCoordinator
-from iris_haas.contract.ops import BridgeOp, DesiredState, PortOp, TunnelOp
+from iris_haas.contract.ops import BridgeOp, DesiredState, L1Op, TunnelOp
 from iris_haas.control.sync import AgentDataPlane
-from iris_haas.lab import compute, overlay, realizer
-from iris_haas.lab.compute import L1Node
+from iris_haas.lab import realizer, tenants
 from iris_haas.lab.register import register
+from iris_haas.lab.tenants import L1
 from iris_haas.linux import netlink as nl
 from iris_haas.linux.runner import cmd
 
@@ -49,9 +49,9 @@ def pct(xs: list[float], p: float) -> float:
     return round(s[max(0, math.ceil(p * len(s)) - 1)], 3)
 
 
-def nodes_for(lab, kind: str, count: int) -> list[L1Node]:
+def nodes_for(lab, kind: str, count: int) -> list[L1]:
     l0s = lab.topo.l0_nodes()
-    return [L1Node("a", l0s[i % len(l0s)], f"{kind[0]}{i}", kind, f"10.0.101.{100 + i}/24",
+    return [L1("a", l0s[i % len(l0s)], f"{kind[0]}{i}", kind, f"10.0.101.{100 + i}/24",
                    memory_mb=128 if kind == "kvm" else 64) for i in range(count)]
 
 
@@ -74,7 +74,7 @@ def wait_answers(lab, ips: list[str], timeout: float) -> None:
 
 
 def reset(lab) -> None:
-    compute.push(lab, [])
+    tenants.realize(lab, [])
     nl.flush_neighbours(lab.ns("amgmt"), "eth0")
 
 
@@ -100,9 +100,8 @@ def one_run(lab, tenant, kind: str, count: int, timeout: float) -> float:
 
 def manual_cmds(lab, count: int) -> list:
     """The shell commands, one per object, for ``count`` netns L1s (from the same decision)."""
-    ports = [overlay.L1Port("a", n.node, n.name, vlan=101, trunk=True, address=n.address)
-             for n in nodes_for(lab, "netns", count)]
-    states = overlay.desired(lab.topo, ports)
+    ports = nodes_for(lab, "netns", count)
+    states = tenants.desired(lab.topo, ports)
     out = []
     for host, st in states.items():
         db = f"--db={lab.ovs(host).db}"
@@ -117,7 +116,8 @@ def manual_cmds(lab, count: int) -> list:
                                "type=gre", f"options:remote_ip={o.remote_ip}", f"options:key={o.key}",
                                "--", "set", "port", o.name, f"protected={'true' if o.mesh else 'false'}"))
                 tunnels.append(o.remote_ip)
-            elif isinstance(o, PortOp):
+            elif isinstance(o, L1Op):  # a netns L1 is its NIC and nothing else
+                o = o.port_op()
                 l1ns, l1if = o.l1_netns, o.l1_ifname
                 out += [cmd("ip", "netns", "add", l1ns),
                         cmd("ip", "-n", hns, "link", "add", o.name, "type", "veth", "peer", "name", l1if,
@@ -153,10 +153,10 @@ def manual_run(lab, count: int, timeout: float) -> float:
                 subprocess.run(cmd("ovs-vsctl", f"--db={lab.ovs(host).db}", "--if-exists", "del-br", b).full_argv(),
                                capture_output=True)
             for o in st.ops:
-                if isinstance(o, PortOp):
-                    nl.delete_link(lab.ns(host), o.name)
+                if isinstance(o, L1Op):
+                    nl.delete_link(lab.ns(host), o.port)
         for p in ports:
-            nl.delete_netns(p.netns(lab.topo))
+            nl.delete_netns(lab.ns(p.name))
         nl.flush_neighbours(lab.ns("amgmt"), "eth0")
 
 
@@ -195,7 +195,7 @@ def main() -> int:
                     out["kinds"][kind][str(count)] = {"error": str(e)[:300]}
                     reset(lab)
         # the manual way starts from hosts that hold nothing of Iris's (no tenant bridge either)
-        overlay.push(lab, {n: DesiredState() for n in lab.agent_nodes()})
+        tenants.push(lab, {n: DesiredState() for n in lab.agent_nodes()})
         for count in counts:
             try:
                 xs = [manual_run(lab, count, args.timeout) for _ in range(args.repeats)]

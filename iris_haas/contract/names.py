@@ -11,7 +11,14 @@ tenant bridge       ``irisb-<tenant>``                     ``irisb-acme``
 tenant tunnel       ``irist-<tenant>-<peer>``              ``irist-acme-3``
 L1 port (L0 side)   ``irisp-<port>``                       ``irisp-web1``
 L1 port (L1 side)   ``iris1-<port>``                       ``iris1-web1``
+L1 (and its netns)  ``iris<res6><item><n>``                ``iris3fa9c1000``
+volume              ``iris-<res8>-<item>``                 ``iris-3fa9c1d2-0``
+export namespace    ``irisv<res8><item>``                  ``irisv3fa9c1d20``
+router namespace    ``irisr<res8>``                        ``irisr3fa9c1d2``
 ==================  =====================================  ==========================
+
+A tenant tunnel's ``<peer>`` says where it goes: ``x<site>`` (the trunk to an IaaS gateway),
+``g<gateway>`` (a HaaS gateway), ``n<node>`` (another L0 of the mesh), by database id.
 
 When the readable form is too long, the tail is replaced by a short hash of the whole
 key, so names stay unique and deterministic (the same key always gives the same name).
@@ -64,6 +71,47 @@ def tenant_tunnel(tenant: str, peer: str) -> str:
 def l1_port(port: str) -> tuple[str, str]:
     """(L0-side name, L1-side name) of the veth pair that is an L1's NIC."""
     return ifname("p", port), ifname("1", port)
+
+
+def pod_segment(tenant: str, reservation_id: str) -> str:
+    """A model (b) or (c) reservation's own segment: it names the segment's bridge and tunnels."""
+    return f"{tenant}-{reservation_id[:6]}"
+
+
+def trunk_peer(site_id: int) -> str:
+    return f"x{site_id}"
+
+
+def gateway_peer(gateway_id: int) -> str:
+    return f"g{gateway_id}"
+
+
+def l0_peer(node_id: int) -> str:
+    return f"n{node_id}"
+
+
+def l1_name(reservation_id: str, item: int, n: int) -> str:
+    """The n-th L1 of a reservation's compute item: at most 15 characters and prefixed, so it also
+    names the L1's namespace and container."""
+    return f"{PREFIX}{reservation_id[:6]}{item:x}{n:03x}"[:IFNAMSIZ]
+
+
+def volume(reservation_id: str, item: int) -> str:
+    return f"{PREFIX}-{reservation_id[:8]}-{item}"
+
+
+def volume_netns(reservation_id: str, item: int) -> str:
+    """The namespace of a volume's export server."""
+    return f"{PREFIX}v{reservation_id[:8]}{item:x}"
+
+
+def router_netns(reservation_id: str) -> str:
+    return f"{PREFIX}r{reservation_id[:8]}"
+
+
+def router_leg(netns: str, side: str) -> str:
+    """A model (c) router's leg on the routed ``segment`` or on the tenant's own L2 (``iaas``)."""
+    return f"{netns}{'p' if side == 'segment' else 'i'}"
 
 
 def lab_netns(lab: str, node: str) -> str:

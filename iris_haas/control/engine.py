@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
+from iris_haas import planning
 from iris_haas.contract.errors import (
     DataPlaneError,
     IllegalTransition,
@@ -33,7 +34,7 @@ from iris_haas.control.schemas import ModifyRequest, ReserveRequest, to_epoch
 from iris_haas.control.states import MACHINES
 from iris_haas.control.sync import DataPlane, InMemoryDataPlane
 from iris_haas.managers import nrm
-from iris_haas.managers.base import ActiveView, Context, ResourceManager
+from iris_haas.managers.base import ActiveView, Context, Plans, ResourceManager
 from iris_haas.managers.crm import ComputeManager
 from iris_haas.managers.nrm import NetworkManager
 from iris_haas.managers.srm import StorageManager
@@ -158,20 +159,17 @@ class Coordinator:
         return True
 
     def desired_states(self) -> dict[str, tuple[str | None, DesiredState]]:
-        """Every host's desired state (agent URL, ops), derived from the active reservations."""
+        """Every host's desired state (agent URL, ops): each manager adds its part of the planning
+        inputs from the active reservations; the planning layer decides the ops."""
         with self.db.transaction() as s:
             view = ActiveView(s)
-            per_host: dict[str, dict[tuple, object]] = {n.name: {} for n in view.nodes.values()}
-            per_host |= {g.name: {} for g in view.gateways}
+            plans: Plans = {}
             for m in self.commit_order:
-                for host, op in m.desired(view):
-                    ops = per_host.setdefault(host, {})
-                    have = ops.get(op.ident())
-                    if have is not None and have != op:
-                        raise DataPlaneError(f"two different ops for {op.ident()} on {host}: {have} and {op}")
-                    ops[op.ident()] = op
+                m.plan(view, plans)
+            hosts = [n.name for n in view.nodes.values()] + [g.name for g in view.gateways]
+            per_host = planning.desired(plans.values(), hosts)
             urls = {n.name: n.agent_url for n in view.nodes.values()} | {g.name: g.agent_url for g in view.gateways}
-        return {h: (urls.get(h), DesiredState(ops=list(ops.values()))) for h, ops in per_host.items()}
+        return {h: (urls.get(h), DesiredState(ops=ops)) for h, ops in per_host.items()}
 
     def _push(self) -> list[str]:
         """Send each host whose desired state changed its whole new state; return the failures

@@ -64,12 +64,6 @@ def from_epoch(t: float) -> datetime:
     return datetime.fromtimestamp(t, tz=UTC)
 
 
-def router_interface(subnet: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
-    """Model (c): the router's address in the L1s' subnet (its first host), the L1s' gateway."""
-    net = ipaddress.ip_network(subnet)
-    return ipaddress.ip_interface(f"{next(net.hosts())}/{net.prefixlen}")
-
-
 class Routing(BaseModel):
     """Service model (c): the L1s get a subnet of their own; a router on the HaaS side joins it to
     the tenant's management network, where the IaaS routes to it (``subnet`` via ``iaas_address``)."""

@@ -153,11 +153,12 @@ def up(lab: Lab, *, agents: bool = True, timeout: float = 30.0, ephemeral: bool 
         if agents:
             _wait_agents(lab, timeout)
             times["agents"] = time.monotonic() - t0
-            from iris_haas.lab import overlay
+            from iris_haas.lab import tenants
 
-            # the inter-DC trunks, on agents that hold nothing yet: `up` on a running lab must
-            # not undo what a coordinator has since provisioned
-            base = {n: d for n, d in overlay.desired(lab.topo, []).items() if d.ops}
+            # the inter-DC trunks (each tenant's L2 extension, planned with nothing on it yet), on
+            # agents that hold nothing yet: `up` on a running lab must not undo what a coordinator
+            # has since provisioned
+            base = {n: d for n, d in tenants.desired(lab.topo).items() if d.ops}
 
             def holds_nothing(n: str) -> bool:
                 with lab.client(n) as c:
@@ -165,7 +166,7 @@ def up(lab: Lab, *, agents: bool = True, timeout: float = 30.0, ephemeral: bool 
 
             with _pool(len(base)) as ex:
                 fresh = {n for n, empty in zip(base, ex.map(holds_nothing, base)) if empty}
-            overlay.push(lab, base, only=fresh)
+            tenants.push(lab, base, only=fresh)
             times["overlay"] = time.monotonic() - t0
     except BaseException:
         # leave nothing half-made behind

@@ -3,8 +3,9 @@
 reserve / commit / abort / provision / release / terminate / query, as in GridARS and NSI, so a
 coordinator can co-allocate across managers (and, later, across several HaaS domains). A manager
 chooses concrete resources at reserve time (rows in the calendar); from the committed allocations of
-the reservations whose data plane is active, it derives the operations each host must hold
-(``desired``), in the agents' op vocabulary (``iris_haas.contract.ops``).
+the reservations whose data plane is active, it derives its part of the planning inputs
+(``plan``: its L1s, volumes, links); the planning layer (:mod:`iris_haas.planning`) turns them
+into the ops each host must hold.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from iris_haas import planning
 from iris_haas.contract import names
-from iris_haas.contract.ops import Op
+from iris_haas.contract.types import ServiceModel
+from iris_haas.planning.model import L0, Segment
 from iris_haas.store import calendar
 from iris_haas.store.models import Allocation, Gateway, Node, Reservation, Site, StoragePool, Tenant
 
@@ -41,32 +44,20 @@ class Context:
         return self.session.get(Site, self.reservation.site_id)
 
 
-@dataclass(frozen=True)
-class Segment:
-    """An L2 segment of the HaaS DC extended to a tenant's IaaS: its bridge on every host that
-    holds a part of it, and the GRE key of its mesh and of its trunk to the IaaS gateway."""
-
-    name: str  # names its tunnels
-    bridge: str
-    key: int
-    routed: bool = False  # model c: not extended to the IaaS; a router joins it to the tenant's L2
-
-
 def segment_of(reservation: Reservation, tenant: Tenant) -> Segment:
     """Model (a): the tenant's one overlay, shared by all its reservations. Model (b), a pod: a
     segment of the reservation's own, with its own key, isolated from every other HaaS resource
     and extended to the IaaS as a separate network (the IaaS adds it as a new pod). Model (c): a
     segment of its own too, not extended: reached through a router (see the NRM)."""
-    if reservation.service_model in ("b", "c"):
-        name = f"{tenant.name}-{reservation.id[:6]}"
-        return Segment(name, names.tenant_bridge(name), names.tenant_key(f"pod:{reservation.id}"),
-                       routed=reservation.service_model == "c")
+    if reservation.service_model in (ServiceModel.POD, ServiceModel.ROUTED):
+        return Segment.of(names.pod_segment(tenant.name, reservation.id), names.tenant_key(f"pod:{reservation.id}"),
+                          routed=reservation.service_model == ServiceModel.ROUTED)
     return tenant_segment(tenant)
 
 
 def tenant_segment(tenant: Tenant) -> Segment:
     """The tenant's own overlay (model a), which its IaaS L2 extends into."""
-    return Segment(tenant.name, names.tenant_bridge(tenant.name), tenant.tunnel_key)
+    return Segment.of(tenant.name, tenant.tunnel_key)
 
 
 class ActiveView:
@@ -108,6 +99,26 @@ class ActiveView:
     def gateways_of(self, site_id: int) -> list[Gateway]:
         return [g for g in self.gateways if g.site_id == site_id]
 
+    def mgmt_vlan(self, tenant: Tenant) -> int | None:
+        """The tenant's management VLAN: native on its L1s' NICs and on its exports' ports."""
+        return next((x.mgmt_vlan for x in self.tenant_sites(tenant) if x.mgmt_vlan), None)
+
+    def l0(self, node: Node) -> L0:
+        return L0(id=node.id, host=node.name, underlay=node.underlay_address)
+
+    def node_named(self, name: str) -> Node | None:
+        return next((n for n in self.nodes.values() if n.name == name), None)
+
+    def plan_of(self, plans: Plans, a: Allocation) -> planning.Tenant:
+        """The planning input of the allocation's tenant, created on first use."""
+        tenant = self.tenant(a)
+        if tenant.id not in plans:
+            plans[tenant.id] = planning.Tenant(tenant.name, tenant_segment(tenant))
+        return plans[tenant.id]
+
+
+Plans = dict[int, "planning.Tenant"]  # tenant id -> what is planned for it
+
 
 class ResourceManager(ABC):
     name: str  # "crm" | "nrm" | "srm"
@@ -119,10 +130,11 @@ class ResourceManager(ABC):
         """Hold concrete resources for one item over [ctx.start, ctx.end) or raise ReserveFailed."""
 
     @abstractmethod
-    def desired(self, view: ActiveView) -> list[tuple[str, Op]]:
-        """The (host, op) pairs this manager wants, given every committed allocation (of every kind)
-        of the reservations whose data plane is active now. Desired state is derived, never stored:
-        the same allocations always give the same ops, so a restart or a missed push changes nothing."""
+    def plan(self, view: ActiveView, plans: Plans) -> None:
+        """Add this manager's part of the planning inputs (its L1s, volumes, links...) to ``plans``,
+        from every committed allocation of the reservations whose data plane is active now. The
+        planning layer turns the inputs into ops; desired state is derived, never stored: the same
+        allocations always give the same ops, so a restart or a missed push changes nothing."""
 
     def free(self, ctx: Context, capacities: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
         """Free capacity of these resources over [ctx.start, ctx.end): capacity minus the calendar's

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from iris_haas import planning
 from iris_haas.contract import names
 from iris_haas.contract.errors import ReserveFailed
-from iris_haas.contract.ops import L1Op, ShapeOp
-from iris_haas.control.schemas import router_interface
-from iris_haas.managers.base import ActiveView, Context, ResourceManager
+from iris_haas.contract.types import L1Kind, ServiceModel
+from iris_haas.managers.base import ActiveView, Context, Plans, ResourceManager
+from iris_haas.planning import router_interface
 from iris_haas.store import calendar
 from iris_haas.store.models import Meta, Node
 
 
-def l1_name(reservation_id: str, index: int, n: int) -> str:
-    # ≤ 15 characters and prefixed, so it also names the L1's namespace and container.
-    return f"iris{reservation_id[:6]}{index:x}{n:03x}"[:15]
-
-
 def _gateway(reservation) -> str | None:
     """Model (c): the L1s' default route goes to the router."""
-    if reservation.service_model == "c" and reservation.routing:
+    if reservation.service_model == ServiceModel.ROUTED and reservation.routing:
         return str(router_interface(reservation.routing["subnet"]).ip)
     return None
 
@@ -71,34 +67,26 @@ class ComputeManager(ResourceManager):
         for n, node_id in enumerate(kept + rest):
             self.hold(
                 ctx, index, node_id,
-                {"node": names_[node_id], "l1": l1_name(ctx.reservation.id, index, n), "l1_kind": item["l1_kind"],
+                {"node": names_[node_id], "l1": names.l1_name(ctx.reservation.id, index, n), "l1_kind": item["l1_kind"],
                  "n": n},
                 cpus=need[0], memory_mb=need[1], disk_gb=need[2],
             )
 
-    def desired(self, view: ActiveView):
-        """Each L1 of its kind and flavor, with one NIC: a port on its tenant's bridge carrying every
-        VLAN, the tenant's management VLAN native (untagged), the management address and SSH key
-        from the reservation, and an egress limit of the reservation's bandwidth when it has one."""
-        out = []
+    def plan(self, view: ActiveView, plans: Plans) -> None:
+        """Each L1 of its kind and flavor, with one NIC: a port on its segment carrying every VLAN,
+        the tenant's management VLAN native (untagged), the management address and SSH key from the
+        reservation, and an egress limit of the reservation's bandwidth when it has one."""
         for a in view.of("node"):
-            tenant = view.tenant(a)
-            item = view.item(a)
-            sites = view.tenant_sites(tenant)
-            mgmt_vlan = next((x.mgmt_vlan for x in sites if x.mgmt_vlan), None)
+            tenant, item = view.tenant(a), view.item(a)
+            mgmt_vlan = view.mgmt_vlan(tenant)
             addresses = item.get("addresses") or []
             n = a.detail.get("n", 0)
-            l0if, l1if = names.l1_port(a.detail["l1"])
-            l1 = L1Op(kind=a.detail["l1_kind"], name=a.detail["l1"], bridge=view.segment(a).bridge,
-                      port=l0if, l1_ifname=l1if, netns=a.detail["l1"], vlan=mgmt_vlan, trunk=mgmt_vlan is not None,
-                      address=addresses[n] if n < len(addresses) else None, cpus=a.cpus,
-                      memory_mb=a.memory_mb, ssh_key=item.get("ssh_key") or "",
-                      gateway=_gateway(view.reservations[a.reservation_id]),
-                      owner=a.reservation_id, tenant=tenant.name)
-            out.append((a.detail["node"], l1))
             rate = sum(b.mbps for b in view.allocations
                        if b.reservation_id == a.reservation_id and b.resource_kind == "link")
-            if rate:
-                out.append((a.detail["node"], ShapeOp(port=l0if, rate_mbit=rate, owner=a.reservation_id,
-                                                      tenant=tenant.name)))
-        return out
+            view.plan_of(plans, a).l1s.append(planning.L1(
+                name=a.detail["l1"], l0=view.l0(view.nodes[a.resource_id]), segment=view.segment(a),
+                owner=a.reservation_id, tenant=tenant.name, kind=L1Kind(a.detail["l1_kind"]),
+                vlan=mgmt_vlan, trunk=mgmt_vlan is not None,
+                address=addresses[n] if n < len(addresses) else None,
+                gateway=_gateway(view.reservations[a.reservation_id]), cpus=a.cpus, memory_mb=a.memory_mb,
+                ssh_key=item.get("ssh_key") or "", rate_mbit=rate))

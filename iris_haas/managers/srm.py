@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from iris_haas import planning
 from iris_haas.contract import names
 from iris_haas.contract.errors import ReserveFailed
-from iris_haas.contract.ops import PortOp, VolumeOp
-from iris_haas.managers.base import ActiveView, Context, ResourceManager
+from iris_haas.managers.base import ActiveView, Context, Plans, ResourceManager
 from iris_haas.store import calendar
 from iris_haas.store.models import StoragePool
 
@@ -28,32 +28,22 @@ class StorageManager(ResourceManager):
             )
         pool = next(p for p in pools if p.id == chosen[0])
         self.hold(ctx, index, pool.id,
-                  {"pool": pool.name, "volume": f"iris-{ctx.reservation.id[:8]}-{index}", "keep": item["keep"]},
+                  {"pool": pool.name, "volume": names.volume(ctx.reservation.id, index), "keep": item["keep"]},
                   gb=item["size_gb"])
 
-    def desired(self, view: ActiveView):
-        """Each volume on its pool's host: an ext4 image of the reserved size (the quota) and,
-        when the item gives an export address, an NFS server in a namespace of its own whose only
-        NIC is an access port on the tenant's bridge, on the tenant's management/storage VLAN."""
-        out = []
+    def plan(self, view: ActiveView, plans: Plans) -> None:
+        """Each volume on its pool's host and, when the item gives an export address, its export
+        on the tenant's management/storage VLAN. A pool without a serving host is accounted for in
+        the calendar, not realized."""
         for a in view.of("pool"):
             pool, tenant, item = view.pools[a.resource_id], view.tenant(a), view.item(a)
             if not (pool.host and pool.path):
-                continue  # a pool without a serving host is accounted for, not realized
-            name = f"iris-{a.reservation_id[:8]}-{a.item}"
-            ns = volume_netns(a.reservation_id, a.item)
-            address = item.get("export_address")
-            if address:
-                mgmt_vlan = next((x.mgmt_vlan for x in view.tenant_sites(tenant) if x.mgmt_vlan), None)
-                l0if, l1if = names.l1_port(ns)
-                out.append((pool.host, PortOp(bridge=view.segment(a).bridge, name=l0if, l1_netns=ns,
-                                              l1_ifname=l1if, vlan=mgmt_vlan, address=address,
-                                              owner=a.reservation_id, tenant=tenant.name)))
-            out.append((pool.host, VolumeOp(name=name, pool=pool.path, size_gb=a.gb, keep=a.detail["keep"],
-                                            netns=ns if address else None, address=address,
-                                            owner=a.reservation_id, tenant=tenant.name)))
-        return out
-
-
-def volume_netns(reservation_id: str, item: int) -> str:
-    return f"irisv{reservation_id[:8]}{item:x}"
+                continue
+            node = view.node_named(pool.host)
+            netns = names.volume_netns(a.reservation_id, a.item)
+            view.plan_of(plans, a).volumes.append(planning.Volume(
+                name=names.volume(a.reservation_id, a.item), host=pool.host, pool=pool.path,
+                segment=view.segment(a), owner=a.reservation_id, tenant=tenant.name, nic=netns,
+                l0=view.l0(node) if node is not None else None, size_gb=a.gb, keep=a.detail["keep"],
+                netns=netns, address=item.get("export_address"),
+                vlan=view.mgmt_vlan(tenant)))

@@ -1,0 +1,49 @@
+"""Planning: from plain inputs (:mod:`iris_haas.planning.model`) to the ops each host must hold.
+
+Pure functions, no database and no host: the coordinator's managers and the lab call the same
+ones. :func:`desired` merges the network, compute and storage decisions of every tenant into one
+op list per host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from iris_haas.contract.errors import DataPlaneError
+from iris_haas.contract.ops import Op
+from iris_haas.planning import compute, network, storage
+from iris_haas.planning.model import (
+    L0,
+    L1,
+    HaasGateway,
+    IaasSite,
+    Router,
+    Segment,
+    Tenant,
+    Volume,
+    router_interface,
+)
+
+__all__ = ["L0", "L1", "HaasGateway", "IaasSite", "Router", "Segment", "Tenant", "Volume", "desired", "plan_tenant",
+           "router_interface"]
+
+
+def plan_tenant(t: Tenant) -> list[tuple[str, Op]]:
+    """Every (host, op) the tenant's data plane needs, network first."""
+    return [*network.plan(t), *compute.plan(t), *storage.plan(t)]
+
+
+def desired(tenants: Iterable[Tenant], hosts: Iterable[str] = ()) -> dict[str, list[Op]]:
+    """Each host's op list; ``hosts`` are listed even when they hold nothing (so they are emptied).
+
+    Two tenants' decisions never name one object (names carry the tenant or the reservation),
+    so two different ops for one object on one host are a planning bug: raised, never merged."""
+    per_host: dict[str, dict[tuple, Op]] = {h: {} for h in hosts}
+    for t in tenants:
+        for host, op in plan_tenant(t):
+            ops = per_host.setdefault(host, {})
+            have = ops.get(op.ident())
+            if have is not None and have != op:
+                raise DataPlaneError(f"two different ops for {op.ident()} on {host}: {have} and {op}")
+            ops[op.ident()] = op
+    return {h: list(ops.values()) for h, ops in per_host.items()}

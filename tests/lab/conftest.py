@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from iris_haas.lab import overlay, realizer
+from iris_haas.lab import realizer, tenants
 from iris_haas.linux import netlink as nl
 from iris_haas.linux import ovs
 
@@ -61,26 +61,29 @@ def lab():
 
 
 class Tenants:
-    """The L1 ports a test wants; pushes every host's desired state through the agents."""
+    """The L1s (and volumes) a test wants, planned by the planning layer; pushes every host's
+    desired state through the agents."""
 
     def __init__(self, lab):
         self.lab = lab
-        self.ports: list[overlay.L1Port] = []
+        self.l1s: list[tenants.L1] = []
+        self.volumes: list[tenants.Volume] = []
         self.limits: dict[str, float] = {}
 
-    def set(self, ports, limits=None):
-        self.ports = list(ports)
+    def set(self, l1s, limits=None, volumes=()):
+        self.l1s = list(l1s)
         self.limits = dict(limits or {})
+        self.volumes = list(volumes)
         return self.push()
 
     def push(self):
-        res = overlay.push(self.lab, overlay.desired(self.lab.topo, self.ports, self.limits))
+        res = tenants.push(self.lab, tenants.desired(self.lab.topo, self.l1s, self.volumes, self.limits))
         assert all(r["in_sync"] for r in res.values()), res
         return res
 
 
-@pytest.fixture
-def tenants(lab):
+@pytest.fixture(name="tenants")
+def tenants_fixture(lab):
     """Each test starts from a lab without L1 ports and leaves it so."""
     realizer.ensure_agents(lab)  # an earlier test may have failed with an agent stopped
     t = Tenants(lab)

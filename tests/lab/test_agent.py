@@ -7,7 +7,7 @@ import pytest
 
 from iris_haas.agent.client import AgentClient, AgentError
 from iris_haas.lab import probe, realizer
-from iris_haas.lab.overlay import L1Port
+from iris_haas.lab.tenants import L1
 from iris_haas.linux import netlink as nl
 from iris_haas.linux import ovs
 from iris_haas.linux.runner import SubprocessRunner
@@ -25,27 +25,27 @@ def test_agent_needs_its_token(lab):
 
 
 def test_agent_reports_what_is_really_there(lab, tenants):
-    tenants.set([L1Port("a", "l0-1", "r1", vlan=101, address="10.0.101.21/24", rate_mbit=50)])
+    tenants.set([L1("a", "l0-1", "r1", vlan=101, address="10.0.101.21/24", rate_mbit=50)])
     with lab.client("l0-1") as c:
         s = c.state()
     assert s["in_sync"]
     ops = {(o["op"], o.get("name") or o.get("port")): o for o in s["observed"]}
     assert ops[("port", "irisp-r1")]["vlan"] == 101
-    assert ops[("tunnel", "irist-a-gw")]["key"] == 1001
+    assert ops[("tunnel", "irist-a-g1")]["key"] == 1001
     assert ops[("shape", "irisp-r1")]["rate_mbit"] == 50
 
 
 def test_kill_agent_and_break_things_by_hand_then_apply_repairs(lab, tenants):
-    tenants.set([L1Port("a", "l0-1", "r1", vlan=101, address="10.0.101.21/24", rate_mbit=80),
-                 L1Port("a", "l0-2", "r2", vlan=102, address="10.0.102.21/24")])
+    tenants.set([L1("a", "l0-1", "r1", vlan=101, address="10.0.101.21/24", rate_mbit=80),
+                 L1("a", "l0-2", "r2", vlan=102, address="10.0.102.21/24")])
     assert probe.reachable(lab.ns("r1"), "10.0.101.10")
     r = SubprocessRunner()
     realizer.stop_agent(lab, "l0-1")
     # by hand, while the agent is dead: a port, a tunnel, the veth and its htb go away
-    r.run(ovs.txn(lab.ovs("l0-1").db, *ovs.del_port("irisp-r1"), *ovs.del_port("irist-a-gw")))
+    r.run(ovs.txn(lab.ovs("l0-1").db, *ovs.del_port("irisp-r1"), *ovs.del_port("irist-a-g1")))
     nl.delete_link(lab.ns("l0-1"), "irisp-r1")
     # ... and the inter-DC trunk on the HaaS gateway
-    r.run(ovs.txn(lab.ovs("hgw").db, *ovs.del_port("irist-a-x")))
+    r.run(ovs.txn(lab.ovs("hgw").db, *ovs.del_port("irist-a-x1")))
     assert probe.ping(lab.ns("r2"), "10.0.102.10", count=2) == 0
     realizer.start_agent(lab, "l0-1")
     with lab.client("l0-1") as c:
@@ -70,7 +70,7 @@ def test_status_matches_the_file(lab):
 
 
 def test_lab_up_again_keeps_what_the_agents_hold(lab, tenants):
-    tenants.set([L1Port("b", "l0-4", "w1", vlan=102, address="10.0.102.21/24")])
+    tenants.set([L1("b", "l0-4", "w1", vlan=102, address="10.0.102.21/24")])
     assert probe.reachable(lab.ns("w1"), "10.0.102.10")
     realizer.up(lab)  # idempotent: nothing is rebuilt, nothing provisioned is undone
     assert probe.ping(lab.ns("w1"), "10.0.102.10", count=2) == 2

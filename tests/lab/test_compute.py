@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from iris_haas.hostd.l1 import lxc as lxcdrv
-from iris_haas.lab import compute, iaas, probe
-from iris_haas.lab.compute import L1Node
+from iris_haas.lab import iaas, probe
+from iris_haas.lab.tenants import L1, realize
 from iris_haas.linux import netlink as nl
 from iris_haas.linux import ovs
 from iris_haas.linux.runner import SubprocessRunner, cmd
@@ -34,13 +34,13 @@ GUEST_VLAN = 733
 def compute_lab(lab, tenants):
     """The shared lab with no L1 nodes before and after the test, whatever happens. The
     management servers forget the MACs of earlier tests' L1s, which used the same addresses."""
-    compute.push(lab, [])
+    realize(lab, [])
     for t in "ab":
         nl.flush_neighbours(lab.ns(f"{t}mgmt"), "eth0")
     try:
         yield lab
     finally:
-        compute.push(lab, [])
+        realize(lab, [])
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def _agent_dir(lab, node: str) -> Path:
     return lab.dir / node / "agent" / "l1"
 
 
-def _in_l1(lab, n: L1Node, *argv: str) -> subprocess.CompletedProcess:
+def _in_l1(lab, n: L1, *argv: str) -> subprocess.CompletedProcess:
     """Run a command from inside the L1: in the container for lxc (lxc-attach), in the namespace
     for netns."""
     if n.kind == "lxc":
@@ -68,11 +68,11 @@ def _in_l1(lab, n: L1Node, *argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(c.full_argv(), capture_output=True, text=True, timeout=30)
 
 
-def _pings_from_l1(lab, n: L1Node, ip: str) -> bool:
+def _pings_from_l1(lab, n: L1, ip: str) -> bool:
     return _in_l1(lab, n, "ping", "-c", "2", "-W", "1", ip).returncode == 0
 
 
-def _leftovers(lab, n: L1Node) -> list[str]:
+def _leftovers(lab, n: L1) -> list[str]:
     out = []
     if nl.netns_exists(lab.ns(n.name)):
         out.append(f"netns {lab.ns(n.name)}")
@@ -91,8 +91,8 @@ def _leftovers(lab, n: L1Node) -> list[str]:
 @pytest.mark.parametrize("kind", ["netns", "lxc"])
 def test_one_l1_joins_the_tenant_l2_and_release_leaves_nothing(compute_lab, iaas_host, kind):
     lab = compute_lab
-    n = L1Node("a", "l0-2", f"{kind[0]}n1", kind, "10.0.101.21/24", cpus=1, memory_mb=96, ssh_key=KEY)
-    res = compute.push(lab, [n])
+    n = L1("a", "l0-2", f"{kind[0]}n1", kind, "10.0.101.21/24", cpus=1, memory_mb=96, ssh_key=KEY)
+    res = realize(lab, [n])
     assert all(r["in_sync"] for r in res.values()), res
     with lab.client(n.node) as c:
         st = c.state()
@@ -152,7 +152,7 @@ def test_one_l1_joins_the_tenant_l2_and_release_leaves_nothing(compute_lab, iaas
             iaas_host.remove_vm(iaas_host.vms["h1vm"])
 
     # release: nothing left of the L1, on the L0 or anywhere
-    res = compute.push(lab, [])
+    res = realize(lab, [])
     assert all(r["in_sync"] for r in res.values()), res
     assert _leftovers(lab, n) == []
     assert probe.ping(lab.ns("amgmt"), "10.0.101.21", count=1) == 0
@@ -160,11 +160,11 @@ def test_one_l1_joins_the_tenant_l2_and_release_leaves_nothing(compute_lab, iaas
 
 def test_two_tenants_same_vlans_and_addresses_stay_apart(compute_lab):
     lab = compute_lab
-    nodes = [L1Node("a", "l0-1", "ta1", "lxc", "10.0.101.21/24"),
-             L1Node("b", "l0-1", "tb1", "lxc", "10.0.101.21/24"),
-             L1Node("a", "l0-3", "ta2", "netns", "10.0.101.22/24"),
-             L1Node("b", "l0-3", "tb2", "netns", "10.0.101.22/24")]
-    res = compute.push(lab, nodes)
+    nodes = [L1("a", "l0-1", "ta1", "lxc", "10.0.101.21/24"),
+             L1("b", "l0-1", "tb1", "lxc", "10.0.101.21/24"),
+             L1("a", "l0-3", "ta2", "netns", "10.0.101.22/24"),
+             L1("b", "l0-3", "tb2", "netns", "10.0.101.22/24")]
+    res = realize(lab, nodes)
     assert all(r["in_sync"] for r in res.values()), res
     mac = {n.name: nl.links(lab.ns(n.name))[n.nic()]["address"] for n in nodes}
     for t in "ab":
@@ -179,7 +179,7 @@ def test_two_tenants_same_vlans_and_addresses_stay_apart(compute_lab):
     assert probe.ping(lab.ns("ta1"), "10.0.101.22", count=2) == 2
     assert probe.arping(lab.ns("ta1"), "iris1-ta1", "10.0.101.22", count=2, deadline=2) == [mac["ta2"]]
     assert probe.arping(lab.ns("tb1"), "iris1-tb1", "10.0.101.22", count=2, deadline=2) == [mac["tb2"]]
-    res = compute.push(lab, [])
+    res = realize(lab, [])
     for n in nodes:
         assert _leftovers(lab, n) == []
 
@@ -195,8 +195,8 @@ def _ping_loss(ns: str, ip: str, count: int, interval: float, out: dict) -> None
 
 def test_user_vm_migrates_to_an_l1_and_back_under_a_running_ping(compute_lab, iaas_host):
     lab = compute_lab
-    n = L1Node("a", "l0-4", "mg1", "lxc", "10.0.101.24/24")
-    compute.push(lab, [n])
+    n = L1("a", "l0-4", "mg1", "lxc", "10.0.101.24/24")
+    realize(lab, [n])
     assert probe.reachable(lab.ns("amgmt"), "10.0.101.24", timeout=10)
     inside = iaas.in_l1(lab, "a", n.name, n.nic())
     vms = []
@@ -235,7 +235,7 @@ def test_user_vm_migrates_to_an_l1_and_back_under_a_running_ping(compute_lab, ia
                     h.remove_vm(v)
             nl.delete_netns(v.netns)
         inside.stop()
-    compute.push(lab, [])
+    realize(lab, [])
     assert _leftovers(lab, n) == []
 
 
@@ -246,10 +246,10 @@ def test_a_failure_half_way_is_reported_and_the_previous_state_rolls_it_back(com
     from iris_haas.agent.client import AgentError
 
     lab = compute_lab
-    good = [L1Node("a", "l0-1", "rb1", "lxc", "10.0.101.61/24"), L1Node("a", "l0-2", "rb2", "netns", "10.0.101.62/24")]
-    bad = L1Node("a", "l0-2", "rb3", "kvm", "10.0.101.63/24", cpus=256)
+    good = [L1("a", "l0-1", "rb1", "lxc", "10.0.101.61/24"), L1("a", "l0-2", "rb2", "netns", "10.0.101.62/24")]
+    bad = L1("a", "l0-2", "rb3", "kvm", "10.0.101.63/24", cpus=256)
     with pytest.raises(AgentError) as e:
-        compute.push(lab, [*good, bad])
+        realize(lab, [*good, bad])
     assert "rb3" in str(e.value) and "L1Failed" in str(e.value)
     with lab.client("l0-2") as c:
         st = c.state()
@@ -257,7 +257,7 @@ def test_a_failure_half_way_is_reported_and_the_previous_state_rolls_it_back(com
     assert {o["name"] for o in st["observed"] if o["op"] == "l1"} == {"rb2"}
     for n in good:
         assert probe.reachable(lab.ns("amgmt"), n.address.split("/")[0], timeout=10)
-    res = compute.push(lab, [])
+    res = realize(lab, [])
     assert all(r["in_sync"] for r in res.values()), res
     for n in [*good, bad]:
         assert _leftovers(lab, n) == []
@@ -268,9 +268,9 @@ def test_management_address_by_dhcp_from_the_iaas_side(compute_lab, kind):
     """No address in the reservation: the L1 gets one from a DHCP server on the IaaS's
     management network (busybox udhcpd on the management server), across the tunnel."""
     lab = compute_lab
-    n = L1Node("a", "l0-2", "dh1", kind, None)
+    n = L1("a", "l0-2", "dh1", kind, None)
     with iaas.dhcp_server(lab, "a", 150, 159):
-        compute.push(lab, [n])
+        realize(lab, [n])
         deadline = time.monotonic() + 30
         got: list[str] = []
         while time.monotonic() < deadline and not got:
@@ -278,5 +278,5 @@ def test_management_address_by_dhcp_from_the_iaas_side(compute_lab, kind):
             time.sleep(0.2)
         assert got, nl.addresses(lab.ns(n.name), n.nic())
         assert probe.reachable(lab.ns("amgmt"), got[0].split("/")[0], timeout=10)
-        compute.push(lab, [])
+        realize(lab, [])
         assert _leftovers(lab, n) == []

@@ -10,8 +10,8 @@ import shutil
 import pytest
 
 from iris_haas.hostd.l1 import kvm as kvmdrv
-from iris_haas.lab import compute, iaas, probe
-from iris_haas.lab.compute import L1Node
+from iris_haas.lab import iaas, probe
+from iris_haas.lab.tenants import L1, realize
 from iris_haas.linux import netlink as nl
 from iris_haas.linux import ovs
 from iris_haas.linux.runner import SubprocessRunner
@@ -34,20 +34,20 @@ def _kvm_missing() -> str | None:
 
 @pytest.fixture
 def compute_lab(lab, tenants):
-    compute.push(lab, [])
+    realize(lab, [])
     for t in "ab":
         nl.flush_neighbours(lab.ns(f"{t}mgmt"), "eth0")
     try:
         yield lab
     finally:
-        compute.push(lab, [])
+        realize(lab, [])
 
 
 @pytest.mark.skipif(_kvm_missing() is not None, reason=_kvm_missing() or "")
 def test_kvm_l1_joins_the_tenant_l2_and_release_leaves_nothing(compute_lab):
     lab = compute_lab
-    n = L1Node("a", "l0-3", "kv1", "kvm", "10.0.101.41/24", cpus=1, memory_mb=160, ssh_key=KEY)
-    res = compute.push(lab, [n])
+    n = L1("a", "l0-3", "kv1", "kvm", "10.0.101.41/24", cpus=1, memory_mb=160, ssh_key=KEY)
+    res = realize(lab, [n])
     assert all(r["in_sync"] for r in res.values()), res
     drv = kvmdrv.KvmL1(lab.dir / n.node / "agent" / "l1", host_netns=lab.ns(n.node))
     assert drv.running(n.name)
@@ -95,7 +95,7 @@ def test_kvm_l1_joins_the_tenant_l2_and_release_leaves_nothing(compute_lab):
 
     # release: no VM, no tap, no port, no files
     pid = drv._pid(n.name)
-    res = compute.push(lab, [])
+    res = realize(lab, [])
     assert all(r["in_sync"] for r in res.values()), res
     assert pid is None or not ovs._alive(pid)
     assert n.port() not in nl.links(lab.ns(n.node))
@@ -109,14 +109,14 @@ def test_kvm_guest_takes_its_management_address_by_dhcp(compute_lab):
     import time
 
     lab = compute_lab
-    n = L1Node("a", "l0-1", "kd1", "kvm", None, memory_mb=128)
+    n = L1("a", "l0-1", "kd1", "kvm", None, memory_mb=128)
     with iaas.dhcp_server(lab, "a", 170, 179, tag="udhcpd-kvm"):
-        compute.push(lab, [n])
+        realize(lab, [n])
         ips = [f"10.0.101.{i}" for i in range(170, 180)]
         deadline = time.monotonic() + 90
         got = None
         while got is None and time.monotonic() < deadline:
             got = next((ip for ip in ips if probe.ping(lab.ns("amgmt"), ip, count=1, wait=0.3) == 1), None)
         assert got, "the guest took no address from the IaaS side's DHCP server"
-        compute.push(lab, [])
+        realize(lab, [])
         assert probe.ping(lab.ns("amgmt"), got, count=1) == 0

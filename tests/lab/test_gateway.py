@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from iris_haas.lab import cli, probe
-from iris_haas.lab.overlay import L1Port
+from iris_haas.lab.tenants import L1
 from iris_haas.linux import ovs
 from iris_haas.linux.runner import SubprocessRunner, cmd
 
@@ -27,7 +27,7 @@ def test_gateway_config_prints_readable_commands():
 
 
 def test_iaas_gateway_agent_mode_rebuilds_a_broken_gateway(lab, tenants, tmp_path):
-    tenants.set([L1Port("a", "l0-1", "g1", vlan=101, address="10.0.101.21/24")])
+    tenants.set([L1("a", "l0-1", "g1", vlan=101, address="10.0.101.21/24")])
     assert probe.reachable(lab.ns("g1"), "10.0.101.10")
     g = lab.gateway_spec("a")
     r = CliRunner().invoke(cli.app, ["gateway-config", "--json", "--tenant", "a", "--haas-gateway",

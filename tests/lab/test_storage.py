@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from iris_haas.contract.ops import DesiredState, VolumeOp
+from iris_haas.contract.ops import VolumeOp
 from iris_haas.hostd import storage
-from iris_haas.lab import overlay, probe, realizer
-from iris_haas.lab.overlay import L1Port
+from iris_haas.lab import probe, realizer, tenants
+from iris_haas.lab.tenants import L1, Volume
 from iris_haas.linux import netlink as nl
 from iris_haas.linux.runner import SubprocessRunner
 
@@ -42,26 +42,23 @@ def ip(n: int = 0) -> str:
 
 
 class Store:
-    """The L1 ports and volumes a test wants; pushes every host's desired state."""
+    """The L1s and volumes a test wants, planned; pushes every host's desired state."""
 
-    def __init__(self, lab, pool: Path):
-        self.lab, self.pool = lab, pool
+    def __init__(self, lab, pushed, pool: Path):
+        self.lab, self.pushed, self.pool = lab, pushed, pool  # pushed: the tenants fixture
+        self.specs: dict[str, Volume] = {}
 
     # one export (namespace, address, server) per volume: the n-th at EXPORT_IP + n
-    def export_port(self, tenant: str, n: int = 0) -> L1Port:
-        return L1Port(tenant, NODE, f"{tenant}vol{n or ''}", vlan=101, address=f"{ip(n)}/24")
-
     def volume(self, tenant: str, n: int = 0, size_mb: int = 16, keep: bool = False) -> VolumeOp:
-        return VolumeOp(name=f"iris-{self.lab.name}-{tenant}{n}", pool=str(self.pool), size_mb=size_mb, keep=keep,
-                        netns=self.lab.ns(f"{tenant}vol{n or ''}"), address=f"{ip(n)}/24",
-                        owner=f"tenant:{tenant}", tenant=tenant)
+        """The volume as the planning layer puts it on the storage node."""
+        spec = Volume(tenant, NODE, f"iris-{self.lab.name}-{tenant}{n}", str(self.pool), size_mb=size_mb, keep=keep,
+                      export=f"{tenant}vol{n or ''}", address=f"{ip(n)}/24")
+        self.specs[spec.name] = spec
+        [op] = [o for o in tenants.desired(self.lab.topo, volumes=[spec])[NODE].ops if isinstance(o, VolumeOp)]
+        return op
 
-    def set(self, ports, volumes):
-        states = overlay.desired(self.lab.topo, list(ports))
-        s = states[NODE]
-        states[NODE] = DesiredState(version=s.version, ops=[*s.ops, *volumes])
-        res = overlay.push(self.lab, states)
-        assert all(r["in_sync"] for r in res.values()), res
+    def set(self, l1s, volumes):
+        res = self.pushed.set(l1s, volumes=[self.specs[v.name] for v in volumes])
         # every test puts an export at the same address on a new MAC: the IaaS hosts forget the
         # old one (the server's gratuitous ARP may cross the overlay before the far end is built)
         for t in ("a", "b"):
@@ -84,10 +81,10 @@ def sweep_stale_pools() -> None:
 
 
 @pytest.fixture
-def store(lab, tenants):
+def store(lab, tenants):  # noqa: F811 - the fixture
     sweep_stale_pools()
     pool = Path(tempfile.mkdtemp(prefix=f"iris-{lab.name}-pool-", dir="/var/tmp"))
-    s = Store(lab, pool)
+    s = Store(lab, tenants, pool)
     try:
         yield s
     finally:
@@ -118,7 +115,7 @@ def url(v: VolumeOp, path: str = "") -> str:
 
 def test_storage_iaas_host_and_l1_write_and_read_the_same_bytes_over_the_overlay(lab, store, tmp_path):
     v = store.volume("a")
-    store.set([store.export_port("a"), L1Port("a", "l0-1", "a1", vlan=101, address="10.0.101.21/24")], [v])
+    store.set([L1("a", "l0-1", "a1", vlan=101, address="10.0.101.21/24")], [v])
     assert probe.reachable(lab.ns("amgmt"), EXPORT_IP)
     [rep] = store.report()
     assert rep["serving"] and rep["mounted"] and rep["bytes"] == 16 * MIB and rep["tenant"] == "a"
@@ -143,7 +140,7 @@ def test_storage_iaas_host_and_l1_write_and_read_the_same_bytes_over_the_overlay
 def test_storage_export_unreachable_from_another_tenant_and_the_control_network(lab, store):
     v = store.volume("a")
     # tenant b: same VLAN, same subnet; its L1 even sits on the storage node itself
-    store.set([store.export_port("a"), L1Port("b", NODE, "b1", vlan=101, address="10.0.101.21/24")], [v])
+    store.set([L1("b", NODE, "b1", vlan=101, address="10.0.101.21/24")], [v])
     assert probe.reachable(lab.ns("amgmt"), EXPORT_IP)
     assert probe.reachable(lab.ns("b1"), "10.0.101.10")  # b's overlay works: it is only a's export it lacks
     ports = (storage.NFS_PORT, storage.MNT_PORT, storage.RPCBIND_PORT)
@@ -170,7 +167,7 @@ def test_storage_export_unreachable_from_another_tenant_and_the_control_network(
 
 def test_storage_write_past_the_volume_size_fails_cleanly(lab, store, tmp_path):
     v = store.volume("a", size_mb=16)
-    store.set([store.export_port("a")], [v])
+    store.set([], [v])
     assert probe.reachable(lab.ns("amgmt"), EXPORT_IP)
     small = os.urandom(256 << 10)
     (tmp_path / "small").write_bytes(small)
@@ -202,7 +199,7 @@ def test_storage_release_wipes_frees_and_the_next_tenant_reads_nothing_old(lab, 
     marker = b"IRIS-SECRET-" + secrets.token_hex(16).encode()
     (tmp_path / "secret").write_bytes((marker + b"\n") * (MIB // (len(marker) + 1)))
     va, vk = store.volume("a", 0), store.volume("a", 1, keep=True)
-    store.set([store.export_port("a"), store.export_port("a", 1)], [va, vk])
+    store.set([], [va, vk])
     assert probe.reachable(lab.ns("amgmt"), EXPORT_IP)
     for v in (va, vk):
         r = nfs_cp(lab, "amgmt", str(tmp_path / "secret"), url(v, "secret"))
@@ -222,7 +219,7 @@ def test_storage_release_wipes_frees_and_the_next_tenant_reads_nothing_old(lab, 
 
     # tenant b gets a volume in the same pool, same size, at the same address on its own overlay
     vb = store.volume("b", 0)
-    store.set([store.export_port("b")], [vb])
+    store.set([], [vb])
     assert probe.reachable(lab.ns("bmgmt"), EXPORT_IP)
     ls = nfs_ls(lab, "bmgmt", url(vb))
     assert ls.returncode == 0, ls.stderr

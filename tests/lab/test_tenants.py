@@ -10,7 +10,7 @@ import pytest
 
 from iris_haas.contract import names
 from iris_haas.lab import probe
-from iris_haas.lab.overlay import L1Port
+from iris_haas.lab.tenants import L1
 from iris_haas.linux import netlink as nl
 from iris_haas.linux import ovs
 from iris_haas.linux.runner import SubprocessRunner
@@ -25,10 +25,10 @@ def _rx(lab, node, dev):
 def _same_everything(lab):
     # same VLANs, same subnets, same addresses; a on two L0s, b on two L0s, sharing l0-1
     return [
-        L1Port("a", "l0-1", "a1", vlan=101, address="10.0.101.21/24"),
-        L1Port("a", "l0-2", "a2", vlan=101, address="10.0.101.22/24"),
-        L1Port("b", "l0-1", "b1", vlan=101, address="10.0.101.21/24"),
-        L1Port("b", "l0-3", "b2", vlan=101, address="10.0.101.22/24"),
+        L1("a", "l0-1", "a1", vlan=101, address="10.0.101.21/24"),
+        L1("a", "l0-2", "a2", vlan=101, address="10.0.101.22/24"),
+        L1("b", "l0-1", "b1", vlan=101, address="10.0.101.21/24"),
+        L1("b", "l0-3", "b2", vlan=101, address="10.0.101.22/24"),
     ]
 
 
@@ -81,18 +81,18 @@ def test_mesh_grows_and_shrinks_with_the_tenants_nodes(lab, tenants):
         return sorted(n for n, i in st.interfaces.items() if i.get("type") == "gre"
                       and st.ports[n].get("bridge") == names.tenant_bridge("a"))
 
-    tenants.set([L1Port("a", "l0-1", "a1", vlan=101, address="10.0.101.21/24")])
-    assert tunnels("l0-1") == ["irist-a-gw"]
-    assert tunnels("hgw") == ["irist-a-1", "irist-a-x"]
-    tenants.set([*tenants.ports, L1Port("a", "l0-3", "a3", vlan=101, address="10.0.101.23/24")])
-    assert tunnels("l0-1") == ["irist-a-3", "irist-a-gw"]
-    assert tunnels("l0-3") == ["irist-a-1", "irist-a-gw"]
-    assert tunnels("hgw") == ["irist-a-1", "irist-a-3", "irist-a-x"]
+    tenants.set([L1("a", "l0-1", "a1", vlan=101, address="10.0.101.21/24")])
+    assert tunnels("l0-1") == ["irist-a-g1"]
+    assert tunnels("hgw") == ["irist-a-n1", "irist-a-x1"]
+    tenants.set([*tenants.l1s, L1("a", "l0-3", "a3", vlan=101, address="10.0.101.23/24")])
+    assert tunnels("l0-1") == ["irist-a-g1", "irist-a-n3"]
+    assert tunnels("l0-3") == ["irist-a-g1", "irist-a-n1"]
+    assert tunnels("hgw") == ["irist-a-n1", "irist-a-n3", "irist-a-x1"]
     # L1 to L1 across L0s goes straight over the mesh
     assert probe.reachable(lab.ns("a1"), "10.0.101.23")
-    tenants.set(tenants.ports[1:])
-    assert tunnels("hgw") == ["irist-a-3", "irist-a-x"]
-    assert tunnels("l0-3") == ["irist-a-gw"]
+    tenants.set(tenants.l1s[1:])
+    assert tunnels("hgw") == ["irist-a-n3", "irist-a-x1"]
+    assert tunnels("l0-3") == ["irist-a-g1"]
     assert names.tenant_bridge("a") not in ovs.observe(SubprocessRunner(), lab.ovs("l0-1").db).bridges
     assert not nl.netns_exists(lab.ns("a1"))
 
@@ -100,8 +100,8 @@ def test_mesh_grows_and_shrinks_with_the_tenants_nodes(lab, tenants):
 def test_nothing_on_a_tenant_overlay_reaches_the_control_network(lab, tenants):
     # the L1 even gets addresses in the control and fabric subnets: only the absence of any L2
     # path can keep it out. A trunk NIC (all VLANs) tries the native VLAN.
-    tenants.set([L1Port("a", "l0-1", "a1", vlan=101, trunk=True, address="198.19.0.200/24"),
-                 L1Port("a", "l0-2", "a2", vlan=101, address="10.0.101.21/24")])
+    tenants.set([L1("a", "l0-1", "a1", vlan=101, trunk=True, address="198.19.0.200/24"),
+                 L1("a", "l0-2", "a2", vlan=101, address="10.0.101.21/24")])
     nl.ensure_addr(lab.ns("a1"), "iris1-a1", "198.18.1.200/24")
     nl.ensure_addr(lab.ns("a1"), "iris1-a1", "198.18.0.200/24")
     assert probe.reachable(lab.ns("a2"), "10.0.101.10")  # the overlay itself works

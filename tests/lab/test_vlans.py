@@ -7,7 +7,7 @@ import random
 import pytest
 
 from iris_haas.lab import guests, probe
-from iris_haas.lab.overlay import L1Port
+from iris_haas.lab.tenants import L1
 from iris_haas.linux import netlink as nl
 from iris_haas.linux import ovs
 from iris_haas.linux.runner import SubprocessRunner
@@ -23,8 +23,8 @@ def _gateway_config(lab, node):
 
 
 def test_vlan_101_and_102_reach_the_iaas_hosts_on_the_same_vlan(lab, tenants):
-    tenants.set([L1Port("a", "l0-1", "m1", vlan=101, address="10.0.101.21/24"),
-                 L1Port("a", "l0-2", "p1", vlan=102, address="10.0.102.21/24")])
+    tenants.set([L1("a", "l0-1", "m1", vlan=101, address="10.0.101.21/24"),
+                 L1("a", "l0-2", "p1", vlan=102, address="10.0.102.21/24")])
     assert probe.reachable(lab.ns("m1"), "10.0.101.10")
     assert probe.reachable(lab.ns("p1"), "10.0.102.10")
     assert probe.ping(lab.ns("m1"), "10.0.101.10", count=5) == 5
@@ -35,7 +35,7 @@ def test_vlan_101_and_102_reach_the_iaas_hosts_on_the_same_vlan(lab, tenants):
 
 
 def test_full_size_frames_and_tcp_cross_the_tunnel(lab, tenants):
-    tenants.set([L1Port("a", "l0-1", "m1", vlan=101, address="10.0.101.21/24")])
+    tenants.set([L1("a", "l0-1", "m1", vlan=101, address="10.0.101.21/24")])
     assert probe.reachable(lab.ns("m1"), "10.0.101.10")
     assert nl.links(lab.ns("m1"))["iris1-m1"]["mtu"] == 1500
     # 1472 bytes of ICMP payload = a 1500-byte IP packet, don't fragment
@@ -52,8 +52,8 @@ def test_full_size_frames_and_tcp_cross_the_tunnel(lab, tenants):
 
 def test_different_vlans_are_isolated(lab, tenants):
     # an L1 NIC on VLAN 102 with an address in VLAN 101's subnet: only L2 can keep them apart
-    tenants.set([L1Port("a", "l0-1", "x1", vlan=102, address="10.0.101.22/24"),
-                 L1Port("a", "l0-1", "m1", vlan=101, address="10.0.101.21/24")])
+    tenants.set([L1("a", "l0-1", "x1", vlan=102, address="10.0.101.22/24"),
+                 L1("a", "l0-1", "m1", vlan=101, address="10.0.101.21/24")])
     assert probe.reachable(lab.ns("m1"), "10.0.101.10")
     assert probe.ping(lab.ns("x1"), "10.0.101.10") == 0
     assert probe.ping(lab.ns("x1"), "10.0.101.21") == 0
@@ -63,7 +63,7 @@ def test_different_vlans_are_isolated(lab, tenants):
 
 def test_a_random_vlan_works_without_reconfiguring_the_tunnel(lab, tenants):
     vlan = random.choice([v for v in range(2, 4095) if v not in (101, 102)])
-    tenants.set([L1Port("a", "l0-1", "m1", vlan=101, address="10.0.101.21/24")])
+    tenants.set([L1("a", "l0-1", "m1", vlan=101, address="10.0.101.21/24")])
     assert probe.reachable(lab.ns("m1"), "10.0.101.10")  # the tunnel is up
     before = {n: _gateway_config(lab, n) for n in ("hgw", "agw")}
     # the IaaS adds a guest VLAN on its own switch (as CloudStack would): an access port + a host
@@ -76,7 +76,7 @@ def test_a_random_vlan_works_without_reconfiguring_the_tunnel(lab, tenants):
         nl.ensure_addr(guest, "eth0", "10.9.0.10/24")
         SubprocessRunner().run(nl.tx_offload_off_cmd(guest, "eth0"))
         # ... and an L1 NIC on that VLAN in the HaaS DC
-        tenants.set([*tenants.ports, L1Port("a", "l0-1", "g1", vlan=vlan, address="10.9.0.21/24")])
+        tenants.set([*tenants.l1s, L1("a", "l0-1", "g1", vlan=vlan, address="10.9.0.21/24")])
         assert probe.reachable(lab.ns("g1"), "10.9.0.10"), f"VLAN {vlan}"
         assert probe.ping(lab.ns("g1"), "10.9.0.10", count=5) == 5
         assert {n: _gateway_config(lab, n) for n in ("hgw", "agw")} == before
@@ -89,7 +89,7 @@ def test_user_vms_inside_an_l1_reach_the_iaas_on_guest_vlans_through_a_trunk_nic
     """As an IaaS KVM host would: the L1's NIC is a trunk (management VLAN native), and the
     IaaS's own software inside the L1 tags guest VLANs at a bridge of its own."""
     vlan = random.choice([v for v in range(2, 4095) if v not in (101, 102)])
-    tenants.set([L1Port("a", "l0-3", "k1", vlan=101, trunk=True, address="10.0.101.31/24")])
+    tenants.set([L1("a", "l0-3", "k1", vlan=101, trunk=True, address="10.0.101.31/24")])
     l1 = lab.ns("k1")
     try:
         # the L1's management address is on its NIC, untagged: the native VLAN 101

@@ -17,7 +17,6 @@ from iris_haas.contract.ops import BridgeOp, DesiredState, PortOp, ShapeOp, Tunn
 from iris_haas.hostd.gateway import GatewaySpec, iaas_gateway_ops, iaas_gateway_script
 from iris_haas.hostd.memory import MemoryHost
 from iris_haas.hostd.reconciler import Facts, HostConfig, plan
-from iris_haas.lab.overlay import L1Port, desired
 from iris_haas.lab.topology import Topology, expand
 from iris_haas.linux import ovs, tc
 
@@ -155,24 +154,6 @@ def test_tunnel_limit_sets_a_noop_qos_so_ovs_keeps_the_qdisc():
     s = " ".join(" ".join(x) for a in acts if a.kind == "ovs" for x in a.args)
     assert "qos=@noop" in s and "type=linux-noop" in s
     assert any(a.kind == "tc" and a.args[1] == "up" for a in acts)
-
-
-def test_overlay_is_a_full_mesh_per_tenant_with_split_horizon():
-    topo = Topology.load(None, name="u", l0_count=4)
-    ports = [L1Port("a", f"l0-{i}", f"a{i}", vlan=101) for i in (1, 2, 3)] + [L1Port("b", "l0-4", "b4", vlan=101)]
-    st = desired(topo, ports, {"a": 100})
-    def tunnels(node, t):
-        return [o for o in st[node].ops if isinstance(o, TunnelOp) and o.tenant == t]
-    for i in (1, 2, 3):
-        ts = tunnels(f"l0-{i}", "a")
-        assert len(ts) == 3 and all(o.mesh and o.key == 1001 for o in ts)  # gw + the 2 other L0s
-        assert tunnels(f"l0-{i}", "b") == []
-    gw = tunnels("hgw", "a")
-    assert len(gw) == 4 and [o.mesh for o in gw].count(False) == 1  # 3 mesh + the inter-DC trunk
-    assert [o for o in gw if not o.mesh][0].remote_ip == "198.18.0.11"
-    assert {o.key for o in tunnels("hgw", "b")} == {1002}
-    assert st["l0-4"].ops and all(o.tenant == "b" for o in st["l0-4"].ops)
-    assert any(isinstance(o, TunnelLimitOp) and o.rate_mbit == 100 for o in st["hgw"].ops)
 
 
 def test_the_lab_expands_to_short_names_and_lab_only_addresses():

@@ -1,0 +1,76 @@
+"""The network decision: per tenant, per segment, which bridges, tunnels and limits each host holds.
+
+* On each HaaS gateway: the segment's bridge, one GRE trunk to each of the tenant's IaaS gateways
+  (every VLAN 1-4094 inside GRE, the segment's key), and a mesh tunnel to each L0 holding a part
+  of the segment; per tenant, its limit on the inter-DC tunnel towards each IaaS site.
+* On each such L0: the segment's bridge and mesh tunnels to the gateways and to every other such
+  L0, so the mesh grows and shrinks with the L0s that hold the segment's L1s and volume exports.
+  Mesh tunnels are OVS ``protected`` ports: a frame never goes from one mesh tunnel to another
+  (split horizon), so the full mesh needs no spanning tree.
+* Model (b): a pod is a segment of its own (own bridge, own key), trunked like the tenant's.
+  Model (c): a routed segment has no trunk; a router on the first gateway joins it to the tenant's
+  own L2, which must then be there.
+
+Two tenants' bridges share no port and their tunnels differ by key, so the same VLAN IDs and
+subnets on both never meet.
+"""
+
+from __future__ import annotations
+
+from iris_haas.contract import names
+from iris_haas.contract.ops import BridgeOp, Op, PortOp, TunnelLimitOp, TunnelOp
+from iris_haas.planning.model import L0, Segment, Tenant
+
+
+def segments(t: Tenant) -> list[Segment]:
+    """The segments the tenant's parts sit on; a tenant with nothing yet has its own L2 extension."""
+    segs = {p.segment for p in [*t.l1s, *t.volumes, *t.routers]}
+    if t.routers or not segs:
+        segs.add(t.segment)
+    return sorted(segs, key=lambda s: s.name)
+
+
+def mesh_members(t: Tenant, seg: Segment) -> list[L0]:
+    """The L0s that hold the segment's L1s and serve its exported volumes."""
+    l0s = {x.l0 for x in t.l1s if x.segment == seg}
+    l0s |= {v.l0 for v in t.volumes if v.segment == seg and v.l0 is not None}
+    return sorted(l0s, key=lambda n: n.id)
+
+
+def plan(t: Tenant) -> list[tuple[str, Op]]:
+    out: list[tuple[str, Op]] = []
+    owner = t.owner
+    for gw in t.gateways:
+        for site in t.sites:
+            if site.rate_mbit:
+                out.append((gw.host, TunnelLimitOp(uplink=gw.uplink, remote_ip=site.gateway, rate_mbit=site.rate_mbit,
+                                                   owner=owner, tenant=t.name)))
+    for seg in segments(t):
+        def tunnel(peer: str, remote: str, mesh: bool = True, seg: Segment = seg) -> TunnelOp:
+            return TunnelOp(bridge=seg.bridge, name=names.tenant_tunnel(seg.name, peer), remote_ip=remote,
+                            key=seg.key, mesh=mesh, owner=owner, tenant=t.name)
+
+        members = mesh_members(t, seg)
+        for gw in t.gateways:
+            out.append((gw.host, BridgeOp(name=seg.bridge, owner=owner, tenant=t.name)))
+            for site in ([] if seg.routed else t.sites):
+                out.append((gw.host, tunnel(names.trunk_peer(site.id), site.gateway, mesh=False)))
+            for n in members:
+                if n.underlay:
+                    out.append((gw.host, tunnel(names.l0_peer(n.id), n.underlay)))
+        for n in members:
+            out.append((n.host, BridgeOp(name=seg.bridge, owner=owner, tenant=t.name)))
+            for gw in t.gateways:
+                out.append((n.host, tunnel(names.gateway_peer(gw.id), gw.fabric)))
+            for m in members:
+                if m != n and m.underlay:
+                    out.append((n.host, tunnel(names.l0_peer(m.id), m.underlay)))
+    for r in t.routers:
+        legs = ((r.segment.bridge, names.router_leg(r.netns, "segment"), r.address),
+                (t.segment.bridge, names.router_leg(r.netns, "iaas"), r.iaas_address))
+        for gw in t.gateways[:1]:
+            for bridge, leg, address in legs:
+                l0if, l1if = names.l1_port(leg)
+                out.append((gw.host, PortOp(bridge=bridge, name=l0if, l1_netns=r.netns, l1_ifname=l1if, vlan=r.vlan,
+                                            address=address, router=True, owner=r.owner, tenant=t.name)))
+    return out
