@@ -26,10 +26,12 @@ from rich.table import Table
 
 from iris_haas.api.client import ApiError
 from iris_haas.api.service import LocalCoordinator
+from iris_haas.contract import names
 from iris_haas.control.sync import AgentDataPlane
 from iris_haas.lab import iaas, probe, realizer
 from iris_haas.lab.register import register
 from iris_haas.linux import netlink as nl
+from iris_haas.linux import tc
 
 # The paper's tables 4 (RTT, ms) and 5 (goodput, Mbit/s), 1 GbE, Open vSwitch 1.4 kernel datapath.
 PAPER = {
@@ -136,8 +138,11 @@ def run(console: Console, *, out: Path = Path("."), quick: bool = False) -> int:
             check("HaaS -> IaaS goodput is held to the reserved 200 Mbit/s", 150 <= shaped <= 205, f"{shaped:.0f} Mbit/s")
             tenant["a"].post(f"/reservations/{res['a']['id']}/modify", {"version": 2, "bandwidth_mbps": 1000})
             r = tenant["a"].post(f"/reservations/{res['a']['id']}/commit")
+            limits = _observed_limits(lab, "a", r, l1s["a"])
             check("modify committed as version 2; the limits follow on the gateway and the L1 ports",
-                  r["committed_version"] == 2 and r["data_plane_active"])
+                  r["committed_version"] == 2 and r["data_plane_active"]
+                  and limits["tunnel_limit"] == [1000.0] and limits["shape"] == [1000.0, 1000.0],
+                  f"tc on the hosts now: tenant limit {limits['tunnel_limit']}, L1 ports {limits['shape']} Mbit/s")
 
             step("The paper's tables 4 and 5, measured here (tenant a, LXC L1s)")
             pairs = {
@@ -211,6 +216,21 @@ def run(console: Console, *, out: Path = Path("."), quick: bool = False) -> int:
     console.print(f"{len(check.items) - len(check.failed)} of {len(check.items)} checks passed in "
                   f"{report['elapsed_s']:.0f} s; wrote {out / 'report.json'}" + (f", {', '.join(charts)}" if charts else ""))
     return 1 if check.failed else 0
+
+
+def _observed_limits(lab, tenant: str, reservation: dict, l1s: list[str]) -> dict[str, list[float]]:
+    """The rates the agents find really set in tc for one tenant: its class on the HaaS gateway's
+    uplink (keyed by its IaaS gateway's address) and its L1s' ports."""
+    cls = tc.tenant_class(lab.topo.tenant(tenant).gateway_ip)
+    ports = {names.l1_port(x)[0] for x in l1s}
+    out: dict[str, list[float]] = {"tunnel_limit": [], "shape": []}
+    for host in ["hgw", *sorted({x["node"] for x in reservation["resources"] if "node" in x})]:
+        with lab.client(host) as c:
+            for o in c.state()["observed"]:
+                if (o["op"] == "tunnel_limit" and o["class"] == f"{cls >> 16:x}:{cls & 0xFFFF:x}") or (
+                        o["op"] == "shape" and o["port"] in ports):
+                    out[o["op"]].append(float(o["rate_mbit"]))
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def _terminate_all(admin) -> None:

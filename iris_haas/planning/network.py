@@ -24,7 +24,7 @@ from iris_haas.planning.model import L0, Segment, Tenant
 
 def segments(t: Tenant) -> list[Segment]:
     """The segments the tenant's parts sit on; a tenant with nothing yet has its own L2 extension."""
-    segs = {p.segment for p in [*t.l1s, *t.volumes, *t.routers]}
+    segs = {x.segment for x in t.l1s} | {v.segment for v in t.volumes} | {r.segment for r in t.routers}
     if t.routers or not segs:
         segs.add(t.segment)
     return sorted(segs, key=lambda s: s.name)
