@@ -5,7 +5,8 @@ What CloudStack's KVM agent does to a host, reduced to what the network sees:
 * :class:`IaasHost`: an OVS bridge (``iris-cloudbr0``, the stand-in for ``cloudbr0``) with the
   host's NIC as uplink. The NIC carries the tenant's management VLAN untagged and every other VLAN
   tagged, so the uplink port is ``tag=MGMT, vlan_mode=native-untagged``: the same VLAN view the
-  L0's port gives an L1 (DESIGN.md: nothing here can tag frames in the kernel, OVS tags).
+  L0's port gives an L1 (this kernel has no 8021q module: a namespace cannot tag frames itself, OVS
+  tags).
 * :class:`UserVM`: an L2 user VM, a namespace with one NIC (``eth0``, fixed MAC and IP) whose
   other end is an access port of the host's bridge on a guest VLAN.
 * :func:`migrate`: move a user VM from one host to another, keeping its namespace (its "memory"),

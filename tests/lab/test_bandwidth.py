@@ -25,7 +25,7 @@ def test_reserved_100_mbit_gives_90_to_100_and_unshaped_gives_full_rate(lab, ten
     tenants.set([L1("a", "l0-1", "s1", vlan=101, address="10.0.101.21/24", rate_mbit=40)])
     lower = _goodput(lab, "s1", "amgmt", "10.0.101.10")
     assert 34 <= lower <= 40, lower
-    # no limit: the userspace datapath's own rate (DESIGN.md: ~0.9-1.1 Gbit/s through one tunnel)
+    # no limit: the userspace datapath's own rate (about 0.9-1.1 Gbit/s through one tunnel here)
     tenants.set([L1("a", "l0-1", "s1", vlan=101, address="10.0.101.21/24")])
     full = _goodput(lab, "s1", "amgmt", "10.0.101.10")
     assert full > 130, (full, shaped)  # well past the old ceiling (the datapath gives ~300-1000)
