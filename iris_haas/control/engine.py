@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import copy
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from iris_haas import planning
+from iris_haas.contract import failpoints
 from iris_haas.contract.errors import (
     DataPlaneError,
     IllegalTransition,
@@ -29,18 +28,20 @@ from iris_haas.contract.errors import (
     ReserveFailed,
     VersionConflict,
 )
-from iris_haas.contract.ops import DesiredState
+from iris_haas.contract.ops import DesiredState, Op
+from iris_haas.contract.types import LifecycleState, ProvisionState
+from iris_haas.control.lease import Lease
 from iris_haas.control.schemas import ModifyRequest, ReserveRequest, to_epoch
 from iris_haas.control.states import MACHINES
-from iris_haas.control.sync import DataPlane, InMemoryDataPlane
+from iris_haas.control.sync import DataPlane, InMemoryDataPlane, Syncer, Target
 from iris_haas.managers import nrm
-from iris_haas.managers.base import ActiveView, Context, Plans, ResourceManager
+from iris_haas.managers.base import ActiveView, Context, Plans, ResourceManager, segment_of
 from iris_haas.managers.crm import ComputeManager
 from iris_haas.managers.nrm import NetworkManager
 from iris_haas.managers.srm import StorageManager
 from iris_haas.store import calendar
 from iris_haas.store.db import Database
-from iris_haas.store.models import Criteria, Event, Node, Reservation, Site, StoragePool, Tenant
+from iris_haas.store.models import Allocation, Criteria, Event, HostSync, Node, Reservation, Site, StoragePool, Tenant
 
 log = logging.getLogger("iris.coordinator")
 
@@ -56,6 +57,14 @@ class Outcome:
     error: IrisError | None = None
 
 
+def _why(error: str | None) -> str:
+    if error is None:
+        return "took the state but is not in sync with it"
+    if "did not answer" in error or "Timeout" in error:
+        return "did not answer in time"
+    return "unreachable or refused the state"
+
+
 class Coordinator:
     def __init__(
         self,
@@ -64,13 +73,18 @@ class Coordinator:
         hold_timeout_s: float = 60.0,
         dataplane: DataPlane | None = None,
         clock: Callable[[], float] = time.time,
+        push_timeout_s: float = 60.0,
+        provision_timeout_s: float = 180.0,
     ):
         self.db = db
         self.hold_timeout_s = hold_timeout_s
         self.dataplane = dataplane if dataplane is not None else InMemoryDataPlane()
         self.clock = clock
-        self._pushed: dict[str, str] = {}  # host -> the desired state last pushed to it
-        self._push_lock = threading.Lock()
+        # how long an API call waits for the hosts it changed (a slow host is then left to the
+        # reconciler), and how long provision waits for its hosts to confirm
+        self.push_timeout_s, self.provision_timeout_s = push_timeout_s, provision_timeout_s
+        self.sync = Syncer(db, self.dataplane, self._derive, clock, on_refresh=self._drain)
+        self.lease = Lease(db)
         network, compute, storage = NetworkManager(), ComputeManager(), StorageManager()
         self.managers: dict[str, ResourceManager] = {"network": network, "compute": compute, "storage": storage}
         # NSI: commit the externally controlled part (the network path) first, then what Iris controls.
@@ -154,64 +168,123 @@ class Coordinator:
         if not active and not res.data_plane_active:
             return False
         res.data_plane_active = active
+        # decided, not yet confirmed: provision records the confirmation once its hosts hold it
         self._event(s, res, "dataPlaneStateChange", active=active, version=res.committed_version,
-                    versionConsistent=True)
+                    versionConsistent=False)
         return True
 
-    def desired_states(self) -> dict[str, tuple[str | None, DesiredState]]:
-        """Every host's desired state (agent URL, ops): each manager adds its part of the planning
+    def _derive(self, s: Session) -> dict[str, tuple[str | None, list[Op]]]:
+        """Every host's desired ops (and agent URL): each manager adds its part of the planning
         inputs from the active reservations; the planning layer decides the ops."""
+        view = ActiveView(s)
+        plans: Plans = {}
+        for m in self.commit_order:
+            m.plan(view, plans)
+        hosts = [n.name for n in view.nodes.values()] + [g.name for g in view.gateways]
+        per_host = planning.desired(plans.values(), hosts)
+        urls = {n.name: n.agent_url for n in view.nodes.values()} | {g.name: g.agent_url for g in view.gateways}
+        return {h: (urls.get(h), ops) for h, ops in per_host.items()}
+
+    def desired_states(self) -> dict[str, tuple[str | None, DesiredState]]:
+        """Every host's desired state (agent URL, ops at their generation)."""
+        targets = self.sync.refresh()
+        return {h: (t.url, t.state) for h, t in targets.items()}
+
+    def _drain(self, s: Session, rows: dict[str, HostSync]) -> None:
+        """Draining allocations: note the generation that removes each from its host, and free
+        those whose host has acknowledged it (or that no host holds)."""
+        nodes = {n.id: n.name for n in s.scalars(select(Node))}
+        pools = {p.id: p.host for p in s.scalars(select(StoragePool))}
+        for a in s.scalars(select(Allocation).where(Allocation.status == calendar.DRAINING)):
+            host = nodes.get(a.resource_id) if a.resource_kind == "node" else pools.get(a.resource_id)
+            row = rows.get(host) if host else None
+            if row is None:
+                s.delete(a)
+                continue
+            if a.drain_generation is None:
+                a.drain_generation = row.generation
+            if row.acked >= a.drain_generation:
+                s.delete(a)
+
+    def _draining(self) -> bool:
         with self.db.transaction() as s:
-            view = ActiveView(s)
-            plans: Plans = {}
-            for m in self.commit_order:
-                m.plan(view, plans)
-            hosts = [n.name for n in view.nodes.values()] + [g.name for g in view.gateways]
-            per_host = planning.desired(plans.values(), hosts)
-            urls = {n.name: n.agent_url for n in view.nodes.values()} | {g.name: g.agent_url for g in view.gateways}
-        return {h: (urls.get(h), DesiredState(ops=ops)) for h, ops in per_host.items()}
+            return s.scalar(select(Allocation.id).where(Allocation.status == calendar.DRAINING).limit(1)) is not None
 
-    def _push(self) -> list[str]:
-        """Send each host whose desired state changed its whole new state; return the failures
-        (the database stays the truth: a host that missed a push is sent it again next time,
-        and its agent's own apply converges too)."""
-        with self._push_lock:
-            states = [(h, url, st, st.model_dump_json()) for h, (url, st) in sorted(self.desired_states().items())]
-            changed = [item for item in states if self._pushed.get(item[0]) != item[3]]
-            if not changed:
-                return []
+    def _purge(self) -> None:
+        with self.db.transaction() as s:
+            self._drain(s, {r.host: r for r in s.scalars(select(HostSync))})
 
-            def push(item) -> str | None:
-                host, url, state, key = item
-                try:
-                    self.dataplane.push(host, url, state)
-                    self._pushed[host] = key
-                    return None
-                except Exception as e:  # any driver or transport error: report it, push the other hosts
-                    log.warning("push to %s failed: %s", host, e)
-                    self._pushed.pop(host, None)
-                    return f"{host}: {e}"
+    def _acked(self, generations: dict[str, int]) -> dict[str, bool]:
+        """Whether each host holds (at least) the given generation and is in sync with it."""
+        with self.db.transaction() as s:
+            rows = {r.host: r for r in s.scalars(select(HostSync).where(HostSync.host.in_(list(generations))))}
+        return {h: h in rows and rows[h].acked >= g and rows[h].in_sync for h, g in generations.items()}
 
-            # every agent at once: each creates and wires its L1s in parallel, so a reservation
-            # takes about as long as its slowest host
-            with ThreadPoolExecutor(max_workers=min(16, len(changed))) as pool:
-                return [f for f in pool.map(push, changed) if f]
+    @staticmethod
+    def _hosts_of(targets: dict[str, Target], rid: str, tenant_owner: str, bridge: str) -> dict[str, int]:
+        """The hosts a reservation's data plane is on (its own ops, and its tenant's bridge and
+        tunnels on its segment), each with the generation that carries it."""
+        out = {}
+        for h, t in targets.items():
+            for o in t.state.ops:
+                on_segment = o.owner == tenant_owner and bridge in (getattr(o, "bridge", None), getattr(o, "name", None))
+                if o.owner == rid or on_segment:
+                    out[h] = t.state.version
+                    break
+        return out
+
+    def _confirm(self, rid: str, targets: dict[str, Target]) -> None:
+        """Record that the reservation's data plane is consistent (``versionConsistent``) once
+        every host it is on holds the generation that carries its version: the hosts of its ops
+        while active; once inactive, the hosts this change gave a new generation."""
+        with self.db.transaction() as s:
+            res = s.get(Reservation, rid)
+            if res is None:
+                return
+            tenant = s.get(Tenant, res.tenant_id)
+            if res.data_plane_active:
+                hosts = self._hosts_of(targets, rid, f"tenant:{tenant.name}", segment_of(res, tenant).bridge)
+            else:
+                hosts = {h: t.state.version for h, t in targets.items() if t.bumped}
+            rows = {r.host: r for r in s.scalars(select(HostSync).where(HostSync.host.in_(list(hosts))))}
+            if all(h in rows and rows[h].acked >= g and rows[h].in_sync for h, g in hosts.items()):
+                self._event(s, res, "dataPlaneStateChange", active=res.data_plane_active,
+                            version=res.committed_version, versionConsistent=True, hosts=sorted(hosts))
+
+    def _push(self, step: str, timeout: float | None = None) -> tuple[dict[str, Target], dict[str, str | None]]:
+        """After a transaction that may have changed the data plane: new generations, then every
+        host that is behind is sent its state (waiting at most ``timeout``)."""
+        failpoints.hit(f"{step}.after_commit")
+        targets = self.sync.refresh()
+        behind = self.sync.behind()
+        results = self.sync.push([t for h, t in targets.items() if h in behind],
+                                 self.push_timeout_s if timeout is None else timeout)
+        self._purge()
+        return targets, results
 
     def _run_pushing(
-        self, fn: Callable[[Session], Outcome | tuple[Outcome, bool]], *, admission: bool = False
+        self, fn: Callable[[Session], Outcome | tuple[Outcome, bool]], *, admission: bool = False, step: str = ""
     ) -> tuple[Reservation, list[str]]:
         with self.db.transaction() as s:
             if admission:
                 self.db.admission_lock(s)
             result = fn(s)
+            failpoints.hit(f"{step}.before_commit")
         outcome, changed = result if isinstance(result, tuple) else (result, False)
-        failures = self._push() if changed else []
+        failures = []
+        if changed:
+            # the database is the truth from here: a host not reached now is the reconciler's
+            targets, results = self._push(step)
+            failures = [f"{h}: {e}" for h, e in sorted(results.items()) if e]
+            self._confirm(outcome.reservation.id, targets)
+        elif self._draining():
+            self.sync.refresh()  # frees what no host holds any more
         if outcome.error is not None:
             raise outcome.error
         return outcome.reservation, failures
 
-    def _run(self, fn, *, admission: bool = False) -> Reservation:
-        return self._run_pushing(fn, admission=admission)[0]
+    def _run(self, fn, *, admission: bool = False, step: str = "") -> Reservation:
+        return self._run_pushing(fn, admission=admission, step=step)[0]
 
     # ---------------------------------------------------------------- NSI messages
     def reserve(self, tenant_id: int, req: ReserveRequest) -> Reservation:
@@ -235,7 +308,7 @@ class Coordinator:
             s.flush()
             return Outcome(res, self._check(s, res, now))
 
-        return self._run(tx, admission=True)
+        return self._run(tx, admission=True, step="reserve")
 
     def modify(self, tenant_id: int | None, rid: str, req: ModifyRequest) -> Reservation:
         now = self.clock()
@@ -270,7 +343,7 @@ class Coordinator:
             s.flush()
             return Outcome(res, self._check(s, res, now))
 
-        return self._run(tx, admission=True)
+        return self._run(tx, admission=True, step="modify")
 
     def commit(self, tenant_id: int | None, rid: str) -> Reservation:
         now = self.clock()
@@ -296,7 +369,7 @@ class Coordinator:
             self._transition(s, res, "reservation", "commit_ok")
             return Outcome(res), self._sync(s, res, now)
 
-        return self._run(tx)
+        return self._run(tx, step="commit")
 
     def abort(self, tenant_id: int | None, rid: str) -> Reservation:
         def tx(s: Session) -> Outcome:
@@ -306,37 +379,50 @@ class Coordinator:
             self._transition(s, res, "reservation", "abort_ok")
             return Outcome(res)
 
-        return self._run(tx)
+        return self._run(tx, step="abort")
 
     def provision(self, tenant_id: int | None, rid: str) -> Reservation:
+        """Released -> Provisioning; the data plane is activated (when the schedule says so) and
+        pushed; Provisioned once every host of the reservation has acknowledged the generation
+        that carries it, else back to Released with an errorEvent naming those hosts."""
         now = self.clock()
-
-        def tx(s: Session):
+        with self.db.transaction() as s:
             res = self._load(s, rid, tenant_id)
-            if res.lifecycle_state != "Created":
+            if res.lifecycle_state != LifecycleState.CREATED:
                 raise IllegalTransition("lifecycle", res.lifecycle_state, "provision")
             if res.committed_version == 0:
                 raise IllegalTransition("provision", res.provision_state, "provision", "no version committed yet")
             self._transition(s, res, "provision", "provision")
             for m in self._involved(res):
                 m.provision(self._context(s, res, res.committed_version))
-            return Outcome(res), self._sync(s, res, now)
-
-        _, failures = self._run_pushing(tx)
+            self._sync(s, res, now)
+            active = res.data_plane_active
+            tenant = s.get(Tenant, res.tenant_id)
+            owner, bridge = f"tenant:{tenant.name}", segment_of(res, tenant).bridge
+            failpoints.hit("provision.before_commit")
+        targets, results = self._push("provision", self.provision_timeout_s)
+        mine = self._hosts_of(targets, rid, owner, bridge) if active else {}
+        missing = sorted(h for h, ok in self._acked(mine).items() if not ok)
 
         def finish(s: Session):
             res = self._load(s, rid, tenant_id)
-            if res.provision_state != "Provisioning":  # someone else moved it on meanwhile
+            if res.provision_state != ProvisionState.PROVISIONING:  # someone else moved it on meanwhile
                 return Outcome(res)
-            if failures:
+            if missing:
+                # only this reservation's hosts, and no host's own words: an agent's error may
+                # quote another tenant's objects
+                why = "; ".join(f"{h}: {_why(results.get(h))}" for h in missing)
+                message = f"the data plane did not take the reservation: {why}"
                 self._transition(s, res, "provision", "provision_fail")
-                message = "the data plane did not take the reservation: " + "; ".join(failures)
-                self._event(s, res, "errorEvent", message=message)
+                self._event(s, res, "errorEvent", message=message, hosts=missing)
                 return Outcome(res, DataPlaneError(message, reservation_id=rid)), self._sync(s, res, self.clock())
             self._transition(s, res, "provision", "provision_ok")
+            if active:
+                self._event(s, res, "dataPlaneStateChange", active=True, version=res.committed_version,
+                            versionConsistent=True, hosts=sorted(mine))
             return Outcome(res)
 
-        return self._run(finish)
+        return self._run(finish, step="provision_finish")
 
     def release(self, tenant_id: int | None, rid: str) -> Reservation:
         now = self.clock()
@@ -349,7 +435,7 @@ class Coordinator:
             self._transition(s, res, "provision", "release_ok")
             return Outcome(res), self._sync(s, res, now)
 
-        return self._run(tx)
+        return self._run(tx, step="release")
 
     def terminate(self, tenant_id: int | None, rid: str) -> Reservation:
         def tx(s: Session):
@@ -359,7 +445,7 @@ class Coordinator:
             self._transition(s, res, "lifecycle", "terminate_ok")
             return Outcome(res), changed
 
-        return self._run(tx)
+        return self._run(tx, step="terminate")
 
     def force_end(self, rid: str, reason: str) -> Reservation:
         """Admin: end a reservation abnormally (Created -> Failed), freeing everything."""
@@ -370,7 +456,7 @@ class Coordinator:
             self._event(s, res, "errorEvent", message=reason)
             return Outcome(res), self._end(s, res)
 
-        return self._run(tx)
+        return self._run(tx, step="force_end")
 
     def _end(self, s: Session, res: Reservation) -> bool:
         """Release the data plane and free every allocation (end time, termination, forced end)."""
@@ -404,9 +490,12 @@ class Coordinator:
 
     # ---------------------------------------------------------------- scheduler
     def tick(self, now: float | None = None) -> dict[str, int]:
-        """Hold timeouts, end times and start times up to ``now``; what the scheduler runs."""
+        """Hold timeouts, end times and start times up to ``now``, then the reconciler: what the
+        scheduler runs. Only the leader does it (see :mod:`iris_haas.control.lease`)."""
         now = self.clock() if now is None else now
         counts = {"timeouts": 0, "ended": 0, "activated": 0}
+        if not self.lease.held():
+            return counts
         changed = False
         with self.db.transaction() as s:
             self.db.admission_lock(s)
@@ -434,8 +523,12 @@ class Coordinator:
             ):
                 changed |= self._sync(s, res, now)
                 counts["activated"] += 1
-        if changed:
-            self._push()
+        if changed:  # what this tick changed is pushed at once, waiting a little for it
+            self._push("tick", timeout=min(5.0, self.push_timeout_s))
+        # the reconciler: every host still behind its generation is sent its state again (with
+        # backoff, in the background), so what a missed push left undone is finished unaided
+        self.sync.reconcile()
+        self._purge()
         return counts
 
     # ---------------------------------------------------------------- queries

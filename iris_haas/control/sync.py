@@ -1,51 +1,249 @@
-"""Where desired state goes: each host's agent.
+"""Desired state to the hosts: versioned in the database, sent until each host has it.
 
-The coordinator derives every host's whole desired state from the active reservations and sends
-it to the hosts whose state changed; the host's agent reconciles to it.
-``InMemoryDataPlane`` is the twin used by the control-plane tests: it records what each host
-was told, and claims nothing about a real data plane. ``AgentDataPlane`` PUTs the state to the
-host's ``iris agent`` over HTTP.
+Every host (an L0 or a gateway) has a row in ``host_sync``: the **generation** of its desired
+state, which only grows (bumped when the derived op list changes: a digest of it is kept), the
+generation the host last **acknowledged**, whether its agent found the host **in sync**, when it
+was **last seen**, and the last error with a backoff for the next try.
+
+:meth:`Syncer.refresh` derives every host's op list from the database (under the admission lock,
+so two coordinators never number two different states alike) and bumps the generations that
+changed. :meth:`Syncer.push` sends each host that is behind its whole state, every host at once
+on a pool of threads, each call bounded in time: a black-holed agent delays only the calls that
+wait for that host, never another host's push. The leader's scheduler runs
+:meth:`Syncer.reconcile` on every tick, so a host that missed a push (down, unreachable,
+rebooted) is sent its state again with backoff until it acknowledges it: nothing depends on one
+push arriving.
+
+Where desired state goes is a :class:`DataPlane`: ``InMemoryDataPlane`` is the twin of the
+control-plane tests (it records what each host was told and claims nothing about a real data
+plane); ``AgentDataPlane`` PUTs the state to the host's ``iris agent`` over HTTP.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import random
 import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Protocol
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from iris_haas.contract import failpoints
 from iris_haas.contract.errors import DataPlaneError
-from iris_haas.contract.ops import DesiredState
+from iris_haas.contract.ops import DesiredState, Op
+from iris_haas.store.db import Database
+from iris_haas.store.models import HostSync
+
+log = logging.getLogger("iris.sync")
+
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True)
+class Ack:
+    """What a host answered: the generation it now holds, and whether its agent found the host
+    matching it after applying."""
+
+    generation: int
+    in_sync: bool
 
 
 class DataPlane(Protocol):
-    def push(self, host: str, agent_url: str | None, state: DesiredState) -> None: ...
+    def push(self, host: str, agent_url: str | None, state: DesiredState) -> Ack: ...
 
 
 class InMemoryDataPlane:
     def __init__(self) -> None:
         self.hosts: dict[str, list[dict]] = {}
+        self.generations: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def push(self, host: str, agent_url: str | None, state: DesiredState) -> None:
+    def push(self, host: str, agent_url: str | None, state: DesiredState) -> Ack:
         with self._lock:
+            if state.version < self.generations.get(host, 0):
+                raise DataPlaneError(f"host {host} holds generation {self.generations[host]}, newer than "
+                                     f"{state.version}")
+            self.generations[host] = state.version
             if state.ops:
                 self.hosts[host] = [op.model_dump() for op in state.ops]
             else:
                 self.hosts.pop(host, None)
+        return Ack(state.version, True)
 
 
 class AgentDataPlane:
     """PUT /v1/desired on each host's agent. ``netns``: open the connections from inside that
-    network namespace (the lab's control network exists only in namespaces)."""
+    network namespace (the lab's control network exists only in namespaces). ``timeout`` bounds
+    one push, so an agent that does not answer costs at most that."""
 
     def __init__(self, token: str, *, netns: str | None = None, timeout: float = 120.0):
         self.token, self.netns, self.timeout = token, netns, timeout
 
-    def push(self, host: str, agent_url: str | None, state: DesiredState) -> None:
+    def push(self, host: str, agent_url: str | None, state: DesiredState) -> Ack:
         from iris_haas.agent.client import AgentClient
 
         if not agent_url:
             if state.ops:
                 raise DataPlaneError(f"host {host} has no agent URL registered")
-            return
+            return Ack(state.version, True)
         with AgentClient(agent_url, self.token, netns=self.netns, timeout=self.timeout) as c:
-            c.put(state)
+            r = c.put(state)
+        return Ack(int(r.get("version", state.version)), bool(r.get("in_sync", False)))
+
+
+def digest(ops: list[Op]) -> str:
+    return hashlib.sha256(json.dumps([o.model_dump(mode="json") for o in ops], sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Target:
+    """One host's desired state at one generation, and where its agent is."""
+
+    host: str
+    url: str | None
+    state: DesiredState
+    bumped: bool = False  # this refresh gave the host a new generation
+
+
+Derive = Callable[[Session], dict[str, tuple[str | None, list[Op]]]]
+
+
+class Syncer:
+    def __init__(self, db: Database, dataplane: DataPlane, derive: Derive, clock: Callable[[], float],
+                 on_refresh: Callable[[Session, dict[str, HostSync]], None] | None = None,
+                 workers: int = 16):
+        self.db, self.dataplane, self.derive, self.clock = db, dataplane, derive, clock
+        self.on_refresh = on_refresh
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="iris-push")
+        self._host_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        self._inflight: dict[str, Future] = {}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ---------------------------------------------------------------- generations
+    def refresh(self) -> dict[str, Target]:
+        """Derive every host's state; bump the generation of each host whose ops changed.
+        Returns every host's target (its newest generation)."""
+        with self.db.transaction() as s:
+            self.db.admission_lock(s)  # one numbering of generations across coordinators
+            derived = self.derive(s)
+            rows = {r.host: r for r in s.scalars(select(HostSync).with_for_update())}
+            out: dict[str, Target] = {}
+            for host, (url, ops) in sorted(derived.items()):
+                d = digest(ops)
+                row = rows.get(host)
+                if row is None:
+                    row = HostSync(host=host, generation=0, digest=digest([]), acked=0, in_sync=False,
+                                   attempts=0, next_try=0.0)
+                    s.add(row)
+                    rows[host] = row
+                bumped = row.digest != d
+                if bumped:
+                    row.generation += 1
+                    row.digest = d
+                    row.next_try = 0.0  # a new state is sent at once, whatever the backoff
+                out[host] = Target(host, url, DesiredState(version=row.generation, ops=ops), bumped)
+            if self.on_refresh is not None:
+                self.on_refresh(s, rows)
+        return out
+
+    def behind(self) -> dict[str, tuple[int, int]]:
+        """Hosts whose acknowledged generation is behind: host -> (acked, generation)."""
+        with self.db.transaction() as s:
+            return {r.host: (r.acked, r.generation) for r in s.scalars(select(HostSync)) if r.acked < r.generation}
+
+    # ---------------------------------------------------------------- pushing
+    def _lock_of(self, host: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._host_locks.setdefault(host, threading.Lock())
+
+    def _push_one(self, t: Target) -> str | None:
+        """Send one host its state (one push per host at a time); record the outcome."""
+        with self._lock_of(t.host):
+            with self.db.transaction() as s:
+                row = s.get(HostSync, t.host)
+                if row is not None and row.acked >= t.state.version and row.in_sync:
+                    return None  # someone else's push got there first
+                if row is not None and row.generation > t.state.version:
+                    return None  # a newer state is on its way to this host
+            try:
+                failpoints.hit(f"push.{t.host}")
+                ack = self.dataplane.push(t.host, t.url, t.state)
+                error = None
+            except Exception as e:  # any transport or agent error: recorded, retried with backoff
+                ack, error = None, f"{type(e).__name__}: {e}"
+                log.warning("push of generation %s to %s failed: %s", t.state.version, t.host, e)
+            now = self.clock()
+            with self.db.transaction() as s:
+                row = s.get(HostSync, t.host, with_for_update=True)
+                if row is None:
+                    return error
+                if ack is not None:
+                    row.acked = max(row.acked, min(ack.generation, row.generation))
+                    row.in_sync = ack.in_sync and ack.generation >= row.generation
+                    row.last_seen, row.error, row.attempts, row.next_try = now, None, 0, 0.0
+                    if not row.in_sync:  # it answered but does not hold all of it: try again, slower
+                        error = f"host {t.host} took generation {ack.generation} but is not in sync with it"
+                        row.error, row.attempts = error, 1
+                        row.next_try = now + 1.0
+                else:
+                    row.in_sync = False
+                    row.error = (error or "")[:1024]
+                    row.attempts += 1
+                    backoff = min(MAX_BACKOFF_S, 0.25 * 2 ** min(row.attempts, 10))
+                    row.next_try = now + backoff * random.uniform(0.8, 1.2)
+            return error
+
+    def push(self, targets: Iterable[Target], timeout: float | None = None) -> dict[str, str | None]:
+        """Push each target on the pool; wait at most ``timeout`` for them. Returns host ->
+        error (None: acknowledged). A host whose push has not finished in time reports that."""
+        futures: dict[str, Future] = {}
+        for t in targets:
+            futures[t.host] = self._pool.submit(self._push_one, t)
+        done, _ = wait(list(futures.values()), timeout=timeout)
+        out: dict[str, str | None] = {}
+        for host, f in futures.items():
+            if f in done:
+                try:
+                    out[host] = f.result()
+                except Exception as e:  # noqa: BLE001 - a database error while recording
+                    out[host] = f"{type(e).__name__}: {e}"
+            else:
+                out[host] = f"host {host} did not answer within {timeout:.0f} s"
+        return out
+
+    def sync(self, timeout: float | None = None, only: set[str] | None = None) -> dict[str, str | None]:
+        """Refresh, then push every host that is behind (or only those in ``only``)."""
+        targets = self.refresh()
+        behind = self.behind()
+        todo = [t for h, t in targets.items() if h in behind and (only is None or h in only)]
+        return self.push(todo, timeout)
+
+    def reconcile(self) -> dict[str, str | None]:
+        """The leader's loop body: every host still behind whose backoff has passed is sent its
+        state again; pushes in flight are not doubled. Does not wait for slow hosts."""
+        targets = self.refresh()
+        now = self.clock()
+        with self.db.transaction() as s:
+            due = {r.host for r in s.scalars(select(HostSync))
+                   if (r.acked < r.generation or not r.in_sync) and r.next_try <= now}
+        out: dict[str, str | None] = {}
+        for host in sorted(due):
+            f = self._inflight.get(host)
+            if host not in targets or (f is not None and not f.done()):
+                continue
+            self._inflight[host] = self._pool.submit(self._push_one, targets[host])
+            out[host] = None
+        return out
+
+    def hosts(self) -> list[HostSync]:
+        with self.db.transaction() as s:
+            return list(s.scalars(select(HostSync).order_by(HostSync.host)))

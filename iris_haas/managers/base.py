@@ -193,13 +193,21 @@ class ResourceManager(ABC):
     def release(self, ctx: Context) -> None:
         """Hook at release time; see ``provision``."""
 
+    # whether what this manager allocates lives on a host (an L1, a volume) that must confirm it
+    # gone before the capacity is free again
+    drains = False
+
     def terminate(self, ctx: Context) -> None:
-        ctx.session.execute(
-            delete(Allocation).where(
-                Allocation.reservation_id == ctx.reservation.id,
-                Allocation.resource_kind == self.resource_kind,
-            )
-        )
+        """Free everything the reservation holds. Committed allocations of a manager whose
+        resources live on hosts drain instead: they keep their room in the calendar until the
+        host confirms the state without them (``calendar.DRAINING``)."""
+        mine = (Allocation.reservation_id == ctx.reservation.id, Allocation.resource_kind == self.resource_kind)
+        if self.drains:
+            ctx.session.execute(update(Allocation).where(*mine, Allocation.status == "committed")
+                                .values(status=calendar.DRAINING, drain_generation=None))
+            ctx.session.execute(delete(Allocation).where(*mine, Allocation.status == "held"))
+        else:
+            ctx.session.execute(delete(Allocation).where(*mine))
 
     def query(self, ctx: Context) -> list[dict]:
         return [

@@ -23,6 +23,7 @@ def _gateway(reservation) -> str | None:
 
 class ComputeManager(ResourceManager):
     name, item_kind, resource_kind = "crm", "compute", "node"
+    drains = True
 
     def __init__(self) -> None:
         # (site, L1 kind) -> (inventory generation, capacities, names): admission reads the node

@@ -14,6 +14,7 @@ from iris_haas.store.models import StoragePool
 
 class StorageManager(ResourceManager):
     name, item_kind, resource_kind = "srm", "storage", "pool"
+    drains = True
 
     def reserve(self, ctx: Context, index: int, item: dict) -> None:
         pools = list(ctx.session.scalars(select(StoragePool).where(StoragePool.site_id == ctx.haas_site.id)))

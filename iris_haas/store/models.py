@@ -176,8 +176,12 @@ class Allocation(Base):
     disk_gb: Mapped[int] = mapped_column(Integer, default=0)
     mbps: Mapped[int] = mapped_column(Integer, default=0)
     gb: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(12))
+    status: Mapped[str] = mapped_column(String(12))  # held | committed | draining
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    # draining: the reservation ended, but its host may still hold the L1 or volume; the capacity
+    # stays taken until the host acknowledges this generation of its desired state (the first
+    # one without it), then the row goes
+    drain_generation: Mapped[int | None] = mapped_column(Integer, default=None)
 
     __table_args__ = (
         Index("ix_alloc_kind_start", "resource_kind", "start"),
@@ -186,7 +190,23 @@ class Allocation(Base):
         # Lookups by reservation always name the kind and usually the status; with all three as
         # equality columns, SQLite's planner prefers this index even without ANALYZE statistics.
         Index("ix_alloc_reservation", "reservation_id", "resource_kind", "status"),
+        Index("ix_alloc_status", "resource_kind", "status"),
     )
+
+
+class HostSync(Base):
+    """One host's desired state as a generation that only grows, and what the host acknowledged."""
+
+    __tablename__ = "host_sync"
+    host: Mapped[str] = mapped_column(String(64), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    digest: Mapped[str] = mapped_column(String(64))  # of the op list at ``generation``
+    acked: Mapped[int] = mapped_column(Integer, default=0)  # the newest generation the host confirmed
+    in_sync: Mapped[bool] = mapped_column(Boolean, default=False)  # its agent found the host matching it
+    last_seen: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(String(1024))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_try: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class Event(Base):
@@ -199,6 +219,6 @@ class Event(Base):
 
 
 __all__ = [
-    "Allocation", "Base", "Criteria", "Event", "Meta", "bump_inventory", "Gateway", "Link", "Node",
+    "Allocation", "Base", "Criteria", "Event", "HostSync", "Meta", "bump_inventory", "Gateway", "Link", "Node",
     "Reservation", "Site", "StoragePool", "Tenant",
 ]

@@ -183,7 +183,9 @@ def test_modify_extend_count_bandwidth(api, clock):
     assert len(l1s) == 3 and all(o["vlan"] == 101 and o["trunk"] and o["kind"] == "lxc" for o in l1s)
     events = api.ok("GET", f"/reservations/{r['id']}/events", "alice")
     last = [e["detail"] for e in events if e["type"] == "dataPlaneStateChange"][-1]
-    assert last == {"active": True, "version": 2, "versionConsistent": True}
+    # consistent: every host of the reservation (its L0s and the gateway) holds version 2
+    assert (last["active"], last["version"], last["versionConsistent"]) == (True, 2, True)
+    assert set(last["hosts"]) == {"haas-gw", *after.values()}
     # a stale or equal version is refused
     v = api.call("POST", f"/reservations/{r['id']}/modify", "alice", json={"version": 2, "count": 1})
     assert v.status_code == 409 and v.json()["type"] == "VersionConflict"

@@ -1,0 +1,153 @@
+"""The control loop converges whatever fails: versioned desired state per host, a reconciler that
+re-sends it until each host has it, truthful provision states, capacity that waits for the host,
+one leader among coordinators. The data plane here is the in-memory twin with hosts that can be
+taken down."""
+
+from __future__ import annotations
+
+import pytest
+
+from iris_haas.contract.errors import DataPlaneError
+from iris_haas.control.engine import Coordinator
+from iris_haas.control.sync import InMemoryDataPlane
+from tests.conftest import Api, standard_inventory
+
+
+class FlakyDataPlane(InMemoryDataPlane):
+    """The in-memory twin whose hosts can be down: a push to one raises, as an unreachable agent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down: set[str] = set()
+        self.pushes: list[tuple[str, int]] = []
+
+    def push(self, host, agent_url, state):
+        if host in self.down:
+            raise DataPlaneError(f"connection refused by {host} (tenant x's secret 10.9.9.9)")
+        self.pushes.append((host, state.version))
+        return super().push(host, agent_url, state)
+
+
+@pytest.fixture
+def flaky(db, clock):
+    dp = FlakyDataPlane()
+    c = Coordinator(db, dataplane=dp, clock=clock, push_timeout_s=5, provision_timeout_s=5)
+    a = Api(c)
+    standard_inventory(a)
+    yield a, dp
+    c.sync.close()
+
+
+def provisioned(api, who="alice", cpus=8):
+    r = api.ok("POST", "/reservations", who, json={"duration_s": 3600, "items": [
+        {"kind": "compute", "count": 1, "l1_kind": "lxc", "cpus": cpus, "memory_mb": 1024, "disk_gb": 10}]})
+    api.ok("POST", f"/reservations/{r['id']}/commit", who)
+    return api.ok("POST", f"/reservations/{r['id']}/provision", who)
+
+
+def rows(api):
+    return {r.host: r for r in api.coordinator.sync.hosts()}
+
+
+def test_generations_only_grow_are_stored_and_acknowledged(flaky):
+    api, dp = flaky
+    r = provisioned(api)
+    node = r["resources"][0]["node"]
+    g1 = rows(api)[node]
+    assert g1.generation >= 1 and g1.acked == g1.generation and g1.in_sync and g1.last_seen is not None
+    assert dp.generations[node] == g1.generation  # the host was sent that generation
+    api.ok("POST", f"/reservations/{r['id']}/release", "alice")
+    g2 = rows(api)[node]
+    assert g2.generation == g1.generation + 1 and g2.acked == g2.generation
+    # a second coordinator on the same database numbers on from the stored generation
+    other = Coordinator(api.coordinator.db, dataplane=dp, clock=api.coordinator.clock)
+    assert other.desired_states()[node][1].version == g2.generation
+    other.sync.close()
+
+
+def test_a_release_with_the_agent_down_is_finished_when_it_returns_and_holds_the_capacity_until(flaky, clock):
+    api, dp = flaky
+    r = provisioned(api)
+    node = r["resources"][0]["node"]
+    dp.down.add(node)
+    api.ok("POST", f"/reservations/{r['id']}/terminate", "alice")
+    assert node in dp.hosts  # the L1 still runs there: the host could not be told
+    row = rows(api)[node]
+    assert row.acked < row.generation and not row.in_sync and row.error
+    # the 8 cpus of that L0 are not given to anyone while its host may still run the old L1
+    nodes_free = {n["name"] for n in api.ok("GET", "/nodes") if n["name"] != node}
+    for _ in nodes_free:
+        provisioned(api, "bob")
+    assert api.call("POST", "/reservations", "bob", json={"duration_s": 60, "items": [
+        {"kind": "compute", "count": 1, "l1_kind": "lxc", "cpus": 8, "memory_mb": 1024, "disk_gb": 10}]}
+    ).status_code == 409
+    # the agent comes back; the leader's reconciler (its tick) finishes the release unaided
+    dp.down.clear()
+    for _ in range(50):
+        clock.advance(31)  # past any backoff
+        api.coordinator.tick()
+        api.coordinator.sync._inflight.get(node) and api.coordinator.sync._inflight[node].result(5)
+        if node not in dp.hosts:
+            break
+    assert node not in dp.hosts
+    api.coordinator.tick()  # and then its capacity is free again
+    assert provisioned(api, "bob")["provision_state"] == "Provisioned"
+
+
+def test_provision_with_a_host_down_fails_cleanly_naming_only_its_hosts(flaky):
+    api, dp = flaky
+    dp.down.add("haas-gw")
+    r = api.ok("POST", "/reservations", "alice", json={"duration_s": 3600, "items": [
+        {"kind": "compute", "count": 1, "l1_kind": "lxc", "cpus": 1, "memory_mb": 1024, "disk_gb": 10}]})
+    api.ok("POST", f"/reservations/{r['id']}/commit", "alice")
+    p = api.call("POST", f"/reservations/{r['id']}/provision", "alice")
+    assert p.status_code == 502 and p.json()["type"] == "DataPlaneError"
+    got = api.ok("GET", f"/reservations/{r['id']}", "alice")
+    assert (got["provision_state"], got["data_plane_active"]) == ("Released", False)
+    [err] = [e["detail"] for e in api.ok("GET", f"/reservations/{r['id']}/events", "alice")
+             if e["type"] == "errorEvent"]
+    assert err["hosts"] == ["haas-gw"] and "haas-gw" in err["message"]
+    assert "10.9.9.9" not in err["message"] and "secret" not in err["message"]  # no host's own words
+    # the other hosts were told to undo it: the L1 is gone from its L0
+    assert not [h for h, ops in dp.hosts.items() if any(o["op"] == "l1" for o in ops)]
+
+
+def test_one_unreachable_host_does_not_stop_the_others(flaky):
+    api, dp = flaky
+    a = provisioned(api, "alice", cpus=8)
+    dp.down.add(a["resources"][0]["node"])
+    b = provisioned(api, "bob", cpus=8)  # another L0: provisioned although alice's L0 is down
+    assert b["provision_state"] == "Provisioned"
+
+
+def test_only_one_coordinator_leads_on_one_database(sqlite_db, clock):
+    first = Coordinator(sqlite_db, clock=clock)
+    second = Coordinator(sqlite_db, clock=clock)
+    try:
+        assert first.lease.held() and not second.lease.held()
+        first.lease.release()
+        assert second.lease.held()
+    finally:
+        first.sync.close()
+        second.sync.close()
+        first.lease.release()
+        second.lease.release()
+
+
+@pytest.mark.postgresql
+def test_on_postgresql_the_lease_passes_when_the_leader_goes(postgres, clock):
+    from iris_haas.store.db import Database
+
+    url = postgres.fresh_database()
+    a, b = Database(url), Database(url)
+    first, second = Coordinator(a, clock=clock), Coordinator(b, clock=clock)
+    try:
+        assert first.lease.held() and not second.lease.held()
+        a.dispose()  # the leader's process is gone: its session, and the lock, end
+        first.lease._drop()
+        assert second.lease.held()
+    finally:
+        first.sync.close()
+        second.sync.close()
+        second.lease.release()
+        b.dispose()
