@@ -1,27 +1,30 @@
 """Naming scheme for everything Iris creates on a host.
 
-Every kernel object Iris creates carries the ``iris`` prefix, and fits the kernel's
-15-character interface-name limit (IFNAMSIZ - 1):
+Every object Iris creates carries the ``iris`` prefix, and every interface name fits the
+kernel's 15-character limit (IFNAMSIZ - 1). Names are unique **by construction**: each embeds a
+number the database gives once (a tenant's id, a segment's number, an L1's or a volume's
+sequence number, a node's, gateway's or site's id), written in base 36 so it stays short. No
+name is ever shortened by a hash: a name that does not fit is refused (:class:`NameTooLong`),
+which with base 36 happens only past 36**4 (1.6 million) nodes, sites or segments.
 
 ==================  =====================================  ==========================
 object              name                                   example
 ==================  =====================================  ==========================
 lab namespace       ``iris-<lab>-<node>``                  ``iris-t3f-l0-1``
-tenant bridge       ``irisb-<tenant>``                     ``irisb-acme``
-tenant tunnel       ``irist-<tenant>-<peer>``              ``irist-acme-3``
-L1 port (L0 side)   ``irisp-<port>``                       ``irisp-web1``
-L1 port (L1 side)   ``iris1-<port>``                       ``iris1-web1``
-L1 (and its netns)  ``iris<res6><item><n>``                ``iris3fa9c1000``
-volume              ``iris-<res8>-<item>``                 ``iris-3fa9c1d2-0``
-export namespace    ``irisv<res8><item>``                  ``irisv3fa9c1d20``
-router namespace    ``irisr<res8>``                        ``irisr3fa9c1d2``
+segment             ``t<tenant>`` (model a), ``s<no>``     ``t1``, ``s2a``
+segment bridge      ``irisb<segment>``                     ``irisbt1``
+segment tunnel      ``irist<segment><peer>``               ``iristt1n3``
+L1 (and its netns)  ``iris<l1 no>``                        ``iris2s``
+L1 port (L0 side)   ``irisp-<L1>``                         ``irisp-iris2s``
+L1 port (L1 side)   ``iris1-<L1>``                         ``iris1-iris2s``
+volume              ``iris-v<volume no>``                  ``iris-v1b``
+export namespace    ``irisv<volume no>``, NIC ``v<no>``    ``irisv1b``, ``irisp-v1b``
+router namespace    ``irisr<segment no>``, legs ``r<no>s``, ``r<no>i``   ``irisr2a``
 ==================  =====================================  ==========================
 
-A tenant tunnel's ``<peer>`` says where it goes: ``x<site>`` (the trunk to an IaaS gateway),
-``g<gateway>`` (a HaaS gateway), ``n<node>`` (another L0 of the mesh), by database id.
-
-When the readable form is too long, the tail is replaced by a short hash of the whole
-key, so names stay unique and deterministic (the same key always gives the same name).
+A tunnel's ``<peer>`` says where it goes: ``x<site>`` (the trunk to an IaaS gateway),
+``g<gateway>`` (a HaaS gateway), ``n<node>`` (another L0 of the mesh). Segment names start with
+a letter and peers with one of ``xgn``, so ``<segment><peer>`` reads back one way only.
 
 OVS objects also carry ``external_ids`` (see :data:`OWNER` and friends) so that cleanup and
 reconciliation find exactly the objects Iris made, whatever their name.
@@ -29,8 +32,7 @@ reconciliation find exactly the objects Iris made, whatever their name.
 
 from __future__ import annotations
 
-import hashlib
-import re
+import string
 
 PREFIX = "iris"
 IFNAMSIZ = 15
@@ -40,85 +42,100 @@ OWNER = "iris-owner"  # lab name or reservation id
 OP = "iris-op"  # which op kind made the row: bridge / tunnel / port; absent on lab infrastructure
 TENANT = "iris-tenant"
 
-_SAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+_DIGITS = string.digits + string.ascii_lowercase
 
 
-def _h(key: str, n: int) -> str:
-    return hashlib.sha1(key.encode()).hexdigest()[:n]
+class NameTooLong(ValueError):
+    pass
 
 
-def fit(name: str, limit: int = IFNAMSIZ) -> str:
-    """Return ``name`` if it fits, else a deterministic shortened form ending in a hash."""
-    name = _SAFE.sub("-", name)
-    if len(name) <= limit:
-        return name
-    return name[: limit - 5] + "~" + _h(name, 4)
+def b36(n: int) -> str:
+    """``n`` (>= 0) in base 36, lower case: 1295 -> ``zz``."""
+    if n < 0:
+        raise ValueError("names number from 0")
+    out = ""
+    while True:
+        n, d = divmod(n, 36)
+        out = _DIGITS[d] + out
+        if n == 0:
+            return out
+
+
+def fits(name: str) -> str:
+    if len(name) > IFNAMSIZ:
+        raise NameTooLong(f"interface name {name!r} is longer than {IFNAMSIZ} characters")
+    return name
 
 
 def ifname(kind: str, *parts: str) -> str:
-    """An interface name ``iris<kind>-<parts...>``, at most 15 characters."""
-    return fit(f"{PREFIX}{kind}-" + "-".join(str(p) for p in parts))
+    """An interface name ``iris<kind>-<parts...>`` (for the lab's own devices)."""
+    return fits(f"{PREFIX}{kind}-" + "-".join(str(p) for p in parts))
 
 
-def tenant_bridge(tenant: str) -> str:
-    return ifname("b", tenant)
+def tenant_segment(tenant_id: int) -> str:
+    """The tenant's own segment (model a): its L2 extended into the HaaS DC."""
+    return f"t{b36(tenant_id)}"
 
 
-def tenant_tunnel(tenant: str, peer: str) -> str:
-    return ifname("t", tenant, peer)
+def pod_segment(segment_no: int) -> str:
+    """A model (b) or (c) reservation's own segment."""
+    return f"s{b36(segment_no)}"
 
 
-def l1_port(port: str) -> tuple[str, str]:
-    """(L0-side name, L1-side name) of the veth pair that is an L1's NIC."""
-    return ifname("p", port), ifname("1", port)
+def segment_bridge(segment: str) -> str:
+    return fits(f"{PREFIX}b{segment}")
 
 
-def pod_segment(tenant: str, reservation_id: str) -> str:
-    """A model (b) or (c) reservation's own segment: it names the segment's bridge and tunnels."""
-    return f"{tenant}-{reservation_id[:6]}"
+def segment_tunnel(segment: str, peer: str) -> str:
+    return fits(f"{PREFIX}t{segment}{peer}")
 
 
 def trunk_peer(site_id: int) -> str:
-    return f"x{site_id}"
+    return f"x{b36(site_id)}"
 
 
 def gateway_peer(gateway_id: int) -> str:
-    return f"g{gateway_id}"
+    return f"g{b36(gateway_id)}"
 
 
 def l0_peer(node_id: int) -> str:
-    return f"n{node_id}"
+    return f"n{b36(node_id)}"
 
 
-def l1_name(reservation_id: str, item: int, n: int) -> str:
-    """The n-th L1 of a reservation's compute item: at most 15 characters and prefixed, so it also
-    names the L1's namespace and container."""
-    return f"{PREFIX}{reservation_id[:6]}{item:x}{n:03x}"[:IFNAMSIZ]
+def l1_port(port: str) -> tuple[str, str]:
+    """(L0-side name, L1-side name) of the veth pair that is an L1's (or an export's) NIC."""
+    return fits(f"{PREFIX}p-{port}"), fits(f"{PREFIX}1-{port}")
 
 
-def volume(reservation_id: str, item: int) -> str:
-    return f"{PREFIX}-{reservation_id[:8]}-{item}"
+def l1_name(l1_no: int) -> str:
+    """An L1: it also names the L1's namespace and container, and its NIC (:func:`l1_port`)."""
+    return f"{PREFIX}{b36(l1_no)}"
 
 
-def volume_netns(reservation_id: str, item: int) -> str:
+def volume(volume_no: int) -> str:
+    return f"{PREFIX}-v{b36(volume_no)}"
+
+
+def volume_netns(volume_no: int) -> str:
     """The namespace of a volume's export server."""
-    return f"{PREFIX}v{reservation_id[:8]}{item:x}"
+    return f"{PREFIX}v{b36(volume_no)}"
 
 
-def router_netns(reservation_id: str) -> str:
-    return f"{PREFIX}r{reservation_id[:8]}"
+def volume_nic(volume_no: int) -> str:
+    """Names the export's veth pair (:func:`l1_port`)."""
+    return f"v{b36(volume_no)}"
 
 
-def router_leg(netns: str, side: str) -> str:
-    """A model (c) router's leg on the routed ``segment`` or on the tenant's own L2 (``iaas``)."""
-    return f"{netns}{'p' if side == 'segment' else 'i'}"
+def router_netns(segment_no: int) -> str:
+    return f"{PREFIX}r{b36(segment_no)}"
+
+
+def router_leg(segment_no: int, side: str) -> str:
+    """A model (c) router's leg on its routed ``segment`` or on the tenant's own L2 (``iaas``);
+    names its veth pair (:func:`l1_port`)."""
+    return f"r{b36(segment_no)}{'s' if side == 'segment' else 'i'}"
 
 
 def lab_netns(lab: str, node: str) -> str:
     # Namespace names are file names, not interface names: no 15-character limit.
     return f"{PREFIX}-{lab}-{node}"
-
-
-def tenant_key(tenant: str) -> int:
-    """A default GRE key for a tenant, when the NRM did not assign one (32-bit, never 0)."""
-    return int(_h(tenant, 8), 16) % (2**31 - 2) + 1

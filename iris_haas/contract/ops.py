@@ -10,7 +10,7 @@ An op list is therefore idempotent: sending the same list twice changes nothing 
 Ops (``op`` is the discriminator):
 
 ``bridge``
-    An OVS bridge, one per tenant per host (``names.tenant_bridge``). ``datapath_type`` left
+    An OVS bridge, one per tenant per host (``names.segment_bridge``). ``datapath_type`` left
     empty means the agent's configured default (``system`` in production, ``netdev`` in the lab).
 ``tunnel``
     A GRE port on a bridge to ``remote_ip`` with the tenant's ``key``. ``mesh=True`` marks a

@@ -29,7 +29,7 @@ from iris_haas.contract.errors import (
     VersionConflict,
 )
 from iris_haas.contract.ops import DesiredState, Op
-from iris_haas.contract.types import LifecycleState, ProvisionState
+from iris_haas.contract.types import LifecycleState, ProvisionState, ServiceModel
 from iris_haas.control.lease import Lease
 from iris_haas.control.schemas import ModifyRequest, ReserveRequest, to_epoch
 from iris_haas.control.states import MACHINES
@@ -41,7 +41,19 @@ from iris_haas.managers.nrm import NetworkManager
 from iris_haas.managers.srm import StorageManager
 from iris_haas.store import calendar
 from iris_haas.store.db import Database
-from iris_haas.store.models import Allocation, Criteria, Event, HostSync, Node, Reservation, Site, StoragePool, Tenant
+from iris_haas.store.models import (
+    Allocation,
+    Criteria,
+    Event,
+    HostSync,
+    Node,
+    Reservation,
+    Site,
+    StoragePool,
+    Tenant,
+    give_tunnel_key,
+    next_number,
+)
 
 log = logging.getLogger("iris.coordinator")
 
@@ -304,6 +316,9 @@ class Coordinator:
                 lifecycle_state="Created", data_plane_active=False, created_at=now,
             )
             res.criteria.append(Criteria(version=1, start=start, end=end, items=[i.model_dump() for i in req.items]))
+            if model in (ServiceModel.POD, ServiceModel.ROUTED):  # a segment of its own, with its own key
+                res.segment_no = next_number(s, "segment")
+                res.segment_key = give_tunnel_key(s, f"segment:{res.segment_no}")
             s.add(res)
             s.flush()
             return Outcome(res, self._check(s, res, now))

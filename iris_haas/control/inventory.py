@@ -7,7 +7,7 @@ import secrets
 import time
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,7 @@ from iris_haas.store.models import (
     StoragePool,
     Tenant,
     bump_inventory,
+    give_tunnel_key,
 )
 
 KINDS: dict[str, type[Base]] = {
@@ -88,10 +89,7 @@ class Inventory:
     def create_tenant(self, name: str, tunnel_key: int | None = None) -> tuple[Tenant, str]:
         token = new_token()
         with self.db.transaction() as s:
-            if tunnel_key is None:
-                tunnel_key = (s.scalar(select(func.max(Tenant.tunnel_key))) or 1000) + 1
-            elif s.scalar(select(Tenant.name).where(Tenant.tunnel_key == tunnel_key)):
-                raise AlreadyExists(f"tunnel key {tunnel_key} belongs to another tenant", field="tunnel_key")
+            tunnel_key = give_tunnel_key(s, f"tenant:{name}", tunnel_key)
             t = self._add(s, Tenant(name=name, token_hash=hash_token(token), tunnel_key=tunnel_key,
                                     created_at=time.time()))
         return t, token

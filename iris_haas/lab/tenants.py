@@ -75,7 +75,9 @@ def l0(topo: Topology, node: str) -> planning.L0:
 
 
 def segment(topo: Topology, tenant: str) -> planning.Segment:
-    return planning.Segment.of(tenant, topo.tenant(tenant).key)
+    """The tenant's own segment, numbered by its place in the topology (as a database id would)."""
+    index = next(i for i, x in enumerate(topo.iaas) if x.tenant == tenant)
+    return planning.Segment.of(names.tenant_segment(index + 1), topo.tenant(tenant).key)
 
 
 def tenants(topo: Topology, l1s: Iterable[L1] = (), volumes: Iterable[Volume] = (),

@@ -49,15 +49,15 @@ def segment_of(reservation: Reservation, tenant: Tenant) -> Segment:
     segment of the reservation's own, with its own key, isolated from every other HaaS resource
     and extended to the IaaS as a separate network (the IaaS adds it as a new pod). Model (c): a
     segment of its own too, not extended: reached through a router (see the NRM)."""
-    if reservation.service_model in (ServiceModel.POD, ServiceModel.ROUTED):
-        return Segment.of(names.pod_segment(tenant.name, reservation.id), names.tenant_key(f"pod:{reservation.id}"),
+    if reservation.service_model in (ServiceModel.POD, ServiceModel.ROUTED) and reservation.segment_no is not None:
+        return Segment.of(names.pod_segment(reservation.segment_no), reservation.segment_key,
                           routed=reservation.service_model == ServiceModel.ROUTED)
     return tenant_segment(tenant)
 
 
 def tenant_segment(tenant: Tenant) -> Segment:
     """The tenant's own overlay (model a), which its IaaS L2 extends into."""
-    return Segment.of(tenant.name, tenant.tunnel_key)
+    return Segment.of(names.tenant_segment(tenant.id), tenant.tunnel_key)
 
 
 class ActiveView:

@@ -11,7 +11,7 @@ from iris_haas.contract.types import L1Kind, ServiceModel
 from iris_haas.managers.base import ActiveView, Context, Plans, ResourceManager
 from iris_haas.planning import router_interface
 from iris_haas.store import calendar
-from iris_haas.store.models import Meta, Node
+from iris_haas.store.models import Meta, Node, next_number
 
 
 def _gateway(reservation) -> str | None:
@@ -59,6 +59,7 @@ class ComputeManager(ResourceManager):
                 break
             free[a.resource_id] = tuple(f[d] - need[d] for d in range(3))
             kept.append(a.resource_id)
+        kept_names = [a.detail["l1"] for a in previous[: len(kept)]]  # an L1 that stays keeps its name
         rest = calendar.place(free, need, item["count"] - len(kept))
         if rest is None:
             raise ReserveFailed(
@@ -66,10 +67,10 @@ class ComputeManager(ResourceManager):
                 f"{need[2]} GB) do not fit over the interval; {len(kept) + calendar.fit_count(free, need)} would fit"
             )
         for n, node_id in enumerate(kept + rest):
+            l1 = kept_names[n] if n < len(kept_names) else names.l1_name(next_number(ctx.session, "l1"))
             self.hold(
                 ctx, index, node_id,
-                {"node": names_[node_id], "l1": names.l1_name(ctx.reservation.id, index, n), "l1_kind": item["l1_kind"],
-                 "n": n},
+                {"node": names_[node_id], "l1": l1, "l1_kind": item["l1_kind"], "n": n},
                 cpus=need[0], memory_mb=need[1], disk_gb=need[2],
             )
 

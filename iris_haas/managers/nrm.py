@@ -79,8 +79,9 @@ class NetworkManager(ResourceManager):
                           for g in view.gateways_of(sid)]
             for rid in sorted({a.reservation_id for a in mine}):
                 res = view.reservations[rid]
-                if res.service_model == ServiceModel.ROUTED and res.routing:
+                if res.service_model == ServiceModel.ROUTED and res.routing and res.segment_no is not None:
                     t.routers.append(planning.Router(
-                        netns=names.router_netns(rid), segment=segment_of(res, tenant),
+                        netns=names.router_netns(res.segment_no), segment=segment_of(res, tenant),
+                        legs=(names.router_leg(res.segment_no, "segment"), names.router_leg(res.segment_no, "iaas")),
                         address=str(router_interface(res.routing["subnet"])), iaas_address=res.routing["iaas_address"],
                         owner=rid, vlan=view.mgmt_vlan(tenant)))

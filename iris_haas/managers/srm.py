@@ -9,7 +9,7 @@ from iris_haas.contract import names
 from iris_haas.contract.errors import ReserveFailed
 from iris_haas.managers.base import ActiveView, Context, Plans, ResourceManager
 from iris_haas.store import calendar
-from iris_haas.store.models import StoragePool
+from iris_haas.store.models import StoragePool, next_number
 
 
 class StorageManager(ResourceManager):
@@ -28,8 +28,10 @@ class StorageManager(ResourceManager):
                 f"at most {max(f[0] for f in free.values())} GB is"
             )
         pool = next(p for p in pools if p.id == chosen[0])
-        self.hold(ctx, index, pool.id,
-                  {"pool": pool.name, "volume": names.volume(ctx.reservation.id, index), "keep": item["keep"]},
+        # a modified volume stays the same volume (its number names it on its host)
+        previous = self._allocations(ctx, status="committed", item=index) if ctx.reservation.committed_version else []
+        no = previous[0].detail["no"] if previous and "no" in previous[0].detail else next_number(ctx.session, "volume")
+        self.hold(ctx, index, pool.id, {"pool": pool.name, "volume": names.volume(no), "no": no, "keep": item["keep"]},
                   gb=item["size_gb"])
 
     def plan(self, view: ActiveView, plans: Plans) -> None:
@@ -41,10 +43,11 @@ class StorageManager(ResourceManager):
             if not (pool.host and pool.path):
                 continue
             node = view.node_named(pool.host)
-            netns = names.volume_netns(a.reservation_id, a.item)
+            no = a.detail["no"]
+            netns = names.volume_netns(no)
             view.plan_of(plans, a).volumes.append(planning.Volume(
-                name=names.volume(a.reservation_id, a.item), host=pool.host, pool=pool.path,
-                segment=view.segment(a), owner=a.reservation_id, tenant=tenant.name, nic=netns,
+                name=names.volume(no), host=pool.host, pool=pool.path,
+                segment=view.segment(a), owner=a.reservation_id, tenant=tenant.name, nic=names.volume_nic(no),
                 l0=view.l0(node) if node is not None else None, size_gb=a.gb, keep=a.detail["keep"],
                 netns=netns, address=item.get("export_address"),
                 vlan=view.mgmt_vlan(tenant)))

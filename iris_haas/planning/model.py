@@ -27,7 +27,7 @@ class Segment:
 
     @classmethod
     def of(cls, name: str, key: int, routed: bool = False) -> Segment:
-        return cls(name, names.tenant_bridge(name), key, routed)
+        return cls(name, names.segment_bridge(name), key, routed)
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,7 @@ class Router:
     address: str
     iaas_address: str
     owner: str
+    legs: tuple[str, str]  # name the veth pairs of its leg on the segment and of its leg on the tenant's L2
     vlan: int | None = None
 
 

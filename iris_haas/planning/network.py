@@ -47,7 +47,7 @@ def plan(t: Tenant) -> list[tuple[str, Op]]:
                                                    owner=owner, tenant=t.name)))
     for seg in segments(t):
         def tunnel(peer: str, remote: str, mesh: bool = True, seg: Segment = seg) -> TunnelOp:
-            return TunnelOp(bridge=seg.bridge, name=names.tenant_tunnel(seg.name, peer), remote_ip=remote,
+            return TunnelOp(bridge=seg.bridge, name=names.segment_tunnel(seg.name, peer), remote_ip=remote,
                             key=seg.key, mesh=mesh, owner=owner, tenant=t.name)
 
         members = mesh_members(t, seg)
@@ -66,8 +66,7 @@ def plan(t: Tenant) -> list[tuple[str, Op]]:
                 if m != n and m.underlay:
                     out.append((n.host, tunnel(names.l0_peer(m.id), m.underlay)))
     for r in t.routers:
-        legs = ((r.segment.bridge, names.router_leg(r.netns, "segment"), r.address),
-                (t.segment.bridge, names.router_leg(r.netns, "iaas"), r.iaas_address))
+        legs = ((r.segment.bridge, r.legs[0], r.address), (t.segment.bridge, r.legs[1], r.iaas_address))
         for gw in t.gateways[:1]:
             for bridge, leg, address in legs:
                 l0if, l1if = names.l1_port(leg)

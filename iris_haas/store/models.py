@@ -3,8 +3,12 @@ and identical on SQLite and PostgreSQL; the API converts them to ISO 8601."""
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String
+import secrets
+
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from iris_haas.contract.errors import AlreadyExists
 
 
 class Base(DeclarativeBase):
@@ -21,9 +25,38 @@ class Meta(Base):
 
 
 def bump_inventory(session) -> None:
-    from sqlalchemy import update
-
     session.execute(update(Meta).where(Meta.key == "inventory").values(value=Meta.value + 1))
+
+
+def next_number(session, key: str) -> int:
+    """The next number of a sequence (``l1``, ``volume``, ``segment``): given once, never again,
+    so the names built from it (``contract.names``) cannot collide."""
+    return session.execute(update(Meta).where(Meta.key == key).values(value=Meta.value + 1)
+                           .returning(Meta.value)).scalar_one()
+
+
+def give_tunnel_key(session, owner: str, key: int | None = None) -> int:
+    """A GRE key never given before: ``key`` if it is free, else a random one (32 bits, not 0),
+    so a tenant cannot guess another's key from its own."""
+    if key is not None:
+        if session.get(TunnelKey, key) is not None:
+            raise AlreadyExists(f"tunnel key {key} was given before", field="tunnel_key")
+    else:
+        key = secrets.randbelow(2**32 - 1) + 1
+        while session.get(TunnelKey, key) is not None:
+            key = secrets.randbelow(2**32 - 1) + 1
+    session.add(TunnelKey(key=key, owner=owner))
+    session.flush()
+    return key
+
+
+class TunnelKey(Base):
+    """Every GRE key ever given, to a tenant's segment or to a pod's: a key is never given twice,
+    so no host can still hold a key that now means another tenant."""
+
+    __tablename__ = "tunnel_keys"
+    key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    owner: Mapped[str] = mapped_column(String(64))  # tenant:<id> or segment:<no>
 
 
 class Tenant(Base):
@@ -32,7 +65,7 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     # The GRE key of the tenant's overlay and inter-DC trunk; the tenant's IaaS gateway uses it too.
-    tunnel_key: Mapped[int] = mapped_column(Integer, unique=True)
+    tunnel_key: Mapped[int] = mapped_column(BigInteger, unique=True)
     created_at: Mapped[float] = mapped_column(Float)
 
 
@@ -130,6 +163,9 @@ class Reservation(Base):
     provision_state: Mapped[str] = mapped_column(String(24))
     lifecycle_state: Mapped[str] = mapped_column(String(24), index=True)
     data_plane_active: Mapped[bool] = mapped_column(Boolean, default=False)
+    # models b and c: the reservation's own segment (its number names it, see contract.names)
+    segment_no: Mapped[int | None] = mapped_column(Integer, unique=True)
+    segment_key: Mapped[int | None] = mapped_column(BigInteger)
     hold_expires_at: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)
 
@@ -220,5 +256,6 @@ class Event(Base):
 
 __all__ = [
     "Allocation", "Base", "Criteria", "Event", "HostSync", "Meta", "bump_inventory", "Gateway", "Link", "Node",
+    "TunnelKey", "give_tunnel_key", "next_number",
     "Reservation", "Site", "StoragePool", "Tenant",
 ]

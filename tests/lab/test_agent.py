@@ -31,7 +31,7 @@ def test_agent_reports_what_is_really_there(lab, tenants):
     assert s["in_sync"]
     ops = {(o["op"], o.get("name") or o.get("port")): o for o in s["observed"]}
     assert ops[("port", "irisp-r1")]["vlan"] == 101
-    assert ops[("tunnel", "irist-a-g1")]["key"] == 1001
+    assert ops[("tunnel", "iristt1g1")]["key"] == 1001
     assert ops[("shape", "irisp-r1")]["rate_mbit"] == 50
 
 
@@ -42,10 +42,10 @@ def test_kill_agent_and_break_things_by_hand_then_apply_repairs(lab, tenants):
     r = SubprocessRunner()
     realizer.stop_agent(lab, "l0-1")
     # by hand, while the agent is dead: a port, a tunnel, the veth and its htb go away
-    r.run(ovs.txn(lab.ovs("l0-1").db, *ovs.del_port("irisp-r1"), *ovs.del_port("irist-a-g1")))
+    r.run(ovs.txn(lab.ovs("l0-1").db, *ovs.del_port("irisp-r1"), *ovs.del_port("iristt1g1")))
     nl.delete_link(lab.ns("l0-1"), "irisp-r1")
     # ... and the inter-DC trunk on the HaaS gateway
-    r.run(ovs.txn(lab.ovs("hgw").db, *ovs.del_port("irist-a-x1")))
+    r.run(ovs.txn(lab.ovs("hgw").db, *ovs.del_port("iristt1x1")))
     assert probe.ping(lab.ns("r2"), "10.0.102.10", count=2) == 0
     realizer.start_agent(lab, "l0-1")
     with lab.client("l0-1") as c:

@@ -78,8 +78,10 @@ def test_reserve_commit_provision_reaches_the_iaas_and_release_removes(lab, coor
     assert r["provision_state"] == "Released" and not r["data_plane_active"]
     assert probe.ping(lab.ns("amgmt"), "10.0.101.51", count=2, wait=0.5) == 0
     assert not any(nl.netns_exists(n) for n in l1s)
-    events = [e["type"] for e in a.get(f"/reservations/{r['id']}/events")]
-    assert events.count("dataPlaneStateChange") == 2
+    changes = [(e["detail"]["active"], e["detail"]["versionConsistent"])
+               for e in a.get(f"/reservations/{r['id']}/events") if e["type"] == "dataPlaneStateChange"]
+    # each change decided, then confirmed once the real agents held it
+    assert changes == [(True, False), (True, True), (False, False), (False, True)]
 
 
 def test_two_tenants_same_addresses_are_isolated(lab, coord):

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from iris_haas.contract import names
 from iris_haas.lab import probe
+from iris_haas.lab import tenants as tenants_plan
 from iris_haas.lab.tenants import L1
 from iris_haas.linux import netlink as nl
 from iris_haas.linux import ovs
@@ -68,7 +68,7 @@ def test_tenant_bridges_share_nothing(lab, tenants):
     by_bridge = {}
     for n, p in st.ports.items():
         by_bridge.setdefault(p.get("bridge"), set()).add(n)
-    a, b = by_bridge[names.tenant_bridge("a")], by_bridge[names.tenant_bridge("b")]
+    a, b = by_bridge[tenants_plan.segment(lab.topo, "a").bridge], by_bridge[tenants_plan.segment(lab.topo, "b").bridge]
     assert not a & b
     keys = {p: st.interfaces[p]["options"].get("key") for p in a | b if st.interfaces[p].get("type") == "gre"}
     assert {keys[p] for p in a if p in keys} == {"1001"}
@@ -79,21 +79,21 @@ def test_mesh_grows_and_shrinks_with_the_tenants_nodes(lab, tenants):
     def tunnels(node):
         st = ovs.observe(SubprocessRunner(), lab.ovs(node).db)
         return sorted(n for n, i in st.interfaces.items() if i.get("type") == "gre"
-                      and st.ports[n].get("bridge") == names.tenant_bridge("a"))
+                      and st.ports[n].get("bridge") == tenants_plan.segment(lab.topo, "a").bridge)
 
     tenants.set([L1("a", "l0-1", "a1", vlan=101, address="10.0.101.21/24")])
-    assert tunnels("l0-1") == ["irist-a-g1"]
-    assert tunnels("hgw") == ["irist-a-n1", "irist-a-x1"]
+    assert tunnels("l0-1") == ["iristt1g1"]
+    assert tunnels("hgw") == ["iristt1n1", "iristt1x1"]
     tenants.set([*tenants.l1s, L1("a", "l0-3", "a3", vlan=101, address="10.0.101.23/24")])
-    assert tunnels("l0-1") == ["irist-a-g1", "irist-a-n3"]
-    assert tunnels("l0-3") == ["irist-a-g1", "irist-a-n1"]
-    assert tunnels("hgw") == ["irist-a-n1", "irist-a-n3", "irist-a-x1"]
+    assert tunnels("l0-1") == ["iristt1g1", "iristt1n3"]
+    assert tunnels("l0-3") == ["iristt1g1", "iristt1n1"]
+    assert tunnels("hgw") == ["iristt1n1", "iristt1n3", "iristt1x1"]
     # L1 to L1 across L0s goes straight over the mesh
     assert probe.reachable(lab.ns("a1"), "10.0.101.23")
     tenants.set(tenants.l1s[1:])
-    assert tunnels("hgw") == ["irist-a-n3", "irist-a-x1"]
-    assert tunnels("l0-3") == ["irist-a-g1"]
-    assert names.tenant_bridge("a") not in ovs.observe(SubprocessRunner(), lab.ovs("l0-1").db).bridges
+    assert tunnels("hgw") == ["iristt1n3", "iristt1x1"]
+    assert tunnels("l0-3") == ["iristt1g1"]
+    assert tenants_plan.segment(lab.topo, "a").bridge not in ovs.observe(SubprocessRunner(), lab.ovs("l0-1").db).bridges
     assert not nl.netns_exists(lab.ns("a1"))
 
 

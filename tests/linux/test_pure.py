@@ -23,16 +23,6 @@ from iris_haas.linux import ovs, tc
 pytestmark = pytest.mark.unit
 
 
-def test_names_fit_ifnamsiz_and_are_deterministic():
-    for n in [names.tenant_bridge("a-very-long-tenant-name"), names.tenant_tunnel("acme-corp", "gw"),
-              *names.l1_port("web-frontend-01")]:
-        assert len(n) <= 15 and n.startswith("iris")
-    assert names.tenant_bridge("acme-corp-x") == names.tenant_bridge("acme-corp-x")
-    assert names.tenant_bridge("acme-corp-x1") != names.tenant_bridge("acme-corp-x2")
-    assert names.tenant_bridge("a") == "irisb-a"
-    assert 1 <= names.tenant_key("acme") < 2**31
-
-
 def test_one_transaction_per_change():
     c = ovs.txn("unix:/x/db.sock", *ovs.add_bridge("br", datapath_type="netdev", external_ids={"iris-owner": "r1"}),
                 *ovs.gre_port("br", "t1", remote_ip="198.18.0.1", key=7, protected=True))

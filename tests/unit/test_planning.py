@@ -65,7 +65,7 @@ def test_a_pod_is_a_segment_of_its_own_and_a_routed_segment_has_a_router_instead
     routed = planning.Segment.of("a-rt1", 78, routed=True)
     a.l1s = [l1(a, "p1", 1, seg=pod), l1(a, "c1", 2, seg=routed)]
     a.routers = [planning.Router(netns="irisr1", segment=routed, address="10.77.0.1/24",
-                                 iaas_address="10.0.101.77/24", owner="r2", vlan=101)]
+                                 iaas_address="10.0.101.77/24", owner="r2", legs=("r1s", "r1i"), vlan=101)]
     st = planning.desired([a])
     trunks = {(o.bridge, o.key) for o in st["hgw"] if isinstance(o, TunnelOp) and not o.mesh}
     # the pod and the tenant's own L2 (which the router's IaaS leg needs) are trunked; the routed segment is not

@@ -5,6 +5,7 @@ The standard inventory has one pool, ``pool0``, of 1000 GB."""
 
 from __future__ import annotations
 
+from iris_haas.contract import names
 from iris_haas.control.schemas import from_epoch
 from tests.conftest import T0
 
@@ -27,7 +28,11 @@ def test_storage_admission_refuses_a_volume_larger_than_the_pools_free_capacity_
     assert a.status_code == 201, a.text
     msg(api, a.json()["id"], "commit")
     [res] = a.json()["resources"]
-    assert (res["manager"], res["pool"], res["volume"]) == ("srm", "pool0", f"iris-{a.json()['id'][:8]}-0")
+    assert (res["manager"], res["pool"]) == ("srm", "pool0")
+    assert res["volume"] == names.volume(res["no"])  # named by a number the database gives once
+    b = reserve(api, "bob", 100).json()
+    assert b["resources"][0]["volume"] != res["volume"]
+    msg(api, b["id"], "abort", "bob")
 
     # overlapping alice's interval, even by one second at either end: only 200 GB are free
     for start, end in ((T0, T0 + 3600), (T0 + 3599, T0 + 7200), (T0 - 3600, T0 + 1)):

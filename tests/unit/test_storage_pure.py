@@ -114,13 +114,3 @@ def test_host_plan_releases_before_the_network_and_serves_after_it():
     facts.volumes = {v.name: serving(v)}
     acts = host_plan(DesiredState(ops=[]), facts, cfg)
     assert acts and acts[0] == Action("vol-release", (v.name, "wipe"))
-
-
-def test_export_ops_for_the_srm():
-    port, v = storage.export_ops(volume="iris-ab12cd34-0", tenant="acme", owner="r1", pool="/srv/pool0", size_gb=10,
-                                 bridge="irisb-acme", vlan=101, address="10.0.101.50/24")
-    assert v.netns == port.l1_netns == "iris-nfs-ab12cd34-0"
-    assert len(port.name) <= 15 and len(port.l1_ifname) <= 15 and port.name.startswith("iris")
-    assert (port.vlan, port.trunk, port.address) == (101, False, "10.0.101.50/24")
-    assert v.address == "10.0.101.50/24" and v.mib == 10240
-    DesiredState(ops=[port, v])  # one desired state holds both
