@@ -57,6 +57,10 @@ class Ack:
 class DataPlane(Protocol):
     def push(self, host: str, agent_url: str | None, state: DesiredState) -> Ack: ...
 
+    def observe(self, host: str, agent_url: str | None) -> Ack:
+        """What the host holds now (the generation and whether it matches it), without changing it."""
+        ...
+
 
 class InMemoryDataPlane:
     def __init__(self) -> None:
@@ -75,6 +79,16 @@ class InMemoryDataPlane:
             else:
                 self.hosts.pop(host, None)
         return Ack(state.version, True)
+
+    def observe(self, host: str, agent_url: str | None) -> Ack:
+        with self._lock:
+            return Ack(self.generations.get(host, 0), True)
+
+    def lose(self, host: str) -> None:
+        """The host was rebuilt (a reboot that wiped its state): it holds nothing any more."""
+        with self._lock:
+            self.hosts.pop(host, None)
+            self.generations.pop(host, None)
 
 
 class AgentDataPlane:
@@ -95,6 +109,15 @@ class AgentDataPlane:
         with AgentClient(agent_url, self.token, netns=self.netns, timeout=self.timeout) as c:
             r = c.put(state)
         return Ack(int(r.get("version", state.version)), bool(r.get("in_sync", False)))
+
+    def observe(self, host: str, agent_url: str | None) -> Ack:
+        from iris_haas.agent.client import AgentClient
+
+        if not agent_url:
+            return Ack(0, True)
+        with AgentClient(agent_url, self.token, netns=self.netns, timeout=min(10.0, self.timeout)) as c:
+            r = c.state()
+        return Ack(int(r.get("version", 0)), bool(r.get("in_sync", False)))
 
 
 def digest(ops: list[Op]) -> str:
@@ -227,22 +250,52 @@ class Syncer:
         todo = [t for h, t in targets.items() if h in behind and (only is None or h in only)]
         return self.push(todo, timeout)
 
-    def reconcile(self) -> dict[str, str | None]:
+    def _poll_one(self, t: Target) -> None:
+        """Ask a host what it holds. A host that holds less than it acknowledged was rebuilt (or
+        its state wiped): it is behind again, and the next pass sends it its state. One that
+        holds its generation but has drifted (a change by hand, a restarted daemon its agent has
+        not repaired yet) is marked out of sync and sent its state again, which repairs it."""
+        try:
+            ack = self.dataplane.observe(t.host, t.url)
+        except Exception as e:  # unreachable: the push path's backoff deals with it
+            log.info("poll of %s failed: %s", t.host, e)
+            return
+        with self.db.transaction() as s:
+            row = s.get(HostSync, t.host, with_for_update=True)
+            if row is None:
+                return
+            row.last_seen = self.clock()
+            if ack.generation < row.acked:
+                log.warning("host %s holds generation %s, had acknowledged %s: sending it again",
+                            t.host, ack.generation, row.acked)
+                row.acked, row.next_try = ack.generation, 0.0
+            row.in_sync = ack.in_sync and ack.generation >= row.generation
+
+    def reconcile(self, poll_every_s: float = 10.0) -> dict[str, str]:
         """The leader's loop body: every host still behind whose backoff has passed is sent its
-        state again; pushes in flight are not doubled. Does not wait for slow hosts."""
+        state again; every host not seen for ``poll_every_s`` is asked what it holds. Work in
+        flight for a host is not doubled, and nothing here waits for a slow host."""
         targets = self.refresh()
         now = self.clock()
         with self.db.transaction() as s:
-            due = {r.host for r in s.scalars(select(HostSync))
-                   if (r.acked < r.generation or not r.in_sync) and r.next_try <= now}
-        out: dict[str, str | None] = {}
-        for host in sorted(due):
+            rows = list(s.scalars(select(HostSync)))
+        due = {r.host: "push" for r in rows if (r.acked < r.generation or not r.in_sync) and r.next_try <= now}
+        for r in rows:
+            if r.host not in due and r.attempts == 0 and (r.last_seen is None or now - r.last_seen >= poll_every_s):
+                due[r.host] = "poll"
+        out: dict[str, str] = {}
+        for host, what in sorted(due.items()):
             f = self._inflight.get(host)
             if host not in targets or (f is not None and not f.done()):
                 continue
-            self._inflight[host] = self._pool.submit(self._push_one, targets[host])
-            out[host] = None
+            work = self._push_one if what == "push" else self._poll_one
+            self._inflight[host] = self._pool.submit(work, targets[host])
+            out[host] = what
         return out
+
+    def settle(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) for the work the reconciler has in flight: for tests."""
+        wait([f for f in self._inflight.values() if not f.done()], timeout=timeout)
 
     def hosts(self) -> list[HostSync]:
         with self.db.transaction() as s:

@@ -86,12 +86,26 @@ def test_a_release_with_the_agent_down_is_finished_when_it_returns_and_holds_the
     for _ in range(50):
         clock.advance(31)  # past any backoff
         api.coordinator.tick()
-        api.coordinator.sync._inflight.get(node) and api.coordinator.sync._inflight[node].result(5)
+        api.coordinator.sync.settle(5)
         if node not in dp.hosts:
             break
     assert node not in dp.hosts
     api.coordinator.tick()  # and then its capacity is free again
     assert provisioned(api, "bob")["provision_state"] == "Provisioned"
+
+
+def test_a_host_rebuilt_without_its_state_is_found_and_sent_it_again(flaky, clock):
+    api, dp = flaky
+    r = provisioned(api)
+    node = r["resources"][0]["node"]
+    dp.lose(node)  # a reboot wiped it; its agent answers, holding generation 0
+    for _ in range(3):  # a poll finds it, the next pass sends its state
+        clock.advance(11)
+        api.coordinator.tick()
+        api.coordinator.sync.settle(5)
+    assert [o["name"] for o in dp.hosts[node] if o["op"] == "l1"] == [r["resources"][0]["l1"]]
+    row = rows(api)[node]
+    assert row.acked == row.generation and row.in_sync
 
 
 def test_provision_with_a_host_down_fails_cleanly_naming_only_its_hosts(flaky):
