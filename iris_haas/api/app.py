@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from iris_haas import __version__
 from iris_haas.api.deps import AdminDep, CoordinatorDep
-from iris_haas.api.routes import inventory, reservations, tenants
+from iris_haas.api.routes import hosts, inventory, reservations, tenants
 from iris_haas.contract.errors import IrisError
 from iris_haas.control.engine import Coordinator
 from iris_haas.control.inventory import Inventory
@@ -103,7 +103,7 @@ def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval
         return {"host": host, "ops": [op.model_dump() for op in coord.desired_state(host).ops]}
 
     for router in (tenants.tenants, tenants.sites, inventory.nodes, inventory.gateways, inventory.links,
-                   inventory.pools, reservations.reservations, reservations.availability):
+                   inventory.pools, reservations.reservations, reservations.availability, hosts.hosts):
         v1.include_router(router)
     app.include_router(v1)
     return app

@@ -16,7 +16,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite under data_dir")
     admin_token: str | None = Field(default=None, description="admin API token; default: generated into data_dir")
     hold_timeout_s: float = Field(default=60.0, gt=0, description="NSI hold timer: ReserveHeld -> ReserveTimeout")
-    scheduler_interval_s: float = Field(default=1.0, gt=0)
+    scheduler_interval_s: float = Field(default=1.0, gt=0, description="how often the leader runs hold timers, "
+                                        "start and end times and the reconciler")
+    push_timeout_s: float = Field(default=60.0, gt=0, le=3600, description="how long an API call waits for the "
+                                  "hosts it changed; a slower host is left to the reconciler")
+    provision_timeout_s: float = Field(default=180.0, gt=0, le=3600, description="how long provision waits for "
+                                       "every host of the reservation to confirm before it fails")
     agent_token: str | None = Field(default=None, description="token of the hosts' agents; without it desired "
                                     "state stays in the coordinator (in-memory data plane, for trials)")
     agent_netns: str | None = Field(default=None, description="reach the agents from inside this network "

@@ -165,3 +165,15 @@ def test_on_postgresql_the_lease_passes_when_the_leader_goes(postgres, clock):
         second.sync.close()
         second.lease.release()
         b.dispose()
+
+
+def test_the_admin_sees_each_hosts_generations_and_a_tenant_does_not(flaky):
+    api, dp = flaky
+    r = provisioned(api)
+    node = r["resources"][0]["node"]
+    dp.down.add(node)
+    api.ok("POST", f"/reservations/{r['id']}/release", "alice")
+    got = {h["host"]: h for h in api.ok("GET", "/hosts")}
+    assert got[node]["acked"] < got[node]["generation"] and not got[node]["in_sync"] and got[node]["error"]
+    assert got["haas-gw"]["acked"] == got["haas-gw"]["generation"] and got["haas-gw"]["in_sync"]
+    assert api.call("GET", "/hosts", "alice").status_code == 403
