@@ -544,7 +544,43 @@ class Coordinator:
         # backoff, in the background), so what a missed push left undone is finished unaided
         self.sync.reconcile()
         self._purge()
+        self._settle_provisioning(now)
         return counts
+
+    def _settle_provisioning(self, now: float) -> None:
+        """A provision whose coordinator died before it finished: Provisioned once its hosts hold
+        it, failed (Released, errorEvent) when they still do not after twice the provision
+        timeout. No reservation stays in Provisioning for ever."""
+        with self.db.transaction() as s:
+            stuck = list(s.scalars(select(Reservation.id).where(
+                Reservation.provision_state == ProvisionState.PROVISIONING)))
+        if not stuck:
+            return
+        targets = self.sync.refresh()
+        for rid in stuck:
+            with self.db.transaction() as s:
+                res = self._load(s, rid, None)
+                if res.provision_state != ProvisionState.PROVISIONING:
+                    continue
+                tenant = s.get(Tenant, res.tenant_id)
+                mine = (self._hosts_of(targets, rid, f"tenant:{tenant.name}", segment_of(res, tenant).bridge)
+                        if res.data_plane_active else {})
+                rows = {r.host: r for r in s.scalars(select(HostSync).where(HostSync.host.in_(list(mine))))}
+                missing = sorted(h for h, g in mine.items()
+                                 if not (h in rows and rows[h].acked >= g and rows[h].in_sync))
+                since = s.scalar(select(Event.at).where(Event.reservation_id == rid, Event.type == "transition")
+                                 .order_by(Event.id.desc()).limit(1)) or now
+                if not missing:
+                    self._transition(s, res, "provision", "provision_ok")
+                    if res.data_plane_active:
+                        self._event(s, res, "dataPlaneStateChange", active=True, version=res.committed_version,
+                                    versionConsistent=True, hosts=sorted(mine))
+                elif now - since > 2 * self.provision_timeout_s:
+                    self._transition(s, res, "provision", "provision_fail")
+                    self._event(s, res, "errorEvent", hosts=missing,
+                                message="the data plane did not take the reservation: "
+                                        + "; ".join(f"{h}: did not confirm in time" for h in missing))
+                    self._sync(s, res, now)
 
     # ---------------------------------------------------------------- queries
     def get(self, tenant_id: int | None, rid: str) -> tuple[Reservation, Tenant, list[dict]]:

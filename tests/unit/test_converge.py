@@ -177,3 +177,33 @@ def test_the_admin_sees_each_hosts_generations_and_a_tenant_does_not(flaky):
     assert got[node]["acked"] < got[node]["generation"] and not got[node]["in_sync"] and got[node]["error"]
     assert got["haas-gw"]["acked"] == got["haas-gw"]["generation"] and got["haas-gw"]["in_sync"]
     assert api.call("GET", "/hosts", "alice").status_code == 403
+
+
+def test_a_provision_its_coordinator_did_not_finish_is_settled_by_the_leader(flaky, clock, monkeypatch):
+    api, dp = flaky
+    r = api.ok("POST", "/reservations", "alice", json={"duration_s": 3600, "items": [
+        {"kind": "compute", "count": 1, "l1_kind": "lxc", "cpus": 1, "memory_mb": 1024, "disk_gb": 10}]})
+    api.ok("POST", f"/reservations/{r['id']}/commit", "alice")
+    monkeypatch.setenv("IRIS_FAILPOINTS", "provision.after_commit=raise")  # the coordinator "dies" there
+    assert api.call("POST", f"/reservations/{r['id']}/provision", "alice").status_code == 500
+    monkeypatch.delenv("IRIS_FAILPOINTS")
+    assert api.ok("GET", f"/reservations/{r['id']}", "alice")["provision_state"] == "Provisioning"
+    api.coordinator.tick()  # the leader pushes, and finds every host of it holding it
+    api.coordinator.sync.settle(5)
+    api.coordinator.tick()
+    assert api.ok("GET", f"/reservations/{r['id']}", "alice")["provision_state"] == "Provisioned"
+
+
+def test_a_provision_whose_hosts_never_confirm_fails_after_a_bound(flaky, clock, monkeypatch):
+    api, dp = flaky
+    r = api.ok("POST", "/reservations", "alice", json={"duration_s": 3600, "items": [
+        {"kind": "compute", "count": 1, "l1_kind": "lxc", "cpus": 1, "memory_mb": 1024, "disk_gb": 10}]})
+    api.ok("POST", f"/reservations/{r['id']}/commit", "alice")
+    monkeypatch.setenv("IRIS_FAILPOINTS", "provision.after_commit=raise")
+    api.call("POST", f"/reservations/{r['id']}/provision", "alice")
+    monkeypatch.delenv("IRIS_FAILPOINTS")
+    dp.down.add("haas-gw")
+    clock.advance(11)  # more than twice the provision timeout (5 s here)
+    api.coordinator.tick()
+    got = api.ok("GET", f"/reservations/{r['id']}", "alice")
+    assert (got["provision_state"], got["data_plane_active"]) == ("Released", False)
