@@ -6,13 +6,8 @@ only, no TCP port) and stopped by its PID at the end.
 
 from __future__ import annotations
 
-import itertools
 import os
 import pwd
-import shutil
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -21,86 +16,18 @@ from fastapi.testclient import TestClient
 from iris_haas.api.app import create_app
 from iris_haas.control.engine import Coordinator
 from iris_haas.control.sync import InMemoryDataPlane
+from iris_haas.lab.postgres import PostgresServer, pg_bindir
 from iris_haas.store.db import Database
 
 ADMIN = "admin-secret"
 T0 = 2_000_000_000.0  # a fixed "now" for the fake clock
 
 
-def _pg_bindir() -> Path | None:
-    base = Path("/usr/lib/postgresql")
-    if not base.exists():
-        return None
-    for v in sorted(base.iterdir(), reverse=True):
-        if (v / "bin" / "postgres").exists():
-            return v / "bin"
-    return None
-
-
-class PostgresServer:
-    def __init__(self) -> None:
-        self.bindir = _pg_bindir()
-        self.root = Path(tempfile.mkdtemp(prefix="iris-pg-"))
-        self.data, self.sock = self.root / "data", self.root / "sock"
-        self.proc: subprocess.Popen | None = None
-        self._n = itertools.count()
-
-    def _as_postgres(self, *cmd: str, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True, **kw)
-
-    def start(self) -> None:
-        pw = pwd.getpwnam("postgres")
-        self.sock.mkdir(parents=True)
-        os.chown(self.root, pw.pw_uid, pw.pw_gid)
-        os.chown(self.sock, pw.pw_uid, pw.pw_gid)
-        self._as_postgres(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                          "--no-sync", "-E", "UTF8")
-        self.proc = subprocess.Popen(
-            ["runuser", "-u", "postgres", "--", str(self.bindir / "postgres"), "-D", str(self.data),
-             "-c", "listen_addresses=", "-c", f"unix_socket_directories={self.sock}", "-c", "fsync=off",
-             "-c", "max_connections=200", "-c", "synchronous_commit=off"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.time() + 30
-        while not list(self.sock.glob(".s.PGSQL.*")):
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("PostgreSQL did not start")
-            time.sleep(0.05)
-        template = Database(self.url("postgres"))
-        with template.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-            c.exec_driver_sql("CREATE DATABASE iris_template")
-        template.dispose()
-        tdb = Database(self.url("iris_template"))
-        tdb.migrate()
-        tdb.dispose()
-
-    def url(self, dbname: str) -> str:
-        return f"postgresql+psycopg://postgres@/{dbname}?host={self.sock}"
-
-    def fresh_database(self) -> str:
-        name = f"iris_test_{next(self._n)}"
-        admin = Database(self.url("postgres"))
-        with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-            c.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE iris_template")
-        admin.dispose()
-        return self.url(name)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM to our own postgres: "smart" shutdown
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def postgres():
     if os.geteuid() != 0:
         pytest.skip("the PostgreSQL tests start their own server, which needs root (runuser postgres)")
-    if _pg_bindir() is None:
+    if pg_bindir() is None:
         pytest.skip("PostgreSQL is not installed (make test installs it)")
     try:
         pwd.getpwnam("postgres")
