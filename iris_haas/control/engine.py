@@ -290,7 +290,7 @@ class Coordinator:
             failures = [f"{h}: {e}" for h, e in sorted(results.items()) if e]
             self._confirm(outcome.reservation.id, targets)
         elif self._draining():
-            self.sync.refresh()  # frees what no host holds any more
+            self._push(step)  # what ended is freed once its hosts confirm
         if outcome.error is not None:
             raise outcome.error
         return outcome.reservation, failures

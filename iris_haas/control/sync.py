@@ -164,7 +164,9 @@ class Syncer:
                 d = digest(ops)
                 row = rows.get(host)
                 if row is None:
-                    row = HostSync(host=host, generation=0, digest=digest([]), acked=0, in_sync=False,
+                    # no digest yet: every host is sent the coordinator's state once, even an empty
+                    # one, so whatever it held before (another coordinator's, a lab's) goes
+                    row = HostSync(host=host, generation=0, digest="", acked=0, in_sync=False,
                                    attempts=0, next_try=0.0)
                     s.add(row)
                     rows[host] = row
