@@ -266,7 +266,6 @@ class Coordinator:
     def _push(self, step: str, timeout: float | None = None) -> tuple[dict[str, Target], dict[str, str | None]]:
         """After a transaction that may have changed the data plane: new generations, then every
         host that is behind is sent its state (waiting at most ``timeout``)."""
-        failpoints.hit(f"{step}.after_commit")
         targets = self.sync.refresh()
         behind = self.sync.behind()
         results = self.sync.push([t for h, t in targets.items() if h in behind],
@@ -282,6 +281,7 @@ class Coordinator:
                 self.db.admission_lock(s)
             result = fn(s)
             failpoints.hit(f"{step}.before_commit")
+        failpoints.hit(f"{step}.after_commit")
         outcome, changed = result if isinstance(result, tuple) else (result, False)
         failures = []
         if changed:
@@ -415,6 +415,7 @@ class Coordinator:
             tenant = s.get(Tenant, res.tenant_id)
             owner, bridge = f"tenant:{tenant.name}", segment_of(res, tenant).bridge
             failpoints.hit("provision.before_commit")
+        failpoints.hit("provision.after_commit")
         targets, results = self._push("provision", self.provision_timeout_s)
         mine = self._hosts_of(targets, rid, owner, bridge) if active else {}
         missing = sorted(h for h, ok in self._acked(mine).items() if not ok)

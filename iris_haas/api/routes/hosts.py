@@ -22,5 +22,6 @@ class HostPublic(BaseModel):
 
 @hosts.get("", response_model=list[HostPublic], summary="Each host's generations, in-sync flag and last contact")
 def list_hosts(coord: CoordinatorDep, _: AdminDep):
+    coord.sync.refresh()  # the generations the database wants now, not as of the last change
     return [HostPublic(host=r.host, generation=r.generation, acked=r.acked, in_sync=r.in_sync,
                        last_seen=r.last_seen, error=r.error, attempts=r.attempts) for r in coord.sync.hosts()]
