@@ -57,7 +57,7 @@ class Coordinator:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "IRIS_DATABASE_URL": db_url, "IRIS_DATA_DIR": str(data_dir), "IRIS_ADMIN_TOKEN": ADMIN,
                "IRIS_AGENT_TOKEN": lab.token(), "IRIS_AGENT_NETNS": lab.ns("ctl"),
-               "IRIS_SCHEDULER_INTERVAL_S": "0.3", "IRIS_PUSH_TIMEOUT_S": "10", "IRIS_PROVISION_TIMEOUT_S": "20",
+               "IRIS_SCHEDULER_INTERVAL_S": "0.3", "IRIS_POLL_INTERVAL_S": "1", "IRIS_PUSH_TIMEOUT_S": "10", "IRIS_PROVISION_TIMEOUT_S": "20",
                "IRIS_FAILPOINTS": failpoints}
         self.log = open(data_dir / f"serve-{self.port}.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([str(Path(sys.executable).parent / "iris"), "serve", "--port", str(self.port)],
@@ -143,20 +143,23 @@ class Bench:
                         pass
 
     # -- convergence and the audit
-    def converged(self, timeout: float = 60.0) -> float:
-        """Seconds until every host holds its generation and is in sync (raises past ``timeout``)."""
+    def converged(self, timeout: float = 60.0) -> list[str]:
+        """Wait until every host holds its generation and is in sync, and the hosts match the
+        database exactly; returns the differences left at ``timeout`` (none: converged)."""
         t0 = time.monotonic()
-        while True:
+        diffs: list[str] = ["not checked yet"]
+        while time.monotonic() - t0 < timeout:
             try:
                 with self.coord.client(timeout=5) as admin:
                     hosts = admin.get("/hosts")
-                if hosts and all(h["acked"] == h["generation"] and h["in_sync"] for h in hosts):
-                    return time.monotonic() - t0
-            except ApiError:
-                pass
-            if time.monotonic() - t0 > timeout:
-                raise TimeoutError(f"not converged after {timeout:.0f} s: {hosts}")
-            time.sleep(0.2)
+                behind = [h["host"] for h in hosts if not (h["acked"] == h["generation"] and h["in_sync"])]
+                diffs = [f"{h}: behind" for h in behind] or self.audit()
+                if not diffs:
+                    return []
+            except (ApiError, OSError) as e:
+                diffs = [f"{type(e).__name__}: {e}"]
+            time.sleep(0.25)
+        return diffs
 
     def audit(self) -> list[str]:
         """Every difference between the hosts and the database: leaks and missing objects."""
@@ -319,8 +322,10 @@ def vswitchd_restarted(node_of: Callable[[dict], str]):
         pid = inst.pids().get("ovs-vswitchd")
         if pid:
             os.kill(pid, signal.SIGKILL)
-            time.sleep(0.3)
-        inst.start(SubprocessRunner())
+            while os.path.exists(f"/proc/{pid}"):
+                time.sleep(0.05)
+        [start] = [c for c in inst.start_cmds() if c.argv[0] == "ovs-vswitchd"]
+        SubprocessRunner().run(start)
         return f"ovs-vswitchd of {node} killed and started again"
 
     return run
@@ -415,9 +420,8 @@ def main() -> int:
             try:
                 entry["detail"] = run(bench)
                 t0 = time.monotonic()
-                bench.converged(args.timeout)
+                diffs = bench.converged(args.timeout)
                 entry["converge_s"] = round(time.monotonic() - t0, 2)
-                diffs = bench.audit()
                 entry["leaks"] = len(diffs)
                 if diffs:
                     entry["diffs"] = diffs[:20]
@@ -430,7 +434,9 @@ def main() -> int:
             finally:
                 try:  # a clean slate for the next one
                     bench.terminate_all()
-                    bench.converged(args.timeout)
+                    left = bench.converged(args.timeout)
+                    if left:
+                        entry.setdefault("error", f"cleanup did not converge: {left[:5]}")
                 except Exception as e:  # noqa: BLE001
                     entry.setdefault("error", f"cleanup: {e}"[:300])
             out["per_scenario"][title] = entry
@@ -441,6 +447,7 @@ def main() -> int:
             bench.coord.stop()
         realizer.down(name)
         pg.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
     per = out["per_scenario"]
     out["scenarios"] = len(per)
     out["passed"] = sum(1 for e in per.values() if e["passed"])

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from iris_haas import __version__
@@ -84,6 +85,13 @@ def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval
     async def _http(_: Request, exc: StarletteHTTPException):
         kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
         return JSONResponse({"type": kind, "message": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(_: Request, exc: OperationalError):
+        # the database is unreachable (restarting, failing over): nothing was applied; say so
+        log.warning("database unreachable: %s", exc.orig)
+        return JSONResponse({"type": "ServiceUnavailable", "message": "the database is unreachable; try again"},
+                            status_code=503, headers={"Retry-After": "2"})
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception):

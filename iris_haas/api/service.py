@@ -40,7 +40,8 @@ def build(settings: Settings, dataplane: DataPlane | None = None, *, scheduler: 
     db = Database(settings.resolved_database_url())
     db.migrate()
     coordinator = Coordinator(db, hold_timeout_s=settings.hold_timeout_s, dataplane=dataplane,
-                              push_timeout_s=settings.push_timeout_s, provision_timeout_s=settings.provision_timeout_s)
+                              push_timeout_s=settings.push_timeout_s, provision_timeout_s=settings.provision_timeout_s,
+                              poll_interval_s=settings.poll_interval_s)
     app = create_app(coordinator, admin_token(settings),
                      scheduler_interval=settings.scheduler_interval_s if scheduler else None)
     return app, coordinator

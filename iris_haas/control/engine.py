@@ -87,6 +87,7 @@ class Coordinator:
         clock: Callable[[], float] = time.time,
         push_timeout_s: float = 60.0,
         provision_timeout_s: float = 180.0,
+        poll_interval_s: float = 5.0,
     ):
         self.db = db
         self.hold_timeout_s = hold_timeout_s
@@ -95,6 +96,7 @@ class Coordinator:
         # how long an API call waits for the hosts it changed (a slow host is then left to the
         # reconciler), and how long provision waits for its hosts to confirm
         self.push_timeout_s, self.provision_timeout_s = push_timeout_s, provision_timeout_s
+        self.poll_interval_s = poll_interval_s
         self.sync = Syncer(db, self.dataplane, self._derive, clock, on_refresh=self._drain)
         self.lease = Lease(db)
         network, compute, storage = NetworkManager(), ComputeManager(), StorageManager()
@@ -543,7 +545,7 @@ class Coordinator:
             self._push("tick", timeout=min(5.0, self.push_timeout_s))
         # the reconciler: every host still behind its generation is sent its state again (with
         # backoff, in the background), so what a missed push left undone is finished unaided
-        self.sync.reconcile()
+        self.sync.reconcile(self.poll_interval_s)
         self._purge()
         self._settle_provisioning(now)
         return counts

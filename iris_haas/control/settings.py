@@ -18,6 +18,8 @@ class Settings(BaseSettings):
     hold_timeout_s: float = Field(default=60.0, gt=0, description="NSI hold timer: ReserveHeld -> ReserveTimeout")
     scheduler_interval_s: float = Field(default=1.0, gt=0, description="how often the leader runs hold timers, "
                                         "start and end times and the reconciler")
+    poll_interval_s: float = Field(default=5.0, gt=0, le=3600, description="how often the leader asks each host "
+                                   "what it holds (a host rebuilt or changed by hand is found within this)")
     push_timeout_s: float = Field(default=60.0, gt=0, le=3600, description="how long an API call waits for the "
                                   "hosts it changed; a slower host is left to the reconciler")
     provision_timeout_s: float = Field(default=180.0, gt=0, le=3600, description="how long provision waits for "

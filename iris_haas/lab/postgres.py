@@ -53,7 +53,8 @@ class PostgresServer:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.time() + 30
-        while not list(self.sock.glob(".s.PGSQL.*")):
+        # the socket file, not its lock (which a restart may find left over), and an answer on it
+        while not (self.sock / ".s.PGSQL.5432").exists() or not self._answers():
             if self.proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError("PostgreSQL did not start")
             time.sleep(0.05)
@@ -66,6 +67,9 @@ class PostgresServer:
         tdb = Database(self.url("iris_template"))
         tdb.migrate()
         tdb.dispose()
+
+    def _answers(self) -> bool:
+        return subprocess.run([str(self.bindir / "pg_isready"), "-q", "-h", str(self.sock)]).returncode == 0
 
     def url(self, dbname: str) -> str:
         return f"postgresql+psycopg://postgres@/{dbname}?host={self.sock}"
@@ -88,5 +92,8 @@ class PostgresServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        deadline = time.time() + 20  # runuser returns before the postmaster has finished
+        while (self.data / "postmaster.pid").exists() and time.time() < deadline:
+            time.sleep(0.05)
         if not keep:
             shutil.rmtree(self.root, ignore_errors=True)
