@@ -15,6 +15,7 @@ import typer
 
 from iris_haas.contract.ops import DesiredState
 from iris_haas.hostd.reconciler import HostConfig
+from iris_haas.linux import proc
 
 
 def agent(
@@ -39,29 +40,26 @@ def agent(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = HostConfig(db=db, datapath_type=datapath_type, underlay_mtu=underlay_mtu)
     ag = make_agent(node or listen, cfg, state_dir)
-    if once:
-        if not desired:
-            raise typer.BadParameter("--once needs --desired")
-        typer.echo(ag.put(DesiredState.model_validate_json(desired.read_text())).model_dump_json())
-        return
-    token = os.environ.get("IRIS_AGENT_TOKEN", "")
-    if token_file:
-        token = token_file.read_text().strip()
-    if not token:
-        raise typer.BadParameter("no token: give --token-file or set IRIS_AGENT_TOKEN")
-    if desired:
-        ag.put(DesiredState.model_validate_json(desired.read_text()))
-    if pidfile:
-        pidfile.write_text(f"{os.getpid()}\n")
     try:
+        if once:
+            if not desired:
+                raise typer.BadParameter("--once needs --desired")
+            typer.echo(ag.put(DesiredState.model_validate_json(desired.read_text())).model_dump_json())
+            return
+        token = os.environ.get("IRIS_AGENT_TOKEN", "")
+        if token_file:
+            token = token_file.read_text().strip()
+        if not token:
+            raise typer.BadParameter("no token: give --token-file or set IRIS_AGENT_TOKEN")
+        if desired:
+            ag.put(DesiredState.model_validate_json(desired.read_text()))
+        if pidfile:
+            pidfile.write_text(f"{os.getpid()}\n")
         uvicorn.run(create_app(ag, token), host=listen, port=port, log_level="warning", access_log=False)
     finally:
-        if pidfile:
-            try:
-                if pidfile.read_text().strip() == str(os.getpid()):
-                    pidfile.unlink()
-            except OSError:
-                pass
+        ag.close()
+        if pidfile and proc.read_pid(pidfile) == os.getpid():
+            pidfile.unlink(missing_ok=True)
 
 
 def new_token() -> str:

@@ -9,7 +9,6 @@ running on the host reaches the agents without any address or route on the host 
 from __future__ import annotations
 
 import socket
-import threading
 from typing import Any
 
 import httpcore
@@ -17,25 +16,7 @@ import httpx
 
 from iris_haas.contract.errors import IrisError
 from iris_haas.contract.ops import DesiredState
-from iris_haas.linux.runner import enter_netns
-
-
-def socket_in_netns(netns: str, family=socket.AF_INET, type=socket.SOCK_STREAM, proto: int = 0) -> socket.socket:
-    box: dict[str, Any] = {}
-
-    def enter():
-        try:
-            enter_netns(netns)
-            box["s"] = socket.socket(family, type, proto)
-        except BaseException as e:  # handed to the caller's thread
-            box["e"] = e
-
-    t = threading.Thread(target=enter, name=f"setns-{netns}")
-    t.start()
-    t.join()
-    if "e" in box:
-        raise box["e"]
-    return box["s"]
+from iris_haas.linux.netns import socket_in_netns
 
 
 class _NetnsBackend(httpcore.SyncBackend):

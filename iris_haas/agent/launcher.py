@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from iris_haas.linux.runner import enter_netns
+from iris_haas.linux.netns import enter_netns
 
 
 def main(spec_path: str) -> int:

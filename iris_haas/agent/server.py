@@ -20,8 +20,9 @@ import hmac
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
@@ -29,6 +30,7 @@ from pydantic import BaseModel
 
 from iris_haas.contract.errors import IrisError, Unauthorized
 from iris_haas.contract.ops import DesiredState
+from iris_haas.hostd.actions import WarmUp
 from iris_haas.hostd.reconciler import Host, HostConfig
 
 log = logging.getLogger("iris.agent")
@@ -49,13 +51,21 @@ class StateReport(BaseModel):
 
 
 class HostDriver(Protocol):
-    """What the agent needs of a host driver: the real :class:`Host` or :class:`MemoryHost`."""
+    """What the agent needs of a host driver: the real :class:`Host` or :class:`MemoryHost`.
+    Actions are reported as their strings."""
 
-    def apply(self, desired: DesiredState) -> list: ...
+    def apply(self, desired: DesiredState) -> Sequence[object]: ...
 
-    def plan(self, desired: DesiredState) -> list: ...
+    def plan(self, desired: DesiredState) -> Sequence[object]: ...
 
-    def status(self, desired: DesiredState) -> tuple[list[dict], list]: ...
+    def status(self, desired: DesiredState) -> tuple[list[dict[str, Any]], Sequence[object]]: ...
+
+    def close(self) -> None: ...
+
+
+def _pending(actions: Sequence[object]) -> list[object]:
+    # a warm-up changes nothing on the host: a plan of warm-ups only is in sync
+    return [a for a in actions if not isinstance(a, WarmUp)]
 
 
 class Agent:
@@ -94,14 +104,17 @@ class Agent:
     def _apply(self) -> ApplyResult:
         actions = self.host.apply(self.desired)
         # check that the change is visible (pyroute2's habit): a second plan must be empty
-        pending = self.host.plan(self.desired)
-        return ApplyResult(version=self.desired.version, actions=[str(a) for a in actions],
-                           in_sync=not [a for a in pending if a.kind != "warmup"])
+        pending = _pending(self.host.plan(self.desired))
+        return ApplyResult(version=self.desired.version, actions=[str(a) for a in actions], in_sync=not pending)
+
+    def close(self) -> None:
+        """Let go of what the host driver holds (the real one: its OVSDB connection)."""
+        self.host.close()
 
     def state(self) -> StateReport:
         with self.lock:
-            observed, pending = self.host.status(self.desired)
-            pending = [a for a in pending if a.kind != "warmup"]
+            observed, planned = self.host.status(self.desired)
+            pending = _pending(planned)
             return StateReport(node=self.node, version=self.desired.version, observed=observed,
                                pending=[str(a) for a in pending], in_sync=not pending)
 

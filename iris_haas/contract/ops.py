@@ -195,7 +195,7 @@ class DesiredState(BaseModel):
 
 
 # GRE overhead on the underlay for a tagged frame: outer IPv4 20 + GRE 4 (+4 with a key) + the
-# inner Ethernet header 14 + one 802.1Q tag 4. DESIGN.md's 42 is the keyless case.
+# inner Ethernet header 14 + one 802.1Q tag 4: 46 bytes with a key, 42 without.
 def gre_overhead(keyed: bool = True) -> int:
     return 20 + 4 + (4 if keyed else 0) + 14 + 4
 

@@ -227,7 +227,7 @@ def _observed_limits(lab, tenant: str, reservation: dict, l1s: list[str]) -> dic
     for host in ["hgw", *sorted({x["node"] for x in reservation["resources"] if "node" in x})]:
         with lab.client(host) as c:
             for o in c.state()["observed"]:
-                if (o["op"] == "tunnel_limit" and o["class"] == f"{cls >> 16:x}:{cls & 0xFFFF:x}") or (
+                if (o["op"] == "tunnel_limit" and o["class"] == tc.handle(cls)) or (
                         o["op"] == "shape" and o["port"] in ports):
                     out[o["op"]].append(float(o["rate_mbit"]))
     return {k: sorted(v) for k, v in out.items()}

@@ -5,8 +5,10 @@ The GRE port has no tag and no trunks, so every VLAN 1-4094 crosses with its 802
 GRE: the IaaS may pick guest VLAN IDs at run time without telling anyone (paper §6.3).
 
 :func:`iaas_gateway_ops` is the IaaS side as an op list (what ``iris agent --desired`` applies);
-:func:`iaas_gateway_script` renders the same configuration as shell commands, built with the same
-command builders the driver runs (:mod:`iris_haas.linux.ovs`), for an operator to read and paste.
+:func:`iaas_gateway_script` renders the same configuration as shell commands for an operator to
+read and paste: the OVSDB rows the reconciler would write on an empty gateway
+(:func:`iris_haas.hostd.reconciler.ovsdb_changes`) as one ``ovs-vsctl`` transaction, and the
+same tc classes and filters (:mod:`iris_haas.linux.tc`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from dataclasses import dataclass
 
 from iris_haas.contract import names
 from iris_haas.contract.ops import BridgeOp, DesiredState, PortOp, TunnelLimitOp, TunnelOp, gre_overhead
-from iris_haas.hostd.reconciler import port_columns
+from iris_haas.hostd.context import HostConfig
+from iris_haas.hostd.reconciler import Wanted, ovsdb_changes
 from iris_haas.linux import ovs, tc
+from iris_haas.linux.ovsdb import OvsState
 
 
 @dataclass(frozen=True)
@@ -49,17 +53,8 @@ def iaas_gateway_ops(g: GatewaySpec) -> DesiredState:
 
 def iaas_gateway_script(g: GatewaySpec, db: str = "unix:/var/run/openvswitch/db.sock") -> str:
     owner = f"gateway:{g.tenant}"
-    ids = {names.OWNER: owner, names.TENANT: g.tenant}
-    st = iaas_gateway_ops(g)
-    trunk = next(o for o in st.ops if isinstance(o, PortOp))
-    cols = port_columns(trunk)
-    subs = [
-        *ovs.add_bridge(g.bridge, datapath_type=g.datapath_type, external_ids={**ids, names.OP: "bridge"}),
-        *ovs.add_port(g.bridge, g.trunk_port, vlan_mode=cols["vlan_mode"], external_ids={**ids, names.OP: "port"}),
-        *ovs.gre_port(g.bridge, g.tunnel, remote_ip=g.haas_gateway_ip, key=g.key, local_ip=g.local_ip,
-                      external_ids={**ids, names.OP: "tunnel"}),
-    ]
-    c = ovs.txn(db, *subs)
+    rows = ovsdb_changes(Wanted.of(iaas_gateway_ops(g).ops), OvsState(), HostConfig(db=db))
+    c = ovs.txn(db, *[s for row in rows for s in row.vsctl()])
     ovh = gre_overhead(True)
     lines = [
         "#!/bin/sh",
@@ -83,19 +78,20 @@ def iaas_gateway_script(g: GatewaySpec, db: str = "unix:/var/run/openvswitch/db.
     if g.rate_mbit and g.wan_port:
         lines.append(f"# IaaS -> HaaS limit: {g.rate_mbit} Mbit/s towards {g.haas_gateway_ip} (tc htb on {g.wan_port}):")
         cls = tc.tenant_class(g.haas_gateway_ip)
-        classid = f"1:{cls & 0xFFFF:x}"
-        fh = f"800::{cls & 0xFFF:x}"
+        classid, root = tc.handle(cls), tc.handle(tc.ROOT)
+        fh = tc.u32_handle(tc.filter_handle(cls))
+        noop = ovs.txn(db, *ovs.NoopQos(g.wan_port, {names.OWNER: owner}).vsctl())
         lines += [
             "# (only if the WAN NIC is itself an OVS port: then OVS must be told to leave its qdisc alone)",
             f"if ovs-vsctl --db={db} port-to-br {g.wan_port} >/dev/null 2>&1 && "
             f"[ -z \"$(ovs-vsctl --db={db} get Port {g.wan_port} qos | tr -d '[]')\" ]; then",
-            f"  ovs-vsctl --db={db} -- set Port {g.wan_port} qos=@q -- --id=@q create QoS type=linux-noop",
+            f"  {noop}",
             "fi",
             "# (htb cannot be 'replaced' in place on this kernel: add the root qdisc once)",
-            f"tc qdisc show dev {g.wan_port} | grep -q 'htb 1: root' || "
-            f"tc qdisc add dev {g.wan_port} root handle 1: htb default 0",
-            f"tc class replace dev {g.wan_port} parent 1: classid {classid} htb rate {g.rate_mbit}mbit",
-            f"tc filter replace dev {g.wan_port} parent 1: protocol ip prio 10 handle {fh} u32 match ip dst "
+            f"tc qdisc show dev {g.wan_port} | grep -q 'htb {root} root' || "
+            f"tc qdisc add dev {g.wan_port} root handle {root} htb default 0",
+            f"tc class replace dev {g.wan_port} parent {root} classid {classid} htb rate {g.rate_mbit}mbit",
+            f"tc filter replace dev {g.wan_port} parent {root} protocol ip prio 10 handle {fh} u32 match ip dst "
             f"{g.haas_gateway_ip}/32 flowid {classid}",
         ]
     return "\n".join(lines) + "\n"

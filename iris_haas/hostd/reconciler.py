@@ -1,12 +1,11 @@
-"""Reconcile one host's network to its desired op list (see :mod:`iris_haas.contract.ops`).
+"""Reconcile one host to its desired op list (see :mod:`iris_haas.contract.ops`).
 
 Three steps, kept apart so the decision can be read in a test without root:
 
-1. :func:`observe` reads the host: OVS rows, links, qdiscs (:class:`Facts`, plain data);
-2. :func:`plan` compares desired ops with the facts and returns :class:`Action` s (pure);
-3. :func:`execute` performs them: netlink first (the veths OVS will open), then *one* OVSDB
-   transaction for every bridge/port/tunnel change, then tc, then a warm-up ping per new tunnel
-   (OVS's userspace tunnels learn the peer's MAC from ARP they see on the underlay bridge).
+1. :func:`observe` reads the host: OVS rows, links, qdiscs, L1s, volumes (:class:`Facts`, plain data);
+2. :func:`plan` compares desired ops with the facts and returns typed actions (pure), one small
+   function per concern: L1s, links, OVSDB, tc, volumes, the warm-up;
+3. :func:`execute` applies them in order.
 
 Only objects Iris made are changed or deleted: OVS rows with an ``iris-op`` external id, links
 and namespaces named by :mod:`iris_haas.contract.names`. Lab infrastructure (``br-phy`` and its
@@ -15,16 +14,17 @@ ports) carries ``iris-owner`` but no ``iris-op`` and is left alone.
 
 from __future__ import annotations
 
-import subprocess
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from iris_haas.contract import names
 from iris_haas.contract.ops import (
     BridgeOp,
     DesiredState,
     L1Op,
+    Op,
     PortOp,
     ShapeOp,
     TunnelLimitOp,
@@ -32,403 +32,333 @@ from iris_haas.contract.ops import (
     VolumeOp,
     inner_mtu,
 )
+from iris_haas.contract.types import L1Kind
 from iris_haas.hostd import storage
+from iris_haas.hostd.actions import (
+    AddAddress,
+    CreateVeth,
+    DeleteLink,
+    DeleteNetns,
+    L1Destroy,
+    L1Prepare,
+    L1Start,
+    L1Step,
+    OvsdbTransaction,
+    SetMtu,
+    TcChange,
+    WarmUp,
+    l1_driver,
+)
+from iris_haas.hostd.context import Context, HostAction, HostConfig
+from iris_haas.hostd.l1 import L1Driver, L1Failed
+from iris_haas.hostd.l1.base import matches as l1_matches
 from iris_haas.linux import netlink as nl
 from iris_haas.linux import ovs, tc
-from iris_haas.linux.runner import Cmd, Runner, SubprocessRunner, cmd
+from iris_haas.linux.ovsdb import OvsState, matches
+from iris_haas.linux.runner import Runner
+
+__all__ = ["Facts", "Host", "HostConfig", "Wanted", "execute", "observe", "plan", "report"]
 
 L1_NETNS = "iris-l1-netns"  # external id on a port row: the L1 namespace the port made
 
 
 @dataclass
-class HostConfig:
-    db: str
-    netns: str | None = None  # the host's own namespace; None: the one this process runs in
-    datapath_type: str = "system"
-    underlay_mtu: int = 1500
-    warmup: bool = True
-    l1_dir: str = ""  # state of the L1 drivers (iris_haas.hostd.l1); empty: this host runs no L1s
-    storage_dir: str = ""  # registry of volumes (iris_haas.hostd.storage); empty: this host keeps none
-
-
-@dataclass
 class Facts:
-    ovs: ovs.OvsState
-    links: dict[str, dict]
-    l1: dict[str, dict] = field(default_factory=dict)  # port name -> {exists, mtu, rate, addrs}
+    ovs: OvsState
+    links: dict[str, dict[str, Any]]
+    l1: dict[str, dict[str, Any]] = field(default_factory=dict)  # port name -> {exists, mtu, rate, addrs}
     uplinks: dict[str, dict[int, float]] = field(default_factory=dict)  # uplink -> htb class -> Mbit/s
-    nodes: dict[str, dict] = field(default_factory=dict)  # L1 name -> {kind, spec, running}
-    volumes: dict[str, Any] = field(default_factory=dict)  # volume name -> storage.VolumeFacts
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # L1 name -> {kind, spec, running}
+    volumes: dict[str, storage.VolumeFacts] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class Action:
-    kind: str  # veth | mtu | addr | ovs | dellink | delnetns | tc | warmup
-    args: tuple = ()
+class Wanted:
+    """The desired ops by kind, an L1's NIC among the ports (it is an ordinary port)."""
 
-    def __str__(self) -> str:
-        return f"{self.kind} {' '.join(str(a) for a in self.args)}"
+    bridges: list[BridgeOp]
+    ports: list[PortOp]
+    tunnels: list[TunnelOp]
+    shapes: dict[str, ShapeOp]  # by port
+    limits: list[TunnelLimitOp]
+    l1s: list[L1Op]
+    volumes: list[VolumeOp]
+
+    @classmethod
+    def of(cls, ops: Sequence[Op]) -> Wanted:
+        ops = with_l1_ports(ops)
+        return cls(bridges=[o for o in ops if isinstance(o, BridgeOp)],
+                   ports=[o for o in ops if isinstance(o, PortOp)],
+                   tunnels=[o for o in ops if isinstance(o, TunnelOp)],
+                   shapes={o.port: o for o in ops if isinstance(o, ShapeOp)},
+                   limits=[o for o in ops if isinstance(o, TunnelLimitOp)],
+                   l1s=[o for o in ops if isinstance(o, L1Op)],
+                   volumes=[o for o in ops if isinstance(o, VolumeOp)])
 
 
-# ---------------------------------------------------------------- decision (pure)
-
-def port_columns(o: PortOp | TunnelOp) -> dict[str, Any]:
-    if isinstance(o, TunnelOp):
-        return {"tag": None, "trunks": None, "vlan_mode": None, "protected": o.mesh}
-    if o.vlan is None:
-        return {"tag": None, "trunks": None, "vlan_mode": "trunk", "protected": False}
-    return {"tag": o.vlan, "trunks": None, "vlan_mode": "native-untagged" if o.trunk else "access",
-            "protected": False}
+def with_l1_ports(ops: Sequence[Op]) -> list[Op]:
+    """The op list with the port op of every L1 op added (an L1's NIC is an ordinary port)."""
+    return [*ops, *(o.port_op() for o in ops if isinstance(o, L1Op))]
 
 
-def _ids(o, **extra) -> dict[str, str]:
+def l1_ifname(p: PortOp) -> str:
+    return p.l1_ifname or names.l1_port(p.name)[1]
+
+
+# ---------------------------------------------------------------- the rows an op wants
+
+def _ids(o: BridgeOp | PortOp | TunnelOp, **extra: str) -> dict[str, str]:
     d = {names.OWNER: o.owner, names.OP: o.op, names.TENANT: o.tenant}
     d.update({k: v for k, v in extra.items() if v})
     return d
 
 
-def _norm_list(v) -> list | None:
-    if v is None:
-        return None
-    return sorted(v) if isinstance(v, list) else [v]
+def bridge_row(b: BridgeOp, cfg: HostConfig) -> dict[str, Any]:
+    return ovs.bridge_columns(datapath_type=b.datapath_type or cfg.datapath_type, external_ids=_ids(b))
 
 
-def _port_matches(o: PortOp | TunnelOp, row: dict | None, iface: dict | None) -> bool:
-    if row is None or iface is None or row.get("bridge") != o.bridge:
-        return False
-    want = port_columns(o)
-    if row.get("tag") != want["tag"] or _norm_list(row.get("trunks")) != want["trunks"]:
-        return False
-    if (row.get("vlan_mode") or None) != want["vlan_mode"] or bool(row.get("protected")) != want["protected"]:
-        return False
-    ids = row.get("external_ids") or {}
-    if ids.get(names.OWNER) != o.owner or ids.get(names.TENANT) != o.tenant or ids.get(names.OP) != o.op:
-        return False
+def port_rows(o: PortOp | TunnelOp) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Port columns, Interface columns) of a port or tunnel op: what the plan compares the rows
+    with, and what it writes when they differ."""
     if isinstance(o, TunnelOp):
-        opts = iface.get("options") or {}
-        want_opts = {"remote_ip": o.remote_ip}
-        if o.key is not None:
-            want_opts["key"] = str(o.key)
-        if o.local_ip:
-            want_opts["local_ip"] = o.local_ip
-        return iface.get("type") == "gre" and opts == want_opts
-    return True
+        return (ovs.port_columns(protected=o.mesh, external_ids=_ids(o)),
+                ovs.gre_columns(remote_ip=o.remote_ip, key=o.key, local_ip=o.local_ip))
+    vlan_mode = "trunk" if o.vlan is None else "native-untagged" if o.trunk else "access"
+    return ovs.port_columns(tag=o.vlan, vlan_mode=vlan_mode, external_ids=_ids(o, **{L1_NETNS: o.l1_netns or ""})), {}
 
 
-def _port_subs(o: PortOp | TunnelOp, cfg: HostConfig) -> list[ovs.Sub]:
-    cols = port_columns(o)
-    if isinstance(o, TunnelOp):
-        return ovs.gre_port(o.bridge, o.name, remote_ip=o.remote_ip, key=o.key, local_ip=o.local_ip,
-                            protected=o.mesh, external_ids=_ids(o))
-    return ovs.add_port(o.bridge, o.name, tag=cols["tag"], vlan_mode=cols["vlan_mode"], protected=False,
-                        external_ids=_ids(o, **{L1_NETNS: o.l1_netns or ""}))
+# ---------------------------------------------------------------- decision (pure)
+
+class L1Steps(NamedTuple):
+    destroy: list[HostAction]  # before anything else
+    prepare: list[HostAction]  # before the NIC is wired
+    start: list[HostAction]  # after it
 
 
-def with_l1_ports(ops: list) -> list:
-    """The op list with the port op of every L1 op added (an L1's NIC is an ordinary port)."""
-    return [*ops, *(o.port_op() for o in ops if isinstance(o, L1Op))]
-
-
-def plan_l1(ops: list, facts: Facts) -> tuple[list[Action], list[Action], list[Action]]:
-    """(destroy before anything else, prepare before the NIC is wired, start after it)."""
-    want = {o.name: o for o in ops if isinstance(o, L1Op)}
-    down, prep, start = [], [], []
+def plan_l1(l1s: Sequence[L1Op], facts: Facts) -> L1Steps:
+    want = {o.name: o for o in l1s}
+    steps = L1Steps([], [], [])
     for name, info in sorted(facts.nodes.items()):
         o = want.get(name)
         if o is None or o.kind != info.get("kind"):
-            down.append(Action("l1down", (info.get("kind"), name)))
-    from iris_haas.hostd.l1.base import spec_of
-
+            steps.destroy.append(L1Destroy(L1Kind(info["kind"]), name))
     for name, o in sorted(want.items()):
-        info = facts.nodes.get(name)
-        if info and info.get("kind") == o.kind and info.get("running") and info.get("spec") == spec_of(o):
+        have = facts.nodes.get(name)
+        if l1_matches(o, have):
             continue
-        if info and info.get("kind") == o.kind:
-            down.append(Action("l1down", (o.kind, name)))
-        prep.append(Action("l1prep", (o.kind, name, o)))
-        start.append(Action("l1up", (o.kind, name, o)))
-    return down, prep, start
+        if have and have.get("kind") == o.kind:  # there but different, or stopped: made again
+            steps.destroy.append(L1Destroy(o.kind, name))
+        steps.prepare.append(L1Prepare(o))
+        steps.start.append(L1Start(o))
+    return steps
 
 
-def plan(desired: DesiredState, facts: Facts, cfg: HostConfig) -> list[Action]:
-    ops = with_l1_ports(desired.ops)
-    l1_down, l1_prep, l1_start = plan_l1(ops, facts)
-    bridges = [o for o in ops if isinstance(o, BridgeOp)]
-    ports = [o for o in ops if isinstance(o, PortOp)]
-    tunnels = [o for o in ops if isinstance(o, TunnelOp)]
-    shapes = {o.port: o for o in ops if isinstance(o, ShapeOp)}
-    limits = [o for o in ops if isinstance(o, TunnelLimitOp)]
-    st = facts.ovs
-    # volumes: released before the network (their namespace still exists), served after it
-    vol_pre, vol_post = storage.plan([o for o in ops if isinstance(o, VolumeOp)], facts.volumes, cfg.storage_dir)
-    actions: list[Action] = [*vol_pre, *l1_down, *l1_prep]
+def plan_links(w: Wanted, facts: Facts, cfg: HostConfig) -> list[HostAction]:
+    """The veths of L1 ports (the links OVS will open), their MTU and address."""
+    out: list[HostAction] = []
     mtu_cap = inner_mtu(cfg.underlay_mtu, 9000)
-
-    # 1. links the OVS ports will open
-    for p in ports:
+    for p in w.ports:
         if not p.l1_netns:
             continue
-        l1 = facts.l1.get(p.name) or {}
+        have = facts.l1.get(p.name) or {}
         mtu = min(p.mtu, mtu_cap)
-        if p.name not in facts.links or not l1.get("exists"):
-            actions.append(Action("veth", (p.name, p.l1_netns, p.l1_ifname or names.l1_port(p.name)[1], mtu,
-                                           p.router)))
-        elif l1.get("mtu") != mtu or facts.links[p.name]["mtu"] != mtu:
-            actions.append(Action("mtu", (p.name, p.l1_netns, p.l1_ifname, mtu)))
-        if p.address and p.address not in (l1.get("addrs") or []):
-            actions.append(Action("addr", (p.l1_netns, p.l1_ifname or names.l1_port(p.name)[1], p.address)))
+        if p.name not in facts.links or not have.get("exists"):
+            out.append(CreateVeth(p.name, p.l1_netns, l1_ifname(p), mtu, p.router))
+        elif have.get("mtu") != mtu or facts.links[p.name]["mtu"] != mtu:
+            out.append(SetMtu(p.name, p.l1_netns, l1_ifname(p), mtu))
+        if p.address and p.address not in (have.get("addrs") or []):
+            out.append(AddAddress(p.l1_netns, l1_ifname(p), p.address))
+    return out
 
-    # 2. one OVSDB transaction
-    subs: list[ovs.Sub] = []
-    want_bridges = {b.name for b in bridges}
-    want_ports = {o.name for o in ports} | {o.name for o in tunnels}
-    removed_ports = []
-    for name, row in st.ports.items():
-        ids = row.get("external_ids") or {}
-        if ids.get(names.OP) in ("port", "tunnel") and name not in want_ports:
-            subs += ovs.del_port(name)
-            removed_ports.append(row)
-    for name, row in st.bridges.items():
-        ids = row.get("external_ids") or {}
-        if ids.get(names.OP) == "bridge" and name not in want_bridges:
-            subs += ovs.del_bridge(name)
-    for b in bridges:
-        row = st.bridges.get(b.name)
-        dp = b.datapath_type or cfg.datapath_type
-        ids = (row or {}).get("external_ids") or {}
-        if row is None or row.get("datapath_type") != dp or ids != {k: v for k, v in _ids(b).items()}:
-            subs += ovs.add_bridge(b.name, datapath_type=dp, external_ids=_ids(b))
-    new_tunnels = []
-    for o in [*ports, *tunnels]:
+
+def released_ports(w: Wanted, st: OvsState) -> list[dict[str, Any]]:
+    """Rows of ports and tunnels Iris made that no op wants any more."""
+    want = {o.name for o in w.ports} | {o.name for o in w.tunnels}
+    return [row for name, row in sorted(st.ports.items())
+            if row.get("external_ids", {}).get(names.OP) in ("port", "tunnel") and name not in want]
+
+
+def stale_ports(w: Wanted, st: OvsState) -> list[PortOp | TunnelOp]:
+    """The port and tunnel ops whose rows are missing or differ."""
+    out: list[PortOp | TunnelOp] = []
+    ops: list[PortOp | TunnelOp] = [*w.ports, *w.tunnels]
+    for o in ops:
         row = st.ports.get(o.name)
-        if not _port_matches(o, row, st.interfaces.get(o.name)):
-            if row is not None and row.get("bridge") not in (None, o.bridge):
-                subs += ovs.del_port(o.name)
-            subs += _port_subs(o, cfg)
-            if isinstance(o, TunnelOp):
-                new_tunnels.append(o)
-    for uplink in sorted({lim.uplink for lim in limits}):
+        port, iface = port_rows(o)
+        if not (row and row.get("bridge") == o.bridge and matches(port, row)
+                and matches(iface, st.interfaces.get(o.name))):
+            out.append(o)
+    return out
+
+
+def ovsdb_changes(w: Wanted, st: OvsState, cfg: HostConfig) -> list[ovs.Change]:
+    """Every OVSDB change of a pass: released rows out, then bridges, ports and tunnels in."""
+    changes: list[ovs.Change] = [ovs.DelPort(row["name"]) for row in released_ports(w, st)]
+    want_bridges = {b.name for b in w.bridges}
+    changes += [ovs.DelBridge(name) for name, row in sorted(st.bridges.items())
+                if row.get("external_ids", {}).get(names.OP) == "bridge" and name not in want_bridges]
+    for b in w.bridges:
+        cols = bridge_row(b, cfg)
+        if not matches(cols, st.bridges.get(b.name)):
+            changes.append(ovs.AddBridge(b.name, cols))
+    for o in stale_ports(w, st):
+        row = st.ports.get(o.name)
+        if row is not None and row.get("bridge") not in (None, o.bridge):
+            changes.append(ovs.DelPort(o.name))  # a port moves bridge by being made again
+        changes.append(ovs.AddPort(o.bridge, o.name, *port_rows(o)))
+    for uplink in sorted({lim.uplink for lim in w.limits}):
         row = st.ports.get(uplink)
         if row is not None and not row.get("qos"):
-            subs += [["set", "Port", uplink, "qos=@noop"],
-                     ["--id=@noop", "create", "QoS", "type=linux-noop",
-                      f'external_ids:{names.OWNER}="{limits[0].owner}"']]
-    if subs:
-        actions.append(Action("ovs", tuple(tuple(s) for s in subs)))
-    actions += l1_start
+            changes.append(ovs.NoopQos(uplink, {names.OWNER: w.limits[0].owner}))
+    return changes
 
-    # 3. links and namespaces of released L1 ports
-    for row in removed_ports:
-        ids = row.get("external_ids") or {}
-        if ids.get(names.OP) != "port":
-            continue
-        name = row["name"]
+
+def plan_ovsdb(w: Wanted, st: OvsState, cfg: HostConfig) -> list[HostAction]:
+    changes = ovsdb_changes(w, st, cfg)
+    return [OvsdbTransaction(tuple(changes))] if changes else []
+
+
+def plan_released_links(w: Wanted, facts: Facts) -> list[HostAction]:
+    """The veths and namespaces of released L1 ports (after the OVSDB transaction let them go)."""
+    out: list[HostAction] = []
+    kept = {p.l1_netns for p in w.ports}
+    for row in released_ports(w, facts.ovs):
+        ids = row.get("external_ids", {})
         l1ns = ids.get(L1_NETNS)
-        if l1ns and name in facts.links:
-            actions.append(Action("dellink", (name,)))
-        if l1ns and l1ns.startswith(names.PREFIX) and l1ns not in {p.l1_netns for p in ports}:
-            actions.append(Action("delnetns", (l1ns,)))
+        if ids.get(names.OP) != "port" or not l1ns:
+            continue
+        if row["name"] in facts.links:
+            out.append(DeleteLink(row["name"]))
+        if l1ns.startswith(names.PREFIX) and l1ns not in kept:
+            out.append(DeleteNetns(l1ns))
+    return out
 
-    # 4. tc
-    for p in ports:
+
+def plan_tc(w: Wanted, facts: Facts, cfg: HostConfig) -> list[HostAction]:
+    """The egress limit of each L1 port, and the per-tenant limits on each gateway uplink."""
+    out: list[HostAction] = []
+    for p in w.ports:
         if not p.l1_netns:
             continue
-        l1if = p.l1_ifname or names.l1_port(p.name)[1]
         rate = (facts.l1.get(p.name) or {}).get("rate")
-        s = shapes.get(p.name)
+        s = w.shapes.get(p.name)
         if s is not None and rate != round(s.rate_mbit, 3):
-            actions.append(Action("tc", (p.l1_netns, l1if, tuple(tc.port_limit_requests(s.rate_mbit)))))
+            out.append(TcChange(p.l1_netns, l1_ifname(p), tuple(tc.port_limit_requests(s.rate_mbit))))
         elif s is None and rate is not None:
-            actions.append(Action("tc", (p.l1_netns, l1if, tuple(tc.clear_requests()))))
+            out.append(TcChange(p.l1_netns, l1_ifname(p), tuple(tc.clear_requests())))
     by_uplink: dict[str, list[TunnelLimitOp]] = {}
-    for lim in limits:
+    for lim in w.limits:
         by_uplink.setdefault(lim.uplink, []).append(lim)
-    for uplink, have in facts.uplinks.items():
+    for uplink, have in sorted(facts.uplinks.items()):
         if have and uplink not in by_uplink:
-            actions.append(Action("tc", (cfg.netns, uplink, tuple(tc.clear_requests()))))
+            out.append(TcChange(cfg.netns, uplink, tuple(tc.clear_requests())))
     for uplink, lims in by_uplink.items():
         have = facts.uplinks.get(uplink, {})
         want = {tc.tenant_class(x.remote_ip): round(x.rate_mbit, 3) for x in lims}
         if have == want:
             continue
+        # a class cannot be deleted while a filter points to it: start from a clean root instead
         reqs = list(tc.clear_requests()) if set(have) - set(want) else []
         reqs += tc.uplink_root_requests()
         for x in lims:
             reqs += tc.tenant_limit_requests(x.remote_ip, x.rate_mbit)
-        actions.append(Action("tc", (cfg.netns, uplink, tuple(reqs))))
+        out.append(TcChange(cfg.netns, uplink, tuple(reqs)))
+    return out
 
-    actions += vol_post
 
-    # 5. warm-up
-    if cfg.warmup:
-        for t in new_tunnels:
-            actions.append(Action("warmup", (t.remote_ip,)))
-    return actions
+def plan_warmup(w: Wanted, st: OvsState, cfg: HostConfig) -> list[HostAction]:
+    if not cfg.warmup:
+        return []
+    peers = [o.remote_ip for o in stale_ports(w, st) if isinstance(o, TunnelOp)]
+    return [WarmUp(ip) for ip in dict.fromkeys(peers)]
+
+
+def plan(desired: DesiredState, facts: Facts, cfg: HostConfig) -> list[HostAction]:
+    w = Wanted.of(desired.ops)
+    l1 = plan_l1(w.l1s, facts)
+    # volumes: released before the network (their namespace still exists), served after it
+    vol_pre, vol_post = storage.plan(w.volumes, facts.volumes, cfg.storage_dir)
+    return [*vol_pre, *l1.destroy, *l1.prepare,
+            *plan_links(w, facts, cfg), *plan_ovsdb(w, facts.ovs, cfg), *l1.start,
+            *plan_released_links(w, facts), *plan_tc(w, facts, cfg),
+            *vol_post, *plan_warmup(w, facts.ovs, cfg)]
 
 
 # ---------------------------------------------------------------- side effects
 
-def observe(desired: DesiredState | None, cfg: HostConfig, runner: Runner) -> Facts:
-    st = ovs.observe(runner, cfg.db)
+def observe(desired: DesiredState | None, ctx: Context) -> Facts:
+    cfg = ctx.cfg
+    st = ctx.ovsdb.state()
     links = nl.links(cfg.netns)
+    w = Wanted.of(desired.ops if desired else [])
     facts = Facts(ovs=st, links=links)
-    ops = with_l1_ports(desired.ops) if desired else []
-    for drv in l1_drivers(cfg, runner).values():
+    for drv in ctx.l1_drivers.values():
         facts.nodes.update(drv.list())
     if cfg.storage_dir:
-        facts.volumes = storage.observe([o for o in ops if isinstance(o, VolumeOp)], cfg.storage_dir)
-    for p in ops:
-        if isinstance(p, PortOp) and p.l1_netns:
-            l1if = p.l1_ifname or names.l1_port(p.name)[1]
-            info: dict[str, Any] = {"exists": False}
-            if nl.netns_exists(p.l1_netns):
-                ln = nl.links(p.l1_netns).get(l1if)
-                if ln:
-                    rates = tc.htb_rates(p.l1_netns, l1if)
-                    info = {"exists": True, "mtu": ln["mtu"], "rate": rates.get(tc.PORT_CLASS),
-                            "addrs": nl.addresses(p.l1_netns, l1if)}
-            facts.l1[p.name] = info
-    uplinks = {o.uplink for o in ops if isinstance(o, TunnelLimitOp)}
-    uplinks |= {n for n, r in st.ports.items() if r.get("qos") and n in links}
-    for u in uplinks:
-        if u in links:
-            rates = tc.htb_rates(cfg.netns, u)
-            facts.uplinks[u] = {k: v for k, v in rates.items() if k != tc.PORT_CLASS}
+        facts.volumes = storage.observe(w.volumes, cfg.storage_dir)
+    for p in w.ports:
+        if p.l1_netns:
+            facts.l1[p.name] = _observe_l1_link(p.l1_netns, l1_ifname(p))
+    uplinks = {o.uplink for o in w.limits} | {n for n, r in st.ports.items() if r.get("qos")}
+    for u in sorted(uplinks & set(links)):
+        rates = tc.htb_rates(cfg.netns, u)
+        facts.uplinks[u] = {k: v for k, v in rates.items() if k != tc.PORT_CLASS}
     return facts
 
 
-_L1_DRIVERS: dict[tuple, dict] = {}
+def _observe_l1_link(ns: str, ifname: str) -> dict[str, Any]:
+    ln = nl.links(ns).get(ifname) if nl.netns_exists(ns) else None
+    if not ln:
+        return {"exists": False}
+    return {"exists": True, "mtu": ln["mtu"], "rate": tc.htb_rates(ns, ifname).get(tc.PORT_CLASS),
+            "addrs": nl.addresses(ns, ifname)}
 
 
-def l1_drivers(cfg: HostConfig, runner: Runner) -> dict:
-    """The L1 drivers of this host (none without ``cfg.l1_dir``), one set per configuration."""
-    if not cfg.l1_dir:
-        return {}
-    key = (cfg.l1_dir, cfg.netns, id(runner))
-    if key not in _L1_DRIVERS:
-        from iris_haas.hostd.l1 import make_drivers
-
-        _L1_DRIVERS[key] = make_drivers(cfg.l1_dir, runner, cfg.netns)
-    return _L1_DRIVERS[key]
-
-
-def _l1_batch(batch: list[Action], cfg: HostConfig, runner: Runner) -> list[tuple[str, str]]:
-    """Run one kind of L1 step for several L1s at once; returns every failure, none hidden."""
-    drivers = l1_drivers(cfg, runner)
-    if not drivers:
-        from iris_haas.hostd.l1 import L1Failed
-
-        raise L1Failed("this host runs no L1s (no l1_dir configured)")
-
-    def one(a: Action):
-        kind, name = a.args[0], a.args[1]
-        d = drivers[kind]
-        if a.kind == "l1down":
-            d.destroy(name)
-        elif a.kind == "l1prep":
-            d.prepare(a.args[2])
+def _batches(actions: Sequence[HostAction]) -> list[list[HostAction]]:
+    """Consecutive actions of one parallel type together; every other action alone."""
+    out: list[list[HostAction]] = []
+    for a in actions:
+        if out and a.parallel and type(out[-1][0]) is type(a):
+            out[-1].append(a)
         else:
-            d.start(a.args[2])
-
-    errors = []
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(batch)))) as ex:
-        for a, fut in [(a, ex.submit(one, a)) for a in batch]:
-            try:
-                fut.result()
-            except Exception as e:  # noqa: BLE001 - collected and raised together by execute
-                errors.append((a.args[1], f"{a.kind} {a.args[1]}: {e}"))
-    return errors
-
-
-def execute(actions: list[Action], cfg: HostConfig, runner: Runner) -> None:
-    warm = []
-    started = [a.args[2] for a in actions if a.kind == "l1up"]
-    l1_errors: list[tuple[str, str]] = []  # (L1 name, message)
-    i = 0
-    while i < len(actions):
-        a = actions[i]
-        if a.kind.startswith("l1"):
-            j = i
-            while j < len(actions) and actions[j].kind == a.kind:
-                j += 1
-            # an L1 that fails does not stop the others, nor the rest of the host's changes
-            l1_errors += _l1_batch(actions[i:j], cfg, runner)
-            i = j
-            continue
-        i += 1
-        k, args = a.kind, a.args
-        if k.startswith("vol-"):
-            storage.execute(a, cfg.storage_dir, runner)
-        elif k == "veth":
-            name, l1ns, l1if, mtu, router = args
-            if nl.ensure_netns(l1ns):
-                runner.run(nl.netns_sysctl_cmds(l1ns, router=router))
-            nl.ensure_veth(name, cfg.netns, l1if, l1ns, mtu=mtu)
-            runner.run(nl.tx_offload_off_cmd(l1ns, l1if))
-        elif k == "mtu":
-            name, l1ns, l1if, mtu = args
-            nl.set_link(cfg.netns, name, mtu=mtu)
-            nl.set_link(l1ns, l1if or names.l1_port(name)[1], mtu=mtu)
-        elif k == "addr":
-            l1ns, l1if, cidr = args
-            nl.ensure_addr(l1ns, l1if, cidr)
-        elif k == "ovs":
-            runner.run(ovs.txn(cfg.db, *[list(s) for s in args]))
-        elif k == "dellink":
-            nl.delete_link(cfg.netns, args[0])
-        elif k == "delnetns":
-            nl.delete_netns(args[0])
-        elif k == "tc":
-            ns, dev, reqs = args
-            tc.execute(ns, dev, list(reqs))
-        elif k == "warmup":
-            warm.append(args[0])
-    if warm:
-        warmup(cfg.netns, warm)
-    failed = {name for name, _ in l1_errors}
-    if started:  # after the warm-up, so the announcement crosses the new tunnels
-        drivers = l1_drivers(cfg, runner)
-        for o in started:
-            if o.name not in failed:
-                drivers[o.kind].announce(o)
-    if l1_errors:
-        from iris_haas.hostd.l1 import L1Failed
-
-        raise L1Failed("; ".join(msg for _, msg in l1_errors))
-
-
-def warmup_cmds(ns: str | None, ips: list[str]) -> list[Cmd]:
-    """One ARP request to each tunnel peer, sent out the interface the kernel routes it by.
-
-    OVS's userspace tunnels need the peer's MAC in their own neighbour cache, which they fill
-    only by snooping ARP *replies* crossing the underlay bridge (or by ARPing themselves, which
-    drops the packet that asked). A ping does not always do it: when the peer has ARPed first,
-    the kernel already knows the MAC and sends no request. ``arping`` always asks.
-    """
-    out = []
-    with nl.ipr(ns) as h:
-        for ip in sorted(set(ips)):
-            try:
-                oif = h.route("get", dst=ip)[0].get_attr("RTA_OIF")
-                dev = h.get_links(oif)[0].get_attr("IFLA_IFNAME")
-            except Exception:  # no route: nothing to warm up
-                continue
-            # Thomas Habets' arping (Debian's): -C 1 returns at the first reply
-            out.append(cmd("arping", "-q", "-C", "1", "-c", "1", "-w", "1", "-i", dev, ip, netns=ns, ok=(0, 1)))
+            out.append([a])
     return out
 
 
-def warmup(ns: str | None, ips: list[str]) -> None:
-    """Run :func:`warmup_cmds` in parallel; failures are fine (OVS also ARPs by itself)."""
-    procs = [subprocess.Popen(c.full_argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for c in warmup_cmds(ns, ips)]
-    for p in procs:
-        p.wait()
+def _run_parallel(batch: list[HostAction], ctx: Context) -> list[tuple[HostAction, Exception]]:
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(batch)))) as ex:
+        futures = [(a, ex.submit(a.apply, ctx)) for a in batch]
+    failed = []
+    for a, fut in futures:
+        e = fut.exception()
+        if isinstance(e, Exception):
+            failed.append((a, e))
+        elif e is not None:
+            raise e
+    return failed
 
 
-def report(facts: Facts) -> list[dict]:
+def execute(actions: Sequence[HostAction], ctx: Context) -> None:
+    """Apply the actions in order. An L1 step that fails stops neither the other L1s nor the rest
+    of the host's changes; every failure is raised together at the end. A started L1 announces
+    itself last, after the warm-up, so the announcement crosses the new tunnels."""
+    failed: list[tuple[HostAction, Exception]] = []
+    for batch in _batches(actions):
+        if batch[0].parallel:
+            failed += _run_parallel(batch, ctx)
+        else:
+            batch[0].apply(ctx)
+    failed_l1s = {a.l1 for a, _ in failed if isinstance(a, L1Step)}
+    for a in actions:
+        if isinstance(a, L1Start) and a.l1 not in failed_l1s:
+            l1_driver(ctx, a.op.kind).announce(a.op)
+    if failed:
+        raise L1Failed("; ".join(f"{a}: {e}" for a, e in failed))
+
+
+def report(facts: Facts) -> list[dict[str, Any]]:
     """What is really on the host, in op form (only Iris's own objects)."""
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     for name, b in sorted(facts.ovs.bridges.items()):
         ids = b.get("external_ids") or {}
         if ids.get(names.OP) == "bridge":
@@ -453,40 +383,62 @@ def report(facts: Facts) -> list[dict]:
             out.append({"op": "shape", "port": port, "rate_mbit": info["rate"]})
     for uplink, classes in sorted(facts.uplinks.items()):
         for cls, rate in sorted(classes.items()):
-            out.append({"op": "tunnel_limit", "uplink": uplink, "class": f"{cls >> 16:x}:{cls & 0xffff:x}",
-                        "rate_mbit": rate})
+            out.append({"op": "tunnel_limit", "uplink": uplink, "class": tc.handle(cls), "rate_mbit": rate})
     for name, info in sorted(facts.nodes.items()):
+        spec = info.get("spec") or {}
         out.append({"op": "l1", "name": name, "kind": info.get("kind"), "running": bool(info.get("running")),
-                    "owner": (info.get("spec") or {}).get("owner", ""),
-                    "tenant": (info.get("spec") or {}).get("tenant", "")})
+                    "owner": spec.get("owner", ""), "tenant": spec.get("tenant", "")})
     out += storage.report(facts.volumes)
     return out
 
 
 class Host:
-    """The real driver for one host: observe, plan, execute."""
+    """The real driver for one host: observe, plan, execute. Holds the host's OVSDB connection
+    (opened at first use) until :meth:`close`."""
 
-    def __init__(self, cfg: HostConfig, runner: Runner | None = None):
-        self.cfg = cfg
-        self.runner = runner or SubprocessRunner()
+    def __init__(self, cfg: HostConfig, runner: Runner | None = None, *,
+                 l1_drivers: Mapping[L1Kind, L1Driver] | None = None):
+        self.ctx = Context.of(cfg, runner, l1_drivers)
+
+    @property
+    def cfg(self) -> HostConfig:
+        return self.ctx.cfg
+
+    @property
+    def runner(self) -> Runner:
+        return self.ctx.runner
+
+    @property
+    def l1_drivers(self) -> Mapping[L1Kind, L1Driver]:
+        return self.ctx.l1_drivers
 
     def observe(self, desired: DesiredState | None = None) -> Facts:
-        return observe(desired, self.cfg, self.runner)
+        return observe(desired, self.ctx)
 
-    def plan(self, desired: DesiredState) -> list[Action]:
+    def plan(self, desired: DesiredState) -> list[HostAction]:
         return plan(desired, self.observe(desired), self.cfg)
 
-    def apply(self, desired: DesiredState) -> list[Action]:
+    def execute(self, actions: Sequence[HostAction]) -> None:
+        execute(actions, self.ctx)
+
+    def apply(self, desired: DesiredState) -> list[HostAction]:
         actions = self.plan(desired)
-        execute(actions, self.cfg, self.runner)
+        self.execute(actions)
         return actions
 
-    def report(self, desired: DesiredState | None = None) -> list[dict]:
+    def report(self, desired: DesiredState | None = None) -> list[dict[str, Any]]:
         return report(self.observe(desired))
 
-    def status(self, desired: DesiredState) -> tuple[list[dict], list[Action]]:
+    def status(self, desired: DesiredState) -> tuple[list[dict[str, Any]], list[HostAction]]:
         """(what is really there, what a reconcile would still do)"""
         facts = self.observe(desired)
         return report(facts), plan(desired, facts, self.cfg)
 
+    def close(self) -> None:
+        self.ctx.ovsdb.close()
 
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -28,8 +28,9 @@ wanted), so a volume that disappears from the desired state is still found and r
 after an agent restart. Nothing outside the pool directory, the registry and the op's namespace
 is touched.
 
-As elsewhere in the drivers, the decision is pure (:func:`plan` over :class:`VolumeFacts`;
-every command comes from a ``*_cmd`` builder) and one runner executes it.
+As elsewhere in the host, the decision is pure (:func:`plan` over :class:`VolumeFacts`, returning
+one small action per step, every command from a ``*_cmd`` builder) and each action applies itself
+through the host's runner.
 """
 
 from __future__ import annotations
@@ -37,13 +38,18 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from iris_haas.contract import names
 from iris_haas.contract.errors import IrisError
 from iris_haas.contract.ops import VolumeOp
+from iris_haas.hostd.context import Context, HostAction
+from iris_haas.linux import garp, netns, proc
+from iris_haas.linux import netlink as nl
 from iris_haas.linux.runner import Cmd, Runner, cmd
 
 NFS_PORT = 2049
@@ -108,48 +114,23 @@ def pseudo_path(o: VolumeOp) -> str:
     return f"/{o.name}"
 
 
+def _address(o: VolumeOp) -> str:
+    if o.address is None:
+        raise StorageFailed(f"volume {o.name} is not exported (no address)")
+    return o.address
+
+
 def server_ip(o: VolumeOp) -> str:
-    return str(ipaddress.ip_interface(o.address).ip)
+    return str(ipaddress.ip_interface(_address(o)).ip)
 
 
 def clients(o: VolumeOp) -> str:
-    return o.clients or str(ipaddress.ip_interface(o.address).network)
+    return o.clients or str(ipaddress.ip_interface(_address(o)).network)
 
 
 def nfs_url(ip: str, export: str, path: str = "") -> str:
     """A libnfs URL (NFSv3; the server's rpcbind answers the port look-ups)."""
     return f"nfs://{ip}{export}{'/' + path.lstrip('/') if path else ''}"
-
-
-# ---------------------------------------------------------------- what a storage host is sent
-
-def export_netns(volume: str) -> str:
-    """The export's namespace (a file name: no 15-character limit)."""
-    return f"iris-nfs-{volume.removeprefix('iris-')}"
-
-
-def export_ifnames(volume: str) -> tuple[str, str]:
-    """(name on the tenant's bridge, name inside the export namespace), both <= 15 characters."""
-    key = volume.removeprefix("iris-")
-    return names.ifname("s", key), names.ifname("n", key)
-
-
-def export_ops(*, volume: str, tenant: str, owner: str, pool: str, size_gb: int = 0, size_mb: int = 0,
-               keep: bool = False, bridge: str, vlan: int, address: str, clients: str | None = None,
-               mtu: int = 1500) -> list:
-    """The ops a storage host needs for one exported volume: the export namespace's NIC (an
-    access port on the tenant's storage VLAN, on the tenant's bridge, which the NRM puts on this
-    host with its mesh tunnels as for any L0 holding the tenant's ports) and the volume itself."""
-    from iris_haas.contract.ops import PortOp
-
-    ns = export_netns(volume)
-    l0if, nsif = export_ifnames(volume)
-    return [
-        PortOp(bridge=bridge, name=l0if, l1_netns=ns, l1_ifname=nsif, vlan=vlan, trunk=False, mtu=mtu,
-               address=address, owner=owner, tenant=tenant),
-        VolumeOp(name=volume, pool=pool, size_gb=size_gb, size_mb=size_mb, keep=keep, netns=ns, address=address,
-                 clients=clients, owner=owner, tenant=tenant),
-    ]
 
 
 # ---------------------------------------------------------------- commands (pure)
@@ -255,14 +236,6 @@ def serve_cmd(o: VolumeOp) -> Cmd:
                p.rpcbind_pid, p.conf, p.log, p.pid, netns=o.netns)
 
 
-def announce_cmd(ns: str, dev: str, ip: str) -> Cmd:
-    """Gratuitous ARP for the server's address: a client that knew this address at another MAC
-    (an export re-created, moved to another node) updates its cache at once instead of
-    probing the old MAC for seconds. Thomas Habets' arping (Debian's); no reply is expected."""
-    return cmd("arping", "-q", "-U", "-c", "3", "-W", "0.1", "-w", "0.3", "-i", dev, "-S", ip, ip,
-               netns=ns, ok=(0, 1))
-
-
 # client side (userspace libnfs; used by the tests and shown in docs/storage.md)
 
 def nfs_cp_cmd(ns: str, src: str, dst: str) -> Cmd:
@@ -277,7 +250,7 @@ def nfs_ls_cmd(ns: str, url: str) -> Cmd:
 
 @dataclass
 class VolumeFacts:
-    registered: dict | None = None  # the op as last wanted (registry), dumped
+    registered: dict[str, Any] | None = None  # the op as last wanted (registry), dumped
     image: bool = False
     image_bytes: int = 0
     mounted: bool = False
@@ -291,8 +264,8 @@ def _registry(storage_dir: str) -> Path:
     return Path(storage_dir)
 
 
-def registered(storage_dir: str) -> dict[str, dict]:
-    out = {}
+def registered(storage_dir: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
     d = _registry(storage_dir)
     if not d.is_dir():
         return out
@@ -305,7 +278,7 @@ def registered(storage_dir: str) -> dict[str, dict]:
 
 
 def mountpoints() -> set[str]:
-    out = set()
+    out: set[str] = set()
     with open("/proc/self/mountinfo") as f:
         for line in f:
             mp = line.split()[4]
@@ -313,41 +286,14 @@ def mountpoints() -> set[str]:
     return out
 
 
-def _read_pid(p: Path) -> int | None:
-    try:
-        return int(p.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def _our_pid(pidfile: Path, needle: str, also: str = "") -> int | None:
     """The PID in ``pidfile`` if that process is alive and its command line is what we started
     (a recycled PID is never signalled)."""
-    from iris_haas.linux.ovs import _alive
-
-    pid = _read_pid(pidfile)
-    if pid is None or not _alive(pid):
-        return None
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    args = [a.decode(errors="replace") for a in argv]
-    if not args or os.path.basename(args[0]) != needle:
-        return None
-    if also and also not in args:
+    pid = proc.read_pid(pidfile)
+    args = proc.argv(pid) if pid is not None and proc.alive(pid) else None
+    if not args or os.path.basename(args[0]) != needle or (also and also not in args):
         return None
     return pid
-
-
-def _same_netns(pid: int, ns: str) -> bool:
-    """Whether process ``pid`` is in named namespace ``ns`` (it may be in an older namespace of the
-    same name, deleted and made again by hand or by a repair)."""
-    try:
-        a, b = os.stat(f"/proc/{pid}/ns/net"), os.stat(f"/run/netns/{ns}")
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def observe(vols: list[VolumeOp], storage_dir: str) -> dict[str, VolumeFacts]:
@@ -367,7 +313,9 @@ def observe(vols: list[VolumeOp], storage_dir: str) -> dict[str, VolumeFacts]:
         f.mounted = str(p.mnt) in mps
         f.server = _our_pid(p.pid, "ganesha.nfsd", str(p.conf))
         if f.server and spec.get("netns"):
-            f.server_netns = spec["netns"] if _same_netns(f.server, spec["netns"]) else None
+            # the server may be in an older namespace of the same name, deleted and made again by
+            # hand or by a repair
+            f.server_netns = spec["netns"] if netns.same_netns(f.server, spec["netns"]) else None
         f.rpcbind = _our_pid(p.rpcbind_pid, "rpcbind")
         try:
             f.conf = p.conf.read_text()
@@ -379,21 +327,8 @@ def observe(vols: list[VolumeOp], storage_dir: str) -> dict[str, VolumeFacts]:
 
 # ---------------------------------------------------------------- decision (pure)
 
-@dataclass(frozen=True)
-class Action:
-    """A storage step; same shape as :class:`iris_haas.hostd.reconciler.Action`."""
-
-    kind: str  # vol-release | vol-stop | vol-register | vol-create | vol-mount | vol-serve
-    args: tuple = ()
-
-    def __str__(self) -> str:
-        a = self.args[0]
-        return f"{self.kind} {a.name if isinstance(a, VolumeOp) else a}" + \
-            (f" {' '.join(str(x) for x in self.args[1:])}" if len(self.args) > 1 else "")
-
-
 def plan(vols: list[VolumeOp], facts: dict[str, VolumeFacts], storage_dir: str
-         ) -> tuple[list[Action], list[Action]]:
+         ) -> tuple[list[HostAction], list[HostAction]]:
     """(steps before the network changes, steps after them).
 
     Releases and server stops come first, while the export's namespace still exists; creation
@@ -407,36 +342,33 @@ def plan(vols: list[VolumeOp], facts: dict[str, VolumeFacts], storage_dir: str
         if v.netns and by_ns.setdefault(v.netns, v.name) != v.name:
             raise StorageFailed(f"volumes {by_ns[v.netns]} and {v.name} in one export namespace {v.netns}: "
                                 f"each export has its own namespace, address and server")
-    pre: list[Action] = []
-    post: list[Action] = []
+    pre: list[HostAction] = []
+    post: list[HostAction] = []
     for name, f in sorted(facts.items()):
         if name in want:
             continue
-        spec = f.registered or {}
         if f.registered is not None or f.server or f.rpcbind or f.mounted:
-            pre.append(Action("vol-release", (name, "keep" if spec.get("keep") else "wipe")))
+            pre.append(ReleaseVolume(name, keep=bool((f.registered or {}).get("keep"))))
     for name, v in sorted(want.items()):
         f = facts.get(name) or VolumeFacts()
         conf = ganesha_conf(v) if v.netns else None
-        serving = f.server is not None and f.rpcbind is not None and f.server_netns == v.netns
         # a server outlives neither its mount (it would serve a stale file system) nor its namespace
-        if not f.mounted:
-            serving = False
+        serving = f.server is not None and f.rpcbind is not None and f.server_netns == v.netns and f.mounted
         if (f.server or f.rpcbind) and (not v.netns or f.conf != conf or not serving):
-            pre.append(Action("vol-stop", (name,)))
+            pre.append(StopServer(name))
             serving = False
         if f.registered != v.model_dump():
-            post.append(Action("vol-register", (v,)))
+            post.append(RegisterVolume(v))
         if not f.image:
-            post.append(Action("vol-create", (v,)))
+            post.append(CreateVolume(v))
         if not f.mounted:
-            post.append(Action("vol-mount", (v,)))
+            post.append(MountVolume(v))
         if v.netns and not serving:
-            post.append(Action("vol-serve", (v,)))
+            post.append(ServeVolume(v))
     return pre, post
 
 
-# ---------------------------------------------------------------- side effects
+# ---------------------------------------------------------------- actions
 
 def _register(storage_dir: str, v: VolumeOp) -> None:
     d = _registry(storage_dir)
@@ -453,13 +385,110 @@ def _forget(storage_dir: str, name: str) -> None:
         pass
 
 
+def _pool_of(storage_dir: str, name: str) -> Paths | None:
+    """Where a registered volume lives (the registry holds the pool of a volume no op names)."""
+    spec = registered(storage_dir).get(name)
+    return Paths(Path(spec["pool"]), name) if spec else None
+
+
+@dataclass(frozen=True)
+class ReleaseVolume(HostAction):
+    name: str
+    keep: bool
+
+    def apply(self, ctx: Context) -> None:
+        p = _pool_of(ctx.cfg.storage_dir, self.name)
+        if p is None:
+            raise StorageFailed(f"volume {self.name} has no registry entry: cannot find its pool")
+        release(p, self.keep, ctx.runner)
+        _forget(ctx.cfg.storage_dir, self.name)
+
+    def __str__(self) -> str:
+        return f"release volume {self.name} ({'keep' if self.keep else 'wipe'} the image)"
+
+
+@dataclass(frozen=True)
+class StopServer(HostAction):
+    name: str
+
+    def apply(self, ctx: Context) -> None:
+        p = _pool_of(ctx.cfg.storage_dir, self.name)
+        if p is not None:
+            stop(p)
+
+    def __str__(self) -> str:
+        return f"stop the nfs server of volume {self.name}"
+
+
+@dataclass(frozen=True)
+class RegisterVolume(HostAction):
+    op: VolumeOp
+
+    def apply(self, ctx: Context) -> None:
+        _register(ctx.cfg.storage_dir, self.op)
+
+    def __str__(self) -> str:
+        return f"register volume {self.op.name}"
+
+
+@dataclass(frozen=True)
+class CreateVolume(HostAction):
+    op: VolumeOp
+
+    def apply(self, ctx: Context) -> None:
+        p = paths(self.op)
+        if not p.pool.is_dir():
+            raise StorageFailed(f"pool {p.pool} is not a directory")
+        for c in create_image_cmds(self.op):
+            ctx.runner.run(c, timeout=120.0)
+
+    def __str__(self) -> str:
+        return f"create volume {self.op.name} ({self.op.mib} MiB in {self.op.pool})"
+
+
+@dataclass(frozen=True)
+class MountVolume(HostAction):
+    op: VolumeOp
+
+    def apply(self, ctx: Context) -> None:
+        paths(self.op).mnt.mkdir(parents=True, exist_ok=True)
+        ctx.runner.run(mount_cmd(self.op))
+
+    def __str__(self) -> str:
+        return f"mount volume {self.op.name}"
+
+
+@dataclass(frozen=True)
+class ServeVolume(HostAction):
+    op: VolumeOp
+
+    def apply(self, ctx: Context) -> None:
+        v, p = self.op, paths(self.op)
+        if not v.netns or not nl.netns_exists(v.netns):
+            raise StorageFailed(f"export namespace {v.netns} of {v.name} does not exist")
+        stop(p)
+        p.recovery.mkdir(parents=True, exist_ok=True)
+        p.conf.write_text(ganesha_conf(v))
+        pid = ctx.runner.spawn(serve_cmd(v), log=str(p.work / "serve.log"))
+        # written now (ganesha writes its own too, later) so a stop finds it even if it dies early
+        p.pid.write_text(f"{pid}\n")
+        if pid:  # 0 from the recording twin
+            _wait_serving(v, v.netns, pid)
+            dev = nl.link_with_address(v.netns, server_ip(v))
+            if dev:
+                # a client that knew this address at another MAC (an export made again, moved to
+                # another node) updates its cache at once
+                garp.announce(v.netns, dev, server_ip(v), count=3)
+
+    def __str__(self) -> str:
+        return f"serve volume {self.op.name} over nfs from {self.op.netns} at {self.op.address}"
+
+
 def stop(p: Paths) -> None:
     """Stop the export's ganesha and rpcbind by their PIDs; tolerant of either being gone."""
-    from iris_haas.linux.ovs import kill_pid
-
     for pid in (_our_pid(p.pid, "ganesha.nfsd", str(p.conf)), _our_pid(p.rpcbind_pid, "rpcbind")):
         if pid:
-            kill_pid(pid, timeout=5.0)
+            proc.kill_pid(pid, timeout=5.0)
     for f in (p.pid, p.rpcbind_pid):
         try:
             f.unlink()
@@ -487,25 +516,18 @@ def release(p: Paths, keep: bool, runner: Runner) -> None:
     # the work directory (config, pidfiles, logs, the empty mount point) goes in both cases;
     # never removed while something is mounted below it
     if p.work.exists() and not [m for m in mountpoints() if m.startswith(str(p.work) + "/")]:
-        import shutil
-
         shutil.rmtree(p.work, ignore_errors=True)
 
 
-def _wait_serving(v: VolumeOp, pid: int, timeout: float = 15.0) -> None:
+def _wait_serving(v: VolumeOp, ns: str, pid: int, timeout: float = 15.0) -> None:
     """Until the server accepts TCP on its NFS and mount ports (or dies)."""
-    import socket
-
-    from iris_haas.agent.client import socket_in_netns
-    from iris_haas.linux.ovs import _alive
-
     ip = server_ip(v)
     deadline = time.monotonic() + timeout
     pending = [NFS_PORT, MNT_PORT]
     while pending:
-        if not _alive(pid):
+        if not proc.alive(pid):
             raise StorageFailed(f"nfs server of {v.name} exited: {_tail(paths(v).log)}")
-        s = socket_in_netns(v.netns, socket.AF_INET, socket.SOCK_STREAM)
+        s = netns.socket_in_netns(ns, socket.AF_INET, socket.SOCK_STREAM)
         s.settimeout(0.5)
         try:
             s.connect((ip, pending[0]))
@@ -520,15 +542,6 @@ def _wait_serving(v: VolumeOp, pid: int, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def _dev_with(ns: str, ip: str) -> str | None:
-    from iris_haas.linux import netlink as nl
-
-    for dev in nl.links(ns):
-        if any(a.split("/")[0] == ip for a in nl.addresses(ns, dev)):
-            return dev
-    return None
-
-
 def _tail(p: Path, n: int = 600) -> str:
     try:
         return p.read_text()[-n:]
@@ -536,54 +549,7 @@ def _tail(p: Path, n: int = 600) -> str:
         return ""
 
 
-def execute(a: Action, storage_dir: str, runner: Runner) -> None:
-    k = a.kind
-    if k == "vol-release":
-        name, mode = a.args
-        spec = registered(storage_dir).get(name)
-        if spec is None:
-            raise StorageFailed(f"volume {name} has no registry entry: cannot find its pool")
-        release(Paths(Path(spec["pool"]), name), mode == "keep", runner)
-        _forget(storage_dir, name)
-    elif k == "vol-stop":
-        spec = registered(storage_dir).get(a.args[0])
-        if spec:
-            stop(Paths(Path(spec["pool"]), a.args[0]))
-    elif k == "vol-register":
-        _register(storage_dir, a.args[0])
-    elif k == "vol-create":
-        v = a.args[0]
-        p = paths(v)
-        if not p.pool.is_dir():
-            raise StorageFailed(f"pool {p.pool} is not a directory")
-        for c in create_image_cmds(v):
-            runner.run(c, timeout=120.0)
-    elif k == "vol-mount":
-        v = a.args[0]
-        p = paths(v)
-        p.mnt.mkdir(parents=True, exist_ok=True)
-        runner.run(mount_cmd(v))
-    elif k == "vol-serve":
-        v = a.args[0]
-        p = paths(v)
-        if not os.path.exists(f"/run/netns/{v.netns}"):
-            raise StorageFailed(f"export namespace {v.netns} of {v.name} does not exist")
-        stop(p)
-        p.recovery.mkdir(parents=True, exist_ok=True)
-        p.conf.write_text(ganesha_conf(v))
-        pid = runner.spawn(serve_cmd(v), log=str(p.work / "serve.log"))
-        # written now (ganesha writes its own too, later) so a stop finds it even if it dies early
-        p.pid.write_text(f"{pid}\n")
-        if pid:  # 0 from the recording twin
-            _wait_serving(v, pid)
-            dev = _dev_with(v.netns, server_ip(v))
-            if dev:
-                runner.run(announce_cmd(v.netns, dev, server_ip(v)), timeout=5.0)
-    else:
-        raise StorageFailed(f"unknown storage action {k}")
-
-
-def report(facts: dict[str, VolumeFacts]) -> list[dict]:
+def report(facts: dict[str, VolumeFacts]) -> list[dict[str, Any]]:
     out = []
     for name, f in sorted(facts.items()):
         spec = f.registered or {}

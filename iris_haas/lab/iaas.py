@@ -33,20 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iris_haas.contract import names
+from iris_haas.linux import garp, ovs
 from iris_haas.linux import netlink as nl
-from iris_haas.linux import ovs
-from iris_haas.linux.runner import Cmd, Runner, SubprocessRunner, cmd
+from iris_haas.linux.proc import kill_pid
+from iris_haas.linux.runner import Runner, SubprocessRunner, cmd
 
 BRIDGE = "iris-cloudbr0"
 
 
 def vm_port(vm: str) -> str:
     return names.ifname("v", vm)
-
-
-def garp_cmd(ns: str, dev: str, ip: str) -> Cmd:
-    """A gratuitous ARP (Thomas Habets' arping: -U unsolicited, -S our own address)."""
-    return cmd("arping", "-q", "-U", "-c", "1", "-w", "1", "-i", dev, "-S", ip, ip, netns=ns, ok=(0, 1))
 
 
 @dataclass
@@ -138,7 +134,7 @@ def migrate(vm: UserVM, src: IaasHost, dst: IaasHost) -> float:
         h.link("set", index=idx, ifname="eth0")
         h.link("set", index=idx, state="up")
     nl.ensure_addr(vm.netns, "eth0", vm.address)
-    src.runner.run(garp_cmd(vm.netns, "eth0", vm.ip))
+    garp.announce(vm.netns, "eth0", vm.ip)
     dt = time.monotonic() - t0
     src.runner.run(ovs.txn(src.ovs.db, *ovs.del_port(vm_port(vm.name))))
     src.vms.pop(vm.name, None)
@@ -194,7 +190,7 @@ def dhcp_server(lab, tenant: str, first: int, last: int, tag: str = "udhcpd"):
     try:
         yield srv
     finally:
-        ovs.kill_pid(srv.pid)
+        kill_pid(srv.pid)
         srv.wait()
         for f in files.values():
             f.unlink(missing_ok=True)

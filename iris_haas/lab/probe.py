@@ -11,7 +11,8 @@ import re
 import subprocess
 import time
 
-from iris_haas.linux.ovs import kill_pid
+from iris_haas.linux.netns import socket_in_netns
+from iris_haas.linux.proc import kill_pid
 from iris_haas.linux.runner import cmd
 
 _RTT = re.compile(r"= [\d.]+/([\d.]+)/")
@@ -70,8 +71,6 @@ class Sniffer:
     def __init__(self, ns: str, dev: str):
         import socket
         import threading
-
-        from iris_haas.agent.client import socket_in_netns
 
         self.sock = socket_in_netns(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
         self.sock.bind((dev, 0))

@@ -31,8 +31,10 @@ from iris_haas.hostd.reconciler import Host as HostDriver
 from iris_haas.hostd.reconciler import HostConfig
 from iris_haas.lab.topology import LabPlan, Topology, expand
 from iris_haas.linux import netlink as nl
-from iris_haas.linux import ovs
-from iris_haas.linux.runner import CommandFailed, SubprocessRunner, cmd
+from iris_haas.linux import ovs, ovsdb
+from iris_haas.linux.netns import processes_in
+from iris_haas.linux.proc import alive, kill_pid, read_pid
+from iris_haas.linux.runner import SubprocessRunner, cmd
 
 RUN_ROOT = Path(os.environ.get("IRIS_LAB_RUN", "/run/iris/lab"))
 LAB_OWNER = "lab:{}"
@@ -210,7 +212,8 @@ def _iaas_gateway(lab: Lab, tenant: str, r: SubprocessRunner) -> None:
     node = f"{tenant}gw"
     cfg = HostConfig(db=lab.ovs(node).db, netns=lab.ns(node), datapath_type=lab.topo.datapath_type,
                      underlay_mtu=lab.topo.underlay_mtu)
-    HostDriver(cfg, r).apply(iaas_gateway_ops(lab.gateway_spec(tenant)))
+    with HostDriver(cfg, r) as h:
+        h.apply(iaas_gateway_ops(lab.gateway_spec(tenant)))
 
 
 def _start_agents(lab: Lab, r: SubprocessRunner) -> None:
@@ -221,7 +224,7 @@ def _start_agents(lab: Lab, r: SubprocessRunner) -> None:
         d = lab.dir / a.node
         d.mkdir(parents=True, exist_ok=True)
         pidfile = d / "agent.pid"
-        if pidfile.exists() and ovs._alive(_read_pid(pidfile) or -1):
+        if pidfile.exists() and alive(read_pid(pidfile) or -1):
             continue
         specs.append({"netns": a.ns, "log": str(d / "agent.log"), "listen": a.ip, "port": a.port, "node": a.node,
                       "db": lab.ovs(a.node).db, "datapath_type": lab.topo.datapath_type,
@@ -244,7 +247,7 @@ def start_agent(lab: Lab, node: str) -> None:
 def ensure_agents(lab: Lab) -> list[str]:
     """Restart any agent of the lab that is not running; returns the nodes restarted."""
     dead = [a.node for a in lab.plan.agents
-            if not ovs._alive(_read_pid(lab.dir / a.node / "agent.pid") or -1)]
+            if not alive(read_pid(lab.dir / a.node / "agent.pid") or -1)]
     for n in dead:
         start_agent(lab, n)
     return dead
@@ -256,17 +259,17 @@ def sweep_stale() -> list[str]:
     if not RUN_ROOT.exists():
         return gone
     for d in sorted(RUN_ROOT.iterdir()):
-        pid = _read_pid(d / "ephemeral.pid")
-        if pid is not None and not ovs._alive(pid):
+        pid = read_pid(d / "ephemeral.pid")
+        if pid is not None and not alive(pid):
             down(d.name)
             gone.append(d.name)
     return gone
 
 
 def stop_agent(lab: Lab, node: str) -> None:
-    pid = _read_pid(lab.dir / node / "agent.pid")
+    pid = read_pid(lab.dir / node / "agent.pid")
     if pid:
-        ovs.kill_pid(pid)
+        kill_pid(pid)
 
 
 def _wait_agents(lab: Lab, timeout: float, nodes: list[str] | None = None) -> None:
@@ -296,40 +299,10 @@ def _tail(p: Path, n: int = 800) -> str:
         return ""
 
 
-def _read_pid(p: Path) -> int | None:
-    try:
-        return int(p.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 # ---------------------------------------------------------------- down
 
 def lab_namespaces(lab: str) -> list[str]:
     return nl.list_netns(names.lab_netns(lab, ""))
-
-
-def processes_in(nss: list[str]) -> list[int]:
-    """PIDs of processes whose network namespace is one of ``nss`` (compared by inode)."""
-    inodes = set()
-    for n in nss:
-        try:
-            inodes.add(os.stat(f"{nl.NETNS_DIR}/{n}").st_ino)
-        except OSError:
-            pass
-    if not inodes:
-        return []
-    me = os.getpid()
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == me:
-            continue
-        try:
-            if os.stat(f"/proc/{d}/ns/net").st_ino in inodes:
-                out.append(int(d))
-        except OSError:
-            pass
-    return out
 
 
 def down(lab: str) -> dict:
@@ -341,9 +314,9 @@ def down(lab: str) -> dict:
         for sub in sorted(d.iterdir()):
             if not sub.is_dir():
                 continue
-            pid = _read_pid(sub / "agent.pid")
+            pid = read_pid(sub / "agent.pid")
             if pid:
-                ovs.kill_pid(pid)
+                kill_pid(pid)
                 removed["processes"] += 1
         insts = [ovs.OvsInstance(sub, None) for sub in sorted(d.iterdir()) if (sub / "conf.db").exists()]
         with _pool(len(insts)) as ex:
@@ -351,7 +324,7 @@ def down(lab: str) -> dict:
         removed["processes"] += 2 * len(insts)
     nss = lab_namespaces(lab)
     for pid in processes_in(nss):
-        ovs.kill_pid(pid)
+        kill_pid(pid)
         removed["processes"] += 1
     # Devices die with their namespace (veths, and persistent taps too: checked on this kernel);
     # only a device without netlink ops would be handed to the host's namespace instead. Taps
@@ -385,19 +358,18 @@ def status(lab: Lab) -> dict:
     """What exists of the lab, and whether it matches the topology."""
     want = set(lab.plan.namespaces)
     have = set(lab_namespaces(lab.name))
-    r = SubprocessRunner()
     nodes = {}
     for o in lab.plan.ovs:
         inst = lab.ovs(o.node)
         info: dict = {"ovs": inst.running()}
         if info["ovs"]:
             try:
-                st = ovs.observe(r, inst.db)
+                st = ovsdb.snapshot(inst.db)
                 missing = [b.name for b in o.bridges if b.name not in st.bridges]
                 missing += [p.name for b in o.bridges for p in b.ports if p.name not in st.ports]
                 info["bridges"] = sorted(st.bridges)
                 info["missing"] = missing
-            except CommandFailed as e:
+            except ovsdb.OvsdbFailed as e:
                 info["error"] = str(e)
         nodes[o.node] = info
     for a in lab.plan.agents:

@@ -12,13 +12,15 @@ import ipaddress
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as _netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from iris_haas.contract.errors import IrisError
-from iris_haas.linux.runner import NETNS_DIR, cmd
+from iris_haas.linux.netns import NETNS_DIR
+from iris_haas.linux.runner import Cmd, cmd
 
 
 class NetlinkFailed(IrisError):
@@ -68,7 +70,7 @@ def delete_netns(name: str) -> None:
             raise
 
 
-def netns_sysctl_cmds(ns: str, router: bool = False):
+def netns_sysctl_cmds(ns: str, router: bool = False) -> Cmd:
     """Quiet, host-like defaults for a fresh namespace: no IPv6 chatter (so packet counts in tests
     mean something), answer ARP only for addresses on the asking interface (so a frame that
     reaches a bridge's internal port cannot learn the node's other addresses)."""
@@ -106,7 +108,7 @@ def ensure_veth(a: str, a_ns: str | None, b: str, b_ns: str | None, *, mtu: int 
             h.link("del", index=idx)
             idx = None
         if idx is None:
-            peer: dict = {"ifname": b}
+            peer: dict[str, str] = {"ifname": b}
             if b_ns != a_ns:
                 peer["net_ns_fd"] = f"{NETNS_DIR}/{b_ns}" if b_ns else "/proc/1/ns/net"
             try:
@@ -118,7 +120,7 @@ def ensure_veth(a: str, a_ns: str | None, b: str, b_ns: str | None, *, mtu: int 
             idx = link_index(h, a)
         if idx is None:
             raise NetlinkFailed(f"veth {a} not visible after create")
-        kw = {"state": "up"} if up else {}
+        kw: dict[str, str | int] = {"state": "up"} if up else {}
         if mtu:
             kw["mtu"] = mtu
         if kw:
@@ -134,7 +136,7 @@ def set_link(ns: str | None, ifname: str, *, mtu: int | None = None, up: bool | 
         idx = link_index(h, ifname)
         if idx is None:
             raise NetlinkFailed(f"no link {ifname} in {ns or 'host'}")
-        kw: dict = {}
+        kw: dict[str, str | int] = {}
         if mtu:
             kw["mtu"] = mtu
         if address:
@@ -187,7 +189,7 @@ def addresses(ns: str | None, ifname: str) -> list[str]:
         return [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in h.get_addr(index=idx)]
 
 
-def links(ns: str | None) -> dict[str, dict]:
+def links(ns: str | None) -> dict[str, dict[str, Any]]:
     """name -> {index, mtu, up, kind, address, stats} for every link in the namespace."""
     out = {}
     with ipr(ns) as h:
@@ -207,16 +209,19 @@ def links(ns: str | None) -> dict[str, dict]:
     return out
 
 
-def link_stats(ns: str | None, ifname: str) -> dict:
-    return links(ns).get(ifname, {})
+def link_with_address(ns: str | None, ip: str) -> str | None:
+    """The link that holds address ``ip`` in the namespace, if one does."""
+    for dev in links(ns):
+        if any(a.split("/")[0] == ip for a in addresses(ns, dev)):
+            return dev
+    return None
 
 
-def tx_offload_off_cmd(ns: str | None, ifname: str):
-    """OVS's userspace datapath does not complete partial checksums: a host behind it must
-    compute its own (DESIGN.md, "Facts"). With TX checksum offload off, TSO goes off too."""
+def tx_offload_off_cmd(ns: str | None, ifname: str) -> Cmd:
+    """OVS's userspace datapath does not complete partial checksums: a packet a host hands to it
+    with the checksum left to the NIC leaves it with the checksum still unfinished, so a host
+    behind it must compute its own. With TX checksum offload off, TSO goes off too."""
     return cmd("ethtool", "-K", ifname, "tx", "off", netns=ns)
-
-
 
 
 def flush_neighbours(ns: str | None, ifname: str) -> None:

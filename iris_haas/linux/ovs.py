@@ -1,9 +1,14 @@
-"""Open vSwitch driver: OVSDB through ``ovs-vsctl --format=json``, one transaction per change.
+"""Open vSwitch: the rows Iris writes, as data, and as ``ovs-vsctl`` command lines.
 
-Pure functions build ``ovs-vsctl`` sub-commands (lists of words); :func:`txn` chains them with
-``--`` into one :class:`~iris_haas.linux.runner.Cmd`, so every change is one OVSDB transaction
-(Neutron's ``ovs_lib`` habit). Every create uses ``--may-exist`` and then *sets* every column Iris
-cares about, so running it again converges an existing row; every delete uses ``--if-exists``.
+What a bridge, a port and a GRE tunnel look like in OVSDB is declared once, by the ``*_columns``
+functions (column name -> value, in the form :mod:`iris_haas.linux.ovsdb` reads rows back in:
+``None`` for an empty optional column, a list for a set, a dict for a map). A change to OVSDB is
+one of the small :data:`Change` classes built from those columns. The reconciler hands a list of
+them to :class:`iris_haas.linux.ovsdb.Ovsdb`, which writes them in one transaction through the
+IDL; the same objects render as ``ovs-vsctl`` sub-commands (:meth:`vsctl`), which
+:func:`txn` chains with ``--`` into one :class:`~iris_haas.linux.runner.Cmd`: the configuration
+an operator pastes, and the lab's own infrastructure. A create is ``--may-exist`` and then *sets*
+every column given, so running it again converges an existing row; a delete is ``--if-exists``.
 
 :class:`OvsInstance` runs a private ``ovsdb-server`` + ``ovs-vswitchd`` pair for one network
 namespace (own database, sockets, pidfiles and ``OVS_RUNDIR``), as the lab needs where there is no
@@ -13,25 +18,162 @@ is ``system`` and the host's own OVS is used; that is a configuration value, not
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from iris_haas.contract import names
+from iris_haas.linux import proc
 from iris_haas.linux.runner import Cmd, CommandFailed, Runner, cmd
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 Sub = list[str]  # one ovs-vsctl sub-command
+Columns = Mapping[str, Any]
+
+# OVS 3.1 deletes any qdisc it did not create on a port it configures, unless the port has a QoS
+# of this type; Iris's htb on a gateway's uplink needs one.
+NOOP_QOS = "linux-noop"
 
 
-def _kv(prefix: str, d: Mapping[str, Any]) -> list[str]:
-    return [f'{prefix}:{k}="{v}"' for k, v in sorted(d.items())]
+# ---------------------------------------------------------------- the rows, declared once
 
+def bridge_columns(*, datapath_type: str, external_ids: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {"datapath_type": datapath_type, "external_ids": dict(external_ids or {})}
+
+
+def port_columns(*, tag: int | None = None, trunks: Iterable[int] = (), vlan_mode: str | None = None,
+                 protected: bool = False, external_ids: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Every VLAN column, so a changed spec overwrites the old one.
+
+    ``tag`` alone (``vlan_mode=access``): an access port. ``tag`` with ``vlan_mode=native-untagged``:
+    the tag is the native VLAN, sent untagged, and every other VLAN is trunked (how an L1's NIC
+    carries its management VLAN untagged and the IaaS's guest VLANs tagged). No tag and no trunks:
+    a trunk of every VLAN (tunnels, uplinks).
+    """
+    return {"tag": tag, "trunks": sorted(trunks), "vlan_mode": vlan_mode, "protected": protected,
+            "external_ids": dict(external_ids or {})}
+
+
+def gre_columns(*, remote_ip: str, key: int | None = None, local_ip: str | None = None) -> dict[str, Any]:
+    """The Interface of a GRE tunnel port. GRE carries whole Ethernet frames with their 802.1Q
+    tags, so one tunnel with no tag and no trunks carries every VLAN."""
+    options = {"remote_ip": remote_ip}
+    if key is not None:
+        options["key"] = str(key)
+    if local_ip:
+        options["local_ip"] = local_ip
+    return {"type": "gre", "options": options}
+
+
+# ---------------------------------------------------------------- changes
+
+def _value(v: Any) -> str:
+    if v is None:
+        return "[]"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list | tuple):
+        return "[" + ",".join(str(x) for x in v) + "]"
+    return str(v)
+
+
+def _words(columns: Columns) -> list[str]:
+    """``col=value ...``. A map is written key by key (``col:key="value"``, which ovs-vsctl merges
+    into the row): the rows these commands make are new, or made before by the same command with
+    the same keys."""
+    words: list[str] = []
+    for col, v in columns.items():
+        if isinstance(v, Mapping):
+            words += [f'{col}:{k}="{x}"' for k, x in sorted(v.items())]
+        else:
+            words.append(f"{col}={_value(v)}")
+    return words
+
+
+def _set(table: str, record: str, columns: Columns) -> list[Sub]:
+    words = _words(columns)
+    return [["set", table, record, *words]] if words else []
+
+
+def _show(columns: Columns) -> str:
+    return " ".join(f"{k}={dict(v) if isinstance(v, Mapping) else _value(v)}" for k, v in columns.items())
+
+
+@dataclass(frozen=True)
+class AddBridge:
+    """The bridge exists with these Bridge columns (and these on its internal Interface)."""
+
+    name: str
+    columns: Columns = field(default_factory=dict, hash=False)
+    interface: Columns = field(default_factory=dict, hash=False)
+
+    def vsctl(self) -> list[Sub]:
+        return [["--may-exist", "add-br", self.name], *_set("Bridge", self.name, self.columns),
+                *_set("Interface", self.name, self.interface)]
+
+    def __str__(self) -> str:
+        return f"add-br {self.name} {_show(self.columns)} {_show(self.interface)}".rstrip()
+
+
+@dataclass(frozen=True)
+class DelBridge:
+    name: str
+
+    def vsctl(self) -> list[Sub]:
+        return [["--if-exists", "del-br", self.name]]
+
+    def __str__(self) -> str:
+        return f"del-br {self.name}"
+
+
+@dataclass(frozen=True)
+class AddPort:
+    """The port exists on ``bridge`` with these Port columns and these on its Interface."""
+
+    bridge: str
+    name: str
+    columns: Columns = field(default_factory=dict, hash=False)
+    interface: Columns = field(default_factory=dict, hash=False)
+
+    def vsctl(self) -> list[Sub]:
+        return [["--may-exist", "add-port", self.bridge, self.name], *_set("Port", self.name, self.columns),
+                *_set("Interface", self.name, self.interface)]
+
+    def __str__(self) -> str:
+        return f"add-port {self.bridge} {self.name} {_show(self.columns)} {_show(self.interface)}".rstrip()
+
+
+@dataclass(frozen=True)
+class DelPort:
+    name: str
+
+    def vsctl(self) -> list[Sub]:
+        return [["--if-exists", "del-port", self.name]]
+
+    def __str__(self) -> str:
+        return f"del-port {self.name}"
+
+
+@dataclass(frozen=True)
+class NoopQos:
+    """A ``linux-noop`` QoS on an existing port, so OVS leaves the port's qdisc alone."""
+
+    port: str
+    external_ids: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def vsctl(self) -> list[Sub]:
+        return [["set", "Port", self.port, "qos=@noop"],
+                ["--id=@noop", "create", "QoS", *_words({"type": NOOP_QOS, "external_ids": self.external_ids})]]
+
+    def __str__(self) -> str:
+        return f"qos {self.port} type={NOOP_QOS}"
+
+
+Change = AddBridge | DelBridge | AddPort | DelPort | NoopQos
+
+
+# ---------------------------------------------------------------- ovs-vsctl
 
 def txn(db: str, *subs: Sub, timeout: int = 10, wait: bool = True) -> Cmd:
     """One OVSDB transaction: ``ovs-vsctl --db=DB -- sub1 -- sub2 ...``."""
@@ -44,136 +186,35 @@ def txn(db: str, *subs: Sub, timeout: int = 10, wait: bool = True) -> Cmd:
     return cmd(*argv)
 
 
-def add_bridge(
-    name: str, *, datapath_type: str = "system", external_ids: Mapping[str, str] | None = None,
-    fail_mode: str | None = None, mtu: int | None = None,
-) -> list[Sub]:
-    subs: list[Sub] = [
-        ["--may-exist", "add-br", name],
-        ["set", "Bridge", name, f"datapath_type={datapath_type}", *_kv("external_ids", external_ids or {})],
-    ]
-    if fail_mode:
-        subs[-1].append(f"fail_mode={fail_mode}")
-    if mtu:
-        subs.append(["set", "Interface", name, f"mtu_request={mtu}"])
-    return subs
+def add_bridge(name: str, *, datapath_type: str = "system", external_ids: Mapping[str, str] | None = None,
+               mtu: int | None = None) -> list[Sub]:
+    return AddBridge(name, bridge_columns(datapath_type=datapath_type, external_ids=external_ids),
+                     {"mtu_request": mtu} if mtu else {}).vsctl()
 
 
 def del_bridge(name: str) -> list[Sub]:
-    return [["--if-exists", "del-br", name]]
+    return DelBridge(name).vsctl()
 
 
-def add_port(
-    bridge: str, name: str, *, type: str | None = None, options: Mapping[str, Any] | None = None,
-    tag: int | None = None, trunks: Iterable[int] | None = None, vlan_mode: str | None = None,
-    protected: bool = False, external_ids: Mapping[str, str] | None = None, mtu: int | None = None,
-    qos_noop: bool = False,
-) -> list[Sub]:
-    """Add (or converge) a port. Every VLAN column is set, so a changed spec overwrites the old one.
-
-    ``tag`` alone: access port. ``tag`` + ``vlan_mode=native-untagged``: the tag is the native VLAN
-    and every other VLAN is trunked (how an L1 gets its management VLAN untagged, DESIGN.md). No
-    tag and no trunks: a trunk of every VLAN (tunnels, uplinks).
-    ``qos_noop``: tell OVS to leave the port's qdisc alone, so Iris's own htb survives (OVS
-    otherwise deletes any qdisc it did not create when it configures the port).
-    """
-    port_cols = [
-        f"tag={tag if tag is not None else '[]'}",
-        f"trunks={'[' + ','.join(str(t) for t in trunks) + ']' if trunks else '[]'}",
-        f"vlan_mode={vlan_mode or '[]'}",
-        f"protected={'true' if protected else 'false'}",
-        *_kv("external_ids", external_ids or {}),
-    ]
-    subs: list[Sub] = [["--may-exist", "add-port", bridge, name], ["set", "Port", name, *port_cols]]
-    iface = []
-    if type:
-        iface.append(f"type={type}")
-    iface += _kv("options", options or {})
-    if mtu:
-        iface.append(f"mtu_request={mtu}")
-    if iface:
-        subs.append(["set", "Interface", name, *iface])
-    if qos_noop:
-        subs.append(["set", "Port", name, "qos=@noop"])
-        subs.append(["--id=@noop", "create", "QoS", "type=linux-noop", *_kv("external_ids", external_ids or {})])
-    return subs
+def add_port(bridge: str, name: str, *, tag: int | None = None, trunks: Iterable[int] = (),
+             vlan_mode: str | None = None, protected: bool = False,
+             external_ids: Mapping[str, str] | None = None) -> list[Sub]:
+    """Add (or converge) a port; see :func:`port_columns`."""
+    return AddPort(bridge, name, port_columns(tag=tag, trunks=trunks, vlan_mode=vlan_mode, protected=protected,
+                                              external_ids=external_ids)).vsctl()
 
 
-def gre_port(
-    bridge: str, name: str, *, remote_ip: str, key: int | None = None, local_ip: str | None = None,
-    protected: bool = False, external_ids: Mapping[str, str] | None = None,
-) -> list[Sub]:
-    """A GRE tunnel port. GRE carries whole Ethernet frames with their 802.1Q tags, so one
-    tunnel with no tag and no trunks carries every VLAN (the paper's figure 5)."""
-    options: dict[str, Any] = {"remote_ip": remote_ip}
-    if key is not None:
-        options["key"] = key
-    if local_ip:
-        options["local_ip"] = local_ip
-    return add_port(bridge, name, type="gre", options=options, protected=protected, external_ids=external_ids)
+def gre_port(bridge: str, name: str, *, remote_ip: str, key: int | None = None, local_ip: str | None = None,
+             protected: bool = False, external_ids: Mapping[str, str] | None = None) -> list[Sub]:
+    return AddPort(bridge, name, port_columns(protected=protected, external_ids=external_ids),
+                   gre_columns(remote_ip=remote_ip, key=key, local_ip=local_ip)).vsctl()
 
 
 def del_port(name: str) -> list[Sub]:
-    return [["--if-exists", "del-port", name]]
+    return DelPort(name).vsctl()
 
 
-def set_other_config(bridge: str, **kv: str) -> list[Sub]:
-    return [["set", "Bridge", bridge, *_kv("other_config", kv)]]
-
-
-def list_cmd(db: str, table: str, columns: Iterable[str]) -> Cmd:
-    return cmd("ovs-vsctl", f"--db={db}", "--timeout=10", "--format=json", "--data=json",
-               f"--columns={','.join(columns)}", "list", table)
-
-
-def decode(v: Any) -> Any:
-    """OVSDB JSON datum to Python: maps to dict, sets to list, empty set to None."""
-    if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str):
-        kind, body = v
-        if kind == "map":
-            return {k: decode(x) for k, x in body}
-        if kind == "set":
-            items = [decode(x) for x in body]
-            return items if items else None
-        if kind == "uuid" or kind == "named-uuid":
-            return body
-    return v
-
-
-def parse_list(out: str) -> list[dict[str, Any]]:
-    if not out.strip():
-        return []
-    doc = json.loads(out)
-    return [dict(zip(doc["headings"], (decode(c) for c in row))) for row in doc["data"]]
-
-
-@dataclass
-class OvsState:
-    """What one OVS instance holds: bridges, ports (with their bridge) and interfaces, by name."""
-
-    bridges: dict[str, dict]
-    ports: dict[str, dict]
-    interfaces: dict[str, dict]
-
-
-def observe(runner: Runner, db: str) -> OvsState:
-    br = parse_list(runner.run(list_cmd(db, "Bridge", ["name", "ports", "datapath_type", "external_ids", "_uuid"])))
-    ports = parse_list(runner.run(list_cmd(db, "Port", ["name", "_uuid", "tag", "trunks", "vlan_mode", "protected",
-                                                        "external_ids", "interfaces", "qos"])))
-    ifs = parse_list(runner.run(list_cmd(db, "Interface", ["name", "_uuid", "type", "options", "mtu_request",
-                                                           "ofport", "error", "statistics"])))
-    port_by_uuid = {p["_uuid"]: p for p in ports}
-    for b in br:
-        plist = b["ports"] if isinstance(b["ports"], list) else ([b["ports"]] if b["ports"] else [])
-        for pu in plist:
-            if pu in port_by_uuid:
-                port_by_uuid[pu]["bridge"] = b["name"]
-    return OvsState(
-        bridges={b["name"]: b for b in br},
-        ports={p["name"]: p for p in ports},
-        interfaces={i["name"]: i for i in ifs},
-    )
-
+# ---------------------------------------------------------------- a private OVS per namespace
 
 @dataclass
 class OvsInstance:
@@ -224,68 +265,25 @@ class OvsInstance:
     def pids(self) -> dict[str, int]:
         out = {}
         for d in ("ovs-vswitchd", "ovsdb-server"):
-            try:
-                out[d] = int((self.rundir / f"{d}.pid").read_text().strip())
-            except (OSError, ValueError):
-                pass
+            pid = proc.read_pid(self.rundir / f"{d}.pid")
+            if pid is not None:
+                out[d] = pid
         return out
 
     def running(self) -> bool:
         pids = self.pids()
-        return len(pids) == 2 and all(_alive(p) for p in pids.values())
+        return len(pids) == 2 and all(proc.alive(p) for p in pids.values())
 
     def stop(self, runner: Runner | None = None) -> None:
         """Delete our bridges first (netdev ports are persistent taps), then stop by PID."""
         if runner is not None and self.running():
             try:
-                st = observe(runner, self.db)
-                subs = [s for b in st.bridges for s in del_bridge(b)]
-                if subs:
-                    runner.run(txn(self.db, *subs, timeout=5))
+                bridges = runner.run(cmd("ovs-vsctl", f"--db={self.db}", "--timeout=5", "list-br")).split()
+                if bridges:
+                    runner.run(txn(self.db, *[s for b in bridges for s in del_bridge(b)], timeout=5))
             except CommandFailed:
                 pass
         for name in ("ovs-vswitchd", "ovsdb-server"):
             pid = self.pids().get(name)
             if pid:
-                kill_pid(pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie is not alive
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def kill_pid(pid: int, timeout: float = 3.0) -> None:
-    """SIGTERM one process by PID, SIGKILL if it lingers; tolerant of it being gone."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            _reap(pid)
-            return
-        time.sleep(0.02)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+                proc.kill_pid(pid)

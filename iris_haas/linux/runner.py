@@ -12,29 +12,16 @@ host (``ip netns exec`` would give the command a private mount namespace).
 
 from __future__ import annotations
 
-import ctypes
 import os
+import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import IO, Protocol
 
 from iris_haas.contract.errors import IrisError
-
-NETNS_DIR = "/run/netns"
-CLONE_NEWNET = 0x40000000
-
-
-def enter_netns(name: str) -> None:
-    """Move the calling thread into network namespace ``name`` (setns(2)); for a thread that
-    opens sockets there, or a process about to serve there."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"{NETNS_DIR}/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {name}")
-    finally:
-        os.close(fd)
+from iris_haas.linux.netns import NETNS_DIR
 
 
 class CommandFailed(IrisError):
@@ -59,13 +46,13 @@ class Cmd:
         return prefix + " ".join(_quote(a) for a in self.argv)
 
 
-def cmd(*argv: str, netns: str | None = None, env: dict | None = None, ok: Sequence[int] = (0,)) -> Cmd:
+def cmd(*argv: object, netns: str | None = None, env: Mapping[str, str] | None = None,
+        ok: Sequence[int] = (0,)) -> Cmd:
+    """A command; every argument is turned into a string (paths, numbers)."""
     return Cmd(tuple(str(a) for a in argv), netns, tuple(sorted((env or {}).items())), tuple(ok))
 
 
 def _quote(a: str) -> str:
-    import shlex
-
     return shlex.quote(a)
 
 
@@ -91,14 +78,11 @@ class SubprocessRunner:
     def spawn(self, c: Cmd, *, log: str | None = None) -> int:
         """Start a long-running process in the background; return its PID."""
         env = {**os.environ, **dict(c.env)} if c.env else None
-        out = open(log, "ab") if log else subprocess.DEVNULL
-        try:
+        with ExitStack() as files:  # the child keeps its own copy of the log's descriptor
+            out: IO[bytes] | int = files.enter_context(open(log, "ab")) if log else subprocess.DEVNULL
             p = subprocess.Popen(
                 c.full_argv(), stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True
             )
-        finally:
-            if log:
-                out.close()
         return p.pid
 
 

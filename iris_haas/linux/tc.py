@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -35,7 +36,29 @@ ETH_P_IP = 0x0800
 class TcReq:
     command: str
     kind: str
-    kwargs: dict = field(default_factory=dict, hash=False)
+    kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def __str__(self) -> str:
+        k = self.kwargs
+        out = f"{self.command} {self.kind}"
+        if "handle" in k:
+            out += f" {u32_handle(k['handle']) if self.kind == 'u32' else handle(k['handle'])}"
+        if "rate" in k:
+            out += f" rate {k['rate'] * 8 / 1_000_000:g}Mbit"
+        if "target" in k:
+            out += f" -> {handle(k['target'])}"
+        return out
+
+
+def handle(h: int) -> str:
+    """A qdisc or class handle as tc(8) writes it: ``1:`` (a qdisc), ``1:10`` (a class)."""
+    return f"{h >> 16:x}:{h & 0xFFFF:x}" if h & 0xFFFF else f"{h >> 16:x}:"
+
+
+def u32_handle(h: int) -> str:
+    """A u32 filter handle as tc(8) writes it: ``800::1ab`` (hash table 800, bucket 0, node 1ab)."""
+    bucket = (h >> 12) & 0xFF
+    return f"{h >> 20:x}:{bucket:x}:{h & 0xFFF:x}" if bucket else f"{h >> 20:x}::{h & 0xFFF:x}"
 
 
 def _bps(mbit: float) -> int:
@@ -82,12 +105,13 @@ def tenant_limit_requests(remote_ip: str, rate_mbit: float) -> list[TcReq]:
         TcReq("replace-class", "htb", {"handle": cls, "parent": ROOT, "rate": r, "ceil": r, "burst": b,
                                        "cburst": b}),
         TcReq("replace-filter", "u32", {"parent": ROOT, "prio": 10, "protocol": ETH_P_IP,
-                                         "handle": _filter_handle(cls), "target": cls, "keys": [key]}),
+                                         "handle": filter_handle(cls), "target": cls, "keys": [key]}),
     ]
 
 
-def _filter_handle(cls: int) -> int:
-    # u32 handle 800::<n>: the default hash table, node n
+def filter_handle(cls: int) -> int:
+    """The u32 filter that sends traffic to tenant class ``cls``: 800::<n>, the default hash table,
+    node n."""
     return 0x80000000 | (cls & 0xFFF)
 
 

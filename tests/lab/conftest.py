@@ -14,7 +14,8 @@ import pytest
 
 from iris_haas.lab import realizer, tenants
 from iris_haas.linux import netlink as nl
-from iris_haas.linux import ovs
+from iris_haas.linux.netns import processes_in
+from iris_haas.linux.proc import alive
 
 
 def _lab_requirements() -> str | None:
@@ -51,11 +52,11 @@ def lab():
         yield lb
     finally:
         nss = realizer.lab_namespaces(name)
-        pids = realizer.processes_in(nss)
+        pids = processes_in(nss)
         lab_links = {ln for n in nss for ln in nl.links(n) if ln.startswith("iris")}
         removed = realizer.down(name)
     assert_gone(name)
-    assert [p for p in pids if ovs._alive(p)] == [], "processes of the lab still running"
+    assert [p for p in pids if alive(p)] == [], "processes of the lab still running"
     assert removed["moved_to_host"] == [], "devices of the lab were handed to the host"
     assert lab_links & set(nl.links(None)) == set(), "links of the lab on the host"
 

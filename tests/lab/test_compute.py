@@ -21,8 +21,8 @@ from iris_haas.hostd.l1 import lxc as lxcdrv
 from iris_haas.lab import iaas, probe
 from iris_haas.lab.tenants import L1, realize
 from iris_haas.linux import netlink as nl
-from iris_haas.linux import ovs
-from iris_haas.linux.runner import SubprocessRunner, cmd
+from iris_haas.linux import ovsdb
+from iris_haas.linux.runner import cmd
 
 pytestmark = pytest.mark.lab
 
@@ -78,7 +78,7 @@ def _leftovers(lab, n: L1) -> list[str]:
         out.append(f"netns {lab.ns(n.name)}")
     l0 = nl.links(lab.ns(n.node))
     out += [f"link {x} on {n.node}" for x in l0 if x == n.port()]
-    st = ovs.observe(SubprocessRunner(), lab.ovs(n.node).db)
+    st = ovsdb.snapshot(lab.ovs(n.node).db)
     out += [f"ovs port {p}" for p in st.ports if p == n.port()]
     d = _agent_dir(lab, n.node) / n.kind
     out += [f"file {p}" for p in d.glob(f"{n.name}*")] if d.exists() else []
@@ -253,7 +253,7 @@ def test_a_failure_half_way_is_reported_and_the_previous_state_rolls_it_back(com
     assert "rb3" in str(e.value) and "L1Failed" in str(e.value)
     with lab.client("l0-2") as c:
         st = c.state()
-    assert not st["in_sync"] and any("l1up kvm rb3" in p for p in st["pending"])
+    assert not st["in_sync"] and any("start kvm L1 rb3" in p for p in st["pending"])
     assert {o["name"] for o in st["observed"] if o["op"] == "l1"} == {"rb2"}
     for n in good:
         assert probe.reachable(lab.ns("amgmt"), n.address.split("/")[0], timeout=10)

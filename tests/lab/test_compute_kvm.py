@@ -13,8 +13,8 @@ from iris_haas.hostd.l1 import kvm as kvmdrv
 from iris_haas.lab import iaas, probe
 from iris_haas.lab.tenants import L1, realize
 from iris_haas.linux import netlink as nl
-from iris_haas.linux import ovs
-from iris_haas.linux.runner import SubprocessRunner
+from iris_haas.linux import ovsdb
+from iris_haas.linux.proc import alive
 
 pytestmark = pytest.mark.lab
 
@@ -97,9 +97,9 @@ def test_kvm_l1_joins_the_tenant_l2_and_release_leaves_nothing(compute_lab):
     pid = drv._pid(n.name)
     res = realize(lab, [])
     assert all(r["in_sync"] for r in res.values()), res
-    assert pid is None or not ovs._alive(pid)
+    assert pid is None or not alive(pid)
     assert n.port() not in nl.links(lab.ns(n.node))
-    assert n.port() not in ovs.observe(SubprocessRunner(), lab.ovs(n.node).db).ports
+    assert n.port() not in ovsdb.snapshot(lab.ovs(n.node).db).ports
     assert sorted(p.name for p in drv.dir.glob(f"{n.name}*")) == []
     assert probe.ping(lab.ns("amgmt"), "10.0.101.41", count=1) == 0
 

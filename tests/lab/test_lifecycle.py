@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from iris_haas.lab import cli, realizer
 from iris_haas.linux import netlink as nl
+from iris_haas.linux.proc import alive, read_pid
 
 pytestmark = pytest.mark.lab
 
@@ -43,13 +44,13 @@ def test_up_status_down_through_the_cli_leave_nothing(tmp_path):
         r = run.invoke(cli.app, ["status", "-n", name])
         assert r.exit_code == 0, r.output
         assert '"matches": true' in r.output
-        agent_pids = [realizer._read_pid(realizer.rundir(name) / n / "agent.pid") for n in ("hgw", "l0-1")]
+        agent_pids = [read_pid(realizer.rundir(name) / n / "agent.pid") for n in ("hgw", "l0-1")]
         ovs_pids = list(realizer.Lab(realizer.from_run(name).plan).ovs("l0-1").pids().values())
         r = run.invoke(cli.app, ["down", "-n", name])
         assert r.exit_code == 0, r.output
         assert realizer.leftovers(name) == []
         for pid in agent_pids + ovs_pids:
-            assert not realizer.ovs._alive(pid), pid
+            assert not alive(pid), pid
         # the other lab is untouched
         assert realizer.status(realizer.from_run(other))["matches"]
         r = run.invoke(cli.app, ["status", "-n", name, "-t", str(_topo(tmp_path, name))])

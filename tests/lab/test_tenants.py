@@ -12,8 +12,7 @@ from iris_haas.lab import probe
 from iris_haas.lab import tenants as tenants_plan
 from iris_haas.lab.tenants import L1
 from iris_haas.linux import netlink as nl
-from iris_haas.linux import ovs
-from iris_haas.linux.runner import SubprocessRunner
+from iris_haas.linux import ovsdb
 
 pytestmark = pytest.mark.lab
 
@@ -64,7 +63,7 @@ def test_two_tenants_same_vlans_and_subnets_zero_packets_cross(lab, tenants):
 
 def test_tenant_bridges_share_nothing(lab, tenants):
     tenants.set(_same_everything(lab))
-    st = ovs.observe(SubprocessRunner(), lab.ovs("l0-1").db)
+    st = ovsdb.snapshot(lab.ovs("l0-1").db)
     by_bridge = {}
     for n, p in st.ports.items():
         by_bridge.setdefault(p.get("bridge"), set()).add(n)
@@ -77,7 +76,7 @@ def test_tenant_bridges_share_nothing(lab, tenants):
 
 def test_mesh_grows_and_shrinks_with_the_tenants_nodes(lab, tenants):
     def tunnels(node):
-        st = ovs.observe(SubprocessRunner(), lab.ovs(node).db)
+        st = ovsdb.snapshot(lab.ovs(node).db)
         return sorted(n for n, i in st.interfaces.items() if i.get("type") == "gre"
                       and st.ports[n].get("bridge") == tenants_plan.segment(lab.topo, "a").bridge)
 
@@ -93,7 +92,7 @@ def test_mesh_grows_and_shrinks_with_the_tenants_nodes(lab, tenants):
     tenants.set(tenants.l1s[1:])
     assert tunnels("hgw") == ["iristt1n3", "iristt1x1"]
     assert tunnels("l0-3") == ["iristt1g1"]
-    assert tenants_plan.segment(lab.topo, "a").bridge not in ovs.observe(SubprocessRunner(), lab.ovs("l0-1").db).bridges
+    assert tenants_plan.segment(lab.topo, "a").bridge not in ovsdb.snapshot(lab.ovs("l0-1").db).bridges
     assert not nl.netns_exists(lab.ns("a1"))
 
 

@@ -9,7 +9,7 @@ import pytest
 from iris_haas.lab import guests, probe
 from iris_haas.lab.tenants import L1
 from iris_haas.linux import netlink as nl
-from iris_haas.linux import ovs
+from iris_haas.linux import ovs, ovsdb
 from iris_haas.linux.runner import SubprocessRunner
 
 pytestmark = pytest.mark.lab
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.lab
 
 def _gateway_config(lab, node):
     """The tunnel-carrying configuration of a gateway: bridges, ports, VLAN columns, options."""
-    st = ovs.observe(SubprocessRunner(), lab.ovs(node).db)
+    st = ovsdb.snapshot(lab.ovs(node).db)
     return {n: (p.get("bridge"), p.get("tag"), p.get("trunks"), p.get("vlan_mode"),
                 st.interfaces[n].get("options")) for n, p in st.ports.items()}
 

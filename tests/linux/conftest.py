@@ -6,12 +6,16 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 
+from iris_haas.hostd.reconciler import Host, HostConfig
 from iris_haas.linux import netlink as nl
 from iris_haas.linux import ovs
+from iris_haas.linux.netns import processes_in
+from iris_haas.linux.proc import kill_pid
 from iris_haas.linux.runner import SubprocessRunner
 
 
@@ -30,6 +34,7 @@ class Sandbox:
         self.tag = "lx" + secrets.token_hex(3)
         self.namespaces: list[str] = []
         self.ovs: list[ovs.OvsInstance] = []
+        self.hosts: list[Host] = []
         self.dir = Path(tempfile.mkdtemp(prefix=f"iris-{self.tag}-"))
         self.runner = SubprocessRunner()
 
@@ -46,13 +51,19 @@ class Sandbox:
         inst.start(self.runner)
         return inst
 
+    def host(self, cfg: HostConfig) -> Host:
+        """A host driver, closed (its OVSDB connection too) before the OVS daemons stop."""
+        h = Host(cfg)
+        self.hosts.append(h)
+        return h
+
     def close(self):
+        for h in self.hosts:
+            h.close()
         for inst in self.ovs:
             inst.stop(self.runner)
-        from iris_haas.lab.realizer import processes_in
-
         for pid in processes_in(self.namespaces):
-            ovs.kill_pid(pid)
+            kill_pid(pid)
         for n in self.namespaces:
             nl.delete_netns(n)
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -60,9 +71,11 @@ class Sandbox:
 
 @pytest.fixture
 def sandbox():
+    threads = set(threading.enumerate())
     s = Sandbox()
     try:
         yield s
     finally:
         s.close()
     assert nl.list_netns(f"iris-{s.tag}-") == []
+    assert set(threading.enumerate()) <= threads, "threads left running (an OVSDB connection not closed?)"

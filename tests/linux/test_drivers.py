@@ -7,9 +7,11 @@ import subprocess
 import pytest
 
 from iris_haas.contract.ops import BridgeOp, DesiredState, PortOp, ShapeOp, TunnelOp
-from iris_haas.hostd.reconciler import Host, HostConfig
+from iris_haas.hostd.actions import AddAddress, CreateVeth, OvsdbTransaction, TcChange
+from iris_haas.hostd.reconciler import HostConfig
 from iris_haas.linux import netlink as nl
-from iris_haas.linux import ovs, tc
+from iris_haas.linux import ovs, ovsdb, tc
+from iris_haas.linux.proc import alive
 from iris_haas.linux.runner import cmd
 
 pytestmark = pytest.mark.linux
@@ -39,7 +41,7 @@ def test_private_ovs_per_namespace_starts_and_stops_by_pid(sandbox):
     inst.stop(sandbox.runner)
     assert not inst.running()
     for pid in pids.values():
-        assert not ovs._alive(pid)
+        assert not alive(pid)
     assert "br0" not in nl.links(ns)  # bridges were deleted before the daemon went
 
 
@@ -58,11 +60,11 @@ def test_host_reconciles_to_the_desired_state_and_back(sandbox):
     inst = sandbox.ovs_in(ns)
     l1 = f"iris-{sandbox.tag}-l1"
     sandbox.namespaces.append(l1)
-    host = Host(HostConfig(db=inst.db, netns=ns, datapath_type="netdev", underlay_mtu=1600, warmup=False))
+    host = sandbox.host(HostConfig(db=inst.db, netns=ns, datapath_type="netdev", underlay_mtu=1600, warmup=False))
     acts = host.apply(_host_state(l1, rate=100))
-    assert [a.kind for a in acts] == ["veth", "addr", "ovs", "tc"]
+    assert [type(a) for a in acts] == [CreateVeth, AddAddress, OvsdbTransaction, TcChange]
     assert host.plan(_host_state(l1, rate=100)) == []  # idempotent
-    st = ovs.observe(sandbox.runner, inst.db)
+    st = ovsdb.snapshot(inst.db)
     assert st.ports["irisp-p"]["tag"] == 101 and st.ports["irisp-p"]["bridge"] == "irisb-t"
     assert st.interfaces["irist-t-1"]["options"] == {"remote_ip": "198.18.9.2", "key": "9"}
     assert st.ports["irist-t-1"]["protected"] is True
@@ -72,7 +74,7 @@ def test_host_reconciles_to_the_desired_state_and_back(sandbox):
     assert "tx-checksumming: off" in k
     # change: new VLAN and rate
     host.apply(_host_state(l1, rate=30, vlan=300))
-    assert ovs.observe(sandbox.runner, inst.db).ports["irisp-p"]["tag"] == 300
+    assert ovsdb.snapshot(inst.db).ports["irisp-p"]["tag"] == 300
     assert tc.htb_rates(l1, "iris1-p") == {tc.PORT_CLASS: 30.0}
     # unshape
     host.apply(_host_state(l1))
@@ -80,7 +82,7 @@ def test_host_reconciles_to_the_desired_state_and_back(sandbox):
     # release everything: only Iris's rows go
     sandbox.runner.run(ovs.txn(inst.db, *ovs.add_bridge("br-other", datapath_type="netdev")))
     host.apply(DesiredState())
-    st = ovs.observe(sandbox.runner, inst.db)
+    st = ovsdb.snapshot(inst.db)
     assert set(st.bridges) == {"br-other"}
     assert "irisp-p" not in nl.links(ns) and not nl.netns_exists(l1)
 
@@ -91,7 +93,7 @@ def test_ovs_keeps_an_htb_it_was_told_not_to_touch(sandbox):
     nl.ensure_veth("up", ns, "x", peer)
     sandbox.runner.run(ovs.txn(inst.db, *ovs.add_bridge("br-phy", datapath_type="netdev"),
                                *ovs.add_port("br-phy", "up")))
-    host = Host(HostConfig(db=inst.db, netns=ns, datapath_type="netdev", warmup=False))
+    host = sandbox.host(HostConfig(db=inst.db, netns=ns, datapath_type="netdev", warmup=False))
     from iris_haas.contract.ops import TunnelLimitOp
 
     d = DesiredState(ops=[TunnelLimitOp(uplink="up", remote_ip="198.18.0.11", rate_mbit=70)])
@@ -155,7 +157,7 @@ def test_gateway_config_script_applied_by_hand_equals_the_agent_mode(sandbox, wa
     p = subprocess.run(cmd("sh", "-c", script, netns=ns).full_argv(), capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert nl.links(ns)["eth0"]["mtu"] == 1546
-    host = Host(HostConfig(db=inst.db, netns=ns, datapath_type="netdev", warmup=False))
+    host = sandbox.host(HostConfig(db=inst.db, netns=ns, datapath_type="netdev", warmup=False))
     assert host.plan(iaas_gateway_ops(g)) == []
     assert tc.htb_rates(ns, "eth0") == {tc.tenant_class("198.18.0.1"): 50.0}
     # running it again changes nothing and does not fail

@@ -10,13 +10,15 @@ import pytest
 from pydantic import ValidationError
 
 from iris_haas.contract.ops import DesiredState, L1Op, PortOp
-from iris_haas.hostd import reconciler as hostmod
-from iris_haas.hostd.l1 import L1Failed, MemoryL1, kvm, lxc
-from iris_haas.hostd.l1.base import garp_frame, spec_of
+from iris_haas.contract.types import L1Kind
+from iris_haas.hostd.actions import L1Destroy, L1Prepare, L1Start
+from iris_haas.hostd.l1 import DRIVERS, L1Failed, MemoryL1, kvm, lxc, make_drivers
+from iris_haas.hostd.l1.base import matches, spec_of
 from iris_haas.hostd.l1.netns import NetnsL1
-from iris_haas.hostd.reconciler import Action, Facts, HostConfig, execute, plan_l1, with_l1_ports
+from iris_haas.hostd.reconciler import Facts, Host, HostConfig, plan_l1, with_l1_ports
 from iris_haas.linux import netlink as nl
-from iris_haas.linux.ovs import OvsState
+from iris_haas.linux.garp import frame as garp_frame
+from iris_haas.linux.ovsdb import OvsState
 from iris_haas.linux.runner import RecordingRunner
 
 
@@ -107,7 +109,7 @@ def test_gratuitous_arp_frame():
 # ---------------------------------------------------------------- reconciler decisions (twin)
 
 def _facts(nodes: dict) -> Facts:
-    return Facts(ovs=OvsState({}, {}, {}), links={}, nodes=nodes)
+    return Facts(ovs=OvsState(), links={}, nodes=nodes)
 
 
 @pytest.mark.unit
@@ -117,33 +119,40 @@ def test_plan_creates_keeps_recreates_and_destroys():
             "b": {"kind": "lxc", "spec": spec_of(op("b", cpus=4)), "running": True},  # changed: remade
             "z": {"kind": "netns", "spec": {}, "running": True}}  # not wanted: destroyed
     down, prep, start = plan_l1([a, b, c], _facts(have))
-    assert [x.args[:2] for x in down] == [("netns", "z"), ("lxc", "b")]
-    assert [x.args[:2] for x in prep] == [("lxc", "b"), ("lxc", "c")]
-    assert [x.args[:2] for x in start] == [("lxc", "b"), ("lxc", "c")]
+    assert down == [L1Destroy(L1Kind.NETNS, "z"), L1Destroy(L1Kind.LXC, "b")]
+    assert prep == [L1Prepare(b), L1Prepare(c)]
+    assert start == [L1Start(b), L1Start(c)]
+    assert [str(x) for x in (*down, prep[0], start[0])] == [
+        "destroy netns L1 z", "destroy lxc L1 b", "prepare lxc L1 b", "start lxc L1 b"]
     # a stopped L1 is started again
     down, prep, start = plan_l1([a], _facts({"a": {**have["a"], "running": False}}))
-    assert [x.args[1] for x in start] == ["a"]
+    assert start == [L1Start(a)]
 
 
 @pytest.mark.unit
 def test_one_failing_l1_does_not_stop_the_others_and_is_reported(tmp_path):
     cfg = HostConfig(db="unix:/nonexistent", l1_dir=str(tmp_path), warmup=False)
-    runner = RecordingRunner()
-    twin = MemoryL1("lxc", fail={"bad"})
-    hostmod._L1_DRIVERS[(cfg.l1_dir, cfg.netns, id(runner))] = {"lxc": twin}
-    try:
-        good, bad = op("good"), op("bad")
-        acts = [Action("l1prep", ("lxc", "good", good)), Action("l1prep", ("lxc", "bad", bad)),
-                Action("l1up", ("lxc", "good", good)), Action("l1up", ("lxc", "bad", bad))]
-        with pytest.raises(L1Failed, match="l1up bad"):
-            execute(acts, cfg, runner)
-        assert set(twin.nodes) == {"good"}
-        assert ("announce", "good") in twin.calls and ("announce", "bad") not in twin.calls
-        # the rollback the coordinator asks for: the previous desired state, without them
-        down, _, _ = plan_l1([], _facts(twin.list()))
-        assert [x.args[1] for x in down] == ["good"]
-    finally:
-        hostmod._L1_DRIVERS.pop((cfg.l1_dir, cfg.netns, id(runner)), None)
+    twin = MemoryL1(L1Kind.LXC, fail={"bad"})
+    host = Host(cfg, RecordingRunner(), l1_drivers={L1Kind.LXC: twin})
+    good, bad = op("good"), op("bad")
+    with pytest.raises(L1Failed, match="start lxc L1 bad") as e:
+        host.execute([L1Prepare(good), L1Prepare(bad), L1Start(good), L1Start(bad)])
+    assert "good" not in str(e.value)
+    assert set(twin.nodes) == {"good"}
+    # the L1s' steps of one kind ran together, each L1's in order
+    assert [c for c in twin.calls if c[1] == "bad"] == [("prepare", "bad"), ("start", "bad")]
+    assert ("announce", "good") in twin.calls and ("announce", "bad") not in twin.calls
+    # the rollback the coordinator asks for: the previous desired state, without them
+    down, _, _ = plan_l1([], _facts(twin.list()))
+    assert down == [L1Destroy(L1Kind.LXC, "good")]
+
+
+@pytest.mark.unit
+def test_the_host_builds_its_l1_drivers_once_from_its_configuration(tmp_path):
+    assert Host(HostConfig(db="unix:/nonexistent")).l1_drivers == {}
+    host = Host(HostConfig(db="unix:/nonexistent", l1_dir=str(tmp_path)))
+    assert {k: type(d) for k, d in host.l1_drivers.items()} == DRIVERS
+    assert make_drivers(tmp_path, kinds=(L1Kind.KVM,))[L1Kind.KVM].dir == tmp_path / "kvm"
 
 
 # ---------------------------------------------------------------- real drivers, fresh namespaces
@@ -155,7 +164,7 @@ def test_netns_l1_keeps_the_key_and_goes_away_with_everything(sandbox):
     o = op("nn", kind="netns", netns=ns, ssh_key="ssh-ed25519 AAAA k", mac="02:00:00:00:aa:01")
     d.start(o)
     assert nl.links(ns)["iris1-nn"]["address"] == "02:00:00:00:aa:01"
-    assert d.list()["nn"]["running"] and d.matches(o, d.list()["nn"])
+    assert d.list()["nn"]["running"] and matches(o, d.list()["nn"])
     assert (d.dir / "nn" / "authorized_keys").read_text().strip() == "ssh-ed25519 AAAA k"
     d.destroy("nn")
     d.destroy("nn")  # tolerant
@@ -171,7 +180,7 @@ def test_lxc_l1_runs_in_the_wired_namespace_with_its_cgroups_and_leaves_nothing(
     try:
         d.start(o)
         info = d.list()["lx"]
-        assert info["running"] and d.matches(o, info)
+        assert info["running"] and matches(o, info)
         cg = {p.parent.name: p for p in lxc.cgroup_dirs(ns) if p.name == ns}
         assert int((cg["memory"] / "memory.limit_in_bytes").read_text()) == 64 << 20
         assert int((cg["cpu"] / "cpu.cfs_quota_us").read_text()) == 100_000

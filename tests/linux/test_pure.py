@@ -5,20 +5,19 @@ the agent's API over the in-memory host twin."""
 from __future__ import annotations
 
 import ipaddress
-import json
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from iris_haas.agent.server import Agent, create_app
-from iris_haas.contract import names
 from iris_haas.contract.ops import BridgeOp, DesiredState, PortOp, ShapeOp, TunnelLimitOp, TunnelOp, inner_mtu
+from iris_haas.hostd.actions import CreateVeth, DeleteLink, DeleteNetns, OvsdbTransaction, TcChange
 from iris_haas.hostd.gateway import GatewaySpec, iaas_gateway_ops, iaas_gateway_script
 from iris_haas.hostd.memory import MemoryHost
 from iris_haas.hostd.reconciler import Facts, HostConfig, plan
 from iris_haas.lab.topology import Topology, expand
-from iris_haas.linux import ovs, tc
+from iris_haas.linux import ovs, ovsdb, tc
 
 pytestmark = pytest.mark.unit
 
@@ -41,21 +40,32 @@ def test_port_vlan_modes():
     assert "tag=[]" in s and "vlan_mode=[]" in s
 
 
-def test_ovsdb_json_decoding():
-    out = json.dumps({"headings": ["name", "external_ids", "trunks", "tag"],
-                      "data": [["br0", ["map", [["iris-owner", "x"]]], ["set", []], ["set", [5, 6]]]]})
-    [row] = ovs.parse_list(out)
-    assert row == {"name": "br0", "external_ids": {"iris-owner": "x"}, "trunks": None, "tag": [5, 6]}
+def test_wanted_columns_match_rows_as_ovsdb_holds_them():
+    want = ovs.port_columns(tag=101, vlan_mode="access", external_ids={"iris-op": "port"})
+    row = {"name": "p", "tag": 101, "trunks": [], "vlan_mode": "access", "protected": False,
+           "external_ids": {"iris-op": "port"}, "qos": None}
+    assert ovsdb.matches(want, row)
+    assert ovsdb.matches({"trunks": []}, {"trunks": None})  # an empty set and an absent value are one datum
+    assert not ovsdb.matches(want, None)
+    assert not ovsdb.matches(want, {**row, "tag": 102})
+    assert not ovsdb.matches(want, {**row, "protected": True})
+    # maps are compared whole: Iris writes them whole
+    assert not ovsdb.matches(want, {**row, "external_ids": {"iris-op": "port", "old": "key"}})
+    gre = ovs.gre_columns(remote_ip="198.18.0.1", key=7)
+    assert gre == {"type": "gre", "options": {"remote_ip": "198.18.0.1", "key": "7"}}
+    assert not ovsdb.matches(gre, {"type": "gre", "options": {**gre["options"], "local_ip": "198.18.0.2"}})
 
 
 def test_tc_requests():
     reqs = tc.port_limit_requests(100)
     assert reqs[0].kind == "htb" and reqs[0].kwargs["handle"] == tc.ROOT
     assert reqs[1].kwargs["rate"] == 12_500_000 == reqs[1].kwargs["ceil"]
+    assert [str(r) for r in reqs] == ["add htb 1:", "replace-class htb 1:10 rate 100Mbit"]
     a, b = tc.tenant_class("198.18.0.11"), tc.tenant_class("198.18.0.12")
     assert a != b and a >> 16 == 1
     f = tc.tenant_limit_requests("198.18.0.11", 50)[1]
     assert f.kwargs["keys"] == ["0xc612000b/0xffffffff+16"] and f.kwargs["target"] == a
+    assert tc.handle(a) == "1:430b" and tc.u32_handle(f.kwargs["handle"]) == "800::30b"
 
 
 def test_ops_validate():
@@ -73,7 +83,11 @@ def test_ops_validate():
 
 
 def _facts(ports=None, bridges=None, interfaces=None, links=None, l1=None):
-    return Facts(ovs=ovs.OvsState(bridges or {}, ports or {}, interfaces or {}), links=links or {}, l1=l1 or {})
+    return Facts(ovs=ovsdb.OvsState(bridges or {}, ports or {}, interfaces or {}), links=links or {}, l1=l1 or {})
+
+
+def _changes(acts) -> list[ovs.Change]:
+    return [c for a in acts if isinstance(a, OvsdbTransaction) for c in a.changes]
 
 
 CFG = HostConfig(db="unix:/x", datapath_type="netdev", underlay_mtu=1600, warmup=False)
@@ -91,8 +105,15 @@ def _state():
 
 def test_plan_on_an_empty_host_makes_links_then_one_ovs_transaction_then_tc():
     acts = plan(_state(), _facts(), CFG)
-    assert [a.kind for a in acts] == ["veth", "ovs", "tc"]
-    assert acts[0].args == ("irisp-x", "iris-l-x", "iris1-x", 1500, False)
+    assert [type(a) for a in acts] == [CreateVeth, OvsdbTransaction, TcChange]
+    assert acts[0] == CreateVeth("irisp-x", "iris-l-x", "iris1-x", 1500, False)
+    assert str(acts[0]) == "create veth irisp-x <-> iris-l-x:iris1-x mtu 1500"
+    assert [str(c) for c in _changes(acts)] == [
+        "add-br irisb-a datapath_type=netdev external_ids={'iris-owner': 'r1', 'iris-op': 'bridge', 'iris-tenant': 'a'}",
+        "add-port irisb-a irisp-x tag=101 trunks=[] vlan_mode=access protected=false external_ids={'iris-owner': "
+        "'r1', 'iris-op': 'port', 'iris-tenant': 'a', 'iris-l1-netns': 'iris-l-x'}",
+        "add-port irisb-a irist-a-gw tag=[] trunks=[] vlan_mode=[] protected=true external_ids={'iris-owner': "
+        "'r1', 'iris-op': 'tunnel', 'iris-tenant': 'a'} type=gre options={'remote_ip': '198.18.1.1', 'key': '5'}"]
 
 
 def test_plan_on_a_matching_host_is_empty_and_lab_infrastructure_is_left_alone():
@@ -113,12 +134,9 @@ def test_plan_on_a_matching_host_is_empty_and_lab_infrastructure_is_left_alone()
     assert plan(_state(), facts, CFG) == []
     # released: everything of the reservation goes, the lab's br-phy and its port stay
     acts = plan(DesiredState(), facts, CFG)
-    ovs_subs = [" ".join(s) for a in acts if a.kind == "ovs" for s in a.args]
-    assert "--if-exists del-port irisp-x" in ovs_subs and "--if-exists del-port irist-a-gw" in ovs_subs
-    assert "--if-exists del-br irisb-a" in ovs_subs
-    assert not any("br-phy" in s or "fab" in s for s in ovs_subs)
-    assert ("dellink", ("irisp-x",)) in [(a.kind, a.args) for a in acts]
-    assert ("delnetns", ("iris-l-x",)) in [(a.kind, a.args) for a in acts]
+    assert _changes(acts) == [ovs.DelPort("irisp-x"), ovs.DelPort("irist-a-gw"), ovs.DelBridge("irisb-a")]
+    assert DeleteLink("irisp-x") in acts and DeleteNetns("iris-l-x") in acts
+    assert acts.index(DeleteLink("irisp-x")) > [type(a) for a in acts].index(OvsdbTransaction)
 
 
 def test_plan_converges_a_changed_tunnel_key_and_a_changed_rate():
@@ -131,19 +149,20 @@ def test_plan_converges_a_changed_tunnel_key_and_a_changed_rate():
         links={"irisp-x": {"mtu": 1500}}, l1={"irisp-x": {"exists": True, "mtu": 1500, "rate": 40.0}},
     )
     acts = plan(_state(), facts, CFG)
-    s = " ".join(" ".join(x) for a in acts if a.kind == "ovs" for x in a.args)
-    assert 'options:key="5"' in s
-    tcs = [a for a in acts if a.kind == "tc"]
-    assert tcs and tcs[0].args[2][1].kwargs["rate"] == 12_500_000
+    [tunnel] = [c for c in _changes(acts) if isinstance(c, ovs.AddPort) and c.name == "irist-a-gw"]
+    assert tunnel.interface["options"]["key"] == "5"
+    tcs = [a for a in acts if isinstance(a, TcChange)]
+    assert tcs and tcs[0].requests[1].kwargs["rate"] == 12_500_000
 
 
 def test_tunnel_limit_sets_a_noop_qos_so_ovs_keeps_the_qdisc():
     d = DesiredState(ops=[TunnelLimitOp(uplink="up", remote_ip="198.18.0.11", rate_mbit=100)])
     facts = _facts(ports={"up": {"bridge": "br-phy", "qos": None, "external_ids": {}}}, links={"up": {}})
     acts = plan(d, facts, CFG)
-    s = " ".join(" ".join(x) for a in acts if a.kind == "ovs" for x in a.args)
-    assert "qos=@noop" in s and "type=linux-noop" in s
-    assert any(a.kind == "tc" and a.args[1] == "up" for a in acts)
+    assert _changes(acts) == [ovs.NoopQos("up", {"iris-owner": ""})]
+    s = " ".join(ovs.txn("unix:/x", *_changes(acts)[0].vsctl()).argv)
+    assert "set Port up qos=@noop -- --id=@noop create QoS type=linux-noop" in s
+    assert any(isinstance(a, TcChange) and a.ifname == "up" for a in acts)
 
 
 def test_the_lab_expands_to_short_names_and_lab_only_addresses():

@@ -16,8 +16,10 @@ import pytest
 
 from iris_haas.contract.ops import VolumeOp
 from iris_haas.hostd import storage
+from iris_haas.hostd.context import Context, HostConfig
+from iris_haas.hostd.storage import CreateVolume, MountVolume, RegisterVolume, ReleaseVolume, ServeVolume, StopServer
 from iris_haas.linux import netlink as nl
-from iris_haas.linux.ovs import _alive
+from iris_haas.linux.proc import alive, read_pid
 from iris_haas.linux.runner import SubprocessRunner
 
 pytestmark = [
@@ -34,11 +36,12 @@ def loops_under(pool: Path) -> list[str]:
 
 
 class StorageHost:
-    """The storage part of a host's reconciler, on its own: observe, plan, execute."""
+    """The storage part of a host's reconciler, on its own: observe, plan, apply."""
 
     def __init__(self, registry: Path):
         self.registry = str(registry)
         self.runner = SubprocessRunner()
+        self.ctx = Context.of(HostConfig(db="unix:/nonexistent", storage_dir=self.registry), self.runner)
 
     def plan(self, vols):
         pre, post = storage.plan(vols, storage.observe(vols, self.registry), self.registry)
@@ -47,7 +50,7 @@ class StorageHost:
     def apply(self, vols):
         acts = self.plan(vols)
         for a in acts:
-            storage.execute(a, self.registry, self.runner)
+            a.apply(self.ctx)
         return acts
 
 
@@ -81,8 +84,7 @@ def nfs_cp(ns: str, src: str, dst: str) -> subprocess.CompletedProcess:
 def test_storage_volume_served_idempotent_repaired_and_wiped(rig, tmp_path):
     host, pool, srv, cli = rig
     v = vol(pool, srv)
-    acts = [a.kind for a in host.apply([v])]
-    assert acts == ["vol-register", "vol-create", "vol-mount", "vol-serve"]
+    assert host.apply([v]) == [RegisterVolume(v), CreateVolume(v), MountVolume(v), ServeVolume(v)]
     assert host.plan([v]) == []  # the change is visible: nothing left to do
     assert (pool / "iris-lx-0.img").stat().st_size == 16 << 20
 
@@ -97,9 +99,9 @@ def test_storage_volume_served_idempotent_repaired_and_wiped(rig, tmp_path):
     assert (pool / "iris-lx-0.d" / "mnt" / "f").read_bytes() == data  # really on the volume
 
     # the server dies: the next reconcile sees it and starts it again; the data is still there
-    pid = storage._read_pid(storage.paths(v).pid)
+    pid = read_pid(storage.paths(v).pid)
     os.kill(pid, 9)
-    assert [a.kind for a in host.plan([v])] == ["vol-stop", "vol-serve"]
+    assert host.plan([v]) == [StopServer(v.name), ServeVolume(v)]
     host.apply([v])
     r = nfs_cp(cli, url, str(tmp_path / "out2"))
     assert r.returncode == 0, r.stderr
@@ -112,10 +114,10 @@ def test_storage_volume_served_idempotent_repaired_and_wiped(rig, tmp_path):
     os.link(pool / "iris-lx-0.img", witness)
     try:
         assert data[:4096] in witness.read_bytes()
-        pids = [storage._read_pid(storage.paths(v).pid), storage._read_pid(storage.paths(v).rpcbind_pid)]
-        assert [str(a) for a in host.plan([])] == ["vol-release iris-lx-0 wipe"]
+        pids = [read_pid(storage.paths(v).pid), read_pid(storage.paths(v).rpcbind_pid)]
+        assert [str(a) for a in host.plan([])] == ["release volume iris-lx-0 (wipe the image)"]
         host.apply([])
-        assert not any(_alive(p) for p in pids)
+        assert not any(alive(p) for p in pids)
         assert witness.stat().st_blocks == 0
         assert witness.read_bytes() == bytes(16 << 20)
     finally:
@@ -153,11 +155,11 @@ def test_storage_keep_leaves_the_image_and_reattaches_it(rig, tmp_path):
     v = vol(pool, srv, keep=True, netns=None, address=None)  # not exported: the host side only
     host.apply([v])
     (pool / "iris-lx-0.d" / "mnt" / "kept").write_bytes(b"still here")
-    assert [str(a) for a in host.plan([])] == ["vol-release iris-lx-0 keep"]
+    assert host.plan([]) == [ReleaseVolume("iris-lx-0", keep=True)]
     host.apply([])
     assert (pool / "iris-lx-0.img").exists()
     assert not [m for m in storage.mountpoints() if m.startswith(str(pool))]
-    assert [a.kind for a in host.apply([v])] == ["vol-register", "vol-mount"]  # no mkfs: data kept
+    assert host.apply([v]) == [RegisterVolume(v), MountVolume(v)]  # no mkfs: data kept
     assert (pool / "iris-lx-0.d" / "mnt" / "kept").read_bytes() == b"still here"
     host.apply([v.model_copy(update={"keep": False})])
     host.apply([])
@@ -173,15 +175,15 @@ def test_storage_server_follows_its_namespace_and_mount(rig, sandbox, tmp_path):
     assert nfs_cp(cli, str(tmp_path / "in"), url).returncode == 0
     # the export namespace is deleted and made again (by hand, or by a repair of the port): the
     # server still runs in the old, unreachable one; the next reconcile moves it
-    old = storage._read_pid(storage.paths(v).pid)
+    old = read_pid(storage.paths(v).pid)
     nl.delete_netns(srv)
     sandbox.netns("srv")
     nl.ensure_veth("irisv-s", srv, "irisv-c2", cli)
     nl.ensure_addr(srv, "irisv-s", "10.0.101.50/24")
     nl.ensure_addr(cli, "irisv-c2", "10.0.101.11/24")
-    assert [a.kind for a in host.plan([v])] == ["vol-stop", "vol-serve"]
+    assert host.plan([v]) == [StopServer(v.name), ServeVolume(v)]
     host.apply([v])
-    assert not _alive(old)
+    assert not alive(old)
     r = nfs_cp(cli, url, str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out").read_bytes() == b"x" * 5000

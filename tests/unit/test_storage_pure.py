@@ -8,10 +8,19 @@ from pydantic import ValidationError
 
 from iris_haas.contract.ops import DesiredState, PortOp, VolumeOp
 from iris_haas.hostd import storage
+from iris_haas.hostd.actions import AddAddress, CreateVeth
 from iris_haas.hostd.reconciler import Facts, HostConfig
 from iris_haas.hostd.reconciler import plan as host_plan
-from iris_haas.hostd.storage import Action, VolumeFacts
-from iris_haas.linux.ovs import OvsState
+from iris_haas.hostd.storage import (
+    CreateVolume,
+    MountVolume,
+    RegisterVolume,
+    ReleaseVolume,
+    ServeVolume,
+    StopServer,
+    VolumeFacts,
+)
+from iris_haas.linux.ovsdb import OvsState
 
 
 def vol(**kw) -> VolumeOp:
@@ -57,42 +66,38 @@ def serving(v: VolumeOp) -> VolumeFacts:
                        server=100, server_netns=v.netns, rpcbind=101, conf=storage.ganesha_conf(v))
 
 
-def kinds(pre_post):
-    pre, post = pre_post
-    return [str(a) for a in pre], [str(a) for a in post]
-
-
 def test_plan_create_converge_release():
     v = vol()
-    assert kinds(storage.plan([v], {}, "/reg")) == (
-        [], ["vol-register iris-ab12cd34-0", "vol-create iris-ab12cd34-0", "vol-mount iris-ab12cd34-0",
-             "vol-serve iris-ab12cd34-0"])
-    assert storage.plan([v], {v.name: serving(v)}, "/reg") == ([], [])
+    name = v.name
+    pre, post = storage.plan([v], {}, "/reg")
+    assert (pre, post) == ([], [RegisterVolume(v), CreateVolume(v), MountVolume(v), ServeVolume(v)])
+    assert [str(a) for a in post] == [
+        "register volume iris-ab12cd34-0", "create volume iris-ab12cd34-0 (2048 MiB in /srv/pool0)",
+        "mount volume iris-ab12cd34-0", "serve volume iris-ab12cd34-0 over nfs from iris-nfs-ab12 at 10.0.101.50/24"]
+    assert storage.plan([v], {name: serving(v)}, "/reg") == ([], [])
     # the server died (rpcbind alone is left): stop what is left, serve again; the data stays
     f = serving(v)
     f.server = None
-    assert kinds(storage.plan([v], {v.name: f}, "/reg")) == (["vol-stop iris-ab12cd34-0"],
-                                                              ["vol-serve iris-ab12cd34-0"])
+    assert storage.plan([v], {name: f}, "/reg") == ([StopServer(name)], [ServeVolume(v)])
     # unmounted by hand, or the namespace made again under the server: mount, and restart it
     for change in ({"mounted": False}, {"server_netns": None}):
         f = serving(v)
         for k, x in change.items():
             setattr(f, k, x)
-        pre, post = kinds(storage.plan([v], {v.name: f}, "/reg"))
-        assert pre == ["vol-stop iris-ab12cd34-0"] and post[-1] == "vol-serve iris-ab12cd34-0", change
+        pre, post = storage.plan([v], {name: f}, "/reg")
+        assert pre == [StopServer(name)] and post[-1] == ServeVolume(v), change
     # a new address: restart with the new configuration
     v2 = vol(address="10.0.101.51/24")
-    pre, post = kinds(storage.plan([v2], {v.name: serving(v)}, "/reg"))
-    assert pre == ["vol-stop iris-ab12cd34-0"]
-    assert post == ["vol-register iris-ab12cd34-0", "vol-serve iris-ab12cd34-0"]
+    assert storage.plan([v2], {name: serving(v)}, "/reg") == ([StopServer(name)], [RegisterVolume(v2),
+                                                                                   ServeVolume(v2)])
     # no longer wanted: released, wiped or kept as the op last said
-    assert kinds(storage.plan([], {v.name: serving(v)}, "/reg")) == (["vol-release iris-ab12cd34-0 wipe"], [])
+    assert storage.plan([], {name: serving(v)}, "/reg") == ([ReleaseVolume(name, keep=False)], [])
     k = vol(keep=True)
-    assert kinds(storage.plan([], {k.name: serving(k)}, "/reg")) == (["vol-release iris-ab12cd34-0 keep"], [])
+    assert storage.plan([], {name: serving(k)}, "/reg") == ([ReleaseVolume(name, keep=True)], [])
+    assert str(ReleaseVolume(name, keep=True)) == "release volume iris-ab12cd34-0 (keep the image)"
     # a kept image is attached again, never formatted again
     f = VolumeFacts(image=True, image_bytes=2 << 30)
-    assert kinds(storage.plan([k], {k.name: f}, "/reg"))[1] == [
-        "vol-register iris-ab12cd34-0", "vol-mount iris-ab12cd34-0", "vol-serve iris-ab12cd34-0"]
+    assert storage.plan([k], {name: f}, "/reg")[1] == [RegisterVolume(k), MountVolume(k), ServeVolume(k)]
 
 
 def test_plan_refuses_what_it_cannot_do():
@@ -108,9 +113,9 @@ def test_host_plan_releases_before_the_network_and_serves_after_it():
     port = PortOp(bridge="irisb-acme", name="iriss-ab12", l1_netns="iris-nfs-ab12", l1_ifname="iris1-ab12",
                   vlan=101, address="10.0.101.50/24", tenant="acme")
     cfg = HostConfig(db="unix:/nonexistent", storage_dir="/reg", warmup=False)
-    facts = Facts(ovs=OvsState(bridges={}, ports={}, interfaces={}), links={})
-    acts = [a.kind for a in host_plan(DesiredState(ops=[port, v]), facts, cfg)]
-    assert acts.index("veth") < acts.index("addr") < acts.index("vol-serve")
+    facts = Facts(ovs=OvsState(), links={})
+    acts = [type(a) for a in host_plan(DesiredState(ops=[port, v]), facts, cfg)]
+    assert acts.index(CreateVeth) < acts.index(AddAddress) < acts.index(ServeVolume)
     facts.volumes = {v.name: serving(v)}
     acts = host_plan(DesiredState(ops=[]), facts, cfg)
-    assert acts and acts[0] == Action("vol-release", (v.name, "wipe"))
+    assert acts and acts[0] == ReleaseVolume(v.name, keep=False)

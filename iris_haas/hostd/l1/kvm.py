@@ -1,8 +1,8 @@
 """``kvm`` L1: a nested VM under QEMU, on a tap that is a port of the tenant's bridge.
 
 KVM where the host offers it (``/dev/kvm`` and a ``kvm_intel`` / ``kvm_amd`` module), QEMU's TCG
-otherwise (DESIGN.md: these machines only load ``kvm_pvm``, on which ordinary guests fail), so
-the driver really runs here. ``IRIS_KVM_ACCEL=kvm|tcg`` overrides the choice.
+otherwise (the lab's machines load only ``kvm_pvm``, on which ordinary guests fail), so the
+driver really runs there. ``IRIS_KVM_ACCEL=kvm|tcg`` overrides the choice.
 
 What boots: Debian's kernel (``/boot/vmlinuz-*``, from ``linux-image-cloud-amd64`` or any other
 Debian kernel package) and an initramfs the driver builds once from Debian's own files: the
@@ -15,8 +15,8 @@ tenant's SSH key, the host name. The flavor is QEMU's ``-smp`` and ``-m``.
 The network: one ``virtio-net`` NIC on a tap (``op.port``) that the reconciler puts on the
 tenant's bridge like any L1 port (management VLAN native, every other VLAN tagged). No other
 NIC, no user-mode network: the guest has no path to the control network. The NIC offers no
-checksum offload (``csum=off``): OVS's userspace datapath does not complete partial checksums
-(DESIGN.md), so the guest computes its own. The serial console is a unix socket in the driver's
+checksum offload (``csum=off``): OVS's userspace datapath does not complete partial checksums,
+so the guest computes its own. The serial console is a unix socket in the driver's
 state directory; :meth:`KvmL1.console` runs a shell command in the guest through it (the tests
 probe from inside the L1 that way). QEMU runs daemonized and is stopped by the PID in its pidfile.
 """
@@ -32,14 +32,17 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from iris_haas.contract import names
 from iris_haas.contract.ops import L1Op
-from iris_haas.hostd.l1.base import L1Driver, L1Failed
+from iris_haas.contract.types import L1Kind
+from iris_haas.hostd.l1.base import DHCP_SCRIPT, L1Base, L1Failed
 from iris_haas.linux import netlink as nl
-from iris_haas.linux.ovs import _alive, kill_pid
+from iris_haas.linux import proc
 from iris_haas.linux.runner import Cmd, cmd
 
 QEMU = "qemu-system-x86_64"
@@ -123,7 +126,7 @@ def _cpio_entry(name: str, mode: int, data: bytes = b"", ino: int = 0) -> bytes:
     return out
 
 
-def cpio(files: dict[str, bytes | None], executable: set[str] = frozenset()) -> bytes:
+def cpio(files: dict[str, bytes | None], executable: Collection[str] = frozenset()) -> bytes:
     """A newc archive: ``files`` maps a path to its content (None: a directory)."""
     out = io.BytesIO()
     dirs = set()
@@ -201,26 +204,21 @@ def find_kernel() -> tuple[str, str]:
     raise L1Failed("no Debian kernel with its modules in /boot and /lib/modules (install linux-image-cloud-amd64)")
 
 
-class KvmL1(L1Driver):
-    kind = "kvm"
+class KvmL1(L1Base):
+    kind = L1Kind.KVM
 
     def _p(self, name: str, ext: str) -> Path:
         return self.dir / f"{name}.{ext}"
 
     def _pid(self, name: str) -> int | None:
-        try:
-            return int(self._p(name, "pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return proc.read_pid(self._p(name, "pid"))
 
     def running(self, name: str) -> bool:
         pid = self._pid(name)
-        if not pid or not _alive(pid):
+        argv = proc.argv(pid) if pid and proc.alive(pid) else None
+        if not argv:
             return False
-        try:
-            return b"qemu" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
+        return "qemu" in os.path.basename(argv[0])  # not a recycled PID
 
     def base_initrd(self) -> Path:
         """The shared initramfs (busybox, modules, /init), built once per kernel."""
@@ -228,8 +226,6 @@ class KvmL1(L1Driver):
         ver = Path(mods).name
         # named after what goes in, so a changed /init is never served from an old cache
         import hashlib
-
-        from iris_haas.hostd.l1.base import DHCP_SCRIPT
 
         h = hashlib.sha1((INIT + DHCP_SCRIPT + " ".join(WANTED_MODULES)).encode()).hexdigest()[:8]
         out = self.dir / f"base-{ver}-{h}.cpio.gz"
@@ -239,8 +235,6 @@ class KvmL1(L1Driver):
         return out
 
     def _build_base(self, mods: str, out: Path) -> None:
-        from iris_haas.hostd.l1.base import DHCP_SCRIPT
-
         files: dict[str, bytes | None] = {"bin/busybox": Path(BUSYBOX).read_bytes(), "init": INIT.encode(),
                                           "etc/iris/udhcpc.sh": DHCP_SCRIPT.encode(),
                                           "proc": None, "sys": None, "dev": None, "tmp": None}
@@ -307,8 +301,8 @@ class KvmL1(L1Driver):
         spec = self._load_spec(name) or {}
         pid = self._pid(name)
         if pid and self.running(name):
-            kill_pid(pid)
-        if not keep_tap and spec.get("port", "").startswith("iris"):
+            proc.kill_pid(pid)
+        if not keep_tap and spec.get("port", "").startswith(names.PREFIX):
             nl.delete_link(self.host_netns, spec["port"])
         for ext in ("pid", "console", "initrd"):
             self._p(name, ext).unlink(missing_ok=True)

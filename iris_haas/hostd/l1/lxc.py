@@ -16,16 +16,17 @@ by the PID in the container's pidfile.
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
 from pathlib import Path
 
+from iris_haas.contract import names
 from iris_haas.contract.ops import L1Op
-from iris_haas.hostd.l1.base import L1Driver, L1Failed, stop_processes_in_netns
+from iris_haas.contract.types import L1Kind
+from iris_haas.hostd.l1.base import L1Base, L1Failed, stop_processes_in_netns
 from iris_haas.linux import netlink as nl
-from iris_haas.linux.ovs import _alive, kill_pid
+from iris_haas.linux import netns, proc
 from iris_haas.linux.runner import Cmd, CommandFailed, cmd
 
 CFS_PERIOD_US = 100_000
@@ -34,13 +35,10 @@ _template_lock = threading.Lock()
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def cgroup_name(op_or_ns: L1Op | str) -> str:
-    return op_or_ns.netns if isinstance(op_or_ns, L1Op) else op_or_ns  # type: ignore[return-value]
-
-
 def config_lines(op: L1Op) -> list[str]:
-    """The container configuration Iris appends to the template's (pure)."""
-    cg = cgroup_name(op)
+    """The container configuration Iris appends to the template's (pure). Its cgroups are named
+    after its namespace."""
+    cg = op.netns
     return [
         "# --- iris",
         "lxc.net.0.type = empty",
@@ -82,8 +80,8 @@ def attach_cmd(lxcpath: Path, name: str, *argv: str, host_netns: str | None = No
     return cmd("lxc-attach", "-P", str(lxcpath), "-n", name, "--", *argv, ok=(0, 1, 2), netns=host_netns)
 
 
-class LxcL1(L1Driver):
-    kind = "lxc"
+class LxcL1(L1Base):
+    kind = L1Kind.LXC
 
     @property
     def lxcpath(self) -> Path:
@@ -92,16 +90,10 @@ class LxcL1(L1Driver):
     def _pidfile(self, name: str) -> Path:
         return self.dir / f"{name}.pid"
 
-    def _pid(self, name: str) -> int | None:
-        try:
-            return int(self._pidfile(name).read_text().strip())
-        except (OSError, ValueError):
-            return None
-
     def init_pid(self, name: str) -> int | None:
         """The container's init: the child of its monitor (the pidfile holds the monitor's PID)."""
-        pid = self._pid(name)
-        if not pid or not _alive(pid):
+        pid = proc.read_pid(self._pidfile(name))
+        if not pid or not proc.alive(pid):
             return None
         try:
             kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -114,10 +106,10 @@ class LxcL1(L1Driver):
         pid = self.init_pid(name)
         if not pid or not spec.get("netns"):
             return False
-        try:  # the container runs, and in the namespace that holds its NIC
-            return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"{nl.NETNS_DIR}/{spec['netns']}").st_ino
-        except OSError:
-            return False
+        return netns.same_netns(pid, spec["netns"])  # the container runs in the namespace of its NIC
+
+    def prepare(self, op: L1Op) -> None:
+        """Nothing to make before the NIC: the container joins the namespace the NIC is in."""
 
     def exec_cmd(self, name: str, *argv: str) -> Cmd:
         return attach_cmd(self.lxcpath, name, *argv, host_netns=self.host_netns)
@@ -180,9 +172,9 @@ class LxcL1(L1Driver):
                 self.runner.run(stop_cmd(self.lxcpath, name), timeout=20)
             except CommandFailed:
                 pass
-            pid = self._pid(name)
-            if pid and _alive(pid):
-                kill_pid(pid)
+            pid = proc.read_pid(self._pidfile(name))
+            if pid and proc.alive(pid):
+                proc.kill_pid(pid)
             try:
                 self.runner.run(destroy_cmd(self.lxcpath, name), timeout=20)
             except CommandFailed:
@@ -197,7 +189,7 @@ class LxcL1(L1Driver):
 
 def cgroup_dirs(cg: str) -> list[Path]:
     """Every cgroup directory of a container named ``cg`` (and its monitor), in any hierarchy."""
-    out = []
+    out: list[Path] = []
     try:
         roots = [p for p in CGROUP_ROOT.iterdir() if p.is_dir()]
     except OSError:
@@ -212,7 +204,7 @@ def cgroup_dirs(cg: str) -> list[Path]:
 def remove_cgroups(cg: str, wait: float = 2.0) -> None:
     """Remove the container's cgroup directories; the monitor may still be leaving its pivot
     cgroup for a moment after ``lxc-stop`` returns, so busy ones are retried for ``wait`` s."""
-    if not cg.startswith("iris"):
+    if not cg.startswith(names.PREFIX):
         return
     deadline = time.monotonic() + wait
     while True:

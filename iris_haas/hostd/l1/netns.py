@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import shutil
 
+from iris_haas.contract import names
 from iris_haas.contract.ops import L1Op
-from iris_haas.hostd.l1.base import L1Driver, L1Failed, stop_processes_in_netns
+from iris_haas.contract.types import L1Kind
+from iris_haas.hostd.l1.base import L1Base, L1Failed, stop_processes_in_netns
 from iris_haas.linux import netlink as nl
 
 
-class NetnsL1(L1Driver):
-    kind = "netns"
+class NetnsL1(L1Base):
+    kind = L1Kind.NETNS
 
     def _ns(self, name: str) -> str | None:
         spec = self._load_spec(name) or {}
@@ -24,7 +26,10 @@ class NetnsL1(L1Driver):
 
     def running(self, name: str) -> bool:
         ns = self._ns(name)
-        return bool(ns) and nl.netns_exists(ns)
+        return ns is not None and nl.netns_exists(ns)
+
+    def prepare(self, op: L1Op) -> None:
+        """Nothing to make before the NIC: the NIC's port op makes the namespace and the veth."""
 
     def start(self, op: L1Op) -> None:
         if not op.netns:
@@ -42,7 +47,7 @@ class NetnsL1(L1Driver):
 
     def destroy(self, name: str) -> None:
         ns = self._ns(name)
-        if ns and ns.startswith("iris"):
+        if ns and ns.startswith(names.PREFIX):
             stop_processes_in_netns(ns)
             nl.delete_netns(ns)
         shutil.rmtree(self.dir / name, ignore_errors=True)
