@@ -31,6 +31,8 @@ def agent(
     desired: Annotated[Path | None, typer.Option(
         help="apply this desired state (JSON) at start, e.g. an IaaS gateway's (`iris gateway-config --json`)")] = None,
     once: Annotated[bool, typer.Option(help="apply --desired, print the result and exit (no HTTP server)")] = False,
+    reconcile_s: Annotated[float, typer.Option(help="how often the agent checks the host against its desired state "
+                                               "and repairs it")] = 30.0,
 ) -> None:
     """Run the agent: authenticated HTTP; applies and reconciles network ops on this host."""
     import uvicorn
@@ -55,6 +57,7 @@ def agent(
             ag.put(DesiredState.model_validate_json(desired.read_text()))
         if pidfile:
             pidfile.write_text(f"{os.getpid()}\n")
+        ag.run_reconciler(reconcile_s)  # the stored state first: a restarted host is rebuilt unaided
         uvicorn.run(create_app(ag, token), host=listen, port=port, log_level="warning", access_log=False)
     finally:
         ag.close()

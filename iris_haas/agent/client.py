@@ -69,8 +69,9 @@ class AgentClient:
                 body = r.json()
             except ValueError:
                 body = {"type": "AgentError", "message": r.text}
+            extra = {"held": body["current"]} if r.status_code == 409 and "current" in body else {}
             raise AgentError(f"{method} {path}: {r.status_code} {body.get('type')}: {body.get('message')}",
-                             status_code=r.status_code)
+                             status_code=r.status_code, **extra)
         return r.json()
 
     def health(self) -> dict:

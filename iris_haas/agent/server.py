@@ -6,12 +6,17 @@ Routes (all but ``/v1/health`` need ``Authorization: Bearer <token>``):
 ``GET  /v1/state``    what is really on the host (op form), the desired version, whether they agree
 ``GET  /v1/desired``  the last desired state received
 ``PUT  /v1/desired``  replace the desired state (:class:`~iris_haas.contract.ops.DesiredState`) and
-                      reconcile the host to it; returns the actions taken
+                      reconcile the host to it; returns the actions taken. A state older than the
+                      one held (a lower ``version``: the coordinator's generation) is refused
+                      with 409, so a slow or second coordinator can never roll the host back
 ``POST /v1/apply``    reconcile again to the stored desired state (after a crash, a restart, or a
                       change made by hand)
 
-The desired state is kept in ``state_dir/desired.json``, so a restarted agent still knows it.
-One lock serializes reconciliations. Errors are ``{type, message}`` with the error's HTTP status.
+The desired state is kept in ``state_dir/desired.json`` (written before it is applied), so a
+restarted agent still knows it: at start it applies it, and then every ``reconcile_s`` it
+observes the host and repairs whatever drifted (a daemon restarted, a change made by hand), with
+or without a coordinator. One lock serializes reconciliations. Errors are ``{type, message}``
+with the error's HTTP status.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from iris_haas.contract.errors import IrisError, Unauthorized
+from iris_haas.contract.errors import IrisError, Unauthorized, VersionConflict
 from iris_haas.contract.ops import DesiredState
 from iris_haas.hostd.actions import WarmUp
 from iris_haas.hostd.reconciler import Host, HostConfig
@@ -93,6 +98,9 @@ class Agent:
 
     def put(self, d: DesiredState) -> ApplyResult:
         with self.lock:
+            if d.version < self.desired.version:
+                raise VersionConflict(f"this host holds generation {self.desired.version}, newer than {d.version}",
+                                      current=self.desired.version)
             self._save(d)
             self.desired = d
             return self._apply()
@@ -107,8 +115,37 @@ class Agent:
         pending = _pending(self.host.plan(self.desired))
         return ApplyResult(version=self.desired.version, actions=[str(a) for a in actions], in_sync=not pending)
 
+    def reconcile(self) -> ApplyResult | None:
+        """One pass of the loop: observe, plan, and execute only if something differs."""
+        with self.lock:
+            if not _pending(self.host.plan(self.desired)):
+                return None
+            log.info("host drifted from generation %s: repairing", self.desired.version)
+            return self._apply()
+
+    def run_reconciler(self, every_s: float) -> None:
+        """Apply the stored state now, then reconcile every ``every_s`` seconds, in a thread,
+        until :meth:`close`. A failing pass is logged; the next one tries again."""
+        self._stop = threading.Event()
+
+        def loop() -> None:
+            while True:
+                try:
+                    self.reconcile()
+                except Exception:  # noqa: BLE001 - the loop never gives up
+                    log.exception("reconcile pass failed")
+                if self._stop.wait(every_s):
+                    return
+
+        self._loop = threading.Thread(target=loop, name="iris-reconcile", daemon=True)
+        self._loop.start()
+
     def close(self) -> None:
-        """Let go of what the host driver holds (the real one: its OVSDB connection)."""
+        """Stop the loop; let go of what the host driver holds (the real one: its OVSDB connection)."""
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+            self._loop.join(timeout=30)
         self.host.close()
 
     def state(self) -> StateReport:

@@ -45,6 +45,14 @@ log = logging.getLogger("iris.sync")
 MAX_BACKOFF_S = 30.0
 
 
+class HostAhead(DataPlaneError):
+    """The host holds a newer generation than the one sent (another controller's)."""
+
+    def __init__(self, host: str, held: int):
+        super().__init__(f"host {host} holds generation {held}")
+        self.held = held
+
+
 @dataclass(frozen=True)
 class Ack:
     """What a host answered: the generation it now holds, and whether its agent found the host
@@ -71,8 +79,7 @@ class InMemoryDataPlane:
     def push(self, host: str, agent_url: str | None, state: DesiredState) -> Ack:
         with self._lock:
             if state.version < self.generations.get(host, 0):
-                raise DataPlaneError(f"host {host} holds generation {self.generations[host]}, newer than "
-                                     f"{state.version}")
+                raise HostAhead(host, self.generations[host])
             self.generations[host] = state.version
             if state.ops:
                 self.hosts[host] = [op.model_dump() for op in state.ops]
@@ -100,14 +107,19 @@ class AgentDataPlane:
         self.token, self.netns, self.timeout = token, netns, timeout
 
     def push(self, host: str, agent_url: str | None, state: DesiredState) -> Ack:
-        from iris_haas.agent.client import AgentClient
+        from iris_haas.agent.client import AgentClient, AgentError
 
         if not agent_url:
             if state.ops:
                 raise DataPlaneError(f"host {host} has no agent URL registered")
             return Ack(state.version, True)
         with AgentClient(agent_url, self.token, netns=self.netns, timeout=self.timeout) as c:
-            r = c.put(state)
+            try:
+                r = c.put(state)
+            except AgentError as e:
+                if "held" in e.extra:
+                    raise HostAhead(host, int(e.extra["held"])) from e
+                raise
         return Ack(int(r.get("version", state.version)), bool(r.get("in_sync", False)))
 
     def observe(self, host: str, agent_url: str | None) -> Ack:
@@ -201,7 +213,13 @@ class Syncer:
                     return None  # a newer state is on its way to this host
             try:
                 failpoints.hit(f"push.{t.host}")
-                ack = self.dataplane.push(t.host, t.url, t.state)
+                try:
+                    ack = self.dataplane.push(t.host, t.url, t.state)
+                except HostAhead as e:
+                    # another controller (a lab, an old coordinator) numbered past us: our state
+                    # is the newest by definition, so it takes the next generation and goes again
+                    t = self._jump(t, e.held + 1)
+                    ack = self.dataplane.push(t.host, t.url, t.state)
                 error = None
             except Exception as e:  # any transport or agent error: recorded, retried with backoff
                 ack, error = None, f"{type(e).__name__}: {e}"
@@ -226,6 +244,14 @@ class Syncer:
                     backoff = min(MAX_BACKOFF_S, 0.25 * 2 ** min(row.attempts, 10))
                     row.next_try = now + backoff * random.uniform(0.8, 1.2)
             return error
+
+    def _jump(self, t: Target, generation: int) -> Target:
+        with self.db.transaction() as s:
+            row = s.get(HostSync, t.host, with_for_update=True)
+            if row is not None and row.generation < generation:
+                row.generation = generation
+            version = row.generation if row is not None else generation
+        return Target(t.host, t.url, t.state.model_copy(update={"version": version}), t.bumped)
 
     def push(self, targets: Iterable[Target], timeout: float | None = None) -> dict[str, str | None]:
         """Push each target on the pool; wait at most ``timeout`` for them. Returns host ->

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
+from iris_haas.contract import failpoints
 from iris_haas.contract.ops import L1Op
 from iris_haas.contract.types import L1Kind
 from iris_haas.hostd.context import Context, HostAction
@@ -110,6 +111,7 @@ class OvsdbTransaction(HostAction):
 
     def apply(self, ctx: Context) -> None:
         ctx.ovsdb.apply(self.changes)
+        failpoints.hit("agent.after_ovsdb")  # the crash tests: OVSDB changed, the L1s not yet started
 
     def __str__(self) -> str:
         return "ovsdb: " + "; ".join(str(c) for c in self.changes)

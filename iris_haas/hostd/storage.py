@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iris_haas.contract import failpoints
 from iris_haas.contract.errors import IrisError
 from iris_haas.contract.ops import VolumeOp
 from iris_haas.hostd.context import Context, HostAction
@@ -469,6 +470,7 @@ class ServeVolume(HostAction):
         stop(p)
         p.recovery.mkdir(parents=True, exist_ok=True)
         p.conf.write_text(ganesha_conf(v))
+        failpoints.hit("agent.mid_export")  # the crash tests: the volume mounted, its server not started
         pid = ctx.runner.spawn(serve_cmd(v), log=str(p.work / "serve.log"))
         # written now (ganesha writes its own too, later) so a stop finds it even if it dies early
         p.pid.write_text(f"{pid}\n")

@@ -207,3 +207,34 @@ def test_a_provision_whose_hosts_never_confirm_fails_after_a_bound(flaky, clock,
     api.coordinator.tick()
     got = api.ok("GET", f"/reservations/{r['id']}", "alice")
     assert (got["provision_state"], got["data_plane_active"]) == ("Released", False)
+
+
+def test_a_host_ahead_of_the_coordinator_is_caught_up_never_rolled_back(flaky):
+    api, dp = flaky
+    dp.generations["haas-gw"] = 40  # another controller numbered this host past the database
+    r = provisioned(api)
+    assert r["provision_state"] == "Provisioned"
+    assert dp.generations["haas-gw"] == 41 and rows(api)["haas-gw"].generation == 41
+
+
+def test_an_agent_refuses_an_older_state_keeps_its_own_and_repairs_drift(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from iris_haas.agent.server import Agent, create_app
+    from iris_haas.contract.ops import BridgeOp, DesiredState
+    from iris_haas.hostd.memory import MemoryHost
+
+    host = MemoryHost()
+    agent = Agent("l0-1", host, tmp_path)
+    http = TestClient(create_app(agent, "tok"), headers={"Authorization": "Bearer tok"})
+    five = DesiredState(version=5, ops=[BridgeOp(name="irisbt1", tenant="a")])
+    assert http.put("/v1/desired", json=five.model_dump(mode="json")).json()["version"] == 5
+    older = http.put("/v1/desired", json=DesiredState(version=3).model_dump(mode="json"))
+    assert older.status_code == 409 and older.json()["current"] == 5
+    assert http.put("/v1/desired", json=five.model_dump(mode="json")).status_code == 200  # the same again: fine
+    # a restarted agent still holds generation 5, and its loop repairs what was lost by hand
+    again = Agent("l0-1", host, tmp_path)
+    assert again.desired.version == 5
+    host.lose("bridge", "irisbt1")
+    assert again.reconcile() is not None and again.reconcile() is None
+    assert ("bridge", "irisbt1") in host.objects
