@@ -37,6 +37,7 @@ from iris_haas.lab import realizer
 from iris_haas.lab.postgres import PostgresServer
 from iris_haas.lab.register import register
 from iris_haas.linux import netlink as nl
+from iris_haas.linux import proc
 from iris_haas.linux.runner import SubprocessRunner, cmd
 
 ADMIN = "faults-admin-" + secrets.token_hex(8)
@@ -111,8 +112,9 @@ class Bench:
         return self.coord.client(self.tokens[t])
 
     # -- the reservations the scenarios make
-    def reserve(self, t: str = "a", count: int = 1, duration_s: int = 3600, bandwidth: int = 0) -> dict:
-        items: list[dict] = [{"kind": "compute", "count": count, "l1_kind": "netns", "cpus": 1, "memory_mb": 64,
+    def reserve(self, t: str = "a", count: int = 1, duration_s: int = 3600, bandwidth: int = 0,
+                kind: str = "netns") -> dict:
+        items: list[dict] = [{"kind": "compute", "count": count, "l1_kind": kind, "cpus": 1, "memory_mb": 64,
                               "disk_gb": 1}]
         if bandwidth:
             items.append({"kind": "network", "bandwidth_mbps": bandwidth})
@@ -268,7 +270,8 @@ def _provisioned(b: Bench) -> dict:
 
 def agent_down_during(what: str):
     def run(b: Bench) -> str:
-        r = b.provisioned("a", duration_s=6 if what == "end" else 3600)
+        # netns L1s where speed matters; a real LXC container for the terminate
+        r = b.provisioned("a", duration_s=6 if what == "end" else 3600, kind="lxc" if what == "terminate" else "netns")
         node = next(x["node"] for x in r["resources"] if "node" in x)
         realizer.stop_agent(b.lab, node)
         t0 = time.monotonic()
@@ -285,6 +288,36 @@ def agent_down_during(what: str):
                 raise AssertionError(f"tenant b's provision: {other['provision_state']}")
         realizer.start_agent(b.lab, node)
         return f"agent of {node} down during {what}"
+
+    return run
+
+
+def agent_killed_mid_apply(failpoint: str, storage: bool = False):
+    """The agent of an L0 dies at ``failpoint`` while it applies a provision; it is started again."""
+
+    def run(b: Bench) -> str:
+        node = "l0-1"
+        realizer.stop_agent(b.lab, node)
+        os.environ["IRIS_FAILPOINTS"] = failpoint  # inherited by the agent started now, by no one else
+        try:
+            realizer.start_agent(b.lab, node)
+        finally:
+            del os.environ["IRIS_FAILPOINTS"]
+        with b.coord.client() as admin:  # only l0-1 has room: the L1 goes there
+            for n in ("l0-2", "l0-3", "l0-4"):
+                admin.patch(f"/nodes/{n}", {"state": "maintenance"})
+        try:
+            b.provisioned()
+        except ApiError:
+            pass  # the provision fails with its host: that is the point
+        finally:
+            with b.coord.client() as admin:
+                for n in ("l0-2", "l0-3", "l0-4"):
+                    admin.patch(f"/nodes/{n}", {"state": "available"})
+        pid = proc.read_pid(b.lab.dir / node / "agent.pid")
+        died = pid is None or not proc.alive(pid)
+        realizer.start_agent(b.lab, node)
+        return f"agent of {node} {'died' if died else 'did not die'} at {failpoint}"
 
     return run
 
@@ -382,11 +415,13 @@ def scenarios() -> dict[str, Callable[[Bench], str]]:
                                                                          _provisioned),
         "coordinator crash: terminate after commit": coordinator_failpoint("terminate.after_commit", _terminate,
                                                                            _provisioned),
-        "coordinator crash: modify after commit": coordinator_failpoint("commit.after_commit", _modify, _provisioned),
+        "coordinator crash: modify after commit": coordinator_failpoint("modify.after_commit", _modify, _provisioned),
+        "coordinator crash: commit of a modify": coordinator_failpoint("commit.after_commit", _modify, _provisioned),
         "agent down during release": agent_down_during("release"),
         "agent down during terminate": agent_down_during("terminate"),
         "agent down during the end time": agent_down_during("end"),
         "agent down during another tenant's provision": agent_down_during("other-provision"),
+        "agent killed between the OVSDB transaction and the L1 start": agent_killed_mid_apply("agent.after_ovsdb"),
         "L0 rebooted, its Iris state wiped": l0_rebooted,
         "ovs-vswitchd restarted on an L0": vswitchd_restarted(node),
         "ovs-vswitchd restarted on the HaaS gateway": vswitchd_restarted(lambda r: "hgw"),
