@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -33,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from iris_haas.api.client import ApiError, Client
-from iris_haas.lab import realizer
+from iris_haas.lab import audit, realizer
 from iris_haas.lab.postgres import PostgresServer
 from iris_haas.lab.register import register
 from iris_haas.linux import netlink as nl
@@ -41,7 +40,6 @@ from iris_haas.linux import proc
 from iris_haas.linux.runner import SubprocessRunner, cmd
 
 ADMIN = "faults-admin-" + secrets.token_hex(8)
-L1_NETNS = re.compile(r"^iris[rv]?[0-9a-z]+$")  # what a coordinator's L1s, exports and routers are named
 
 
 def free_port() -> int:
@@ -98,7 +96,7 @@ class Coordinator:
 class Bench:
     def __init__(self, lab, pg: PostgresServer, db_url: str, data_dir: Path):
         self.lab, self.pg, self.db_url, self.data_dir = lab, pg, db_url, data_dir
-        self.before = set(_netns())  # namespaces that were there before: not this bench's
+        self.before = audit.namespaces()  # namespaces that were there before: not this bench's
         self.coord = Coordinator(lab, db_url, data_dir)
         self.tokens = register(self.lab, self.coord.client())
         self.extra: Coordinator | None = None
@@ -146,64 +144,8 @@ class Bench:
 
     # -- convergence and the audit
     def converged(self, timeout: float = 60.0) -> list[str]:
-        """Wait until every host holds its generation and is in sync, and the hosts match the
-        database exactly; returns the differences left at ``timeout`` (none: converged)."""
-        t0 = time.monotonic()
-        diffs: list[str] = ["not checked yet"]
-        while time.monotonic() - t0 < timeout:
-            try:
-                with self.coord.client(timeout=5) as admin:
-                    hosts = admin.get("/hosts")
-                behind = [h["host"] for h in hosts if not (h["acked"] == h["generation"] and h["in_sync"])]
-                diffs = [f"{h}: behind" for h in behind] or self.audit()
-                if not diffs:
-                    return []
-            except (ApiError, OSError) as e:
-                diffs = [f"{type(e).__name__}: {e}"]
-            time.sleep(0.25)
-        return diffs
-
-    def audit(self) -> list[str]:
-        """Every difference between the hosts and the database: leaks and missing objects."""
-        out: list[str] = []
-        wanted_ns: set[str] = set()
-        with self.coord.client() as admin:
-            for host in self.lab.agent_nodes():
-                want = admin.get(f"/hosts/{host}/desired-state")["ops"]
-                with self.lab.client(host, timeout=20) as agent:
-                    st = agent.state()
-                if st["pending"]:
-                    out.append(f"{host}: would still do {st['pending']}")
-                have = {_ident(o) for o in st["observed"]}
-                need = {_ident(o) for o in want}
-                for o in want:  # an L1's NIC and an export's NIC are observed as ports
-                    if o["op"] == "l1" and o.get("kind") != "kvm":
-                        need.add(("port", o["port"]))
-                    if o["op"] == "shape":
-                        need.add(("shape", o["port"]))
-                    wanted_ns |= {o[k] for k in ("netns", "l1_netns") if o.get(k)}
-                out += [f"{host}: leaked {i}" for i in sorted(have - need, key=str)]
-                out += [f"{host}: missing {i}" for i in sorted(need - have, key=str)]
-        for ns in _netns():
-            if L1_NETNS.match(ns) and ns not in wanted_ns and ns not in self.before:
-                out.append(f"leaked namespace {ns}")
-        return out
-
-
-def _netns() -> list[str]:
-    try:
-        return sorted(os.listdir("/run/netns"))
-    except FileNotFoundError:
-        return []
-
-
-def _ident(o: dict) -> tuple:
-    kind = o["op"]
-    if kind == "shape":
-        return ("shape", o["port"])
-    if kind == "tunnel_limit":
-        return ("tunnel_limit", o["uplink"])
-    return (kind, o["name"])
+        with self.coord.client(timeout=20) as admin:
+            return audit.converged(self.lab, admin, timeout, self.before)
 
 
 # ---------------------------------------------------------------- scenarios
@@ -338,7 +280,7 @@ def l0_rebooted(b: Bench) -> str:
     l1_dir = b.lab.dir / node / "agent" / "l1"
     for spec in l1_dir.glob("*.json") if l1_dir.exists() else []:
         ns = json.loads(spec.read_text()).get("netns")
-        if ns and L1_NETNS.match(ns):
+        if ns and audit.L1_NETNS.match(ns):
             nl.delete_netns(ns)
     for f in (b.lab.dir / node / "agent").glob("desired.json"):
         f.unlink()

@@ -56,9 +56,9 @@ def _free_port() -> int:
 class LocalCoordinator:
     """An `iris serve` in a thread of this process, on a free loopback port."""
 
-    def __init__(self, data_dir: Path, hold_timeout_s: float = 60.0, dataplane=None):
+    def __init__(self, data_dir: Path, hold_timeout_s: float = 60.0, dataplane=None, **settings):
         self.settings = Settings(data_dir=data_dir, hold_timeout_s=hold_timeout_s, scheduler_interval_s=0.2,
-                                 admin_token=None, database_url=None)
+                                 admin_token=None, database_url=None, **settings)
         self.app, self.engine = build(self.settings, dataplane)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -246,12 +246,13 @@ class Syncer:
             return error
 
     def _jump(self, t: Target, generation: int) -> Target:
+        """Number the host's state past ``generation``; the state sent is derived anew, never the
+        one this push carried (a newer one may have been derived since)."""
         with self.db.transaction() as s:
             row = s.get(HostSync, t.host, with_for_update=True)
             if row is not None and row.generation < generation:
                 row.generation = generation
-            version = row.generation if row is not None else generation
-        return Target(t.host, t.url, t.state.model_copy(update={"version": version}), t.bumped)
+        return self.refresh()[t.host]
 
     def push(self, targets: Iterable[Target], timeout: float | None = None) -> dict[str, str | None]:
         """Push each target on the pool; wait at most ``timeout`` for them. Returns host ->
