@@ -9,7 +9,7 @@ from iris_haas.contract import names
 from iris_haas.contract.errors import InvalidInput, ReserveFailed
 from iris_haas.contract.ops import BridgeOp, PortOp, TunnelLimitOp, TunnelOp
 from iris_haas.control.schemas import router_interface
-from iris_haas.managers.base import ActiveView, Context, ResourceManager, segment_of, tenant_segment
+from iris_haas.managers.base import ActiveView, Context, Offer, Query, ResourceManager, segment_of, tenant_segment
 from iris_haas.store import calendar
 from iris_haas.store.models import Link, Site, Tenant
 
@@ -56,6 +56,14 @@ class NetworkManager(ResourceManager):
             )
         link = next(link for link in links if link.id == chosen[0])
         self.hold(ctx, index, link.id, {"link": link.name, "tenant_site": site.name}, mbps=mbps)
+
+    def availability(self, q: Query, item: dict) -> Offer:
+        if q.tenant is None:
+            raise InvalidInput("bandwidth availability is per tenant: ask with a tenant token", field="bandwidth_mbps")
+        site = tenant_site(q.session, q.tenant, item.get("tenant_site"))
+        caps = {link.id: (link.capacity_mbps,) for link in links_between(q.session, site.id, q.site.id)}
+        return self._offer(q, caps, (item["bandwidth_mbps"],), 1,
+                           lambda free: {"bandwidth_free_mbps": max((f[0] for f in free.values()), default=None)})
 
     def desired(self, view: ActiveView):
         """Per tenant with active reservations (the paper's sections 4.4-4.5), per segment (the

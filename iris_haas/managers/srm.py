@@ -7,7 +7,7 @@ from sqlalchemy import select
 from iris_haas.contract import names
 from iris_haas.contract.errors import ReserveFailed
 from iris_haas.contract.ops import PortOp, VolumeOp
-from iris_haas.managers.base import ActiveView, Context, ResourceManager
+from iris_haas.managers.base import ActiveView, Context, Offer, Query, ResourceManager
 from iris_haas.store import calendar
 from iris_haas.store.models import StoragePool
 
@@ -30,6 +30,11 @@ class StorageManager(ResourceManager):
         self.hold(ctx, index, pool.id,
                   {"pool": pool.name, "volume": f"iris-{ctx.reservation.id[:8]}-{index}", "keep": item["keep"]},
                   gb=item["size_gb"])
+
+    def availability(self, q: Query, item: dict) -> Offer:
+        pools = q.session.scalars(select(StoragePool).where(StoragePool.site_id == q.site.id))
+        return self._offer(q, {p.id: (p.capacity_gb,) for p in pools}, (item["size_gb"],), 1,
+                           lambda free: {"storage_free_gb": max((f[0] for f in free.values()), default=None)})
 
     def desired(self, view: ActiveView):
         """Each volume on its pool's host: an ext4 image of the reserved size (the quota) and,
