@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from iris_haas.contract.types import IpAddr
-from iris_haas.control.schemas import L1Kind
+from iris_haas.contract.types import IpAddr, L1Kind, NodeState, ServiceModel
 
 Name = str
 NAME = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -49,7 +47,7 @@ class IaasSiteCreate(_In):
     gateway_underlay: IpAddr = Field(description="public (underlay) address of the tenant's gateway")
     vlans: str = Field(default="1-4094", max_length=256, description="VLAN IDs the IaaS uses, e.g. 101-102,200-299")
     mgmt_vlan: int = Field(default=101, ge=1, le=4094, description="the management VLAN, native on each L1's NIC")
-    service_model: Literal["a", "b", "c"] = "a"
+    service_model: ServiceModel = ServiceModel.NODE
 
 
 class SitePublic(_Out):
@@ -68,14 +66,14 @@ class NodeCreate(_In):
     cpus: int = Field(ge=1, le=4096)
     memory_mb: int = Field(ge=64, le=64 * 1024 * 1024)
     disk_gb: int = Field(ge=0, le=1024 * 1024)
-    l1_kinds: list[L1Kind] = Field(default_factory=lambda: ["lxc", "kvm", "netns"], min_length=1)
+    l1_kinds: list[L1Kind] = Field(default_factory=lambda: [L1Kind.LXC, L1Kind.KVM, L1Kind.NETNS], min_length=1)
     underlay_address: IpAddr | None = Field(default=None, description="tunnel endpoint on the HaaS data fabric")
     agent_url: str | None = Field(default=None, max_length=256)
-    state: Literal["available", "maintenance", "down"] = "available"
+    state: NodeState = NodeState.AVAILABLE
 
 
 class NodeUpdate(_In):
-    state: Literal["available", "maintenance", "down"]
+    state: NodeState
 
 
 class NodePublic(_Out):

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from iris_haas.api.client import ApiError, Client
+from iris_haas.contract.types import L1Kind, NodeState, ServiceModel
 from iris_haas.control.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
@@ -138,7 +139,8 @@ def site_add(
     gateway_underlay: Annotated[str | None, typer.Option(help="tenant: your gateway's underlay address")] = None,
     vlans: Annotated[str, typer.Option(help="tenant: VLAN IDs your IaaS uses")] = "1-4094",
     mgmt_vlan: Annotated[int, typer.Option(help="tenant: management VLAN (native on each L1's NIC)")] = 101,
-    service_model: Annotated[str, typer.Option(help="tenant: a (node in your L2), b (pod) or c (routed)")] = "a",
+    service_model: Annotated[ServiceModel, typer.Option(help="tenant: a (node in your L2), b (pod) or c (routed)")] = (
+        ServiceModel.NODE),
 ):
     """Admin: register a HaaS site (name only). Tenant: register your IaaS site (with --gateway-underlay)."""
     body: dict[str, Any] = {"name": name}
@@ -159,13 +161,17 @@ def node_add(
     agent_url: Annotated[str | None, typer.Option()] = None,
 ):
     """Register an L0 node."""
+    try:
+        kinds = [L1Kind(k) for k in l1_kinds.split(",") if k]
+    except ValueError:
+        raise typer.BadParameter(f"{l1_kinds!r}: L1 kinds are {', '.join(L1Kind)}", param_hint="--l1-kinds") from None
     _created("node", {"name": name, "site": site, "cpus": cpus, "memory_mb": memory_mb, "disk_gb": disk_gb,
-                      "l1_kinds": [k for k in l1_kinds.split(",") if k], "agent_url": agent_url},
+                      "l1_kinds": kinds, "agent_url": agent_url},
              ["id", "name", "site_id", "cpus", "memory_mb", "disk_gb", "l1_kinds", "state"], "nodes")
 
 
 @node_app.command("set-state")
-def node_set_state(name: str, state: Annotated[str, typer.Argument(help="available, maintenance or down")]):
+def node_set_state(name: str, state: Annotated[NodeState, typer.Argument(help="available, maintenance or down")]):
     """Set a node's state; `down` ends (Failed) the reservations that have an L1 on it."""
     out = call(lambda c: c.patch(f"/nodes/{name}", {"state": state}))
     console.print(f"node {out['name']} is {out['state']}")
@@ -259,7 +265,7 @@ def reserve(
     start: Annotated[str | None, typer.Option(help="ISO 8601 or +10m; default now")] = None,
     end: Annotated[str | None, typer.Option(help="ISO 8601 or +2h")] = None,
     nodes: Annotated[int, typer.Option(help="number of L1 nodes (0 for none)")] = 0,
-    kind: Annotated[str, typer.Option(help="L1 kind: lxc, kvm or netns")] = "lxc",
+    kind: Annotated[L1Kind, typer.Option(help="L1 kind: lxc, kvm or netns")] = L1Kind.LXC,
     cpus: Annotated[int, typer.Option()] = 1,
     memory_mb: Annotated[int, typer.Option()] = 1024,
     disk_gb: Annotated[int, typer.Option()] = 10,
@@ -271,7 +277,7 @@ def reserve(
     ssh_key_file: Annotated[Path | None, typer.Option(help="your public SSH key, put into each L1")] = None,
     export_address: Annotated[str | None, typer.Option(help="the volume's NFS server address (CIDR) in your subnet")] = None,
     keep: Annotated[bool, typer.Option(help="keep the volume's data at release")] = False,
-    service_model: Annotated[str | None, typer.Option(help="a (your L2), b (a pod) or c (routed); "
+    service_model: Annotated[ServiceModel | None, typer.Option(help="a (your L2), b (a pod) or c (routed); "
                                                          "default: your site's")] = None,
     routed_subnet: Annotated[str | None, typer.Option(help="model c: the L1s' subnet, e.g. 10.77.0.0/24")] = None,
     router_address: Annotated[str | None, typer.Option(help="model c: the router's address (CIDR) on your "
@@ -372,7 +378,7 @@ def events(reservation_id: str, as_json: AsJson = False):
 def availability(
     duration: Annotated[str, typer.Option(help="how long, e.g. 2h")],
     nodes: Annotated[int, typer.Option()] = 1,
-    kind: Annotated[str, typer.Option()] = "lxc",
+    kind: Annotated[L1Kind, typer.Option(help="L1 kind: lxc, kvm or netns")] = L1Kind.LXC,
     cpus: Annotated[int, typer.Option()] = 1,
     memory_mb: Annotated[int, typer.Option()] = 1024,
     disk_gb: Annotated[int, typer.Option()] = 10,

@@ -29,13 +29,12 @@ from iris_haas.contract.errors import (
     VersionConflict,
 )
 from iris_haas.contract.ops import DesiredState, Op
-from iris_haas.contract.types import LifecycleState, ProvisionState, ServiceModel
+from iris_haas.contract.types import L1Kind, LifecycleState, NodeState, ProvisionState, ReservationState, ServiceModel
 from iris_haas.control.lease import Lease
 from iris_haas.control.schemas import ModifyRequest, ReserveRequest, to_epoch
-from iris_haas.control.states import MACHINES
+from iris_haas.control.states import LIFECYCLE, MACHINES, PROVISION, RESERVATION
 from iris_haas.control.sync import DataPlane, InMemoryDataPlane, Syncer, Target
-from iris_haas.managers import nrm
-from iris_haas.managers.base import ActiveView, Context, Plans, ResourceManager, segment_of
+from iris_haas.managers.base import ActiveView, Context, Plans, Query, ResourceManager, segment_of
 from iris_haas.managers.crm import ComputeManager
 from iris_haas.managers.nrm import NetworkManager
 from iris_haas.managers.srm import StorageManager
@@ -51,6 +50,7 @@ from iris_haas.store.models import (
     Site,
     StoragePool,
     Tenant,
+    bump_inventory,
     give_tunnel_key,
     next_number,
 )
@@ -145,8 +145,8 @@ class Coordinator:
 
     def _site_model(self, s: Session, tenant_id: int) -> str:
         models = set(s.scalars(select(Site.service_model).where(Site.tenant_id == tenant_id))) - {None}
-        model = models.pop() if len(models) == 1 else "a"
-        if model == "c":
+        model = ServiceModel(models.pop()) if len(models) == 1 else ServiceModel.NODE
+        if model == ServiceModel.ROUTED:
             raise InvalidInput("a routed (model c) reservation names its subnet: give service_model c and routing",
                                field="routing")
         return model
@@ -174,8 +174,8 @@ class Coordinator:
         Returns whether the hosts' desired state may have changed."""
         ctx = self._context(s, res, res.committed_version)
         active = (
-            res.provision_state in ("Provisioning", "Provisioned")
-            and res.lifecycle_state == "Created"
+            res.provision_state in (ProvisionState.PROVISIONING, ProvisionState.PROVISIONED)
+            and res.lifecycle_state == LifecycleState.CREATED
             and res.committed_version > 0
             and ctx.start <= now < ctx.end
         )
@@ -314,8 +314,8 @@ class Coordinator:
             res = Reservation(
                 id=uuid.uuid4().hex, tenant_id=tenant_id, site_id=site.id, description=req.description,
                 service_model=model, routing=req.routing.model_dump() if req.routing else None,
-                version=1, committed_version=0, reservation_state="ReserveStart", provision_state="Released",
-                lifecycle_state="Created", data_plane_active=False, created_at=now,
+                version=1, committed_version=0, reservation_state=RESERVATION.initial,
+                provision_state=PROVISION.initial, lifecycle_state=LIFECYCLE.initial, data_plane_active=False, created_at=now,
             )
             res.criteria.append(Criteria(version=1, start=start, end=end, items=[i.model_dump() for i in req.items]))
             if model in (ServiceModel.POD, ServiceModel.ROUTED):  # a segment of its own, with its own key
@@ -332,7 +332,7 @@ class Coordinator:
 
         def tx(s: Session) -> Outcome:
             res = self._load(s, rid, tenant_id)
-            if res.lifecycle_state != "Created":
+            if res.lifecycle_state != LifecycleState.CREATED:
                 raise IllegalTransition("lifecycle", res.lifecycle_state, "modify")
             if res.committed_version == 0:
                 raise IllegalTransition("reservation", res.reservation_state, "modify", "nothing committed yet")
@@ -367,7 +367,7 @@ class Coordinator:
 
         def tx(s: Session):
             res = self._load(s, rid, tenant_id)
-            if res.reservation_state == "ReserveHeld" and res.hold_expires_at is not None and now >= res.hold_expires_at:
+            if res.reservation_state == ReservationState.HELD and res.hold_expires_at is not None and now >= res.hold_expires_at:
                 self._timeout(s, res)  # the scheduler has not got to it yet
                 return Outcome(res, IllegalTransition("reservation", res.reservation_state, "commit",
                                                       "the hold timer expired"))
@@ -470,20 +470,47 @@ class Coordinator:
 
         def tx(s: Session):
             res = self._load(s, rid, None)
-            self._transition(s, res, "lifecycle", "forced_end")
-            self._event(s, res, "errorEvent", message=reason)
-            return Outcome(res), self._end(s, res)
+            return Outcome(res), self._force_end(s, res, reason)
 
         return self._run(tx, step="force_end")
 
+    def _force_end(self, s: Session, res: Reservation, reason: str) -> bool:
+        self._transition(s, res, "lifecycle", "forced_end")
+        self._event(s, res, "errorEvent", message=reason)
+        return self._end(s, res)
+
+    def set_node_state(self, name: str, state: NodeState) -> Node:
+        """Admin: set an L0's state. ``down`` also ends (Failed) every reservation holding an
+        allocation on it that has not ended, in the same transaction: the node and its
+        reservations change together or not at all."""
+        now = self.clock()
+        with self.db.transaction() as s:
+            self.db.admission_lock(s)  # no reserve may place an L1 on the node meanwhile
+            node = s.scalar(select(Node).where(Node.name == name).with_for_update())
+            if node is None:
+                raise NotFound(f"no node named {name}")
+            node.state = NodeState(state)
+            bump_inventory(s)
+            changed = False
+            if node.state == NodeState.DOWN:
+                holding = select(Allocation.reservation_id).where(
+                    Allocation.resource_kind == "node", Allocation.resource_id == node.id, Allocation.end > now)
+                # Only a Created reservation holds allocations: every other lifecycle state freed them.
+                for res in s.scalars(select(Reservation).where(Reservation.id.in_(holding))
+                                     .order_by(Reservation.id).with_for_update()):
+                    changed |= self._force_end(s, res, f"node {name} is down")
+        if changed:
+            self._push()
+        return node
+
     def _end(self, s: Session, res: Reservation) -> bool:
         """Release the data plane and free every allocation (end time, termination, forced end)."""
-        if res.reservation_state in ("ReserveHeld", "ReserveFailed", "ReserveTimeout"):
+        if res.reservation_state in (ReservationState.HELD, ReservationState.FAILED, ReservationState.TIMEOUT):
             self._transition(s, res, "reservation", "abort")
             self._transition(s, res, "reservation", "abort_ok")
         res.version = res.committed_version or res.version
         res.hold_expires_at = None
-        if res.provision_state == "Provisioned":
+        if res.provision_state == ProvisionState.PROVISIONED:
             self._transition(s, res, "provision", "release")
             self._transition(s, res, "provision", "release_ok")
         changed = self._sync(s, res, self.clock())
@@ -519,7 +546,7 @@ class Coordinator:
             self.db.admission_lock(s)
             for res in s.scalars(
                 select(Reservation).where(
-                    Reservation.reservation_state == "ReserveHeld", Reservation.hold_expires_at <= now
+                    Reservation.reservation_state == ReservationState.HELD, Reservation.hold_expires_at <= now
                 ).with_for_update()
             ):
                 self._timeout(s, res)
@@ -527,7 +554,7 @@ class Coordinator:
             committed = and_(Criteria.reservation_id == Reservation.id, Criteria.version == Reservation.committed_version)
             for res in s.scalars(
                 select(Reservation).join(Criteria, committed).where(
-                    Reservation.lifecycle_state == "Created", Criteria.end <= now
+                    Reservation.lifecycle_state == LifecycleState.CREATED, Criteria.end <= now
                 ).with_for_update(of=Reservation)
             ):
                 self._transition(s, res, "lifecycle", "end_time")
@@ -535,7 +562,8 @@ class Coordinator:
                 counts["ended"] += 1
             for res in s.scalars(
                 select(Reservation).join(Criteria, committed).where(
-                    Reservation.lifecycle_state == "Created", Reservation.provision_state == "Provisioned",
+                    Reservation.lifecycle_state == LifecycleState.CREATED,
+                    Reservation.provision_state == ProvisionState.PROVISIONED,
                     Reservation.data_plane_active.is_(False), Criteria.start <= now, Criteria.end > now,
                 ).with_for_update(of=Reservation)
             ):
@@ -639,48 +667,31 @@ class Coordinator:
     ) -> dict:
         """The earliest window of ``duration_s`` at or after ``not_before`` in which everything fits.
 
+        Each manager the request concerns answers its own free capacity (``ResourceManager.availability``).
         Capacity only frees up when an allocation ends, so the candidate starts are ``not_before``
-        and every later allocation end; the first that fits is the answer.
+        and every later end of an allocation on those resources; the first that fits is the answer.
         """
         now = self.clock()
         t0 = max(now, not_before or now)
+        items: list[dict] = [{"kind": "compute", "count": count, "l1_kind": L1Kind(l1_kind), "cpus": cpus,
+                              "memory_mb": memory_mb, "disk_gb": disk_gb}]
+        if bandwidth_mbps:
+            items.append({"kind": "network", "bandwidth_mbps": bandwidth_mbps, "tenant_site": tenant_site})
+        if size_gb:
+            items.append({"kind": "storage", "size_gb": size_gb})
         with self.db.transaction() as s:
-            haas = self._haas_site(s, site)
-            nodes = {
-                n.id: (n.cpus, n.memory_mb, n.disk_gb)
-                for n in s.execute(select(Node.id, Node.cpus, Node.memory_mb, Node.disk_gb).where(
-                    Node.site_id == haas.id, Node.state == "available", Node.supports(l1_kind)))
-            }
-            links: dict[int, tuple[int]] = {}
-            if bandwidth_mbps:
-                if tenant_id is None:
-                    raise InvalidInput("bandwidth availability is per tenant: ask with a tenant token",
-                                       field="bandwidth_mbps")
-                tsite = nrm.tenant_site(s, s.get(Tenant, tenant_id), tenant_site)
-                links = {link.id: (link.capacity_mbps,) for link in nrm.links_between(s, tsite.id, haas.id)}
-            pools = {p.id: (p.capacity_gb,) for p in s.scalars(select(StoragePool).where(StoragePool.site_id == haas.id))} \
-                if size_gb else {}
-            far = float("inf")
-            usage = {k: calendar.overlapping(s, k, t0, far) for k in ("node", "link", "pool")}
-            ends = sorted(
-                {e for group in usage.values() for ivs in group.values() for (_, e, _) in ivs if e > t0}
-            )[: max_candidates - 1]
-        need = (cpus, memory_mb, disk_gb)
+            q = Query(session=s, site=self._haas_site(s, site),
+                      tenant=s.get(Tenant, tenant_id) if tenant_id is not None else None, start=t0)
+            offers = [self.managers[item["kind"]].availability(q, item) for item in items]
+        ends = sorted({e for o in offers for e in o.ends() if e > t0})[: max_candidates - 1]
         for t in [t0, *ends]:
             hi = t + duration_s
-            free_nodes = calendar.free_capacity(nodes, usage["node"], t, hi)
-            fit = calendar.fit_count(free_nodes, need)
-            if fit < count:
-                continue
-            free_links = calendar.free_capacity(links, usage["link"], t, hi)
-            if bandwidth_mbps and not any(f[0] >= bandwidth_mbps for f in free_links.values()):
-                continue
-            free_pools = calendar.free_capacity(pools, usage["pool"], t, hi)
-            if size_gb and not any(f[0] >= size_gb for f in free_pools.values()):
-                continue
-            return {
-                "start": t, "end": hi, "count_fit": fit,
-                "bandwidth_free_mbps": max((f[0] for f in free_links.values()), default=None),
-                "storage_free_gb": max((f[0] for f in free_pools.values()), default=None),
-            }
+            answer: dict = {"start": t, "end": hi, "bandwidth_free_mbps": None, "storage_free_gb": None}
+            for offer in offers:
+                report = offer.fit(t, hi)
+                if report is None:
+                    break
+                answer |= report
+            else:
+                return answer
         raise ReserveFailed(f"no window of {duration_s:.0f} s found among the next {max_candidates} candidate starts")

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from iris_haas.contract.errors import AlreadyExists, InUse, InvalidInput, NotFound
+from iris_haas.contract.types import LifecycleState, ServiceModel
 from iris_haas.store.db import Database
 from iris_haas.store.models import (
     Allocation,
@@ -107,13 +108,12 @@ class Inventory:
     # -- sites
     def create_site(self, *, tenant_id: int | None, name: str, gateway_underlay: str | None = None,
                     vlans: str | None = None, mgmt_vlan: int | None = None,
-                    service_model: str | None = None) -> Site:
-        if tenant_id is not None:
-            if vlans:
-                ranges = parse_vlans(vlans)
-                if mgmt_vlan is not None and not any(a <= mgmt_vlan <= b for a, b in ranges):
-                    raise InvalidInput(f"management VLAN {mgmt_vlan} is not in the site's VLANs {vlans}",
-                                       field="mgmt_vlan")
+                    service_model: ServiceModel | None = None) -> Site:
+        if tenant_id is not None and vlans:
+            ranges = parse_vlans(vlans)
+            if mgmt_vlan is not None and not any(a <= mgmt_vlan <= b for a, b in ranges):
+                raise InvalidInput(f"management VLAN {mgmt_vlan} is not in the site's VLANs {vlans}",
+                                   field="mgmt_vlan")
         kind = "haas" if tenant_id is None else "iaas"
         with self.db.transaction() as s:
             return self._add(s, Site(name=name, kind=kind, tenant_id=tenant_id, gateway_underlay=gateway_underlay,
@@ -143,20 +143,6 @@ class Inventory:
         with self.db.transaction() as s:
             return self._by_name(s, KINDS[kind], name, tenant_id)
 
-    def set_node_state(self, name: str, state: str) -> Node:
-        with self.db.transaction() as s:
-            node = self._by_name(s, Node, name)
-            node.state = state
-            bump_inventory(s)
-            return node
-
-    def affected_reservations(self, node_id: int, now: float) -> list[str]:
-        """Reservations with an allocation on this node that has not ended."""
-        with self.db.transaction() as s:
-            return list(s.scalars(select(Allocation.reservation_id).where(
-                Allocation.resource_kind == "node", Allocation.resource_id == node_id, Allocation.end > now
-            ).distinct()))
-
     def delete(self, kind: str, name: str, tenant_id: int | None = None) -> None:
         model = KINDS[kind]
         with self.db.transaction() as s:
@@ -175,7 +161,7 @@ class Inventory:
             return f"reservation {n}" if n else ""
         if kind == "tenant":
             live = s.scalar(select(Reservation.id).where(
-                Reservation.tenant_id == obj.id, Reservation.lifecycle_state != "Terminated").limit(1))
+                Reservation.tenant_id == obj.id, Reservation.lifecycle_state != LifecycleState.TERMINATED).limit(1))
             sites = s.scalar(select(Site.name).where(Site.tenant_id == obj.id).limit(1))
             return (f"reservation {live}" if live else "") or (f"site {sites}" if sites else "")
         if kind == "site":
@@ -187,6 +173,6 @@ class Inventory:
             if link:
                 return f"link {link}"
             live = s.scalar(select(Reservation.id).where(
-                Reservation.site_id == obj.id, Reservation.lifecycle_state != "Terminated").limit(1))
+                Reservation.site_id == obj.id, Reservation.lifecycle_state != LifecycleState.TERMINATED).limit(1))
             return f"reservation {live}" if live else ""
         return ""

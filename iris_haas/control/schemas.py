@@ -8,9 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from iris_haas.contract.types import Cidr
-
-L1Kind = Literal["lxc", "kvm", "netns"]
+from iris_haas.contract.types import Cidr, L1Kind, ServiceModel
 
 
 class _Item(BaseModel):
@@ -20,7 +18,7 @@ class _Item(BaseModel):
 class ComputeItem(_Item):
     kind: Literal["compute"] = "compute"
     count: int = Field(ge=1, le=1000)
-    l1_kind: L1Kind = "lxc"
+    l1_kind: L1Kind = L1Kind.LXC
     cpus: int = Field(default=1, ge=1, le=1024)
     memory_mb: int = Field(default=1024, ge=64, le=16 * 1024 * 1024)
     disk_gb: int = Field(default=10, ge=0, le=1024 * 1024)
@@ -87,7 +85,7 @@ class ReserveRequest(BaseModel):
 
     description: str = Field(default="", max_length=256)
     site: str | None = Field(default=None, description="the HaaS site; default: the only one")
-    service_model: Literal["a", "b", "c"] | None = Field(
+    service_model: ServiceModel | None = Field(
         default=None, description="a: the L1s join the tenant's own L2; b: a pod, an L2 segment of their own "
         "extended as a separate network; c: routed, a subnet of their own behind a router on the HaaS side; "
         "default: the tenant's IaaS site's model")
@@ -99,7 +97,7 @@ class ReserveRequest(BaseModel):
 
     @model_validator(mode="after")
     def _schedule(self):
-        if (self.service_model == "c") != (self.routing is not None):
+        if (self.service_model == ServiceModel.ROUTED) != (self.routing is not None):
             raise ValueError("service model c needs routing (subnet, iaas_address), and only it takes routing")
         if (self.end is None) == (self.duration_s is None):
             raise ValueError("give exactly one of end and duration_s")

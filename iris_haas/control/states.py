@@ -7,73 +7,87 @@ Names are NSI's. Events are the messages (reserve, commit, ...) and the internal
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from iris_haas.contract.errors import IllegalTransition
+from iris_haas.contract.types import LifecycleState, ProvisionState, ReservationState
+
+S = TypeVar("S", ReservationState, ProvisionState, LifecycleState)
 
 
 @dataclass(frozen=True)
-class Machine:
+class Machine(Generic[S]):
     name: str
-    initial: str
-    transitions: dict[tuple[str, str], str]
+    state_type: type[S]
+    initial: S
+    transitions: dict[tuple[S, str], S]
 
     @property
-    def states(self) -> set[str]:
+    def states(self) -> set[S]:
         return {s for s, _ in self.transitions} | set(self.transitions.values())
 
-    def accepts(self, state: str, event: str) -> bool:
-        return (state, event) in self.transitions
+    def state(self, value: str) -> S:
+        """A stored value (the database holds the plain string) as the machine's enum."""
+        return self.state_type(value)
 
-    def next(self, state: str, event: str) -> str:
+    def accepts(self, state: str, event: str) -> bool:
+        return (self.state(state), event) in self.transitions
+
+    def next(self, state: str, event: str) -> S:
         try:
-            return self.transitions[(state, event)]
+            return self.transitions[(self.state(state), event)]
         except KeyError:
             raise IllegalTransition(self.name, state, event) from None
 
 
+R, P, L = ReservationState, ProvisionState, LifecycleState
+
 RESERVATION = Machine(
     "reservation",
-    "ReserveStart",
+    ReservationState,
+    R.START,
     {
-        ("ReserveStart", "reserve"): "ReserveChecking",
-        ("ReserveChecking", "reserve_ok"): "ReserveHeld",
-        ("ReserveChecking", "reserve_fail"): "ReserveFailed",
-        ("ReserveHeld", "commit"): "ReserveCommitting",
+        (R.START, "reserve"): R.CHECKING,
+        (R.CHECKING, "reserve_ok"): R.HELD,
+        (R.CHECKING, "reserve_fail"): R.FAILED,
+        (R.HELD, "commit"): R.COMMITTING,
         # Success and failure both end in ReserveStart: a failed commit restores the last
         # committed version.
-        ("ReserveCommitting", "commit_ok"): "ReserveStart",
-        ("ReserveCommitting", "commit_fail"): "ReserveStart",
-        ("ReserveHeld", "abort"): "ReserveAborting",
-        ("ReserveFailed", "abort"): "ReserveAborting",
-        ("ReserveTimeout", "abort"): "ReserveAborting",
-        ("ReserveAborting", "abort_ok"): "ReserveStart",
-        ("ReserveHeld", "timeout"): "ReserveTimeout",
+        (R.COMMITTING, "commit_ok"): R.START,
+        (R.COMMITTING, "commit_fail"): R.START,
+        (R.HELD, "abort"): R.ABORTING,
+        (R.FAILED, "abort"): R.ABORTING,
+        (R.TIMEOUT, "abort"): R.ABORTING,
+        (R.ABORTING, "abort_ok"): R.START,
+        (R.HELD, "timeout"): R.TIMEOUT,
     },
 )
 
 PROVISION = Machine(
     "provision",
-    "Released",
+    ProvisionState,
+    P.RELEASED,
     {
-        ("Released", "provision"): "Provisioning",
-        ("Provisioning", "provision_ok"): "Provisioned",
-        ("Provisioning", "provision_fail"): "Released",
-        ("Provisioned", "release"): "Releasing",
-        ("Releasing", "release_ok"): "Released",
+        (P.RELEASED, "provision"): P.PROVISIONING,
+        (P.PROVISIONING, "provision_ok"): P.PROVISIONED,
+        (P.PROVISIONING, "provision_fail"): P.RELEASED,
+        (P.PROVISIONED, "release"): P.RELEASING,
+        (P.RELEASING, "release_ok"): P.RELEASED,
     },
 )
 
 LIFECYCLE = Machine(
     "lifecycle",
-    "Created",
+    LifecycleState,
+    L.CREATED,
     {
-        ("Created", "terminate"): "Terminating",
-        ("Created", "end_time"): "PassedEndTime",
-        ("Created", "forced_end"): "Failed",
-        ("Failed", "terminate"): "Terminating",
-        ("PassedEndTime", "terminate"): "Terminating",
-        ("Terminating", "terminate_ok"): "Terminated",
+        (L.CREATED, "terminate"): L.TERMINATING,
+        (L.CREATED, "end_time"): L.PASSED_END_TIME,
+        (L.CREATED, "forced_end"): L.FAILED,
+        (L.FAILED, "terminate"): L.TERMINATING,
+        (L.PASSED_END_TIME, "terminate"): L.TERMINATING,
+        (L.TERMINATING, "terminate_ok"): L.TERMINATED,
     },
 )
 
-MACHINES = {m.name: m for m in (RESERVATION, PROVISION, LIFECYCLE)}
+MACHINES: dict[str, Machine[Any]] = {m.name: m for m in (RESERVATION, PROVISION, LIFECYCLE)}

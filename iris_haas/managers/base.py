@@ -11,6 +11,7 @@ into the ops each host must hold.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select, update
@@ -120,6 +121,41 @@ class ActiveView:
 Plans = dict[int, "planning.Tenant"]  # tenant id -> what is planned for it
 
 
+@dataclass(frozen=True)
+class Query:
+    """An availability question, put to each manager an item concerns: at which HaaS site, for
+    which tenant (None: the admin asks), and the earliest start considered."""
+
+    session: Session
+    site: Site
+    tenant: Tenant | None
+    start: float
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One manager's free capacity for one item from ``Query.start`` on: the resources that could
+    serve it, everything booked on them from then on, and what the item needs. The manager
+    decides all of it; the coordinator only slides a window along and asks ``fit``."""
+
+    capacities: dict[int, tuple[int, ...]]
+    usage: dict[int, list[calendar.Interval]]
+    need: tuple[int, ...]
+    count: int  # units of ``need``, each wholly on one resource
+    report: Callable[[dict[int, tuple[int, ...]]], dict]  # what to tell about a window that fits, from its free capacity
+
+    def ends(self) -> set[float]:
+        """When an allocation on these resources ends: the only instants its free capacity grows."""
+        return {e for intervals in self.usage.values() for (_, e, _) in intervals}
+
+    def fit(self, lo: float, hi: float) -> dict | None:
+        """The manager's report on [lo, hi) if the item fits over all of it, else None."""
+        free = calendar.free_capacity(self.capacities, self.usage, lo, hi)
+        if calendar.fit_count(free, self.need) < self.count:
+            return None
+        return self.report(free)
+
+
 class ResourceManager(ABC):
     name: str  # "crm" | "nrm" | "srm"
     item_kind: str  # the reservation item kind it serves
@@ -135,6 +171,17 @@ class ResourceManager(ABC):
         from every committed allocation of the reservations whose data plane is active now. The
         planning layer turns the inputs into ops; desired state is derived, never stored: the same
         allocations always give the same ops, so a restart or a missed push changes nothing."""
+
+    @abstractmethod
+    def availability(self, q: Query, item: dict) -> Offer:
+        """This manager's free capacity for one item (in the reservation item's form) from
+        ``q.start`` on, for the coordinator's search of the earliest window where everything fits."""
+
+    def _offer(self, q: Query, capacities: dict[int, tuple[int, ...]], need: tuple[int, ...], count: int,
+               report: Callable[[dict[int, tuple[int, ...]]], dict]) -> Offer:
+        # one query for the kind, filtered here: an IN over thousands of nodes costs more than it saves
+        usage = calendar.overlapping(q.session, self.resource_kind, q.start, float("inf"))
+        return Offer(capacities, {r: iv for r, iv in usage.items() if r in capacities}, need, count, report)
 
     def free(self, ctx: Context, capacities: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
         """Free capacity of these resources over [ctx.start, ctx.end): capacity minus the calendar's
@@ -186,11 +233,11 @@ class ResourceManager(ABC):
             )
         )
 
-    def provision(self, ctx: Context) -> None:
+    def provision(self, ctx: Context) -> None:  # noqa: B027 - a hook, empty by default
         """Hook at provision time, for a manager that must act then (an external NSI provider's
-        provision). Iris's own managers realize the data plane through ``desired``."""
+        provision). Iris's own managers realize the data plane through ``plan``."""
 
-    def release(self, ctx: Context) -> None:
+    def release(self, ctx: Context) -> None:  # noqa: B027 - a hook, empty by default
         """Hook at release time; see ``provision``."""
 
     # whether what this manager allocates lives on a host (an L1, a volume) that must confirm it

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from iris_haas import planning
 from iris_haas.contract import names
 from iris_haas.contract.errors import ReserveFailed
-from iris_haas.contract.types import L1Kind, ServiceModel
-from iris_haas.managers.base import ActiveView, Context, Plans, ResourceManager
+from iris_haas.contract.types import L1Kind, NodeState, ServiceModel
+from iris_haas.managers.base import ActiveView, Context, Offer, Plans, Query, ResourceManager
 from iris_haas.planning import router_interface
 from iris_haas.store import calendar
 from iris_haas.store.models import Meta, Node, next_number
@@ -30,14 +31,18 @@ class ComputeManager(ResourceManager):
         # table again only after an inventory change, by any process sharing the database
         self._nodes: dict[tuple[int, str], tuple[int | None, dict, dict]] = {}
 
-    def candidates(self, ctx: Context, l1_kind: str) -> tuple[dict[int, tuple[int, int, int]], dict[int, str]]:
-        generation = ctx.session.scalar(select(Meta.value).where(Meta.key == "inventory"))
-        key = (ctx.reservation.site_id, l1_kind)
+    def candidates(self, ctx: Context, l1_kind: str) -> tuple[dict[int, tuple[int, ...]], dict[int, str]]:
+        return self._candidates(ctx.session, ctx.reservation.site_id, l1_kind)
+
+    def _candidates(self, session: Session, site_id: int, l1_kind: str) -> tuple[dict[int, tuple[int, ...]],
+                                                                                 dict[int, str]]:
+        generation = session.scalar(select(Meta.value).where(Meta.key == "inventory"))
+        key = (site_id, l1_kind)
         cached = self._nodes.get(key)
         if cached is None or cached[0] != generation or generation is None:
-            nodes = ctx.session.execute(
+            nodes = session.execute(
                 select(Node.id, Node.name, Node.cpus, Node.memory_mb, Node.disk_gb).where(
-                    Node.site_id == ctx.reservation.site_id, Node.state == "available", Node.supports(l1_kind)
+                    Node.site_id == site_id, Node.state == NodeState.AVAILABLE, Node.supports(l1_kind)
                 )
             ).all()
             cached = (generation, {i: (c, m, d) for i, _, c, m, d in nodes}, {i: name for i, name, *_ in nodes})
@@ -73,6 +78,11 @@ class ComputeManager(ResourceManager):
                 {"node": names_[node_id], "l1": l1, "l1_kind": item["l1_kind"], "n": n},
                 cpus=need[0], memory_mb=need[1], disk_gb=need[2],
             )
+
+    def availability(self, q: Query, item: dict) -> Offer:
+        caps, _ = self._candidates(q.session, q.site.id, item["l1_kind"])
+        need = (item["cpus"], item["memory_mb"], item["disk_gb"])
+        return self._offer(q, caps, need, item["count"], lambda free: {"count_fit": calendar.fit_count(free, need)})
 
     def plan(self, view: ActiveView, plans: Plans) -> None:
         """Each L1 of its kind and flavor, with one NIC: a port on its segment carrying every VLAN,

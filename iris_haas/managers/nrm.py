@@ -9,7 +9,15 @@ from iris_haas import planning
 from iris_haas.contract import names
 from iris_haas.contract.errors import InvalidInput, ReserveFailed
 from iris_haas.contract.types import ServiceModel
-from iris_haas.managers.base import ActiveView, Context, Plans, ResourceManager, segment_of
+from iris_haas.managers.base import (
+    ActiveView,
+    Context,
+    Offer,
+    Plans,
+    Query,
+    ResourceManager,
+    segment_of,
+)
 from iris_haas.planning import router_interface
 from iris_haas.store import calendar
 from iris_haas.store.models import Link, Site, Tenant
@@ -57,6 +65,14 @@ class NetworkManager(ResourceManager):
             )
         link = next(link for link in links if link.id == chosen[0])
         self.hold(ctx, index, link.id, {"link": link.name, "tenant_site": site.name}, mbps=mbps)
+
+    def availability(self, q: Query, item: dict) -> Offer:
+        if q.tenant is None:
+            raise InvalidInput("bandwidth availability is per tenant: ask with a tenant token", field="bandwidth_mbps")
+        site = tenant_site(q.session, q.tenant, item.get("tenant_site"))
+        caps = {link.id: (link.capacity_mbps,) for link in links_between(q.session, site.id, q.site.id)}
+        return self._offer(q, caps, (item["bandwidth_mbps"],), 1,
+                           lambda free: {"bandwidth_free_mbps": max((f[0] for f in free.values()), default=None)})
 
     def plan(self, view: ActiveView, plans: Plans) -> None:
         """Per tenant with active reservations: the HaaS gateways of the sites its reservations are

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from iris_haas import planning
 from iris_haas.contract import names
 from iris_haas.contract.errors import ReserveFailed
-from iris_haas.managers.base import ActiveView, Context, Plans, ResourceManager
+from iris_haas.managers.base import ActiveView, Context, Offer, Plans, Query, ResourceManager
 from iris_haas.store import calendar
 from iris_haas.store.models import StoragePool, next_number
 
@@ -33,6 +33,11 @@ class StorageManager(ResourceManager):
         no = previous[0].detail["no"] if previous and "no" in previous[0].detail else next_number(ctx.session, "volume")
         self.hold(ctx, index, pool.id, {"pool": pool.name, "volume": names.volume(no), "no": no, "keep": item["keep"]},
                   gb=item["size_gb"])
+
+    def availability(self, q: Query, item: dict) -> Offer:
+        pools = q.session.scalars(select(StoragePool).where(StoragePool.site_id == q.site.id))
+        return self._offer(q, {p.id: (p.capacity_gb,) for p in pools}, (item["size_gb"],), 1,
+                           lambda free: {"storage_free_gb": max((f[0] for f in free.values()), default=None)})
 
     def plan(self, view: ActiveView, plans: Plans) -> None:
         """Each volume on its pool's host and, when the item gives an export address, its export

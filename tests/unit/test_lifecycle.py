@@ -18,7 +18,7 @@ def compute(count=1, cpus=2):
 
 
 def reserve(api, who="alice", items=None, **schedule):
-    body = {"items": items or [compute()], **({"duration_s": 3600} if not schedule else schedule)}
+    body = {"items": items or [compute()], **(schedule or {"duration_s": 3600})}
     return api.call("POST", "/reservations", who, json=body)
 
 

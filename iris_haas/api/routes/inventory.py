@@ -1,8 +1,7 @@
 """The HaaS inventory (admin): one router per resource, built from one pattern."""
 
-
-import time
-
+# No ``from __future__ import annotations``: the routes' body types are the factory's arguments, which
+# FastAPI could not resolve from strings.
 from fastapi import APIRouter, status
 
 from iris_haas.api import schemas
@@ -39,13 +38,6 @@ pools = resource_router("storage_pool", "storage-pools", schemas.StoragePoolCrea
 
 
 @nodes.patch("/{name}", response_model=schemas.NodePublic, summary="Set a node's state")
-def update_node(name: str, body: schemas.NodeUpdate, inv: InventoryDep, coord: CoordinatorDep, _: AdminDep):
+def update_node(name: str, body: schemas.NodeUpdate, coord: CoordinatorDep, _: AdminDep):
     """A node going ``down`` ends (Failed) every reservation that still has an L1 on it."""
-    node = inv.set_node_state(name, body.state)
-    if body.state == "down":
-        for rid in inv.affected_reservations(node.id, time.time()):
-            try:
-                coord.force_end(rid, f"node {name} is down")
-            except Exception:  # already ended or terminated: nothing left to end
-                pass
-    return node
+    return coord.set_node_state(name, body.state)

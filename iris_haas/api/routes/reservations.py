@@ -7,7 +7,8 @@ from fastapi import APIRouter, Query, status
 
 from iris_haas.api import schemas
 from iris_haas.api.deps import AdminDep, CoordinatorDep, PrincipalDep, TenantDep
-from iris_haas.control.schemas import L1Kind, ModifyRequest, ReserveRequest, from_epoch, to_epoch
+from iris_haas.contract.types import L1Kind
+from iris_haas.control.schemas import ModifyRequest, ReserveRequest, from_epoch, to_epoch
 from iris_haas.managers.base import segment_of
 from iris_haas.store.models import Reservation, Tenant
 
@@ -92,7 +93,7 @@ def get_availability(
     who: PrincipalDep,
     duration_s: Annotated[int, Query(ge=1, le=10 * 365 * 86400)],
     count: Annotated[int, Query(ge=1, le=1000)] = 1,
-    l1_kind: L1Kind = "lxc",
+    l1_kind: L1Kind = L1Kind.LXC,
     cpus: Annotated[int, Query(ge=1)] = 1,
     memory_mb: Annotated[int, Query(ge=64)] = 1024,
     disk_gb: Annotated[int, Query(ge=0)] = 10,
