@@ -4,7 +4,7 @@ VENV   ?= .venv
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.iris-installed
 
-.PHONY: all setup demo test test-unit bench clean
+.PHONY: all setup demo lint test test-unit bench clean
 
 all: setup
 
@@ -21,7 +21,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/iris demo
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: setup lint
 	$(VENV)/bin/python -m pytest -q --durations=15 tests
 
 test-unit: setup

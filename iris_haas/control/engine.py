@@ -500,7 +500,7 @@ class Coordinator:
                                      .order_by(Reservation.id).with_for_update()):
                     changed |= self._force_end(s, res, f"node {name} is down")
         if changed:
-            self._push()
+            self._push("node_down")
         return node
 
     def _end(self, s: Session, res: Reservation) -> bool:
