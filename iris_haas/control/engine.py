@@ -7,6 +7,7 @@ to the hosts whose state changed, after the transaction commits.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import logging
 import time
@@ -145,7 +146,7 @@ class Coordinator:
 
     def _site_model(self, s: Session, tenant_id: int) -> str:
         models = set(s.scalars(select(Site.service_model).where(Site.tenant_id == tenant_id))) - {None}
-        model = ServiceModel(models.pop()) if len(models) == 1 else ServiceModel.NODE
+        model = ServiceModel(models.pop() or ServiceModel.NODE) if len(models) == 1 else ServiceModel.NODE
         if model == ServiceModel.ROUTED:
             raise InvalidInput("a routed (model c) reservation names its subnet: give service_model c and routing",
                                field="routing")
@@ -156,7 +157,7 @@ class Coordinator:
         self._transition(s, res, "reservation", "reserve")
         ctx = self._context(s, res, res.version)
         try:
-            for index, item in enumerate(res.criteria_for(res.version).items):
+            for index, item in enumerate(res.criteria_at(res.version).items):
                 self.managers[item["kind"]].reserve(ctx, index, item)
         except ReserveFailed as e:
             for m in self._involved(res):  # a child failed: abort the held siblings
@@ -255,7 +256,7 @@ class Coordinator:
             res = s.get(Reservation, rid)
             if res is None:
                 return
-            tenant = s.get(Tenant, res.tenant_id)
+            tenant = s.get_one(Tenant, res.tenant_id)
             if res.data_plane_active:
                 hosts = self._hosts_of(targets, rid, f"tenant:{tenant.name}", segment_of(res, tenant).bridge)
             else:
@@ -304,7 +305,7 @@ class Coordinator:
     def reserve(self, tenant_id: int, req: ReserveRequest) -> Reservation:
         now = self.clock()
         start = to_epoch(req.start) if req.start else now
-        end = to_epoch(req.end) if req.end else start + req.duration_s
+        end = to_epoch(req.end) if req.end else start + (req.duration_s or 0)
         if end <= now:
             raise InvalidInput("the reservation would end in the past", field="end")
 
@@ -340,7 +341,7 @@ class Coordinator:
                 raise IllegalTransition("reservation", res.reservation_state, "modify")
             if req.version <= res.version:
                 raise VersionConflict(f"version must be higher than the current {res.version}", current=res.version)
-            base = res.criteria_for(res.committed_version)
+            base = res.criteria_at(res.committed_version)
             items = copy.deepcopy(base.items)
             for field, kind, key in (("count", "compute", "count"), ("bandwidth_mbps", "network", "bandwidth_mbps"),
                                      ("size_gb", "storage", "size_gb")):
@@ -414,7 +415,7 @@ class Coordinator:
                 m.provision(self._context(s, res, res.committed_version))
             self._sync(s, res, now)
             active = res.data_plane_active
-            tenant = s.get(Tenant, res.tenant_id)
+            tenant = s.get_one(Tenant, res.tenant_id)
             owner, bridge = f"tenant:{tenant.name}", segment_of(res, tenant).bridge
             failpoints.hit("provision.before_commit")
         failpoints.hit("provision.after_commit")
@@ -593,7 +594,7 @@ class Coordinator:
                 res = self._load(s, rid, None)
                 if res.provision_state != ProvisionState.PROVISIONING:
                     continue
-                tenant = s.get(Tenant, res.tenant_id)
+                tenant = s.get_one(Tenant, res.tenant_id)
                 mine = (self._hosts_of(targets, rid, f"tenant:{tenant.name}", segment_of(res, tenant).bridge)
                         if res.data_plane_active else {})
                 rows = {r.host: r for r in s.scalars(select(HostSync).where(HostSync.host.in_(list(mine))))}
@@ -624,7 +625,7 @@ class Coordinator:
             resources = [r for m in self._involved(res) for r in m.query(ctx)]
             return res, ctx.tenant, resources
 
-    def list(self, tenant_id: int | None) -> list[tuple[Reservation, Tenant]]:
+    def list(self, tenant_id: int | None) -> builtins.list[tuple[Reservation, Tenant]]:
         with self.db.transaction() as s:
             q = select(Reservation, Tenant).join(Tenant, Tenant.id == Reservation.tenant_id).order_by(
                 Reservation.created_at)
@@ -635,7 +636,7 @@ class Coordinator:
                 _ = r.criteria
         return out
 
-    def events(self, tenant_id: int | None, rid: str) -> list[Event]:
+    def events(self, tenant_id: int | None, rid: str) -> builtins.list[Event]:
         with self.db.transaction() as s:
             res = s.get(Reservation, rid)
             if res is None or (tenant_id is not None and res.tenant_id != tenant_id):

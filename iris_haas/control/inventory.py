@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
@@ -58,11 +58,15 @@ def parse_vlans(spec: str) -> list[tuple[int, int]]:
     return out
 
 
+_M = TypeVar("_M", bound=Any)
+
+
 class Inventory:
     def __init__(self, db: Database):
         self.db = db
 
-    def _by_name(self, s: Session, model: type[Base], name: str, tenant_id: int | None = None):
+    # the inventory's models all have id and name (and some tenant_id): typed as Any here
+    def _by_name(self, s: Session, model: Any, name: str, tenant_id: int | None = None):
         q = select(model).where(model.name == name)
         if tenant_id is not None:
             q = q.where(model.tenant_id == tenant_id)
@@ -77,7 +81,7 @@ class Inventory:
             raise InvalidInput(f"no site named {name}", field=field)
         return site.id
 
-    def _add(self, s: Session, obj: Base) -> Base:
+    def _add(self, s: Session, obj: _M) -> _M:
         bump_inventory(s)
         s.add(obj)
         try:
@@ -131,8 +135,8 @@ class Inventory:
                 raise InvalidInput("a link joins two different sites", field="site_b")
             return self._add(s, model(**fields))
 
-    def list(self, kind: str, tenant_id: int | None = None) -> list[Base]:
-        model = KINDS[kind]
+    def list(self, kind: str, tenant_id: int | None = None) -> list[Any]:
+        model: Any = KINDS[kind]
         with self.db.transaction() as s:
             q = select(model).order_by(model.id)
             if tenant_id is not None:

@@ -16,7 +16,7 @@ import os
 import threading
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from iris_haas.store.db import Database
 
@@ -29,7 +29,7 @@ class Lease:
     def __init__(self, db: Database):
         self.db = db
         self._lock = threading.Lock()
-        self._conn = None  # PostgreSQL: the connection whose session holds the advisory lock
+        self._conn: Connection | None = None  # PostgreSQL: the connection whose session holds the lock
         self._fd: int | None = None  # SQLite: the flock'ed file
         self._path: Path | None = None
         if not db.is_postgresql:

@@ -38,11 +38,11 @@ class Context:
     # Looked up on first use: a commit or an abort never needs them.
     @property
     def tenant(self) -> Tenant:
-        return self.session.get(Tenant, self.reservation.tenant_id)
+        return self.session.get_one(Tenant, self.reservation.tenant_id)
 
     @property
     def haas_site(self) -> Site:
-        return self.session.get(Site, self.reservation.site_id)
+        return self.session.get_one(Site, self.reservation.site_id)
 
 
 def segment_of(reservation: Reservation, tenant: Tenant) -> Segment:
@@ -50,7 +50,8 @@ def segment_of(reservation: Reservation, tenant: Tenant) -> Segment:
     segment of the reservation's own, with its own key, isolated from every other HaaS resource
     and extended to the IaaS as a separate network (the IaaS adds it as a new pod). Model (c): a
     segment of its own too, not extended: reached through a router (see the NRM)."""
-    if reservation.service_model in (ServiceModel.POD, ServiceModel.ROUTED) and reservation.segment_no is not None:
+    if (reservation.service_model in (ServiceModel.POD, ServiceModel.ROUTED) and reservation.segment_no is not None
+            and reservation.segment_key is not None):
         return Segment.of(names.pod_segment(reservation.segment_no), reservation.segment_key,
                           routed=reservation.service_model == ServiceModel.ROUTED)
     return tenant_segment(tenant)
@@ -89,7 +90,7 @@ class ActiveView:
 
     def item(self, a: Allocation) -> dict:
         res = self.reservations[a.reservation_id]
-        return res.criteria_for(res.committed_version).items[a.item]
+        return res.criteria_at(res.committed_version).items[a.item]
 
     def segment(self, a: Allocation) -> Segment:
         return segment_of(self.reservations[a.reservation_id], self.tenant(a))

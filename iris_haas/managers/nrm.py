@@ -70,7 +70,7 @@ class NetworkManager(ResourceManager):
         if q.tenant is None:
             raise InvalidInput("bandwidth availability is per tenant: ask with a tenant token", field="bandwidth_mbps")
         site = tenant_site(q.session, q.tenant, item.get("tenant_site"))
-        caps = {link.id: (link.capacity_mbps,) for link in links_between(q.session, site.id, q.site.id)}
+        caps: dict[int, tuple[int, ...]] = {link.id: (link.capacity_mbps,) for link in links_between(q.session, site.id, q.site.id)}
         return self._offer(q, caps, (item["bandwidth_mbps"],), 1,
                            lambda free: {"bandwidth_free_mbps": max((f[0] for f in free.values()), default=None)})
 

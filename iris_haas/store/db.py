@@ -80,7 +80,9 @@ class Checkpointer:
             try:
                 raw = self.engine.raw_connection()  # autocommit: no BEGIN around the pragma
                 try:
-                    raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    conn = raw.driver_connection
+                    if conn is not None:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 finally:
                     raw.close()
             except Exception:  # a busy database: the next round checkpoints

@@ -173,6 +173,13 @@ class Reservation(Base):
         back_populates="reservation", cascade="all, delete-orphan", order_by="Criteria.version"
     )
 
+    def criteria_at(self, version: int) -> Criteria:
+        """The criteria of a version that exists (raises LookupError otherwise)."""
+        c = self.criteria_for(version)
+        if c is None:
+            raise LookupError(f"reservation {self.id} has no version {version}")
+        return c
+
     def criteria_for(self, version: int) -> Criteria | None:
         return next((c for c in self.criteria if c.version == version), None)
 
