@@ -17,7 +17,7 @@ from iris_haas.store.models import Base
     ({"duration_s": 60, "items": [{"kind": "compute", "count": 1, "l1_kind": "xen"}]}, "items.0.compute.l1_kind"),
     ({"duration_s": 60, "items": [{"kind": "compute", "count": 1, "colour": "red"}]}, "items.0.compute.colour"),
     ({"duration_s": 60, "items": []}, "items"),
-    ({"items": [{"kind": "storage", "size_gb": 1}]}, ""),  # neither end nor duration
+    ({"items": [{"kind": "storage", "size_gb": 1}]}, ""),  # neither end nor duration: the body itself
     ({"start": "2030-01-01T10:00:00Z", "end": "2030-01-01T09:00:00Z",
       "items": [{"kind": "storage", "size_gb": 1}]}, ""),
     ({"start": "yesterday", "duration_s": 60, "items": [{"kind": "storage", "size_gb": 1}]}, "start"),
@@ -27,7 +27,8 @@ def test_bad_reservation_is_422_with_field(api, body, field):
     assert r.status_code == 422, r.text
     out = r.json()
     assert out["type"] == "InvalidInput" and out["message"]
-    assert any(e["field"].startswith(field) for e in out["errors"]), out
+    # the named field exactly ("" is the body as a whole), and no other
+    assert [e["field"] for e in out["errors"]] == [field], out
 
 
 def test_reservation_in_the_past_is_422(api):
