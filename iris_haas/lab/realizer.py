@@ -125,7 +125,7 @@ def up(lab: Lab, *, agents: bool = True, timeout: float = 30.0, ephemeral: bool 
     try:
         with _pool(len(p.namespaces)) as ex:
             new = [n for n in p.namespaces if nl.ensure_netns(n)]
-            list(ex.map(lambda n: r.run(nl.netns_sysctl_cmds(n, n in p.routers)), new))
+            list(ex.map(lambda n: r.run(nl.netns_sysctl_cmds(n)), new))
         times["netns"] = time.monotonic() - t0
         with _pool(len(p.veths)) as ex:
             list(ex.map(lambda v: nl.ensure_veth(v.a, v.a_ns, v.b, v.b_ns, mtu=v.mtu), p.veths))
@@ -240,7 +240,7 @@ def _start_agents(lab: Lab, r: SubprocessRunner) -> None:
 def start_agent(lab: Lab, node: str) -> None:
     """(Re)start one agent, e.g. after a test killed it."""
     a = next(a for a in lab.plan.agents if a.node == node)
-    _start_agents(Lab(LabPlan(lab.topo, [], set(), [], [], [], [], [], [a])), SubprocessRunner())
+    _start_agents(Lab(LabPlan(lab.topo, [], [], [], [], [], [], [a])), SubprocessRunner())
     _wait_agents(lab, 30.0, [node])
 
 
@@ -322,7 +322,7 @@ def down(lab: str) -> dict:
         with _pool(len(insts)) as ex:
             list(ex.map(lambda i: i.stop(r), insts))
         removed["processes"] += 2 * len(insts)
-    nss = lab_namespaces(lab)
+    nss = lab_namespaces(lab) + agents_namespaces(d)
     for pid in processes_in(nss):
         kill_pid(pid)
         removed["processes"] += 1
@@ -350,6 +350,26 @@ def down(lab: str) -> dict:
     removed["moved_to_host"] = moved
     shutil.rmtree(d, ignore_errors=True)
     return removed
+
+
+def agents_namespaces(d: Path) -> list[str]:
+    """The namespaces the lab's agents made for L1s, exports and routers (named by the coordinator
+    or a test, not by the lab): from their stored desired states and L1 records."""
+    out: set[str] = set()
+    for state in d.glob("*/agent/desired.json"):
+        try:
+            ops = json.loads(state.read_text()).get("ops", [])
+        except (OSError, ValueError):
+            continue
+        out |= {o[k] for o in ops for k in ("netns", "l1_netns") if o.get(k)}
+    for spec in d.glob("*/agent/l1/*/*.json"):
+        try:
+            ns = json.loads(spec.read_text()).get("netns")
+        except (OSError, ValueError):
+            continue
+        if ns:
+            out.add(ns)
+    return sorted(n for n in out if n.startswith(names.PREFIX) and nl.netns_exists(n))
 
 
 # ---------------------------------------------------------------- status

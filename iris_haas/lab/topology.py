@@ -178,7 +178,6 @@ class Agent:
 class LabPlan:
     topo: Topology
     namespaces: list[str]
-    routers: set[str]
     veths: list[Veth]
     linux_bridges: list[LinuxBridge]
     ovs: list[OvsNode]
@@ -260,4 +259,4 @@ def expand(t: Topology) -> LabPlan:
     lbs.append(LinuxBridge(ns("fab"), "fab", fab_ports, None, mtu))
     lbs.append(LinuxBridge(ns("ctl"), "ctl", ctl_ports, _cidr(t.ctl_ip("ctl"), t.haas.control)))
     # no node routes: the switches are bridges, the gateways tunnel (only model (c) adds a router)
-    return LabPlan(t, nss, set(), veths, lbs, ovsn, hosts, addrs, agents)
+    return LabPlan(t, nss, veths, lbs, ovsn, hosts, addrs, agents)
