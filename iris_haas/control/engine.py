@@ -356,6 +356,11 @@ class Coordinator:
             end = to_epoch(req.end) if req.end else base.end
             if end <= max(base.start, now):
                 raise InvalidInput("the new end must be after the start and in the future", field="end")
+            # a version that was held once and then aborted, failed or timed out may be asked for
+            # again: its old criteria go first
+            for old in [c for c in res.criteria if c.version >= req.version]:
+                res.criteria.remove(old)
+            s.flush()
             res.version = req.version
             res.criteria.append(Criteria(version=req.version, start=base.start, end=end, items=items))
             s.flush()

@@ -319,3 +319,14 @@ def test_every_legal_transition_is_reached_through_the_api(api, clock, monkeypat
     seen = {tr for rid in rids for tr in transitions(api, rid)}
     table = {(m.name, s, e, t) for m in MACHINES.values() for (s, e), t in m.transitions.items()}
     assert sorted(table - seen) == []
+
+
+def test_a_version_aborted_may_be_asked_for_again(api):
+    r = reserve(api).json()
+    msg(api, r["id"], "commit")
+    assert api.call("POST", f"/reservations/{r['id']}/modify", "alice", json={"version": 2, "count": 2}).status_code == 200
+    assert msg(api, r["id"], "abort").status_code == 200
+    again = api.call("POST", f"/reservations/{r['id']}/modify", "alice", json={"version": 2, "count": 3})
+    assert again.status_code == 200, again.text
+    assert msg(api, r["id"], "commit").json()["committed_version"] == 2
+    assert len([x for x in api.ok("GET", f"/reservations/{r['id']}", "alice")["resources"] if "l1" in x]) == 3
