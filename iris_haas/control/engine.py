@@ -210,7 +210,8 @@ class Coordinator:
         those whose host has acknowledged it (or that no host holds)."""
         nodes = {n.id: n.name for n in s.scalars(select(Node))}
         pools = {p.id: p.host for p in s.scalars(select(StoragePool))}
-        for a in s.scalars(select(Allocation).where(Allocation.status == calendar.DRAINING)):
+        for a in s.scalars(select(Allocation).where(Allocation.resource_kind.in_(["node", "pool"]),
+                                                    Allocation.status == calendar.DRAINING)):
             host = nodes.get(a.resource_id) if a.resource_kind == "node" else pools.get(a.resource_id)
             row = rows.get(host) if host else None
             if row is None:
@@ -223,7 +224,9 @@ class Coordinator:
 
     def _draining(self) -> bool:
         with self.db.transaction() as s:
-            return s.scalar(select(Allocation.id).where(Allocation.status == calendar.DRAINING).limit(1)) is not None
+            # by kind and status, so the index (resource_kind, status) answers it without a scan
+            return s.scalar(select(Allocation.id).where(Allocation.resource_kind.in_(["node", "pool"]),
+                                                        Allocation.status == calendar.DRAINING).limit(1)) is not None
 
     def _purge(self) -> None:
         with self.db.transaction() as s:
