@@ -26,9 +26,11 @@ def _parses(parse: Callable[[str], Any]) -> AfterValidator:
     return AfterValidator(check)
 
 
-IpAddr = Annotated[str, _parses(ipaddress.ip_address)]
-Cidr = Annotated[str, _parses(ipaddress.ip_interface)]  # an address with its prefix, 10.0.101.5/24
-Network = Annotated[str, _parses(lambda v: ipaddress.ip_network(v, strict=False))]
+# The data plane is IPv4 end to end (GRE over IPv4, the tc filters, the lab): IPv6 and scope ids
+# ("fe80::1%eth0") are refused where they would reach a host, not written into OVSDB.
+IpAddr = Annotated[str, _parses(ipaddress.IPv4Address)]
+Cidr = Annotated[str, _parses(ipaddress.IPv4Interface)]  # an address with its prefix, 10.0.101.5/24
+Network = Annotated[str, _parses(lambda v: ipaddress.IPv4Network(v, strict=False))]
 
 
 class ReservationState(StrEnum):

@@ -70,6 +70,9 @@ class Outcome:
     error: IrisError | None = None
 
 
+HORIZON_S = 10 * 365 * 86400  # how far ahead a reservation may end: the calendar is not a forever
+
+
 def _why(error: str | None) -> str:
     if error is None:
         return "took the state but is not in sync with it"
@@ -309,6 +312,9 @@ class Coordinator:
         now = self.clock()
         start = to_epoch(req.start) if req.start else now
         end = to_epoch(req.end) if req.end else start + (req.duration_s or 0)
+        for name, t in (("start", start), ("end", end)):
+            if t > now + HORIZON_S:
+                raise InvalidInput(f"{name} is more than {HORIZON_S // (365 * 86400)} years ahead", field=name)
         if end <= now:
             raise InvalidInput("the reservation would end in the past", field="end")
 

@@ -115,3 +115,21 @@ def test_migrations_match_the_models(db):
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
+
+
+@pytest.mark.parametrize("address", ['fe80::1%"', "fe80::1%eth0", "2001:db8::1", "198.18.1.300", "1.2.3.4\"; rm"])
+def test_a_gateway_address_the_data_plane_cannot_carry_is_422_and_nothing_stored(api, address):
+    r = api.call("POST", "/sites", "alice", json={"name": "x9", "gateway_underlay": address})
+    assert r.status_code == 422 and "gateway_underlay" in r.text, r.text
+    assert "x9" not in [s["name"] for s in api.ok("GET", "/sites", "alice")]
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"start": "9999-12-31T00:00:00Z", "duration_s": 3600}, "start"),
+    ({"end": "9999-12-31T00:00:00Z"}, "end"),
+])
+def test_a_reservation_beyond_the_horizon_is_422_and_nothing_stored(api, body, field):
+    r = api.call("POST", "/reservations", "alice", json={**body, "items": [{"kind": "storage", "size_gb": 1}]})
+    assert r.status_code == 422 and r.json()["field"] == field, r.text
+    assert api.ok("GET", "/reservations", "alice") == []
+    assert api.call("GET", "/reservations", "admin").status_code == 200
