@@ -10,6 +10,10 @@ import os
 import pwd
 from pathlib import Path
 
+# hypothesis first, at a shallow stack: its pytest plugin imports it at the terminal summary
+# otherwise, where CPython 3.11.7's parser fails ("AST constructor recursion depth mismatch")
+# when a test file that never imported it ran alone
+import hypothesis  # noqa: F401
 import pytest
 from fastapi.testclient import TestClient
 
@@ -83,7 +87,9 @@ def make_coordinator(database: Database, clock: Clock, hold_timeout_s: float = 6
 @pytest.fixture
 def coordinator(db, clock):
     """On SQLite and on PostgreSQL: every API and engine test runs on both stores."""
-    return make_coordinator(db, clock)
+    coord = make_coordinator(db, clock)
+    yield coord
+    coord.close()
 
 
 class Api:

@@ -77,6 +77,7 @@ class LocalCoordinator:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        self.engine.close()
         self.engine.db.dispose()
 
     def client(self, token: str, timeout: float = 120.0) -> Client:

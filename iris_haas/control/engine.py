@@ -108,6 +108,11 @@ class Coordinator:
         # NSI: commit the externally controlled part (the network path) first, then what Iris controls.
         self.commit_order: list[ResourceManager] = [network, compute, storage]
 
+    def close(self) -> None:
+        """Give up the leadership (another coordinator takes over at once) and stop pushing."""
+        self.lease.release()
+        self.sync.close()
+
     # ---------------------------------------------------------------- helpers
     def _event(self, s: Session, res: Reservation, type_: str, **detail) -> None:
         s.add(Event(reservation_id=res.id, at=self.clock(), type=type_, detail=detail))
