@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from iris_haas.contract.types import IpAddr, L1Kind, NodeState, ServiceModel
-
-Name = str
-NAME = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+from iris_haas.contract.types import AgentUrl, HostPath, IpAddr, L1Kind, Name, NodeState, ServiceModel
 
 
 class _In(BaseModel):
@@ -21,7 +19,7 @@ class _Out(BaseModel):
 
 
 class TenantCreate(_In):
-    name: Name = NAME
+    name: Name
     tunnel_key: int | None = Field(default=None, ge=1, le=2**32 - 1,
                                    description="GRE key of the tenant's overlay and trunk; default: assigned")
 
@@ -36,18 +34,20 @@ class TenantCreated(TenantPublic):
     token: str = Field(description="shown once; Iris keeps only its hash")
 
 
-class HaasSiteCreate(_In):
-    name: Name = NAME
+class SiteCreate(_In):
+    """The admin registers a HaaS site (its name only); a tenant registers its own IaaS data center,
+    which needs its gateway's address."""
 
+    name: Name
+    gateway_underlay: IpAddr | None = Field(default=None, description="IaaS site: public (underlay) address of "
+                                            "the tenant's gateway")
+    vlans: str = Field(default="1-4094", max_length=256, description="IaaS site: VLAN IDs the IaaS uses, e.g. "
+                       "101-102,200-299")
+    mgmt_vlan: int = Field(default=101, ge=1, le=4094, description="IaaS site: the management VLAN, native on "
+                           "each L1's NIC")
+    service_model: ServiceModel = Field(default=ServiceModel.NODE, description="IaaS site: how its L1s join it")
 
-class IaasSiteCreate(_In):
-    """A tenant registers its own IaaS data center."""
-
-    name: Name = NAME
-    gateway_underlay: IpAddr = Field(description="public (underlay) address of the tenant's gateway")
-    vlans: str = Field(default="1-4094", max_length=256, description="VLAN IDs the IaaS uses, e.g. 101-102,200-299")
-    mgmt_vlan: int = Field(default=101, ge=1, le=4094, description="the management VLAN, native on each L1's NIC")
-    service_model: ServiceModel = ServiceModel.NODE
+    IAAS_ONLY: ClassVar[tuple[str, ...]] = ("gateway_underlay", "vlans", "mgmt_vlan", "service_model")
 
 
 class SitePublic(_Out):
@@ -61,14 +61,14 @@ class SitePublic(_Out):
 
 
 class NodeCreate(_In):
-    name: Name = NAME
+    name: Name
     site: Name
     cpus: int = Field(ge=1, le=4096)
     memory_mb: int = Field(ge=64, le=64 * 1024 * 1024)
     disk_gb: int = Field(ge=0, le=1024 * 1024)
     l1_kinds: list[L1Kind] = Field(default_factory=lambda: [L1Kind.LXC, L1Kind.KVM, L1Kind.NETNS], min_length=1)
     underlay_address: IpAddr | None = Field(default=None, description="tunnel endpoint on the HaaS data fabric")
-    agent_url: str | None = Field(default=None, max_length=256)
+    agent_url: AgentUrl | None = None
     state: NodeState = NodeState.AVAILABLE
 
 
@@ -90,13 +90,13 @@ class NodePublic(_Out):
 
 
 class GatewayCreate(_In):
-    name: Name = NAME
+    name: Name
     site: Name
     underlay_address: IpAddr = Field(description="public address: the inter-DC tunnels end here")
     fabric_address: IpAddr | None = Field(default=None, description="address on the HaaS data fabric, for the mesh")
     uplink: str = Field(default="eth0", min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.-]+$",
                         description="interface towards the internet (per-tenant limits apply here)")
-    agent_url: str | None = Field(default=None, max_length=256)
+    agent_url: AgentUrl | None = None
 
 
 class GatewayPublic(_Out):
@@ -110,7 +110,7 @@ class GatewayPublic(_Out):
 
 
 class LinkCreate(_In):
-    name: Name = NAME
+    name: Name
     site_a: Name
     site_b: Name
     capacity_mbps: int = Field(ge=1, le=10_000_000)
@@ -125,11 +125,11 @@ class LinkPublic(_Out):
 
 
 class StoragePoolCreate(_In):
-    name: Name = NAME
+    name: Name
     site: Name
     capacity_gb: int = Field(ge=1, le=1024 * 1024 * 1024)
-    host: str | None = Field(default=None, max_length=64, description="the L0 whose agent serves the pool")
-    path: str | None = Field(default=None, max_length=256, pattern=r"^/[^\x00]*$", description="its directory there")
+    host: Name | None = Field(default=None, description="the L0 whose agent serves the pool")
+    path: HostPath | None = Field(default=None, description="its directory there")
 
 
 class StoragePoolPublic(_Out):

@@ -52,7 +52,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from iris_haas.contract.types import Cidr, IfName, IpAddr, L1Kind, Network, Vlan
+from iris_haas.contract.types import Cidr, Cpus, HostPath, IfName, IpAddr, L1Kind, MemoryMb, Network, SshKey, Vlan
 
 
 class _Op(BaseModel):
@@ -130,9 +130,9 @@ class L1Op(_Op):
     mac: str | None = Field(default=None, pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
     address: Cidr | None = Field(default=None, description="management address")
     gateway: IpAddr | None = None
-    cpus: int = Field(default=1, ge=1, le=256)
-    memory_mb: int = Field(default=256, ge=32, le=1 << 20)
-    ssh_key: str = ""
+    cpus: Cpus = 1
+    memory_mb: MemoryMb = 256
+    ssh_key: SshKey = ""
 
 
 
@@ -148,7 +148,7 @@ class L1Op(_Op):
 class VolumeOp(_Op):
     op: Literal["volume"] = "volume"
     name: str = Field(pattern=r"^iris-[a-z0-9][a-z0-9-]{0,58}$")
-    pool: str = Field(pattern=r"^/[^\x00]*$", description="the pool's directory, absolute")
+    pool: HostPath = Field(description="the pool's directory, absolute")
     size_gb: int = Field(default=0, ge=0)
     size_mb: int = Field(default=0, ge=0, description="overrides size_gb: MiB, for small lab volumes")
     keep: bool = False

@@ -16,6 +16,30 @@ from pydantic import AfterValidator, Field
 
 IfName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.~-]+$")]
 Vlan = Annotated[int, Field(ge=1, le=4094)]
+# what the operator and tenants name things by (tenants, sites, nodes, pools): it fits the database's
+# String(64) columns, and is safe in a log line and a URL path
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+# one L1's flavor: the API accepts exactly what the hosts' ops accept, so nothing admitted can break a
+# host's desired state
+Cpus = Annotated[int, Field(ge=1, le=256)]
+MemoryMb = Annotated[int, Field(ge=64, le=1 << 20)]
+DiskGb = Annotated[int, Field(ge=0, le=1 << 20)]
+Mbps = Annotated[int, Field(ge=1, le=100_000)]  # a reservation's bandwidth; tc shapes up to 100 Gbit/s
+# where the coordinator reaches a host's agent
+AgentUrl = Annotated[str, Field(max_length=256, pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")]
+
+
+def _plain_path(v: str) -> str:
+    if any(part in (".", "..") for part in v.split("/")):
+        raise ValueError("no . or .. components")
+    return v
+
+
+# a directory on a host, absolute and literal: no .., no control characters
+HostPath = Annotated[str, Field(max_length=256, pattern=r"^/[^\x00-\x1f\x7f]*$"), AfterValidator(_plain_path)]
+# one OpenSSH public key on one line: it is written into the L1's authorized_keys
+SshKey = Annotated[str, Field(max_length=4096,
+                              pattern=r"^((ssh|ecdsa|sk)-[A-Za-z0-9@.-]+ [A-Za-z0-9+/]+={0,2}( [^\x00-\x1f\x7f]*)?)?$")]
 
 
 def _parses(parse: Callable[[str], Any]) -> AfterValidator:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from iris_haas.contract.types import Cidr, L1Kind, ServiceModel
+from iris_haas.contract.types import Cidr, Cpus, DiskGb, L1Kind, Mbps, MemoryMb, Name, ServiceModel, SshKey
 
 
 class _Item(BaseModel):
@@ -19,12 +19,12 @@ class ComputeItem(_Item):
     kind: Literal["compute"] = "compute"
     count: int = Field(ge=1, le=1000)
     l1_kind: L1Kind = L1Kind.LXC
-    cpus: int = Field(default=1, ge=1, le=1024)
-    memory_mb: int = Field(default=1024, ge=64, le=16 * 1024 * 1024)
-    disk_gb: int = Field(default=10, ge=0, le=1024 * 1024)
+    cpus: Cpus = 1
+    memory_mb: MemoryMb = 1024
+    disk_gb: DiskGb = 10
     addresses: list[Cidr] = Field(default_factory=list, max_length=1000,
                                   description="management address (CIDR) of each L1, in order; or DHCP from the IaaS")
-    ssh_key: str | None = Field(default=None, max_length=4096, description="the tenant's public SSH key for its L1s")
+    ssh_key: SshKey | None = Field(default=None, description="the tenant's public SSH key for its L1s")
 
     @model_validator(mode="after")
     def _enough(self):
@@ -37,8 +37,8 @@ class NetworkItem(_Item):
     """Bandwidth between the tenant's IaaS site and the HaaS site."""
 
     kind: Literal["network"] = "network"
-    bandwidth_mbps: int = Field(ge=1, le=10_000_000)
-    tenant_site: str | None = Field(default=None, description="the tenant's IaaS site; default: its only one")
+    bandwidth_mbps: Mbps
+    tenant_site: Name | None = Field(default=None, description="the tenant's IaaS site; default: its only one")
 
 
 class StorageItem(_Item):
@@ -68,13 +68,14 @@ class Routing(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    subnet: str = Field(description="the L1s' subnet, e.g. 10.77.0.0/24; the router takes its first address")
+    subnet: str = Field(max_length=18, description="the L1s' IPv4 subnet, e.g. 10.77.0.0/24; the router takes its "
+                        "first address")
     iaas_address: Cidr = Field(description="the router's address (CIDR) on the tenant's management network")
 
     @field_validator("subnet")
     @classmethod
     def _net(cls, v: str) -> str:
-        net = ipaddress.ip_network(v, strict=True)
+        net = ipaddress.IPv4Network(v, strict=True)
         if net.num_addresses < 4:
             raise ValueError("the subnet needs room for a router and L1s")
         return str(net)
@@ -84,7 +85,7 @@ class ReserveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = Field(default="", max_length=256)
-    site: str | None = Field(default=None, description="the HaaS site; default: the only one")
+    site: Name | None = Field(default=None, description="the HaaS site; default: the only one")
     service_model: ServiceModel | None = Field(
         default=None, description="a: the L1s join the tenant's own L2; b: a pod, an L2 segment of their own "
         "extended as a separate network; c: routed, a subnet of their own behind a router on the HaaS side; "
@@ -114,7 +115,7 @@ class ModifyRequest(BaseModel):
     version: int = Field(ge=2, description="the new version; must be higher than the current one")
     end: datetime | None = None
     count: int | None = Field(default=None, ge=1, le=1000, description="new count of the compute item")
-    bandwidth_mbps: int | None = Field(default=None, ge=1, le=10_000_000)
+    bandwidth_mbps: Mbps | None = None
     size_gb: int | None = Field(default=None, ge=1, le=1024 * 1024)
 
     @model_validator(mode="after")

@@ -176,7 +176,7 @@ def test_lxc_l1_runs_in_the_wired_namespace_with_its_cgroups_and_leaves_nothing(
     ns = sandbox.netns("lx")
     nl.ensure_veth("irisp-lx", sandbox.netns("l0"), "iris1-lx", ns)
     d = lxc.LxcL1(sandbox.dir / "l1")
-    o = op("lx", netns=ns, cpus=1, memory_mb=64, ssh_key="k")
+    o = op("lx", netns=ns, cpus=1, memory_mb=64, ssh_key="ssh-ed25519 AAAA k")
     try:
         d.start(o)
         info = d.list()["lx"]

@@ -133,3 +133,54 @@ def test_a_reservation_beyond_the_horizon_is_422_and_nothing_stored(api, body, f
     assert r.status_code == 422 and r.json()["field"] == field, r.text
     assert api.ok("GET", "/reservations", "alice") == []
     assert api.call("GET", "/reservations", "admin").status_code == 200
+
+
+LONG = "n" * 65  # one more than every name column holds
+
+
+@pytest.mark.parametrize("item,field", [
+    ({"kind": "compute", "count": 1, "cpus": 257}, "items.0.compute.cpus"),  # more than an L1 op can carry
+    ({"kind": "compute", "count": 1, "memory_mb": (1 << 20) + 1}, "items.0.compute.memory_mb"),
+    ({"kind": "compute", "count": 1, "disk_gb": 2**40}, "items.0.compute.disk_gb"),
+    ({"kind": "compute", "count": 1, "ssh_key": "ssh-ed25519 AAAA k\nssh-rsa BBBB evil"}, "items.0.compute.ssh_key"),
+    ({"kind": "network", "bandwidth_mbps": 100_001}, "items.0.network.bandwidth_mbps"),
+    ({"kind": "network", "bandwidth_mbps": 10, "tenant_site": LONG}, "items.0.network.tenant_site"),
+    ({"kind": "storage", "size_gb": 2**31}, "items.0.storage.size_gb"),
+])
+def test_an_oversized_flavor_is_422_naming_the_field_and_nothing_stored(api, item, field):
+    r = api.call("POST", "/reservations", "alice", json={"duration_s": 60, "items": [item]})
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == [field], r.text
+    assert api.ok("GET", "/reservations", "alice") == []
+
+
+@pytest.mark.parametrize("path,who,body,field", [
+    ("/tenants", "admin", {"name": LONG}, "name"),
+    ("/sites", "alice", {"name": LONG, "gateway_underlay": "198.18.9.1"}, "name"),
+    ("/nodes", "admin", {"name": LONG, "site": "haas", "cpus": 1, "memory_mb": 64, "disk_gb": 1}, "name"),
+    ("/nodes", "admin", {"name": "n9", "site": LONG, "cpus": 1, "memory_mb": 64, "disk_gb": 1}, "site"),
+    ("/nodes", "admin", {"name": "n9", "site": "haas", "cpus": 1, "memory_mb": 64, "disk_gb": 1,
+                         "agent_url": "http://198.18.0.9:1/\n"}, "agent_url"),
+    ("/storage-pools", "admin", {"name": "p9", "site": "haas", "capacity_gb": 1, "host": "l0-0",
+                                 "path": "/srv/iris/../../etc"}, "path"),
+    ("/storage-pools", "admin", {"name": "p9", "site": "haas", "capacity_gb": 1, "host": LONG}, "host"),
+    ("/links", "admin", {"name": "l9", "site_a": "haas", "site_b": LONG, "capacity_mbps": 1}, "site_b"),
+    ("/reservations", "alice", {"duration_s": 60, "site": LONG, "items": [{"kind": "storage", "size_gb": 1}]},
+     "site"),
+    ("/reservations", "alice", {"duration_s": 60, "description": "d" * 257,
+                                "items": [{"kind": "storage", "size_gb": 1}]}, "description"),
+])
+def test_a_long_or_unsafe_string_is_422_naming_the_field_and_nothing_stored(api, path, who, body, field):
+    before = api.ok("GET", path, who)
+    r = api.call("POST", path, who, json=body)
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == [field], r.text
+    assert api.ok("GET", path, who) == before
+
+
+def test_availability_bounds_match_the_reservation_bounds(api):
+    r = api.call("GET", "/availability", "alice", params={"duration_s": 60, "cpus": 257})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.cpus", r.text
+    # the largest flavor is a valid question; no node here has 256 cpus, which is a 409, not a 422
+    r = api.call("GET", "/availability", "alice", params={"duration_s": 60, "cpus": 256})
+    assert r.status_code == 409, r.text

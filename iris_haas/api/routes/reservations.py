@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, status
 
 from iris_haas.api import schemas
 from iris_haas.api.deps import AdminDep, CoordinatorDep, PrincipalDep, TenantDep
-from iris_haas.contract.types import L1Kind
+from iris_haas.contract.types import Cpus, DiskGb, L1Kind, MemoryMb, Name
 from iris_haas.control.schemas import ModifyRequest, ReserveRequest, from_epoch, to_epoch
 from iris_haas.managers.base import segment_of
 from iris_haas.store.models import Reservation, Tenant
@@ -75,7 +75,8 @@ _message("terminate", "Terminate: release everything and end the reservation")
 
 @reservations.post("/{rid}/force-end", response_model=schemas.ReservationPublic,
                    summary="Admin: end a reservation abnormally (lifecycle Failed)")
-def force_end(rid: str, coord: CoordinatorDep, _: AdminDep, reason: str = "ended by the HaaS operator"):
+def force_end(rid: str, coord: CoordinatorDep, _: AdminDep,
+              reason: Annotated[str, Query(max_length=256)] = "ended by the HaaS operator"):
     coord.force_end(rid, reason)
     return public(*coord.get(None, rid))
 
@@ -94,13 +95,13 @@ def get_availability(
     duration_s: Annotated[int, Query(ge=1, le=10 * 365 * 86400)],
     count: Annotated[int, Query(ge=1, le=1000)] = 1,
     l1_kind: L1Kind = L1Kind.LXC,
-    cpus: Annotated[int, Query(ge=1)] = 1,
-    memory_mb: Annotated[int, Query(ge=64)] = 1024,
-    disk_gb: Annotated[int, Query(ge=0)] = 10,
-    bandwidth_mbps: Annotated[int, Query(ge=0)] = 0,
-    tenant_site: str | None = None,
-    size_gb: Annotated[int, Query(ge=0)] = 0,
-    site: str | None = None,
+    cpus: Annotated[Cpus, Query()] = 1,
+    memory_mb: Annotated[MemoryMb, Query()] = 1024,
+    disk_gb: Annotated[DiskGb, Query()] = 10,
+    bandwidth_mbps: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    tenant_site: Annotated[Name | None, Query()] = None,
+    size_gb: Annotated[int, Query(ge=0, le=1 << 20)] = 0,
+    site: Annotated[Name | None, Query()] = None,
     not_before: datetime | None = None,
 ):
     a = coord.availability(

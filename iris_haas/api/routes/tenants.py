@@ -35,11 +35,14 @@ def delete_tenant(name: str, inv: InventoryDep, _: AdminDep):
 
 @sites.post("", response_model=schemas.SitePublic, status_code=status.HTTP_201_CREATED,
             summary="Register a site: the admin registers HaaS sites, a tenant its own IaaS site")
-def create_site(body: schemas.IaasSiteCreate | schemas.HaasSiteCreate, inv: InventoryDep, who: PrincipalDep):
-    if who.admin and isinstance(body, schemas.IaasSiteCreate):
-        raise InvalidInput("the admin registers HaaS sites (name only); IaaS sites are registered by their tenant",
-                           field="gateway_underlay")
-    if not who.admin and isinstance(body, schemas.HaasSiteCreate):
+def create_site(body: schemas.SiteCreate, inv: InventoryDep, who: PrincipalDep):
+    if who.admin:
+        given = [f for f in body.IAAS_ONLY if f in body.model_fields_set]
+        if given:
+            raise InvalidInput("the admin registers HaaS sites (name only); IaaS sites are registered by their "
+                               "tenant", field=given[0])
+        return inv.create_site(tenant_id=None, name=body.name)
+    if body.gateway_underlay is None:
         raise InvalidInput("an IaaS site needs its gateway's underlay address", field="gateway_underlay")
     return inv.create_site(tenant_id=who.tenant_id, **body.model_dump())
 
