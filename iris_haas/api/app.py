@@ -7,12 +7,15 @@ import threading
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from iris_haas import __version__
+from iris_haas.api import deps, schemas
 from iris_haas.api.deps import AdminDep, CoordinatorDep
 from iris_haas.api.routes import hosts, inventory, reservations, tenants
 from iris_haas.contract.errors import IrisError
@@ -43,6 +46,51 @@ class Scheduler:
                 self.coordinator.tick()
             except Exception:  # keep ticking; the next tick retries the same work
                 log.exception("scheduler tick failed")
+
+
+ERRORS = {
+    401: "Unauthorized: no bearer token, or an unknown or expired one",
+    403: "Forbidden: this token's role may not do this",
+    404: "NotFound: no such object (or not this tenant's)",
+    409: "A conflict: AlreadyExists, InUse, IllegalTransition (in the current state), VersionConflict, "
+         "ReserveFailed (does not fit)",
+    422: "InvalidInput: names each field at fault; nothing was stored",
+    502: "DataPlaneError: a host did not take its state in time; the reconciler keeps trying",
+    503: "ServiceUnavailable: the database is unreachable; nothing was applied; retry",
+}
+ANSWERS_502 = {"/reservations/{rid}/provision"}  # the one call that waits for its hosts' answers
+ANSWERS_409 = {"/availability"}  # a GET that answers ReserveFailed when nothing fits
+
+
+def declare_errors(router: APIRouter) -> APIRouter:
+    """Declare, on each route, every error status it can answer, with the error body: derived from
+    what the route takes (a token, a role, path parameters, input) and what it does."""
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        calls, takes_input = set(), False
+        todo: list[Dependant] = [route.dependant]
+        while todo:
+            d = todo.pop()
+            calls.add(d.call)
+            takes_input |= bool(d.path_params or d.query_params or d.body_params or d.header_params)
+            todo.extend(d.dependencies)
+        codes = set()
+        if deps.principal in calls:
+            codes |= {401, 503}
+        if calls & {deps.admin, deps.tenant}:
+            codes.add(403)
+        if route.dependant.path_params:
+            codes.add(404)
+        if route.methods - {"GET"} or route.path in ANSWERS_409:
+            codes.add(409)
+        if takes_input:
+            codes.add(422)
+        if route.path in ANSWERS_502:
+            codes.add(502)
+        for code in sorted(codes):
+            route.responses.setdefault(code, {"model": schemas.ErrorBody, "description": ERRORS[code]})
+    return router
 
 
 def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval: float | None = None) -> FastAPI:
@@ -83,6 +131,9 @@ def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:  # a body that is not JSON: invalid input like any other
+            return JSONResponse({"type": "InvalidInput", "message": f"body: {exc.detail}",
+                                 "errors": [{"field": "", "message": str(exc.detail)}]}, status_code=422)
         kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
         return JSONResponse({"type": kind, "message": str(exc.detail)}, status_code=exc.status_code)
 
@@ -112,6 +163,6 @@ def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval
 
     for router in (tenants.tenants, tenants.sites, inventory.nodes, inventory.gateways, inventory.links,
                    inventory.pools, reservations.reservations, reservations.availability, hosts.hosts):
-        v1.include_router(router)
-    app.include_router(v1)
+        v1.include_router(declare_errors(router))
+    app.include_router(declare_errors(v1))
     return app

@@ -41,7 +41,8 @@ class SiteCreate(_In):
     name: Name
     gateway_underlay: IpAddr | None = Field(default=None, description="IaaS site: public (underlay) address of "
                                             "the tenant's gateway")
-    vlans: str = Field(default="1-4094", max_length=256, description="IaaS site: VLAN IDs the IaaS uses, e.g. "
+    vlans: str = Field(default="1-4094", max_length=256, pattern=r"^[0-9]{1,4}(-[0-9]{1,4})?(,[0-9]{1,4}(-[0-9]{1,4})?)*$",
+                       description="IaaS site: VLAN IDs the IaaS uses, e.g. "
                        "101-102,200-299")
     mgmt_vlan: int = Field(default=101, ge=1, le=4094, description="IaaS site: the management VLAN, native on "
                            "each L1's NIC")
@@ -176,6 +177,18 @@ class Availability(BaseModel):
     storage_free_gb: int | None
 
 
+class FieldError(BaseModel):
+    field: str = Field(description="dotted path of the field; empty: the body as a whole")
+    message: str
+
+
 class ErrorBody(BaseModel):
+    """Every error: its type (NotFound, InvalidInput, IllegalTransition, ...) and a message; some
+    name the field at fault or carry details of their own (an illegal transition's state)."""
+
+    model_config = ConfigDict(extra="allow")
+
     type: str
     message: str
+    field: str | None = None
+    errors: list[FieldError] | None = Field(default=None, description="InvalidInput: each field at fault")

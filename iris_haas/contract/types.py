@@ -36,7 +36,9 @@ def _plain_path(v: str) -> str:
 
 
 # a directory on a host, absolute and literal: no .., no control characters
-HostPath = Annotated[str, Field(max_length=256, pattern=r"^/[^\x00-\x1f\x7f]*$"), AfterValidator(_plain_path)]
+HostPath = Annotated[str, Field(max_length=256, pattern=r"^/[^\x00-\x1f\x7f]*$",
+                                json_schema_extra={"pattern": r"^(?!.*/\.\.?(/|$))/[^\x00-\x1f\x7f]*$"}),
+                     AfterValidator(_plain_path)]
 # one OpenSSH public key on one line: it is written into the L1's authorized_keys
 SshKey = Annotated[str, Field(max_length=4096,
                               pattern=r"^((ssh|ecdsa|sk)-[A-Za-z0-9@.-]+ [A-Za-z0-9+/]+={0,2}( [^\x00-\x1f\x7f]*)?)?$")]
@@ -52,9 +54,14 @@ def _parses(parse: Callable[[str], Any]) -> AfterValidator:
 
 # The data plane is IPv4 end to end (GRE over IPv4, the tc filters, the lab): IPv6 and scope ids
 # ("fe80::1%eth0") are refused where they would reach a host, not written into OVSDB.
-IpAddr = Annotated[str, _parses(ipaddress.IPv4Address)]
-Cidr = Annotated[str, _parses(ipaddress.IPv4Interface)]  # an address with its prefix, 10.0.101.5/24
-Network = Annotated[str, _parses(lambda v: ipaddress.IPv4Network(v, strict=False))]
+# The patterns say in the OpenAPI document what the parsers accept.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4 = rf"{_OCTET}(\.{_OCTET}){{3}}"
+IpAddr = Annotated[str, Field(pattern=rf"^{IPV4}$"), _parses(ipaddress.IPv4Address)]
+# an address with its prefix, 10.0.101.5/24
+Cidr = Annotated[str, Field(pattern=rf"^{IPV4}/(3[0-2]|[12]?[0-9])$"), _parses(ipaddress.IPv4Interface)]
+Network = Annotated[str, Field(pattern=rf"^{IPV4}/(3[0-2]|[12]?[0-9])$"),
+                    _parses(lambda v: ipaddress.IPv4Network(v, strict=False))]
 
 
 class ReservationState(StrEnum):

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from iris_haas.contract.types import Cidr, Cpus, DiskGb, L1Kind, Mbps, MemoryMb, Name, ServiceModel, SshKey
+from iris_haas.contract.types import IPV4, Cidr, Cpus, DiskGb, L1Kind, Mbps, MemoryMb, Name, ServiceModel, SshKey
 
 
 class _Item(BaseModel):
@@ -16,7 +16,7 @@ class _Item(BaseModel):
 
 
 class ComputeItem(_Item):
-    kind: Literal["compute"] = "compute"
+    kind: Literal["compute"]
     count: int = Field(ge=1, le=1000)
     l1_kind: L1Kind = L1Kind.LXC
     cpus: Cpus = 1
@@ -36,13 +36,13 @@ class ComputeItem(_Item):
 class NetworkItem(_Item):
     """Bandwidth between the tenant's IaaS site and the HaaS site."""
 
-    kind: Literal["network"] = "network"
+    kind: Literal["network"]
     bandwidth_mbps: Mbps
     tenant_site: Name | None = Field(default=None, description="the tenant's IaaS site; default: its only one")
 
 
 class StorageItem(_Item):
-    kind: Literal["storage"] = "storage"
+    kind: Literal["storage"]
     size_gb: int = Field(ge=1, le=1024 * 1024)
     keep: bool = Field(default=False, description="keep the data at release instead of wiping it")
     export_address: Cidr | None = Field(default=None, description="the NFS server's address (CIDR) in the tenant's "
@@ -68,14 +68,14 @@ class Routing(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    subnet: str = Field(max_length=18, description="the L1s' IPv4 subnet, e.g. 10.77.0.0/24; the router takes its "
-                        "first address")
+    subnet: str = Field(pattern=rf"^{IPV4}/([12]?[0-9]|30)$", description="the L1s' IPv4 subnet, e.g. "
+                        "10.77.0.0/24 (/30 at most); the router takes its first address")
     iaas_address: Cidr = Field(description="the router's address (CIDR) on the tenant's management network")
 
     @field_validator("subnet")
     @classmethod
     def _net(cls, v: str) -> str:
-        net = ipaddress.IPv4Network(v, strict=True)
+        net = ipaddress.IPv4Network(v, strict=False)  # 10.77.0.9/24 is 10.77.0.0/24
         if net.num_addresses < 4:
             raise ValueError("the subnet needs room for a router and L1s")
         return str(net)

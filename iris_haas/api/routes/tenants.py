@@ -57,7 +57,8 @@ def get_site(name: str, inv: InventoryDep, who: PrincipalDep):
     return inv.get("site", name, who.scope)
 
 
-@sites.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+@sites.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT,
+              responses={403: {"model": schemas.ErrorBody, "description": "tenants remove only their own IaaS sites"}})
 def delete_site(name: str, inv: InventoryDep, who: PrincipalDep):
     site = inv.get("site", name, who.scope)
     if not who.admin and site.kind != "iaas":
