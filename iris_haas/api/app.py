@@ -55,6 +55,7 @@ ERRORS = {
     409: "A conflict: AlreadyExists, InUse, IllegalTransition (in the current state), VersionConflict, "
          "ReserveFailed (does not fit)",
     422: "InvalidInput: names each field at fault; nothing was stored",
+    429: "TooManyRequests: too many unknown tokens from this address; see Retry-After",
     502: "DataPlaneError: a host did not take its state in time; the reconciler keeps trying",
     503: "ServiceUnavailable: the database is unreachable; nothing was applied; retry",
 }
@@ -77,7 +78,7 @@ def declare_errors(router: APIRouter) -> APIRouter:
             todo.extend(d.dependencies)
         codes = set()
         if deps.principal in calls:
-            codes |= {401, 503}
+            codes |= {401, 429, 503}
         if calls & {deps.admin, deps.tenant}:
             codes.add(403)
         if route.dependant.path_params:
@@ -115,10 +116,13 @@ def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval
     app.state.coordinator = coordinator
     app.state.inventory = Inventory(coordinator.db)
     app.state.admin_token = admin_token
+    app.state.auth_throttle = deps.AuthThrottle()
 
     @app.exception_handler(IrisError)
     async def _iris_error(_: Request, exc: IrisError):
-        return JSONResponse(exc.to_dict(), status_code=exc.status)
+        retry = exc.extra.get("retry_after_s")
+        return JSONResponse(exc.to_dict(), status_code=exc.status,
+                            headers={"Retry-After": str(retry)} if retry else None)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hmac
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from iris_haas.contract.errors import Forbidden, Unauthorized
+from iris_haas.contract.errors import Forbidden, TooManyRequests, Unauthorized
 from iris_haas.control.engine import Coordinator
 from iris_haas.control.inventory import Inventory
 
@@ -28,6 +31,36 @@ class Principal:
         return None if self.admin else self.tenant_id
 
 
+class AuthThrottle:
+    """At most ``limit`` unknown or expired tokens per client address in ``window_s``; past that,
+    the address is answered 429 (without its token being checked) until its oldest failure ages out."""
+
+    def __init__(self, limit: int = 10, window_s: float = 60.0):
+        self.limit, self.window_s = limit, window_s
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, addr: str, now: float) -> deque[float]:
+        q = self._failures.setdefault(addr, deque())
+        while q and q[0] <= now - self.window_s:
+            q.popleft()
+        if not q:
+            del self._failures[addr]  # nothing kept for addresses that behave
+        return q
+
+    def check(self, addr: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            q = self._recent(addr, now)
+            if len(q) >= self.limit:
+                raise TooManyRequests("too many unknown tokens from this address; try again later",
+                                      retry_after_s=int(q[0] + self.window_s - now) + 1)
+
+    def failed(self, addr: str) -> None:
+        with self._lock:
+            self._failures.setdefault(addr, deque()).append(time.monotonic())
+
+
 def get_coordinator(request: Request) -> Coordinator:
     return request.app.state.coordinator
 
@@ -39,12 +72,16 @@ def get_inventory(request: Request) -> Inventory:
 def principal(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
     if creds is None or not creds.credentials:
         raise Unauthorized("missing bearer token")
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    addr = request.client.host if request.client else "unknown"
+    throttle.check(addr)
     token = creds.credentials
     if hmac.compare_digest(token.encode(), request.app.state.admin_token.encode()):
         return Principal(admin=True)
     tenant = request.app.state.inventory.tenant_by_token(token)
     if tenant is None:
-        raise Unauthorized("unknown token")
+        throttle.failed(addr)
+        raise Unauthorized("unknown or expired token")
     return Principal(admin=False, tenant_id=tenant.id, tenant_name=tenant.name)
 
 

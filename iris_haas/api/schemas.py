@@ -22,6 +22,8 @@ class TenantCreate(_In):
     name: Name
     tunnel_key: int | None = Field(default=None, ge=1, le=2**32 - 1,
                                    description="GRE key of the tenant's overlay and trunk; default: assigned")
+    token_ttl_s: int | None = Field(default=None, ge=60, le=10 * 365 * 86400,
+                                    description="the token expires after this many seconds; default: never")
 
 
 class TenantPublic(_Out):
@@ -32,6 +34,7 @@ class TenantPublic(_Out):
 
 class TenantCreated(TenantPublic):
     token: str = Field(description="shown once; Iris keeps only its hash")
+    token_expires_at: datetime | None = None
 
 
 class SiteCreate(_In):

@@ -200,11 +200,24 @@ def pool_add(name: str, site: Annotated[str, typer.Option()], capacity_gb: Annot
              "storage-pools")
 
 
+TokenTtl = Annotated[str | None, typer.Option("--token-ttl", help="the token expires after this long (90d, 12h); "
+                                             "default: valid until rotated")]
+
+
 @tenant_app.command("add")
-def tenant_add(name: str):
+def tenant_add(name: str, token_ttl: TokenTtl = None):
     """Create a tenant and print its API token (shown once)."""
-    out = _created("tenant", {"name": name}, ["id", "name", "token"], "tenants")
+    body = {"name": name} | ({"token_ttl_s": _seconds(token_ttl)} if token_ttl else {})
+    out = _created("tenant", body, ["id", "name", "token", "token_expires_at"], "tenants")
     console.print(f"give the tenant its token: IRIS_TOKEN={out['token']}")
+
+
+@tenant_app.command("rotate-token")
+def tenant_rotate_token(name: str, token_ttl: TokenTtl = None):
+    """Issue the tenant a new token (printed once); the old one stops working at once."""
+    params = {"ttl_s": _seconds(token_ttl)} if token_ttl else None
+    out = call(lambda c: c.post(f"/tenants/{name}/token", None, params=params))
+    table([out], ["id", "name", "token", "token_expires_at"], title="token rotated")
 
 
 # ------------------------------------------------------------------ reservations (tenant)

@@ -56,6 +56,12 @@ class Unauthorized(IrisError):
     status, type = 401, "Unauthorized"
 
 
+class TooManyRequests(IrisError):
+    """Too many unknown tokens from one address: it is refused for a while, whatever it sends."""
+
+    status, type = 429, "TooManyRequests"
+
+
 class Forbidden(IrisError):
     status, type = 403, "Forbidden"
 

@@ -91,23 +91,32 @@ class Inventory:
         return obj
 
     # -- tenants
-    def create_tenant(self, name: str, tunnel_key: int | None = None) -> tuple[Tenant, str]:
+    def create_tenant(self, name: str, tunnel_key: int | None = None,
+                      token_ttl_s: int | None = None) -> tuple[Tenant, str]:
         token = new_token()
         with self.db.transaction() as s:
             tunnel_key = give_tunnel_key(s, f"tenant:{name}", tunnel_key)
-            t = self._add(s, Tenant(name=name, token_hash=hash_token(token), tunnel_key=tunnel_key,
-                                    created_at=time.time()))
+            now = time.time()
+            t = self._add(s, Tenant(name=name, token_hash=hash_token(token), tunnel_key=tunnel_key, created_at=now,
+                                    token_expires_at=now + token_ttl_s if token_ttl_s else None))
         return t, token
 
-    def rotate_token(self, name: str) -> str:
+    def rotate_token(self, name: str, token_ttl_s: int | None = None) -> str:
+        """A new token; the old one stops working at once."""
         token = new_token()
         with self.db.transaction() as s:
-            self._by_name(s, Tenant, name).token_hash = hash_token(token)
+            t = self._by_name(s, Tenant, name)
+            t.token_hash = hash_token(token)
+            t.token_expires_at = time.time() + token_ttl_s if token_ttl_s else None
         return token
 
     def tenant_by_token(self, token: str) -> Tenant | None:
+        """The token's tenant, while the token is valid."""
         with self.db.transaction() as s:
-            return s.scalar(select(Tenant).where(Tenant.token_hash == hash_token(token)))
+            t = s.scalar(select(Tenant).where(Tenant.token_hash == hash_token(token)))
+            if t is not None and t.token_expires_at is not None and t.token_expires_at <= time.time():
+                return None
+            return t
 
     # -- sites
     def create_site(self, *, tenant_id: int | None, name: str, gateway_underlay: str | None = None,

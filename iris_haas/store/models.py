@@ -67,6 +67,7 @@ class Tenant(Base):
     # The GRE key of the tenant's overlay and inter-DC trunk; the tenant's IaaS gateway uses it too.
     tunnel_key: Mapped[int] = mapped_column(BigInteger, unique=True)
     created_at: Mapped[float] = mapped_column(Float)
+    token_expires_at: Mapped[float | None] = mapped_column(Float, default=None)  # None: until rotated
 
 
 class Site(Base):

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from iris_haas.api.deps import AuthThrottle
 from tests.conftest import Api, standard_inventory
 
 PUBLIC = {"/v1/health"}
@@ -37,6 +38,7 @@ def fill(path: str, rid: str) -> str:
 
 def test_every_endpoint_needs_a_token(world):
     api, rid = world
+    api.app.state.auth_throttle = AuthThrottle(limit=1000)  # one bad token per route, not a guesser
     seen = 0
     for method, path in routes(api):
         for headers in ({}, {"Authorization": "Bearer not-a-token"}):
@@ -97,3 +99,55 @@ def test_rotated_token_replaces_the_old(world):
     new = api.ok("POST", "/tenants/alice/token")["token"]
     assert api.client.get(f"/v1/reservations/{rid}", headers=old).status_code == 401
     assert api.client.get(f"/v1/reservations/{rid}", headers={"Authorization": f"Bearer {new}"}).status_code == 200
+
+
+def test_a_token_expires_and_a_rotation_gives_a_fresh_one(world, monkeypatch):
+    api, rid = world
+    import iris_haas.control.inventory as inventory
+
+    out = api.ok("POST", "/tenants/alice/token", params={"ttl_s": 3600})
+    assert out["token_expires_at"] is not None
+    bearer = {"Authorization": f"Bearer {out['token']}"}
+    assert api.client.get(f"/v1/reservations/{rid}", headers=bearer).status_code == 200
+    now = inventory.time.time()
+    monkeypatch.setattr(inventory.time, "time", lambda: now + 3601)
+    r = api.client.get(f"/v1/reservations/{rid}", headers=bearer)
+    assert r.status_code == 401 and "expired" in r.json()["message"]
+    fresh = api.ok("POST", "/tenants/alice/token")  # no ttl: valid until rotated
+    assert fresh["token_expires_at"] is None
+    r = api.client.get(f"/v1/reservations/{rid}", headers={"Authorization": f"Bearer {fresh['token']}"})
+    assert r.status_code == 200
+    assert api.call("POST", "/tenants/alice/token", params={"ttl_s": 5}).status_code == 422
+
+
+def test_a_tenant_created_with_a_ttl_shows_when_its_token_ends(api):
+    out = api.ok("POST", "/tenants", json={"name": "carol", "token_ttl_s": 600})
+    assert out["token_expires_at"] is not None
+
+
+def test_guessing_tokens_is_throttled_per_address(world):
+    api, rid = world
+    for _ in range(10):
+        assert api.client.get("/v1/reservations", headers={"Authorization": "Bearer guess"}).status_code == 401
+    r = api.client.get("/v1/reservations", headers={"Authorization": "Bearer guess"})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1, r.text
+    # from this address even a good token waits: the guesser learns nothing more
+    assert api.client.get("/v1/reservations", headers=api.tenants["alice"]).status_code == 429
+    assert api.client.get("/v1/reservations").status_code == 401  # no token is no guess
+    other = api.app.state.auth_throttle
+    other.check("198.18.7.7")  # another address is not held back
+
+
+def test_the_throttle_forgets_after_its_window():
+    from iris_haas.contract.errors import TooManyRequests
+
+    t = AuthThrottle(limit=2, window_s=0.2)
+    t.failed("a")
+    t.failed("a")
+    with pytest.raises(TooManyRequests):
+        t.check("a")
+    import time
+
+    time.sleep(0.25)
+    t.check("a")
+    assert t._failures == {}

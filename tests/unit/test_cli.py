@@ -84,3 +84,16 @@ def test_control_plane_demo(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run(Console(width=120), out=tmp_path) == 0
     assert (tmp_path / "report.json").exists()
+
+
+def test_tenant_tokens_with_a_lifetime_and_rotation(server):
+    coord, admin = server
+    out = iris(coord.url, admin, "tenant", "add", "acme", "--token-ttl", "2h").output
+    old = re.search(r"IRIS_TOKEN=(\S+)", out).group(1)
+    assert re.search(r"20\d\d-\d\d-\d\d", out), out  # when the token ends
+    assert iris(coord.url, old, "list").exit_code == 0
+    out = iris(coord.url, admin, "tenant", "rotate-token", "acme").output
+    new = next(t for t in re.findall(r"[A-Za-z0-9_-]{40,}", out) if t != old)
+    assert iris(coord.url, new, "list").exit_code == 0
+    assert iris(coord.url, old, "list", ok=False).exit_code == 1
+    assert iris(coord.url, admin, "tenant", "add", "b", "--token-ttl", "soon", ok=False).exit_code == 2

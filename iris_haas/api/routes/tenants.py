@@ -1,19 +1,29 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
 
 from iris_haas.api import schemas
 from iris_haas.api.deps import AdminDep, InventoryDep, PrincipalDep
 from iris_haas.contract.errors import Forbidden, InvalidInput
+from iris_haas.control.schemas import from_epoch
+from iris_haas.store.models import Tenant
 
 tenants = APIRouter(prefix="/tenants", tags=["tenants"])
 sites = APIRouter(prefix="/sites", tags=["sites"])
 
 
+def created(tenant: Tenant, token: str) -> schemas.TenantCreated:
+    expires = from_epoch(tenant.token_expires_at) if tenant.token_expires_at else None
+    return schemas.TenantCreated(id=tenant.id, name=tenant.name, tunnel_key=tenant.tunnel_key, token=token,
+                                 token_expires_at=expires)
+
+
 @tenants.post("", response_model=schemas.TenantCreated, status_code=status.HTTP_201_CREATED)
 def create_tenant(body: schemas.TenantCreate, inv: InventoryDep, _: AdminDep):
-    tenant, token = inv.create_tenant(body.name, body.tunnel_key)
-    return schemas.TenantCreated(id=tenant.id, name=tenant.name, tunnel_key=tenant.tunnel_key, token=token)
+    tenant, token = inv.create_tenant(body.name, body.tunnel_key, body.token_ttl_s)
+    return created(tenant, token)
 
 
 @tenants.get("", response_model=list[schemas.TenantPublic])
@@ -22,10 +32,11 @@ def list_tenants(inv: InventoryDep, _: AdminDep):
 
 
 @tenants.post("/{name}/token", response_model=schemas.TenantCreated, summary="Issue a new token (the old one stops working)")
-def rotate_token(name: str, inv: InventoryDep, _: AdminDep):
-    token = inv.rotate_token(name)
-    tenant = inv.get("tenant", name)
-    return schemas.TenantCreated(id=tenant.id, name=tenant.name, tunnel_key=tenant.tunnel_key, token=token)
+def rotate_token(name: str, inv: InventoryDep, _: AdminDep,
+                 ttl_s: Annotated[int | None, Query(ge=60, le=10 * 365 * 86400,
+                                                    description="the new token expires after this long")] = None):
+    token = inv.rotate_token(name, ttl_s)
+    return created(inv.get("tenant", name), token)
 
 
 @tenants.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
