@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from iris_haas.contract.ops import DesiredState
+from iris_haas.hostd.policy import DEFAULT_POOL_ROOTS, Policy
 from iris_haas.hostd.reconciler import HostConfig
 from iris_haas.linux import proc
 
@@ -33,6 +34,10 @@ def agent(
     once: Annotated[bool, typer.Option(help="apply --desired, print the result and exit (no HTTP server)")] = False,
     reconcile_s: Annotated[float, typer.Option(help="how often the agent checks the host against its desired state "
                                                "and repairs it")] = 30.0,
+    pool_root: Annotated[list[str] | None, typer.Option(
+        help="a directory under which storage pools may be (repeat for several); default /var/lib/iris/pools")] = None,
+    host_device: Annotated[list[str] | None, typer.Option(
+        help="a device of this host, not Iris's, that may join an Iris bridge (an IaaS gateway's trunk); repeat")] = None,
 ) -> None:
     """Run the agent: authenticated HTTP; applies and reconciles network ops on this host."""
     import uvicorn
@@ -41,7 +46,9 @@ def agent(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = HostConfig(db=db, datapath_type=datapath_type, underlay_mtu=underlay_mtu)
-    ag = make_agent(node or listen, cfg, state_dir)
+    policy = Policy(pool_roots=tuple(pool_root) if pool_root else DEFAULT_POOL_ROOTS,
+                    host_devices=frozenset(host_device or ()))
+    ag = make_agent(node or listen, cfg, state_dir, policy)
     try:
         if once:
             if not desired:

@@ -36,6 +36,7 @@ from pydantic import BaseModel
 from iris_haas.contract.errors import IrisError, Unauthorized, VersionConflict
 from iris_haas.contract.ops import DesiredState
 from iris_haas.hostd.actions import WarmUp
+from iris_haas.hostd.policy import Policy
 from iris_haas.hostd.reconciler import Host, HostConfig
 
 log = logging.getLogger("iris.agent")
@@ -44,7 +45,8 @@ log = logging.getLogger("iris.agent")
 class ApplyResult(BaseModel):
     version: int
     actions: list[str]
-    in_sync: bool
+    in_sync: bool  # the host holds every op of the version (none pending, none refused)
+    refused: list[str] = []  # ops this host's policy will not do, each with its reason
 
 
 class StateReport(BaseModel):
@@ -53,6 +55,7 @@ class StateReport(BaseModel):
     observed: list[dict]
     pending: list[str]
     in_sync: bool
+    refused: list[str] = []
 
 
 class HostDriver(Protocol):
@@ -74,9 +77,10 @@ def _pending(actions: Sequence[object]) -> list[object]:
 
 
 class Agent:
-    def __init__(self, node: str, host: HostDriver, state_dir: Path):
+    def __init__(self, node: str, host: HostDriver, state_dir: Path, policy: Policy | None = None):
         self.node = node
         self.host = host
+        self.policy = policy if policy is not None else Policy()
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.lock = threading.Lock()
@@ -109,16 +113,31 @@ class Agent:
         with self.lock:
             return self._apply()
 
+    def _allowed(self) -> tuple[DesiredState, list[str]]:
+        """The stored desired state without the ops this host's policy refuses, and those refusals."""
+        ops, refused = [], []
+        for op in self.desired.ops:
+            why = self.policy.refusal(op)
+            if why is None:
+                ops.append(op)
+            else:
+                refused.append(f"{op.op} {op.ident()[1:]}: {why}")
+        if refused:
+            log.warning("refused %d ops of generation %s: %s", len(refused), self.desired.version, refused)
+        return self.desired.model_copy(update={"ops": ops}), refused
+
     def _apply(self) -> ApplyResult:
-        actions = self.host.apply(self.desired)
+        allowed, refused = self._allowed()
+        actions = self.host.apply(allowed)
         # check that the change is visible (pyroute2's habit): a second plan must be empty
-        pending = _pending(self.host.plan(self.desired))
-        return ApplyResult(version=self.desired.version, actions=[str(a) for a in actions], in_sync=not pending)
+        pending = _pending(self.host.plan(allowed))
+        return ApplyResult(version=self.desired.version, actions=[str(a) for a in actions],
+                           in_sync=not pending and not refused, refused=refused)
 
     def reconcile(self) -> ApplyResult | None:
         """One pass of the loop: observe, plan, and execute only if something differs."""
         with self.lock:
-            if not _pending(self.host.plan(self.desired)):
+            if not _pending(self.host.plan(self._allowed()[0])):
                 return None
             log.info("host drifted from generation %s: repairing", self.desired.version)
             return self._apply()
@@ -150,10 +169,12 @@ class Agent:
 
     def state(self) -> StateReport:
         with self.lock:
-            observed, planned = self.host.status(self.desired)
+            allowed, refused = self._allowed()
+            observed, planned = self.host.status(allowed)
             pending = _pending(planned)
             return StateReport(node=self.node, version=self.desired.version, observed=observed,
-                               pending=[str(a) for a in pending], in_sync=not pending)
+                               pending=[str(a) for a in pending], in_sync=not pending and not refused,
+                               refused=refused)
 
 
 def create_app(agent: Agent, token: str) -> FastAPI:
@@ -193,11 +214,11 @@ def create_app(agent: Agent, token: str) -> FastAPI:
     return app
 
 
-def make_agent(node: str, cfg: HostConfig, state_dir: Path) -> Agent:
+def make_agent(node: str, cfg: HostConfig, state_dir: Path, policy: Policy | None = None) -> Agent:
     if not cfg.l1_dir:  # L1 nodes (containers, VMs) keep their state next to the agent's
         cfg.l1_dir = str(Path(state_dir) / "l1")
     if not cfg.storage_dir:  # so are the volumes it made (their data lives in the pools)
         cfg.storage_dir = str(Path(state_dir) / "storage")
-    return Agent(node, Host(cfg), state_dir)
+    return Agent(node, Host(cfg), state_dir, policy)
 
 

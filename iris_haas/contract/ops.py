@@ -52,7 +52,19 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from iris_haas.contract.types import Cidr, Cpus, HostPath, IfName, IpAddr, L1Kind, MemoryMb, Network, SshKey, Vlan
+from iris_haas.contract.types import (
+    Cidr,
+    Cpus,
+    HostPath,
+    IfName,
+    IpAddr,
+    L1Kind,
+    MemoryMb,
+    NetnsName,
+    Network,
+    SshKey,
+    Vlan,
+)
 
 
 class _Op(BaseModel):
@@ -86,7 +98,7 @@ class PortOp(_Op):
     op: Literal["port"] = "port"
     bridge: IfName
     name: IfName
-    l1_netns: str | None = None
+    l1_netns: NetnsName | None = None
     l1_ifname: IfName | None = None
     vlan: Vlan | None = None
     trunk: bool = False
@@ -123,7 +135,7 @@ class L1Op(_Op):
     bridge: IfName
     port: IfName
     l1_ifname: IfName | None = None
-    netns: str | None = Field(default=None, pattern=r"^iris[A-Za-z0-9_.-]*$")
+    netns: NetnsName | None = None
     vlan: Vlan | None = None
     trunk: bool = True
     mtu: int = Field(default=1500, ge=576, le=9000)
@@ -152,7 +164,7 @@ class VolumeOp(_Op):
     size_gb: int = Field(default=0, ge=0)
     size_mb: int = Field(default=0, ge=0, description="overrides size_gb: MiB, for small lab volumes")
     keep: bool = False
-    netns: str | None = Field(default=None, pattern=r"^iris[A-Za-z0-9_.-]*$",
+    netns: NetnsName | None = Field(default=None,
                               description="namespace the export server runs in; None: not exported")
     address: Cidr | None = Field(default=None, description="the server's address in netns")
     clients: Network | None = Field(default=None, description="who may mount; default: address's subnet")

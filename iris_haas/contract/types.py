@@ -25,6 +25,9 @@ Cpus = Annotated[int, Field(ge=1, le=256)]
 MemoryMb = Annotated[int, Field(ge=64, le=1 << 20)]
 DiskGb = Annotated[int, Field(ge=0, le=1 << 20)]
 Mbps = Annotated[int, Field(ge=1, le=100_000)]  # a reservation's bandwidth; tc shapes up to 100 Gbit/s
+# a network namespace Iris made: its name is a file in /run/netns, so no dots and no slashes
+# ("../../proc/1/ns/net" would be the host's own namespace)
+NetnsName = Annotated[str, Field(min_length=5, max_length=64, pattern=r"^iris[A-Za-z0-9_-]+$")]
 # where the coordinator reaches a host's agent
 AgentUrl = Annotated[str, Field(max_length=256, pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")]
 

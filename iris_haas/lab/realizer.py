@@ -216,6 +216,10 @@ def _iaas_gateway(lab: Lab, tenant: str, r: SubprocessRunner) -> None:
         h.apply(iaas_gateway_ops(lab.gateway_spec(tenant)))
 
 
+# where the lab's storage pools are made (tests and benches create them with mkdtemp here)
+LAB_POOL_ROOT = "/var/tmp"
+
+
 def _start_agents(lab: Lab, r: SubprocessRunner) -> None:
     """Start the agents that are not running, all through one launcher (imports once, forks one
     process per agent into its namespace; see :mod:`iris_haas.agent.launcher`)."""
@@ -229,7 +233,8 @@ def _start_agents(lab: Lab, r: SubprocessRunner) -> None:
         specs.append({"netns": a.ns, "log": str(d / "agent.log"), "listen": a.ip, "port": a.port, "node": a.node,
                       "db": lab.ovs(a.node).db, "datapath_type": lab.topo.datapath_type,
                       "underlay_mtu": lab.topo.underlay_mtu, "state_dir": str(d / "agent"),
-                      "token_file": str(lab.dir / "token"), "pidfile": str(pidfile)})
+                      "token_file": str(lab.dir / "token"), "pidfile": str(pidfile),
+                      "pool_root": [LAB_POOL_ROOT]})
     if not specs:
         return
     spec = lab.dir / "agents.json"

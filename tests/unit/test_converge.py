@@ -238,3 +238,22 @@ def test_an_agent_refuses_an_older_state_keeps_its_own_and_repairs_drift(tmp_pat
     host.lose("bridge", "irisbt1")
     assert again.reconcile() is not None and again.reconcile() is None
     assert ("bridge", "irisbt1") in host.objects
+
+
+@pytest.mark.parametrize("field,value", [
+    ("l1_netns", "../../proc/1/ns/net"), ("l1_netns", "iris/../../proc/1/ns/net"), ("l1_netns", "iris.."),
+    ("l1_netns", "ns1"),
+])
+def test_an_agent_refuses_a_namespace_outside_its_prefix_and_holds_nothing_of_it(tmp_path, field, value):
+    from fastapi.testclient import TestClient
+
+    from iris_haas.agent.server import Agent, create_app
+    from iris_haas.hostd.memory import MemoryHost
+
+    host = MemoryHost()
+    http = TestClient(create_app(Agent("l0-1", host, tmp_path), "tok"), headers={"Authorization": "Bearer tok"})
+    op = {"op": "port", "bridge": "irisb-a", "name": "irisp-x", "l1_ifname": "iris1-x", field: value}
+    r = http.put("/v1/desired", json={"version": 1, "ops": [{"op": "bridge", "name": "irisb-a"}, op]})
+    assert r.status_code == 422 and field in r.text, r.text
+    assert not host.objects
+    assert http.get("/v1/desired").json()["version"] == 0

@@ -1,0 +1,49 @@
+"""What an agent agrees to do on its host, whoever asks: the local policy every op is checked against.
+
+An agent only creates, changes or deletes Iris's own objects: bridges, ports, tunnels and shaped
+ports named with the ``iris`` prefix, L1 namespaces within that prefix (``contract.types.NetnsName``
+already refuses dots and slashes), and volumes in pool directories under the roots configured on
+this host. A device Iris did not create joins an Iris bridge only when this host's operator named
+it (``host_devices``: an IaaS gateway's trunk towards its own switches). A refused op is reported
+with its reason and left out; the rest of the desired state applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iris_haas.contract.ops import BridgeOp, L1Op, Op, PortOp, ShapeOp, TunnelOp, VolumeOp
+
+PREFIX = "iris"
+DEFAULT_POOL_ROOTS = ("/var/lib/iris/pools",)
+
+
+@dataclass(frozen=True)
+class Policy:
+    pool_roots: tuple[str, ...] = DEFAULT_POOL_ROOTS
+    host_devices: frozenset[str] = field(default_factory=frozenset)
+
+    def refusal(self, op: Op) -> str | None:
+        """Why this host will not do ``op``; None when it will."""
+        names: list[tuple[str, str]] = []
+        if isinstance(op, BridgeOp):
+            names = [("name", op.name)]
+        elif isinstance(op, TunnelOp):
+            names = [("bridge", op.bridge), ("name", op.name)]
+        elif isinstance(op, PortOp):
+            names = [("bridge", op.bridge)] + ([] if op.name in self.host_devices else [("name", op.name)])
+        elif isinstance(op, ShapeOp):
+            names = [("port", op.port)]
+        elif isinstance(op, L1Op):
+            names = [("bridge", op.bridge), ("port", op.port)]
+        for what, name in names:
+            if not name.startswith(PREFIX):
+                return f"{what} {name!r} is not Iris's (no {PREFIX!r} prefix) and not a configured host device"
+        if isinstance(op, VolumeOp) and not self._in_a_pool(op.pool):
+            return f"pool {op.pool!r} is not under this host's pool roots {list(self.pool_roots)}"
+        return None
+
+    def _in_a_pool(self, pool: str) -> bool:
+        path = Path(pool).resolve()  # a symlink out of a root is out of it
+        return any(path.is_relative_to(Path(root).resolve()) for root in self.pool_roots)
