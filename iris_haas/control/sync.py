@@ -60,6 +60,7 @@ class Ack:
 
     generation: int
     in_sync: bool
+    refused: tuple[str, ...] = ()  # ops its policy will not do, with the reasons
 
 
 class DataPlane(Protocol):
@@ -120,7 +121,8 @@ class AgentDataPlane:
                 if "held" in e.extra:
                     raise HostAhead(host, int(e.extra["held"])) from e
                 raise
-        return Ack(int(r.get("version", state.version)), bool(r.get("in_sync", False)))
+        return Ack(int(r.get("version", state.version)), bool(r.get("in_sync", False)),
+                   tuple(r.get("refused") or ()))
 
     def observe(self, host: str, agent_url: str | None) -> Ack:
         from iris_haas.agent.client import AgentClient
@@ -235,7 +237,9 @@ class Syncer:
                     row.last_seen, row.error, row.attempts, row.next_try = now, None, 0, 0.0
                     if not row.in_sync:  # it answered but does not hold all of it: try again, slower
                         error = f"host {t.host} took generation {ack.generation} but is not in sync with it"
-                        row.error, row.attempts = error, 1
+                        if ack.refused:
+                            error += "; its policy refused: " + "; ".join(ack.refused)
+                        row.error, row.attempts = error[:1024], 1
                         row.next_try = now + 1.0
                 else:
                     row.in_sync = False
