@@ -3,9 +3,11 @@
 An agent only creates, changes or deletes Iris's own objects: bridges, ports, tunnels and shaped
 ports named with the ``iris`` prefix, L1 namespaces within that prefix (``contract.types.NetnsName``
 already refuses dots and slashes), and volumes in pool directories under the roots configured on
-this host. A device Iris did not create joins an Iris bridge only when this host's operator named
-it (``host_devices``: an IaaS gateway's trunk towards its own switches). A refused op is reported
-with its reason and left out; the rest of the desired state applies.
+this host. An object Iris did not create (a device on an Iris bridge, a bridge or a tunnel of
+the host's own) is touched only when this host's operator named it (``host_devices``: an IaaS
+gateway's bridge, tunnel and trunk towards its own switches). A refused op is reported with its
+reason and left out; the rest of the desired state applies. A per-tenant limit on an uplink
+(``tunnel_limit``) only adds tc classes under the uplink's root and is not refused.
 """
 
 from __future__ import annotations
@@ -32,13 +34,13 @@ class Policy:
         elif isinstance(op, TunnelOp):
             names = [("bridge", op.bridge), ("name", op.name)]
         elif isinstance(op, PortOp):
-            names = [("bridge", op.bridge)] + ([] if op.name in self.host_devices else [("name", op.name)])
+            names = [("bridge", op.bridge), ("name", op.name)]
         elif isinstance(op, ShapeOp):
             names = [("port", op.port)]
         elif isinstance(op, L1Op):
             names = [("bridge", op.bridge), ("port", op.port)]
         for what, name in names:
-            if not name.startswith(PREFIX):
+            if not name.startswith(PREFIX) and name not in self.host_devices:
                 return f"{what} {name!r} is not Iris's (no {PREFIX!r} prefix) and not a configured host device"
         if isinstance(op, VolumeOp) and not self._in_a_pool(op.pool):
             return f"pool {op.pool!r} is not under this host's pool roots {list(self.pool_roots)}"

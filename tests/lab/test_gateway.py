@@ -43,6 +43,8 @@ def test_iaas_gateway_agent_mode_rebuilds_a_broken_gateway(lab, tenants, tmp_pat
     # the agent mode applies the generated configuration on the IaaS gateway
     c = cmd(sys.executable, "-m", "iris_haas.agent.cli", "--once", "--desired", str(desired),
             "--db", lab.ovs("agw").db, "--datapath-type", "netdev", "--state-dir", str(tmp_path / "state"),
+            # the IaaS gateway's own bridge, trunk and tunnel: its operator lets the agent manage them
+            "--host-device", g.bridge, "--host-device", g.trunk_port, "--host-device", g.tunnel,
             netns=lab.ns("agw"))
     p = subprocess.run(c.full_argv(), capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
