@@ -31,9 +31,7 @@ class Policy:
         names: list[tuple[str, str]] = []
         if isinstance(op, BridgeOp):
             names = [("name", op.name)]
-        elif isinstance(op, TunnelOp):
-            names = [("bridge", op.bridge), ("name", op.name)]
-        elif isinstance(op, PortOp):
+        elif isinstance(op, TunnelOp | PortOp):
             names = [("bridge", op.bridge), ("name", op.name)]
         elif isinstance(op, ShapeOp):
             names = [("port", op.port)]
