@@ -107,11 +107,11 @@ class Agent:
                                       current=self.desired.version)
             self._save(d)
             self.desired = d
-            return self._apply()
+            return self._apply(*self._allowed())
 
     def apply(self) -> ApplyResult:
         with self.lock:
-            return self._apply()
+            return self._apply(*self._allowed())
 
     def _allowed(self) -> tuple[DesiredState, list[str]]:
         """The stored desired state without the ops this host's policy refuses, and those refusals."""
@@ -122,12 +122,11 @@ class Agent:
                 ops.append(op)
             else:
                 refused.append(f"{op.op} {op.ident()[1:]}: {why}")
-        if refused:
-            log.warning("refused %d ops of generation %s: %s", len(refused), self.desired.version, refused)
         return self.desired.model_copy(update={"ops": ops}), refused
 
-    def _apply(self) -> ApplyResult:
-        allowed, refused = self._allowed()
+    def _apply(self, allowed: DesiredState, refused: list[str]) -> ApplyResult:
+        if refused:
+            log.warning("refused %d ops of generation %s: %s", len(refused), self.desired.version, refused)
         actions = self.host.apply(allowed)
         # check that the change is visible (pyroute2's habit): a second plan must be empty
         pending = _pending(self.host.plan(allowed))
@@ -137,10 +136,11 @@ class Agent:
     def reconcile(self) -> ApplyResult | None:
         """One pass of the loop: observe, plan, and execute only if something differs."""
         with self.lock:
-            if not _pending(self.host.plan(self._allowed()[0])):
+            allowed, refused = self._allowed()
+            if not _pending(self.host.plan(allowed)):
                 return None
             log.info("host drifted from generation %s: repairing", self.desired.version)
-            return self._apply()
+            return self._apply(allowed, refused)
 
     def run_reconciler(self, every_s: float) -> None:
         """Apply the stored state now, then reconcile every ``every_s`` seconds, in a thread,

@@ -124,20 +124,19 @@ def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval
         return JSONResponse(exc.to_dict(), status_code=exc.status,
                             headers={"Retry-After": str(retry)} if retry else None)
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError):
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
-            for e in exc.errors()
-        ]
+    def invalid(errors: list[dict]) -> JSONResponse:
         message = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)
         return JSONResponse({"type": "InvalidInput", "message": message, "errors": errors}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError):
+        return invalid([{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+                        for e in exc.errors()])
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):
         if exc.status_code == 400:  # a body that is not JSON: invalid input like any other
-            return JSONResponse({"type": "InvalidInput", "message": f"body: {exc.detail}",
-                                 "errors": [{"field": "", "message": str(exc.detail)}]}, status_code=422)
+            return invalid([{"field": "", "message": str(exc.detail)}])
         kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
         return JSONResponse({"type": kind, "message": str(exc.detail)}, status_code=exc.status_code)
 
