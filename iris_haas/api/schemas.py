@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from iris_haas.contract.types import AgentUrl, HostPath, IpAddr, L1Kind, Name, NodeState, ServiceModel
+from iris_haas.contract.types import HORIZON_S, AgentUrl, HostPath, IpAddr, L1Kind, Name, NodeState, ServiceModel
 
 
 class _In(BaseModel):
@@ -22,7 +22,7 @@ class TenantCreate(_In):
     name: Name
     tunnel_key: int | None = Field(default=None, ge=1, le=2**32 - 1,
                                    description="GRE key of the tenant's overlay and trunk; default: assigned")
-    token_ttl_s: int | None = Field(default=None, ge=60, le=10 * 365 * 86400,
+    token_ttl_s: int | None = Field(default=None, ge=60, le=HORIZON_S,
                                     description="the token expires after this many seconds; default: never")
 
 

@@ -53,6 +53,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from iris_haas.contract.types import (
+    MAX_MBPS,
     Cidr,
     Cpus,
     HostPath,
@@ -112,7 +113,7 @@ class PortOp(_Op):
 class ShapeOp(_Op):
     op: Literal["shape"] = "shape"
     port: IfName
-    rate_mbit: float = Field(gt=0, le=100_000)
+    rate_mbit: float = Field(gt=0, le=MAX_MBPS)
 
     def ident(self) -> tuple:
         return (self.op, self.port)
@@ -122,7 +123,7 @@ class TunnelLimitOp(_Op):
     op: Literal["tunnel_limit"] = "tunnel_limit"
     uplink: IfName
     remote_ip: IpAddr
-    rate_mbit: float = Field(gt=0, le=100_000)
+    rate_mbit: float = Field(gt=0, le=MAX_MBPS)
 
     def ident(self) -> tuple:
         return (self.op, self.uplink, self.remote_ip)

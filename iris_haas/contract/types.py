@@ -21,10 +21,14 @@ Vlan = Annotated[int, Field(ge=1, le=4094)]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 # one L1's flavor: the API accepts exactly what the hosts' ops accept, so nothing admitted can break a
 # host's desired state
+MAX_GB = 1 << 20  # a disk or a volume
+MAX_MBPS = 100_000  # tc shapes up to 100 Gbit/s
+HORIZON_S = 10 * 365 * 86400  # how far ahead anything may be booked or last: the calendar is not a forever
 Cpus = Annotated[int, Field(ge=1, le=256)]
 MemoryMb = Annotated[int, Field(ge=64, le=1 << 20)]
-DiskGb = Annotated[int, Field(ge=0, le=1 << 20)]
-Mbps = Annotated[int, Field(ge=1, le=100_000)]  # a reservation's bandwidth; tc shapes up to 100 Gbit/s
+DiskGb = Annotated[int, Field(ge=0, le=MAX_GB)]
+Mbps = Annotated[int, Field(ge=1, le=MAX_MBPS)]  # a reservation's bandwidth
+DurationS = Annotated[int, Field(ge=1, le=HORIZON_S)]
 # a network namespace Iris made: its name is a file in /run/netns, so no dots and no slashes
 # ("../../proc/1/ns/net" would be the host's own namespace)
 NetnsName = Annotated[str, Field(min_length=5, max_length=64, pattern=r"^iris[A-Za-z0-9_-]+$")]

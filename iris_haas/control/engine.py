@@ -30,7 +30,15 @@ from iris_haas.contract.errors import (
     VersionConflict,
 )
 from iris_haas.contract.ops import DesiredState, Op
-from iris_haas.contract.types import L1Kind, LifecycleState, NodeState, ProvisionState, ReservationState, ServiceModel
+from iris_haas.contract.types import (
+    HORIZON_S,
+    L1Kind,
+    LifecycleState,
+    NodeState,
+    ProvisionState,
+    ReservationState,
+    ServiceModel,
+)
 from iris_haas.control.lease import Lease
 from iris_haas.control.schemas import ModifyRequest, ReserveRequest, to_epoch
 from iris_haas.control.states import LIFECYCLE, MACHINES, PROVISION, RESERVATION
@@ -68,9 +76,6 @@ class Outcome:
 
     reservation: Reservation
     error: IrisError | None = None
-
-
-HORIZON_S = 10 * 365 * 86400  # how far ahead a reservation may end: the calendar is not a forever
 
 
 def _why(error: str | None) -> str:

@@ -8,7 +8,20 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from iris_haas.contract.types import IPV4, Cidr, Cpus, DiskGb, L1Kind, Mbps, MemoryMb, Name, ServiceModel, SshKey
+from iris_haas.contract.types import (
+    IPV4,
+    MAX_GB,
+    Cidr,
+    Cpus,
+    DiskGb,
+    DurationS,
+    L1Kind,
+    Mbps,
+    MemoryMb,
+    Name,
+    ServiceModel,
+    SshKey,
+)
 
 
 class _Item(BaseModel):
@@ -43,7 +56,7 @@ class NetworkItem(_Item):
 
 class StorageItem(_Item):
     kind: Literal["storage"]
-    size_gb: int = Field(ge=1, le=1024 * 1024)
+    size_gb: int = Field(ge=1, le=MAX_GB)
     keep: bool = Field(default=False, description="keep the data at release instead of wiping it")
     export_address: Cidr | None = Field(default=None, description="the NFS server's address (CIDR) in the tenant's "
                                         "subnet, on its management/storage VLAN; none: not exported")
@@ -93,7 +106,7 @@ class ReserveRequest(BaseModel):
     routing: Routing | None = Field(default=None, description="model c: the L1s' subnet and the router's address")
     start: datetime | None = Field(default=None, description="no start means now")
     end: datetime | None = None
-    duration_s: int | None = Field(default=None, ge=1, le=10 * 365 * 86400)
+    duration_s: DurationS | None = None
     items: list[Item] = Field(min_length=1, max_length=32)
 
     @model_validator(mode="after")
@@ -116,7 +129,7 @@ class ModifyRequest(BaseModel):
     end: datetime | None = None
     count: int | None = Field(default=None, ge=1, le=1000, description="new count of the compute item")
     bandwidth_mbps: Mbps | None = None
-    size_gb: int | None = Field(default=None, ge=1, le=1024 * 1024)
+    size_gb: int | None = Field(default=None, ge=1, le=MAX_GB)
 
     @model_validator(mode="after")
     def _something(self):

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, status
 
 from iris_haas.api import schemas
 from iris_haas.api.deps import AdminDep, CoordinatorDep, PrincipalDep, TenantDep
-from iris_haas.contract.types import Cpus, DiskGb, L1Kind, MemoryMb, Name
+from iris_haas.contract.types import MAX_GB, MAX_MBPS, Cpus, DiskGb, DurationS, L1Kind, MemoryMb, Name
 from iris_haas.control.schemas import ModifyRequest, ReserveRequest, from_epoch, to_epoch
 from iris_haas.managers.base import segment_of
 from iris_haas.store.models import Reservation, Tenant
@@ -92,15 +92,15 @@ def events(rid: str, coord: CoordinatorDep, who: PrincipalDep):
 def get_availability(
     coord: CoordinatorDep,
     who: PrincipalDep,
-    duration_s: Annotated[int, Query(ge=1, le=10 * 365 * 86400)],
+    duration_s: Annotated[DurationS, Query()],
     count: Annotated[int, Query(ge=1, le=1000)] = 1,
     l1_kind: L1Kind = L1Kind.LXC,
     cpus: Annotated[Cpus, Query()] = 1,
     memory_mb: Annotated[MemoryMb, Query()] = 1024,
     disk_gb: Annotated[DiskGb, Query()] = 10,
-    bandwidth_mbps: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    bandwidth_mbps: Annotated[int, Query(ge=0, le=MAX_MBPS)] = 0,
     tenant_site: Annotated[Name | None, Query()] = None,
-    size_gb: Annotated[int, Query(ge=0, le=1 << 20)] = 0,
+    size_gb: Annotated[int, Query(ge=0, le=MAX_GB)] = 0,
     site: Annotated[Name | None, Query()] = None,
     not_before: datetime | None = None,
 ):

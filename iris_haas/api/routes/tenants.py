@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, status
 from iris_haas.api import schemas
 from iris_haas.api.deps import AdminDep, InventoryDep, PrincipalDep
 from iris_haas.contract.errors import Forbidden, InvalidInput
+from iris_haas.contract.types import HORIZON_S
 from iris_haas.control.schemas import from_epoch
 from iris_haas.store.models import Tenant
 
@@ -33,7 +34,7 @@ def list_tenants(inv: InventoryDep, _: AdminDep):
 
 @tenants.post("/{name}/token", response_model=schemas.TenantCreated, summary="Issue a new token (the old one stops working)")
 def rotate_token(name: str, inv: InventoryDep, _: AdminDep,
-                 ttl_s: Annotated[int | None, Query(ge=60, le=10 * 365 * 86400,
+                 ttl_s: Annotated[int | None, Query(ge=60, le=HORIZON_S,
                                                     description="the new token expires after this long")] = None):
     token = inv.rotate_token(name, ttl_s)
     return created(inv.get("tenant", name), token)
