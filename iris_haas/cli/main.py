@@ -158,7 +158,9 @@ def node_add(
     memory_mb: Annotated[int, typer.Option()],
     disk_gb: Annotated[int, typer.Option()],
     l1_kinds: Annotated[str, typer.Option(help="comma-separated: lxc,kvm,netns")] = "lxc,kvm,netns",
-    agent_url: Annotated[str | None, typer.Option()] = None,
+    underlay_address: Annotated[str | None, typer.Option(help="its address on the HaaS data fabric: the tenants' "
+                                                         "tunnels end here (without it, no L1 of it is wired)")] = None,
+    agent_url: Annotated[str | None, typer.Option(help="its agent, https://ADDRESS:PORT on the control network")] = None,
 ):
     """Register an L0 node."""
     try:
@@ -166,7 +168,7 @@ def node_add(
     except ValueError:
         raise typer.BadParameter(f"{l1_kinds!r}: L1 kinds are {', '.join(L1Kind)}", param_hint="--l1-kinds") from None
     _created("node", {"name": name, "site": site, "cpus": cpus, "memory_mb": memory_mb, "disk_gb": disk_gb,
-                      "l1_kinds": kinds, "agent_url": agent_url},
+                      "l1_kinds": kinds, "underlay_address": underlay_address, "agent_url": agent_url},
              ["id", "name", "site_id", "cpus", "memory_mb", "disk_gb", "l1_kinds", "state"], "nodes")
 
 
@@ -178,10 +180,19 @@ def node_set_state(name: str, state: Annotated[NodeState, typer.Argument(help="a
 
 
 @gw_app.command("add")
-def gateway_add(name: str, site: Annotated[str, typer.Option()], underlay_address: Annotated[str, typer.Option()],
-                agent_url: Annotated[str | None, typer.Option()] = None):
+def gateway_add(
+    name: str,
+    site: Annotated[str, typer.Option()],
+    underlay_address: Annotated[str, typer.Option(help="public address: the inter-DC tunnels end here")],
+    fabric_address: Annotated[str | None, typer.Option(help="its address on the HaaS data fabric (the L0s' "
+                                                       "tunnels end here)")] = None,
+    uplink: Annotated[str, typer.Option(help="its interface towards the internet (per-tenant limits apply "
+                                        "here)")] = "eth0",
+    agent_url: Annotated[str | None, typer.Option(help="its agent, https://ADDRESS:PORT")] = None,
+):
     """Register a gateway."""
-    _created("gateway", {"name": name, "site": site, "underlay_address": underlay_address, "agent_url": agent_url},
+    _created("gateway", {"name": name, "site": site, "underlay_address": underlay_address,
+                         "fabric_address": fabric_address, "uplink": uplink, "agent_url": agent_url},
              ["id", "name", "site_id", "underlay_address"], "gateways")
 
 
@@ -194,10 +205,18 @@ def link_add(name: str, site_a: Annotated[str, typer.Option()], site_b: Annotate
 
 
 @pool_app.command("add")
-def pool_add(name: str, site: Annotated[str, typer.Option()], capacity_gb: Annotated[int, typer.Option()]):
+def pool_add(
+    name: str,
+    site: Annotated[str, typer.Option()],
+    capacity_gb: Annotated[int, typer.Option()],
+    host: Annotated[str | None, typer.Option(help="the L0 whose agent serves the pool (without it, no volume "
+                                             "of it is created)")] = None,
+    path: Annotated[str | None, typer.Option(help="the pool's directory on that host (under the agent's "
+                                             "--pool-root)")] = None,
+):
     """Register a storage pool."""
-    _created("pool", {"name": name, "site": site, "capacity_gb": capacity_gb}, ["id", "name", "site_id", "capacity_gb"],
-             "storage-pools")
+    _created("pool", {"name": name, "site": site, "capacity_gb": capacity_gb, "host": host, "path": path},
+             ["id", "name", "site_id", "capacity_gb", "host", "path"], "storage-pools")
 
 
 TokenTtl = Annotated[str | None, typer.Option("--token-ttl", help="the token expires after this long (90d, 12h); "

@@ -32,6 +32,11 @@ def list_tenants(inv: InventoryDep, _: AdminDep):
     return inv.list("tenant")
 
 
+@tenants.get("/{name}", response_model=schemas.TenantPublic)
+def get_tenant(name: str, inv: InventoryDep, _: AdminDep):
+    return inv.get("tenant", name)
+
+
 @tenants.post("/{name}/token", response_model=schemas.TenantCreated, summary="Issue a new token (the old one stops working)")
 def rotate_token(name: str, inv: InventoryDep, _: AdminDep,
                  ttl_s: Annotated[int | None, Query(ge=60, le=HORIZON_S,
