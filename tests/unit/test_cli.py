@@ -97,3 +97,18 @@ def test_tenant_tokens_with_a_lifetime_and_rotation(server):
     assert iris(coord.url, new, "list").exit_code == 0
     assert iris(coord.url, old, "list", ok=False).exit_code == 1
     assert iris(coord.url, admin, "tenant", "add", "b", "--token-ttl", "soon", ok=False).exit_code == 2
+
+
+def test_the_cli_reaches_an_https_coordinator_with_its_ca(tmp_path):
+    from iris_haas.control import pki
+
+    pki.init_ca(tmp_path / "ca")
+    pki.enroll_host(tmp_path / "ca", "localhost", tmp_path / "api")
+    tls = (tmp_path / "api" / "host.crt", tmp_path / "api" / "host.key")
+    with LocalCoordinator(tmp_path / "data", tls=tls) as coord:
+        assert coord.url.startswith("https://localhost:")
+        out = iris(coord.url, coord.admin_token, "--ca-file", str(tmp_path / "ca" / "ca.crt"), "site", "list")
+        assert "sites" in out.output
+        # the system's CAs do not know this certificate: refused, not trusted blindly
+        bad = iris(coord.url, coord.admin_token, "site", "list", ok=False)
+        assert bad.exit_code == 1 and "CERTIFICATE_VERIFY_FAILED" in bad.output
