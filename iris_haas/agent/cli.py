@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -100,10 +99,6 @@ def agent(
         ag.close()
         if pidfile and proc.read_pid(pidfile) == os.getpid():
             pidfile.unlink(missing_ok=True)
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(24)
 
 
 if __name__ == "__main__":

@@ -142,7 +142,8 @@ def ca_init(ca_dir: CaDir = None,
 def agent_enroll(
     host: Annotated[str, typer.Argument(help="the host's name, as registered (a node's or a gateway's)")],
     out: Annotated[Path | None, typer.Option(help="where its three files go; default ./HOST-tls")] = None,
-    ca_dir: CaDir = None,
+    ca_dir: Annotated[Path | None, typer.Option("--ca-dir", envvar="IRIS_CA_DIR", help="the CA's directory; default "
+                                                "<data dir>/ca")] = None,
 ):
     """Issue a host its key and certificate (again: rotation); its agent runs with --tls-dir on them."""
     from iris_haas.control import pki

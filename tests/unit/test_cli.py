@@ -112,3 +112,17 @@ def test_the_cli_reaches_an_https_coordinator_with_its_ca(tmp_path):
         # the system's CAs do not know this certificate: refused, not trusted blindly
         bad = iris(coord.url, coord.admin_token, "site", "list", ok=False)
         assert bad.exit_code == 1 and "CERTIFICATE_VERIFY_FAILED" in bad.output
+
+
+def test_ca_init_and_agent_enroll(tmp_path):
+    run_ = CliRunner().invoke
+    ca = str(tmp_path / "ca")
+    assert run_(app, ["ca", "init", "--dir", ca]).exit_code == 0
+    again = run_(app, ["ca", "init", "--dir", ca], env={"COLUMNS": "200"})
+    assert again.exit_code == 1 and "already exists" in again.output
+    out = tmp_path / "l0-1-tls"
+    r = run_(app, ["agent", "enroll", "l0-1", "--ca-dir", ca, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["ca.crt", "host.crt", "host.key"]
+    bad = run_(app, ["agent", "enroll", "../l0-1", "--ca-dir", ca, "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "InvalidInput" in bad.output
