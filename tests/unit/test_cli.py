@@ -126,3 +126,19 @@ def test_ca_init_and_agent_enroll(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["ca.crt", "host.crt", "host.key"]
     bad = run_(app, ["agent", "enroll", "../l0-1", "--ca-dir", ca, "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "InvalidInput" in bad.output
+
+
+def test_an_agent_does_not_start_without_tls_unless_told(tmp_path):
+    from iris_haas.control import pki
+
+    run_ = CliRunner().invoke
+    state = ["--state-dir", str(tmp_path / "state")]
+    r = run_(app, ["agent", "run", *state], env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "--insecure-http" in r.output
+    r = run_(app, ["agent", "run", "--insecure-http", *state], env={"COLUMNS": "200", "IRIS_AGENT_TOKEN": ""})
+    assert r.exit_code == 2 and "token" in r.output
+    pki.init_ca(tmp_path / "ca")
+    pki.enroll_host(tmp_path / "ca", "l0-1", tmp_path / "tls")
+    r = run_(app, ["agent", "run", "--tls-dir", str(tmp_path / "tls"), "--node", "l0-2", *state],
+             env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "l0-1" in r.output  # a host runs under the name its certificate gives
