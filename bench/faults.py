@@ -55,7 +55,7 @@ class Coordinator:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "IRIS_DATABASE_URL": db_url, "IRIS_DATA_DIR": str(data_dir), "IRIS_ADMIN_TOKEN": ADMIN,
-               "IRIS_AGENT_TOKEN": lab.token(), "IRIS_AGENT_NETNS": lab.ns("ctl"),
+               "IRIS_AGENT_TLS_DIR": str(lab.ca_dir), "IRIS_AGENT_NETNS": lab.ns("ctl"),
                "IRIS_SCHEDULER_INTERVAL_S": "0.3", "IRIS_POLL_INTERVAL_S": "1", "IRIS_PUSH_TIMEOUT_S": "10", "IRIS_PROVISION_TIMEOUT_S": "20",
                "IRIS_FAILPOINTS": failpoints}
         self.log = open(data_dir / f"serve-{self.port}.log", "ab")  # noqa: SIM115 - closed in stop()

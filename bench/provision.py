@@ -178,7 +178,7 @@ def main() -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="iris-bench-"))
     try:
         realizer.up(lab, ephemeral=True)
-        coord = LocalCoordinator(data_dir, dataplane=AgentDataPlane(lab.token(), netns=lab.ns("ctl"), timeout=600))
+        coord = LocalCoordinator(data_dir, dataplane=AgentDataPlane(lab.coordinator_tls(), netns=lab.ns("ctl"), timeout=600))
         coord.__enter__()
         admin = coord.client(coord.admin_token, timeout=600)
         tenant = coord.client(register(lab, admin)["a"], timeout=600)

@@ -44,7 +44,7 @@ def main(spec_path: str) -> int:
                 os.close(null)
                 enter_netns(s["netns"])
                 kw = {k: v for k, v in s.items() if k not in ("netns", "log")}
-                for k in ("state_dir", "token_file", "pidfile"):
+                for k in ("state_dir", "tls_dir", "token_file", "pidfile"):
                     if kw.get(k):
                         kw[k] = Path(kw[k])
                 agent(**kw)

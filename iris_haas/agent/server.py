@@ -1,6 +1,11 @@
-"""The per-host agent: authenticated HTTP on the control network.
+"""The per-host agent: HTTPS on the control network, for the coordinator only.
 
-Routes (all but ``/v1/health`` need ``Authorization: Bearer <token>``):
+The server is TLS only and requires the coordinator's client certificate (see
+:mod:`iris_haas.agent.tls`): no connection without it reaches a route. An agent run with
+``--insecure-http`` (development only) speaks plain HTTP and wants ``Authorization: Bearer
+<token>`` on every route but ``/v1/health`` instead.
+
+Routes:
 
 ``GET  /v1/health``   liveness and the node's name
 ``GET  /v1/state``    what is really on the host (op form), the desired version, whether they agree
@@ -177,10 +182,14 @@ class Agent:
                                refused=refused)
 
 
-def create_app(agent: Agent, token: str) -> FastAPI:
+def create_app(agent: Agent, token: str | None) -> FastAPI:
+    """The agent's routes. ``token``: the bearer token of an ``--insecure-http`` agent; None for
+    an agent whose TLS server already required the coordinator's certificate of every client."""
     app = FastAPI(title="iris agent", version="1")
 
     def auth(authorization: Annotated[str | None, Header()] = None) -> None:
+        if token is None:
+            return
         given = (authorization or "").removeprefix("Bearer ").strip()
         if not given or not hmac.compare_digest(given.encode(), token.encode()):
             raise Unauthorized("missing or wrong agent token")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,10 +16,14 @@ class ApiError(Exception):
 
 
 class Client:
-    def __init__(self, url: str, token: str | None, *, timeout: float = 30.0, transport=None):
+    def __init__(self, url: str, token: str | None, *, timeout: float = 30.0, transport=None,
+                 ca_file: str | Path | None = None):
+        """``ca_file``: the CA that signed an ``https://`` coordinator's certificate (default: the system's)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url + "/v1", headers=headers, timeout=timeout, transport=transport)
+        verify = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        self._http = httpx.Client(base_url=self.url + "/v1", headers=headers, timeout=timeout, transport=transport,
+                                  verify=verify)
 
     def close(self) -> None:
         self._http.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import uvicorn
 
+from iris_haas.agent.client import ClientTls
 from iris_haas.api.app import create_app
 from iris_haas.api.client import Client
 from iris_haas.control.engine import Coordinator
@@ -35,8 +36,10 @@ def admin_token(settings: Settings) -> str:
 
 
 def build(settings: Settings, dataplane: DataPlane | None = None, *, scheduler: bool = True):
-    if dataplane is None and settings.agent_token:
-        dataplane = AgentDataPlane(settings.agent_token, netns=settings.agent_netns)
+    if dataplane is None and settings.agent_tls_dir:
+        dataplane = AgentDataPlane(ClientTls.coordinator(settings.agent_tls_dir), netns=settings.agent_netns)
+    elif dataplane is None and settings.agent_token:
+        dataplane = AgentDataPlane(token=settings.agent_token, netns=settings.agent_netns)
     db = Database(settings.resolved_database_url())
     db.migrate()
     coordinator = Coordinator(db, hold_timeout_s=settings.hold_timeout_s, dataplane=dataplane,
@@ -56,13 +59,17 @@ def _free_port() -> int:
 class LocalCoordinator:
     """An `iris serve` in a thread of this process, on a free loopback port."""
 
-    def __init__(self, data_dir: Path, hold_timeout_s: float = 60.0, dataplane=None, **settings):
+    def __init__(self, data_dir: Path, hold_timeout_s: float = 60.0, dataplane=None,
+                 tls: tuple[Path, Path] | None = None, **settings):
+        """``tls``: (certificate, key) to serve HTTPS with; its certificate must name ``localhost``."""
         self.settings = Settings(data_dir=data_dir, hold_timeout_s=hold_timeout_s, scheduler_interval_s=0.2,
                                  admin_token=None, database_url=None, **settings)
         self.app, self.engine = build(self.settings, dataplane)
         self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.url = f"https://localhost:{self.port}" if tls else f"http://127.0.0.1:{self.port}"
+        cert, key = tls or (None, None)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    ssl_certfile=cert, ssl_keyfile=key))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

@@ -21,19 +21,21 @@ err = Console(stderr=True)
 
 Url = Annotated[str | None, typer.Option("--url", envvar="IRIS_API_URL", help="coordinator URL")]
 Token = Annotated[str | None, typer.Option("--token", envvar="IRIS_TOKEN", help="API token (admin or tenant)")]
+CaFile = Annotated[Path | None, typer.Option("--ca-file", envvar="IRIS_CA_FILE",
+                                             help="the CA of an https:// coordinator's certificate")]
 AsJson = Annotated[bool, typer.Option("--json", help="print the API's JSON instead of a table")]
 
 _opts: dict[str, Any] = {}
 
 
 @app.callback()
-def _main(url: Url = None, token: Token = None):
-    _opts["url"], _opts["token"] = url, token
+def _main(url: Url = None, token: Token = None, ca_file: CaFile = None):
+    _opts["url"], _opts["token"], _opts["ca_file"] = url, token, ca_file
 
 
 def client() -> Client:
     s = Settings()
-    return Client(_opts.get("url") or s.api_url, _opts.get("token") or s.token)
+    return Client(_opts.get("url") or s.api_url, _opts.get("token") or s.token, ca_file=_opts.get("ca_file") or s.ca_file)
 
 
 def call(fn, *args, **kw):
@@ -75,23 +77,81 @@ def serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8642,
     database_url: Annotated[str | None, typer.Option(envvar="IRIS_DATABASE_URL", help="default: SQLite under --data-dir")] = None,
     data_dir: Annotated[str | None, typer.Option(envvar="IRIS_DATA_DIR")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="serve HTTPS with this certificate (PEM)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="... and this key")] = None,
 ):
     """Run the resource coordinator: REST API, reservation engine and scheduler."""
     import uvicorn
 
     from iris_haas.api.service import build
 
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter("--tls-cert and --tls-key go together")
     overrides = {k: v for k, v in {"database_url": database_url, "data_dir": data_dir}.items() if v}
     settings = Settings(**overrides)
     api, _ = build(settings)
-    console.print(f"Iris coordinator on http://{host}:{port}/v1 (OpenAPI: /v1/docs); "
+    scheme = "https" if tls_cert else "http"
+    console.print(f"Iris coordinator on {scheme}://{host}:{port}/v1 (OpenAPI: /v1/docs); "
                   f"database {settings.resolved_database_url().split('@')[-1]}")
     if not settings.admin_token:
         console.print(f"admin token in {settings.data_dir}/admin-token")
-    if not settings.agent_token:
-        err.print("[yellow]warning[/yellow] IRIS_AGENT_TOKEN is not set: desired state is kept in memory and sent "
+    if settings.agent_tls_dir:
+        console.print(f"agents reached over mutual TLS (coordinator certificate in {settings.agent_tls_dir})")
+    elif settings.agent_token:
+        err.print("[red]INSECURE[/red] IRIS_AGENT_TOKEN without IRIS_AGENT_TLS_DIR: desired state goes to agents run "
+                  "with --insecure-http, in plain HTTP (development only)")
+    else:
+        err.print("[yellow]warning[/yellow] IRIS_AGENT_TLS_DIR is not set: desired state is kept in memory and sent "
                   "to no agent (a trial coordinator, no data plane)")
-    uvicorn.run(api, host=host, port=port, log_level="warning")
+    uvicorn.run(api, host=host, port=port, log_level="warning", ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+
+
+# ------------------------------------------------------------------ the agents' CA (admin, on the coordinator)
+ca_app = typer.Typer(help="The CA of the control channel: the coordinator's and the hosts' certificates.",
+                     no_args_is_help=True)
+app.add_typer(ca_app, name="ca")
+CaDir = Annotated[Path | None, typer.Option("--dir", envvar="IRIS_CA_DIR", help="the CA's directory; default "
+                                            "<data dir>/ca")]
+
+
+def _ca_dir(given: Path | None) -> Path:
+    return given or Path(Settings().data_dir) / "ca"
+
+
+def _pki(fn, *args, **kw):
+    from iris_haas.contract.errors import IrisError
+
+    try:
+        return fn(*args, **kw)
+    except IrisError as e:
+        err.print(f"[red]error[/red] {e.type}: {e.message}")
+        raise typer.Exit(1) from None
+
+
+@ca_app.command("init")
+def ca_init(ca_dir: CaDir = None,
+            force: Annotated[bool, typer.Option(help="replace an existing CA (every host must be enrolled again)")] = False):
+    """Make the CA and the coordinator's client certificate (the coordinator's IRIS_AGENT_TLS_DIR)."""
+    from iris_haas.control import pki
+
+    d = _ca_dir(ca_dir)
+    _pki(pki.init_ca, d, overwrite=force)
+    console.print(f"CA and coordinator certificate in {d}; run the coordinator with IRIS_AGENT_TLS_DIR={d}")
+
+
+def agent_enroll(
+    host: Annotated[str, typer.Argument(help="the host's name, as registered (a node's or a gateway's)")],
+    out: Annotated[Path | None, typer.Option(help="where its three files go; default ./HOST-tls")] = None,
+    ca_dir: Annotated[Path | None, typer.Option("--ca-dir", envvar="IRIS_CA_DIR", help="the CA's directory; default "
+                                                "<data dir>/ca")] = None,
+):
+    """Issue a host its key and certificate (again: rotation); its agent runs with --tls-dir on them."""
+    from iris_haas.control import pki
+
+    d = out or Path(f"{host}-tls")
+    cert = _pki(pki.enroll_host, _ca_dir(ca_dir), host, d)
+    console.print(f"{host}: certificate {cert.serial_number:x} until {cert.not_valid_after_utc:%Y-%m-%d} in {d}; "
+                  f"copy host.key, host.crt and ca.crt to the host and run `iris agent run --tls-dir DIR`")
 
 
 # ------------------------------------------------------------------ inventory (admin)
@@ -440,7 +500,10 @@ def _register_optional() -> None:
     try:
         from iris_haas.agent.cli import agent
 
-        app.command("agent")(agent)
+        agent_app = typer.Typer(help="The per-host agent: run it; enrol a host.", no_args_is_help=True)
+        agent_app.command("run")(agent)
+        agent_app.command("enroll")(agent_enroll)
+        app.add_typer(agent_app, name="agent")
     except ImportError:
         pass
     try:

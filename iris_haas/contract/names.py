@@ -139,3 +139,11 @@ def router_leg(segment_no: int, side: str) -> str:
 def lab_netns(lab: str, node: str) -> str:
     # Namespace names are file names, not interface names: no 15-character limit.
     return f"{PREFIX}-{lab}-{node}"
+
+
+# the control channel's files (mutual TLS): a host's directory holds HOST_*, the coordinator's COORDINATOR_*,
+# both the CA certificate that signed them
+CA_CERT = "ca.crt"
+HOST_KEY, HOST_CERT = "host.key", "host.crt"
+COORDINATOR_KEY, COORDINATOR_CERT = "coordinator.key", "coordinator.crt"
+COORDINATOR_URI = "iris:coordinator"  # the coordinator's identity (SAN URI of its client certificate)

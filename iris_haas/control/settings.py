@@ -23,12 +23,17 @@ class Settings(BaseSettings):
                                   "hosts it changed; a slower host is left to the reconciler")
     provision_timeout_s: float = Field(default=180.0, gt=0, le=3600, description="how long provision waits for "
                                        "every host of the reservation to confirm before it fails")
-    agent_token: str | None = Field(default=None, description="token of the hosts' agents; without it desired "
-                                    "state stays in the coordinator (in-memory data plane, for trials)")
+    agent_tls_dir: Path | None = Field(default=None, description="ca.crt, coordinator.crt and coordinator.key: "
+                                       "the agents are reached over mutual TLS; without it (or agent_token) desired "
+                                       "state stays in the coordinator (in-memory data plane, for trials)")
+    agent_token: str | None = Field(default=None, description="development only: the token of agents run with "
+                                    "--insecure-http (plain HTTP); ignored when agent_tls_dir is set")
     agent_netns: str | None = Field(default=None, description="reach the agents from inside this network "
                                     "namespace (the lab's control network)")
     api_url: str = Field(default="http://127.0.0.1:8642", description="where the CLI finds the coordinator")
     token: str | None = Field(default=None, description="the CLI's API token (admin or tenant)")
+    ca_file: Path | None = Field(default=None, description="the CLI trusts this CA for an https:// api_url (default: "
+                                 "the system's)")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -16,7 +16,8 @@ push arriving.
 
 Where desired state goes is a :class:`DataPlane`: ``InMemoryDataPlane`` is the twin of the
 control-plane tests (it records what each host was told and claims nothing about a real data
-plane); ``AgentDataPlane`` PUTs the state to the host's ``iris agent`` over HTTP.
+plane); ``AgentDataPlane`` PUTs the state to the host's ``iris agent`` over mutual TLS, and
+accepts the answer only from a server whose certificate names that host.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -39,6 +40,9 @@ from iris_haas.contract.errors import DataPlaneError
 from iris_haas.contract.ops import DesiredState, Op
 from iris_haas.store.db import Database
 from iris_haas.store.models import HostSync
+
+if TYPE_CHECKING:
+    from iris_haas.agent.client import AgentClient, ClientTls
 
 log = logging.getLogger("iris.sync")
 
@@ -100,21 +104,32 @@ class InMemoryDataPlane:
 
 
 class AgentDataPlane:
-    """PUT /v1/desired on each host's agent. ``netns``: open the connections from inside that
-    network namespace (the lab's control network exists only in namespaces). ``timeout`` bounds
-    one push, so an agent that does not answer costs at most that."""
+    """PUT /v1/desired on each host's agent, at its ``https://`` URL with the coordinator's
+    certificate (``tls``); the server must prove it is the host by that name (its certificate's),
+    so a host's acknowledgement comes from that host whatever address answered. ``token``
+    instead of ``tls``: agents run with ``--insecure-http`` (development only). ``netns``: open
+    the connections from inside that network namespace (the lab's control network exists only in
+    namespaces). ``timeout`` bounds one push, so an agent that does not answer costs at most that."""
 
-    def __init__(self, token: str, *, netns: str | None = None, timeout: float = 120.0):
-        self.token, self.netns, self.timeout = token, netns, timeout
+    def __init__(self, tls: ClientTls | None = None, *, token: str | None = None, netns: str | None = None,
+                 timeout: float = 120.0):
+        if (tls is None) == (token is None):
+            raise ValueError("agents are reached with TLS or, insecurely, with a token: one of the two")
+        self.tls, self.token, self.netns, self.timeout = tls, token, netns, timeout
+
+    def _client(self, host: str, agent_url: str, timeout: float) -> AgentClient:
+        from iris_haas.agent.client import AgentClient
+
+        return AgentClient(agent_url, self.tls, node=host, token=self.token, netns=self.netns, timeout=timeout)
 
     def push(self, host: str, agent_url: str | None, state: DesiredState) -> Ack:
-        from iris_haas.agent.client import AgentClient, AgentError
+        from iris_haas.agent.client import AgentError
 
         if not agent_url:
             if state.ops:
                 raise DataPlaneError(f"host {host} has no agent URL registered")
             return Ack(state.version, True)
-        with AgentClient(agent_url, self.token, netns=self.netns, timeout=self.timeout) as c:
+        with self._client(host, agent_url, self.timeout) as c:
             try:
                 r = c.put(state)
             except AgentError as e:
@@ -125,11 +140,9 @@ class AgentDataPlane:
                    tuple(r.get("refused") or ()))
 
     def observe(self, host: str, agent_url: str | None) -> Ack:
-        from iris_haas.agent.client import AgentClient
-
         if not agent_url:
             return Ack(0, True)
-        with AgentClient(agent_url, self.token, netns=self.netns, timeout=min(10.0, self.timeout)) as c:
+        with self._client(host, agent_url, min(10.0, self.timeout)) as c:
             r = c.state()
         return Ack(int(r.get("version", 0)), bool(r.get("in_sync", False)))
 

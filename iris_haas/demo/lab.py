@@ -76,7 +76,7 @@ def run(console: Console, *, out: Path = Path("."), quick: bool = False) -> int:
               realizer.status(lab)["matches"], f"{up['total']:.1f} s")
         with ExitStack() as stack:
             coord = stack.enter_context(
-                LocalCoordinator(data_dir, dataplane=AgentDataPlane(lab.token(), netns=lab.ns("ctl"))))
+                LocalCoordinator(data_dir, dataplane=AgentDataPlane(lab.coordinator_tls(), netns=lab.ns("ctl"))))
             admin = coord.client(coord.admin_token)
             tokens = register(lab, admin)
             tenant = {t: coord.client(tok) for t, tok in tokens.items()}

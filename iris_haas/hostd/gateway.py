@@ -4,7 +4,7 @@ One OVS bridge on each side holds the DC's trunk uplink and one GRE port to the 
 The GRE port has no tag and no trunks, so every VLAN 1-4094 crosses with its 802.1Q tag inside
 GRE: the IaaS may pick guest VLAN IDs at run time without telling anyone (paper §6.3).
 
-:func:`iaas_gateway_ops` is the IaaS side as an op list (what ``iris agent --desired`` applies);
+:func:`iaas_gateway_ops` is the IaaS side as an op list (what ``iris agent run --desired`` applies);
 :func:`iaas_gateway_script` renders the same configuration as shell commands for an operator to
 read and paste: the OVSDB rows the reconciler would write on an empty gateway
 (:func:`iris_haas.hostd.reconciler.ovsdb_changes`) as one ``ovs-vsctl`` transaction, and the

@@ -64,7 +64,7 @@ def gateway_config(
     bridge: Annotated[str, typer.Option(help="bridge name on the IaaS gateway")] = "br-int",
     rate_mbit: Annotated[float | None, typer.Option(help="limit IaaS -> HaaS traffic (Mbit/s)")] = None,
     datapath_type: Annotated[str, typer.Option(help="system or netdev")] = "system",
-    as_json: Annotated[bool, typer.Option("--json", help="print the op list for `iris agent --desired`")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the op list for `iris agent run --desired`")] = False,
 ) -> None:
     """Print the IaaS gateway's configuration (paper figure 5): commands, or ops for an agent."""
     from iris_haas.hostd.gateway import GatewaySpec, iaas_gateway_ops, iaas_gateway_script

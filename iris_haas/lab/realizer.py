@@ -5,8 +5,9 @@ name, also after a crash half-way through ``up``:
 
 * namespaces ``iris-<lab>-*`` (every link of the lab lives inside one; nothing is created in
   the host's own namespace, so deleting the namespaces deletes every veth and tap);
-* ``RUN_ROOT/<lab>/``: OVS databases, sockets, pidfiles and logs, the agents' token, pidfiles
-  and state.
+* ``RUN_ROOT/<lab>/``: OVS databases, sockets, pidfiles and logs; the control channel's CA
+  (``ca/``, also the coordinator's certificate) and each agent's certificate (``<node>/tls``),
+  pidfile and state.
 
 ``down`` stops the OVS daemons (bridges deleted first) and the agents by the PIDs in their
 pidfiles, then any other process still inside one of the lab's namespaces (tests' iperf3
@@ -18,14 +19,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from iris_haas.agent.client import AgentClient, AgentError
+from iris_haas.agent.client import AgentClient, AgentError, ClientTls
 from iris_haas.contract import names
+from iris_haas.control import pki
 from iris_haas.hostd.gateway import GatewaySpec, iaas_gateway_ops
 from iris_haas.hostd.reconciler import Host as HostDriver
 from iris_haas.hostd.reconciler import HostConfig
@@ -72,12 +75,29 @@ class Lab:
     def ovs(self, node: str) -> ovs.OvsInstance:
         return ovs.OvsInstance(self.dir / node, self.ns(node), LAB_OWNER.format(self.name))
 
-    def token(self) -> str:
-        return (self.dir / "token").read_text().strip()
+    @property
+    def ca_dir(self) -> Path:
+        """The lab's CA; also the coordinator's IRIS_AGENT_TLS_DIR (its certificate is in it)."""
+        return self.dir / "ca"
 
-    def client(self, node: str, timeout: float = 60.0) -> AgentClient:
+    def tls_dir(self, node: str) -> Path:
+        """An agent's ``--tls-dir``."""
+        return self.dir / node / "tls"
+
+    def coordinator_tls(self) -> ClientTls:
+        return ClientTls.coordinator(self.ca_dir)
+
+    def agent_url(self, node: str) -> str:
         a = next(a for a in self.plan.agents if a.node == node)
-        return AgentClient(f"http://{a.ip}:{a.port}", self.token(), netns=self.ns("ctl"), timeout=timeout)
+        return f"https://{a.ip}:{a.port}"
+
+    def client(self, node: str, timeout: float = 60.0, *, tls: ClientTls | None = None,
+               expect: str | None = None) -> AgentClient:
+        """A client of ``node``'s agent, from the control network, as the coordinator (or with
+        ``tls``: another certificate, none, a foreign CA's; ``expect``: the host name its
+        certificate must give, ``node`` unless told), so a bench can try what an agent refuses."""
+        return AgentClient(self.agent_url(node), tls or self.coordinator_tls(), node=expect or node,
+                           netns=self.ns("ctl"), timeout=timeout)
 
     def agent_nodes(self) -> list[str]:
         return [a.node for a in self.plan.agents]
@@ -115,12 +135,11 @@ def up(lab: Lab, *, agents: bool = True, timeout: float = 30.0, ephemeral: bool 
     if ephemeral:
         (lab.dir / "ephemeral.pid").write_text(f"{os.getpid()}\n")
     (lab.dir / "topology.json").write_text(lab.topo.model_dump_json())
-    tok = lab.dir / "token"
-    if not tok.exists():
-        from iris_haas.agent.cli import new_token
-
-        tok.write_text(new_token())
-        tok.chmod(0o600)
+    if not (lab.ca_dir / pki.CA_KEY).exists():
+        pki.init_ca(lab.ca_dir)
+    for a in p.agents:
+        if not (lab.tls_dir(a.node) / names.HOST_CERT).exists():
+            pki.enroll_host(lab.ca_dir, a.node, lab.tls_dir(a.node))
     times: dict[str, float] = {}
     try:
         with _pool(len(p.namespaces)) as ex:
@@ -233,7 +252,7 @@ def _start_agents(lab: Lab, r: SubprocessRunner) -> None:
         specs.append({"netns": a.ns, "log": str(d / "agent.log"), "listen": a.ip, "port": a.port, "node": a.node,
                       "db": lab.ovs(a.node).db, "datapath_type": lab.topo.datapath_type,
                       "underlay_mtu": lab.topo.underlay_mtu, "state_dir": str(d / "agent"),
-                      "token_file": str(lab.dir / "token"), "pidfile": str(pidfile),
+                      "tls_dir": str(lab.tls_dir(a.node)), "pidfile": str(pidfile),
                       "pool_root": [LAB_POOL_ROOT]})
     if not specs:
         return
@@ -247,6 +266,16 @@ def start_agent(lab: Lab, node: str) -> None:
     a = next(a for a in lab.plan.agents if a.node == node)
     _start_agents(Lab(LabPlan(lab.topo, [], [], [], [], [], [], [a])), SubprocessRunner())
     _wait_agents(lab, 30.0, [node])
+
+
+def enroll_agent(lab: Lab, node: str) -> int:
+    """Enrol ``node`` again (a new key and certificate: rotation) and have its running agent
+    load them now (SIGHUP; it would within its check interval anyway). Returns the new serial."""
+    cert = pki.enroll_host(lab.ca_dir, node, lab.tls_dir(node))
+    pid = read_pid(lab.dir / node / "agent.pid")
+    if pid and alive(pid):
+        os.kill(pid, signal.SIGHUP)
+    return cert.serial_number
 
 
 def ensure_agents(lab: Lab) -> list[str]:

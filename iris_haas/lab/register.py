@@ -15,7 +15,7 @@ def register(lab: Lab, admin: Client, *, link_mbps: int = 1000, cpus: int = 8, m
              disk_gb: int = 100) -> dict[str, str]:
     """Returns each tenant's API token."""
     t = lab.topo
-    agents = {a.node: f"http://{a.ip}:{a.port}" for a in lab.plan.agents}
+    agents = {a.node: lab.agent_url(a.node) for a in lab.plan.agents}  # https: each agent's certificate names it
     admin.post("/sites", {"name": "haas"})
     admin.post("/gateways", {"name": "hgw", "site": "haas", "underlay_address": t.haas.gateway_ip,
                              "fabric_address": t.fab_ip("hgw"), "uplink": "up", "agent_url": agents.get("hgw")})

@@ -1,13 +1,17 @@
-"""The agent: authenticated HTTP on the control network; `apply` repairs a host after a crash
-or a change made by hand."""
+"""The agent: mutual TLS on the control network, for the coordinator only; `apply` repairs a host
+after a crash or a change made by hand; a host's certificate is rotated under a running data plane."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
+from cryptography import x509
 
-from iris_haas.agent.client import AgentClient, AgentError
+from iris_haas.agent.client import AgentClient, AgentError, ClientTls
+from iris_haas.control import pki
+from iris_haas.control.sync import AgentDataPlane
 from iris_haas.lab import probe, realizer
 from iris_haas.lab.tenants import L1
 from iris_haas.linux import netlink as nl
@@ -17,13 +21,67 @@ from iris_haas.linux.runner import SubprocessRunner
 pytestmark = pytest.mark.lab
 
 
-def test_agent_needs_its_token(lab):
-    a = next(a for a in lab.plan.agents if a.node == "l0-1")
-    with AgentClient(f"http://{a.ip}:{a.port}", "wrong", netns=lab.ns("ctl")) as c:
-        assert c.health()["ok"]  # liveness is public
-        with pytest.raises(AgentError) as e:
+def test_only_the_coordinator_reaches_an_agent(lab, tmp_path):
+    with lab.client("l0-1") as c:
+        assert c.health()["node"] == "l0-1"
+        c.state()
+    # plain HTTP to the agent's port: no HTTP answer at all, whatever the token
+    with AgentClient(lab.agent_url("l0-1").replace("https", "http"), token="x", netns=lab.ns("ctl"), timeout=5) as c:
+        with pytest.raises(AgentError):
+            c.health()
+    pki.init_ca(tmp_path / "foreign")
+    foreign = ClientTls.coordinator(tmp_path / "foreign")
+    ca = lab.ca_dir / "ca.crt"
+    for tls in (ClientTls(ca),  # no certificate
+                ClientTls.host(lab.tls_dir("l0-2")),  # another host's (a tenant who broke out on l0-2)
+                ClientTls(ca, foreign.cert, foreign.key)):  # a coordinator of another CA
+        with lab.client("l0-1", timeout=5, tls=tls) as c, pytest.raises(AgentError):
             c.state()
-        assert e.value.extra["status_code"] == 401
+    # and the coordinator does not take l0-1's answers for l0-2's
+    with lab.client("l0-1", timeout=5, expect="l0-2") as c, pytest.raises(AgentError, match="certificate"):
+        c.state()
+
+
+def _data_plane(lab, node):
+    """What a change to the data plane would change: OVS rows' uuids and the ofports."""
+    st = ovsdb.snapshot(lab.ovs(node).db)
+    return ({n: b["_uuid"] for n, b in st.bridges.items()}, {n: p["_uuid"] for n, p in st.ports.items()},
+            {n: (i["_uuid"], i.get("ofport")) for n, i in st.interfaces.items()})
+
+
+def _serial(lab, node) -> int:
+    with lab.client(node, timeout=5) as c:  # a new client: a new handshake
+        return x509.load_der_x509_certificate(c.peer_certificate()).serial_number
+
+
+def test_rotation_and_restart_leave_the_data_plane_untouched(lab, tenants):
+    tenants.set([L1("a", "l0-1", "r1", vlan=101, address="10.0.101.21/24")])
+    assert probe.reachable(lab.ns("r1"), "10.0.101.10")
+    before = _data_plane(lab, "l0-1")
+    old = _serial(lab, "l0-1")
+    replies: list[int] = []
+    pinger = threading.Thread(target=lambda: replies.append(probe.ping(lab.ns("r1"), "10.0.101.10", count=60)))
+    pinger.start()
+    try:
+        new = realizer.enroll_agent(lab, "l0-1")  # a new key and certificate, loaded without a restart
+        deadline = time.monotonic() + 10
+        while _serial(lab, "l0-1") != new:
+            assert time.monotonic() < deadline, "the agent still serves its old certificate"
+            time.sleep(0.1)
+        assert new != old
+        # the coordinator reaches it as before, by its name
+        dp = AgentDataPlane(lab.coordinator_tls(), netns=lab.ns("ctl"), timeout=10)
+        assert dp.observe("l0-1", lab.agent_url("l0-1")).in_sync
+        # and a restarted agent, in sync with its host, touches nothing either
+        realizer.stop_agent(lab, "l0-1")
+        realizer.start_agent(lab, "l0-1")
+        assert _serial(lab, "l0-1") == new
+        with lab.client("l0-1") as c:
+            assert c.state()["in_sync"]
+    finally:
+        pinger.join()
+    assert replies == [60], "the ping stopped while the agent was rotated and restarted"
+    assert _data_plane(lab, "l0-1") == before
 
 
 def test_agent_reports_what_is_really_there(lab, tenants):

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture
 def coord(lab, tmp_path):
-    with LocalCoordinator(tmp_path, dataplane=AgentDataPlane(lab.token(), netns=lab.ns("ctl"))) as c:
+    with LocalCoordinator(tmp_path, dataplane=AgentDataPlane(lab.coordinator_tls(), netns=lab.ns("ctl"))) as c:
         admin = c.client(c.admin_token)
         tokens = register(lab, admin)
         tenants = {t: c.client(tok) for t, tok in tokens.items()}

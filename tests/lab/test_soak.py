@@ -60,7 +60,7 @@ def test_random_lifecycles_with_agents_killed_leave_every_host_equal_to_the_data
     rng = random.Random(SEED)
     ignore = audit.namespaces()
     agents_down: set[str] = set()
-    dp = AgentDataPlane(lab.token(), netns=lab.ns("ctl"), timeout=15)
+    dp = AgentDataPlane(lab.coordinator_tls(), netns=lab.ns("ctl"), timeout=15)
     with LocalCoordinator(tmp_path, hold_timeout_s=3, dataplane=dp, poll_interval_s=1, push_timeout_s=5,
                           provision_timeout_s=10) as c:
         admin = c.client(c.admin_token)

@@ -97,3 +97,48 @@ def test_tenant_tokens_with_a_lifetime_and_rotation(server):
     assert iris(coord.url, new, "list").exit_code == 0
     assert iris(coord.url, old, "list", ok=False).exit_code == 1
     assert iris(coord.url, admin, "tenant", "add", "b", "--token-ttl", "soon", ok=False).exit_code == 2
+
+
+def test_the_cli_reaches_an_https_coordinator_with_its_ca(tmp_path):
+    from iris_haas.control import pki
+
+    pki.init_ca(tmp_path / "ca")
+    pki.enroll_host(tmp_path / "ca", "localhost", tmp_path / "api")
+    tls = (tmp_path / "api" / "host.crt", tmp_path / "api" / "host.key")
+    with LocalCoordinator(tmp_path / "data", tls=tls) as coord:
+        assert coord.url.startswith("https://localhost:")
+        out = iris(coord.url, coord.admin_token, "--ca-file", str(tmp_path / "ca" / "ca.crt"), "site", "list")
+        assert "sites" in out.output
+        # the system's CAs do not know this certificate: refused, not trusted blindly
+        bad = iris(coord.url, coord.admin_token, "site", "list", ok=False)
+        assert bad.exit_code == 1 and "CERTIFICATE_VERIFY_FAILED" in bad.output
+
+
+def test_ca_init_and_agent_enroll(tmp_path):
+    run_ = CliRunner().invoke
+    ca = str(tmp_path / "ca")
+    assert run_(app, ["ca", "init", "--dir", ca]).exit_code == 0
+    again = run_(app, ["ca", "init", "--dir", ca], env={"COLUMNS": "200"})
+    assert again.exit_code == 1 and "already exists" in again.output
+    out = tmp_path / "l0-1-tls"
+    r = run_(app, ["agent", "enroll", "l0-1", "--ca-dir", ca, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["ca.crt", "host.crt", "host.key"]
+    bad = run_(app, ["agent", "enroll", "../l0-1", "--ca-dir", ca, "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "InvalidInput" in bad.output
+
+
+def test_an_agent_does_not_start_without_tls_unless_told(tmp_path):
+    from iris_haas.control import pki
+
+    run_ = CliRunner().invoke
+    state = ["--state-dir", str(tmp_path / "state")]
+    r = run_(app, ["agent", "run", *state], env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "--insecure-http" in r.output
+    r = run_(app, ["agent", "run", "--insecure-http", *state], env={"COLUMNS": "200", "IRIS_AGENT_TOKEN": ""})
+    assert r.exit_code == 2 and "token" in r.output
+    pki.init_ca(tmp_path / "ca")
+    pki.enroll_host(tmp_path / "ca", "l0-1", tmp_path / "tls")
+    r = run_(app, ["agent", "run", "--tls-dir", str(tmp_path / "tls"), "--node", "l0-2", *state],
+             env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "l0-1" in r.output  # a host runs under the name its certificate gives
