@@ -16,6 +16,8 @@ server or client and no nbd, but loop devices and FUSE work. So a volume is
   rpcbind; ganesha refuses to start without one, and rpcbind's socket and lock are fixed paths
   in ``/run``. So the server runs in a private mount namespace (``unshare --mount``) with its own
   tmpfs on ``/run`` and its own rpcbind: one rpcbind per export, nothing shared with the host.
+  Both daemons start with a reduced capability bounding set and ``no_new_privs`` (``setpriv``;
+  :data:`GANESHA_CAPS`, :data:`RPCBIND_CAPS`), rpcbind as its own user (``-s``).
   (NFSv4 alone needs no rpcbind, but Debian 12's userspace client, libnfs 4.0, fails every NFSv4
   WRITE larger than about 1 KiB with "ZDR error: Failed to encode COMPOUND4args"; v3 works.)
 

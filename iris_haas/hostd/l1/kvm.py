@@ -1,4 +1,4 @@
-"""``kvm`` L1: a nested VM under QEMU, on a tap that is a port of the tenant's bridge.
+"""``kvm`` L1: a nested VM under QEMU, on a tap wired to its NIC, a port of the tenant's bridge.
 
 KVM where the host offers it (``/dev/kvm`` and a ``kvm_intel`` / ``kvm_amd`` module), QEMU's TCG
 otherwise (the lab's machines load only ``kvm_pvm``, on which ordinary guests fail), so the
@@ -12,13 +12,22 @@ static busybox (``busybox-static``), the kernel's modules for virtio-net and 802
 concatenated archives in order) with its own settings: the management address and gateway, the
 tenant's SSH key, the host name. The flavor is QEMU's ``-smp`` and ``-m``.
 
-The network: one ``virtio-net`` NIC on a tap (``op.port``) that the reconciler puts on the
-tenant's bridge like any L1 port (management VLAN native, every other VLAN tagged). No other
-NIC, no user-mode network: the guest has no path to the control network. The NIC offers no
-checksum offload (``csum=off``): OVS's userspace datapath does not complete partial checksums,
-so the guest computes its own. The serial console is a unix socket in the driver's
-state directory; :meth:`KvmL1.console` runs a shell command in the guest through it (the tests
-probe from inside the L1 that way). QEMU runs daemonized and is stopped by the PID in its pidfile.
+The network: one ``virtio-net`` NIC on a tap (:data:`TAP`) in the L1's own namespace, wired
+there to the L1's end of its veth (:func:`iris_haas.linux.tc.wire`), whose L0 end the reconciler
+puts on the tenant's bridge like any L1 port (management VLAN native, every other VLAN tagged).
+So what the guest sends leaves through that end's egress, where a ``shape`` op's htb holds it, as
+for every other kind, and keeps holding across a restart of QEMU (the htb is on the veth, not on
+the tap). No other NIC, no user-mode network: the guest has no path to the control network. The
+NIC offers no checksum offload (``csum=off``): OVS's userspace datapath does not complete partial
+checksums, so the guest computes its own. The serial console is a unix socket in the L1's run
+directory; :meth:`KvmL1.console` runs a shell command in the guest through it (the tests probe
+from inside the L1 that way).
+
+Confinement (the guest is the tenant's, and after an escape so is QEMU): QEMU never runs as
+root. It starts in its own cgroup (the flavor's cpu quota, its memory plus
+:data:`QEMU_OVERHEAD_MB`, a pids limit; :mod:`iris_haas.linux.cgroup`), as a uid of its own with
+no capability and ``no_new_privs`` (:func:`confined`), under QEMU's seccomp sandbox
+(:data:`SANDBOX`). It is stopped by the PID in its pidfile, then whatever is left in its cgroup.
 """
 
 from __future__ import annotations
