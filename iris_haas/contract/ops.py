@@ -36,8 +36,8 @@ Ops (``op`` is the discriminator):
     and the tenant's ``ssh_key``. Its one NIC is wired as a ``port`` op would be (``bridge``,
     ``port`` = the L0-side name, ``vlan`` = the tenant's management VLAN, native when ``trunk``):
     the reconciler derives that port op itself (:meth:`L1Op.port_op`), so the L1 never gets a
-    second NIC. ``netns`` is the L1's network namespace (netns and lxc kinds; a kvm L1's NIC is
-    a tap on the L0 and its namespace is the guest's own).
+    second NIC. ``netns`` is the L1's network namespace (every kind; a kvm L1's QEMU runs there,
+    its tap wired to the NIC's L1 end, and the guest has a network stack of its own).
 ``volume``
     A volume of ``size_mb`` MiB (or ``size_gb`` GiB) in the storage pool ``pool`` (a directory on
     this host), formatted and mounted on the host and, when ``netns`` is set, exported over NFS
@@ -150,11 +150,12 @@ class L1Op(_Op):
 
 
     def port_op(self) -> PortOp:
-        """The L1's one NIC as a port op. For a kvm L1 the L0 end is a tap (no namespace) and the
-        address is configured inside the guest, not by the reconciler."""
+        """The L1's one NIC as a port op: a veth into the L1's namespace, for every kind (a kvm
+        L1's tap is wired to that end inside the namespace, so its port is shaped like any other).
+        A kvm guest configures its address itself, not the reconciler."""
         vm = self.kind == L1Kind.KVM
-        return PortOp(bridge=self.bridge, name=self.port, l1_netns=None if vm else self.netns,
-                      l1_ifname=None if vm else self.l1_ifname, vlan=self.vlan, trunk=self.trunk, mtu=self.mtu,
+        return PortOp(bridge=self.bridge, name=self.port, l1_netns=self.netns, l1_ifname=self.l1_ifname,
+                      vlan=self.vlan, trunk=self.trunk, mtu=self.mtu,
                       address=None if vm else self.address, owner=self.owner, tenant=self.tenant)
 
 

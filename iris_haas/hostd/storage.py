@@ -16,6 +16,8 @@ server or client and no nbd, but loop devices and FUSE work. So a volume is
   rpcbind; ganesha refuses to start without one, and rpcbind's socket and lock are fixed paths
   in ``/run``. So the server runs in a private mount namespace (``unshare --mount``) with its own
   tmpfs on ``/run`` and its own rpcbind: one rpcbind per export, nothing shared with the host.
+  Both daemons start with a reduced capability bounding set and ``no_new_privs`` (``setpriv``;
+  :data:`GANESHA_CAPS`, :data:`RPCBIND_CAPS`), rpcbind as its own user (``-s``).
   (NFSv4 alone needs no rpcbind, but Debian 12's userspace client, libnfs 4.0, fails every NFSv4
   WRITE larger than about 1 KiB with "ZDR error: Failed to encode COMPOUND4args"; v3 works.)
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shlex
 import shutil
 import socket
 import time
@@ -216,16 +219,30 @@ LOG {{
 """
 
 
+# The capabilities each daemon keeps: everything else leaves its bounding set (and its inheritable
+# set, which a root exec would add back), and no_new_privs holds it there. Found by dropping one at
+# a time against tests/linux/test_storage_driver.py (see docs/storage.md).
+GANESHA_CAPS = ("dac_read_search", "dac_override", "chown", "fowner", "fsetid", "setuid", "setgid")
+RPCBIND_CAPS = ("net_bind_service", "setuid", "setgid")
+
+
+def confine_argv(caps: tuple[str, ...]) -> tuple[str, ...]:
+    """``setpriv`` keeping only ``caps`` for the command it runs (pure)."""
+    return ("setpriv", "--bounding-set=-all," + ",".join(f"+{c}" for c in caps), "--inh-caps=-all",
+            "--no-new-privs", "--")
+
+
 # Runs as: nsenter --net=NS unshare --mount -- sh -c SCRIPT iris-nfs RPCB_PID CONF LOG PID.
-# unshare (without --fork) and sh's final exec keep one PID from start to ganesha, so the PID the
-# runner returns is the server's.
-_SERVE = """set -e
+# unshare (without --fork), setpriv and sh's final exec keep one PID from start to ganesha, so the
+# PID the runner returns is the server's. The tmpfs is mounted before any capability is dropped;
+# rpcbind -s binds its port, then becomes its own user (Debian's _rpc).
+_SERVE = f"""set -e
 mount -t tmpfs -o size=1m,mode=0755 iris-run /run
-rpcbind -f &
+{shlex.join(confine_argv(RPCBIND_CAPS))} rpcbind -f -s &
 echo $! > "$1"
 i=0
 while [ ! -S /run/rpcbind.sock ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
-exec ganesha.nfsd -F -f "$2" -L "$3" -p "$4" -N NIV_EVENT
+exec {shlex.join(confine_argv(GANESHA_CAPS))} ganesha.nfsd -F -f "$2" -L "$3" -p "$4" -N NIV_EVENT
 """
 
 

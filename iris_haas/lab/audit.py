@@ -47,7 +47,7 @@ def audit(lab, admin: Client, ignore: set[str] = frozenset()) -> list[str]:
         have = {_ident(o) for o in st["observed"]}
         need = {_ident(o) for o in want}
         for o in want:
-            if o["op"] == "l1" and o.get("kind") != "kvm":  # its NIC is observed as a port
+            if o["op"] == "l1":  # its NIC is observed as a port
                 need.add(("port", o["port"]))
             wanted_ns |= {o[k] for k in ("netns", "l1_netns") if o.get(k)}
         out += [f"{host}: holds {i} that nothing wants" for i in sorted(have - need, key=str)]

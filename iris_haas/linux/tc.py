@@ -1,6 +1,6 @@
 """Traffic control (tc htb) through pyroute2, with requests built by pure functions.
 
-Two uses (paper §4.5):
+Three uses (paper §4.5 for the first two):
 
 * the egress limit of an L1 port: an htb qdisc on the L1's end of its veth, one class with
   ``rate = ceil = limit``. The qdisc sits where the L1's packets are made, so TCP feels the
@@ -10,6 +10,10 @@ Two uses (paper §4.5):
   gateway). Traffic matching no filter is sent unshaped (htb ``default 0``). The uplink belongs to
   an OVS bridge, so its OVS ``Port`` carries a ``linux-noop`` QoS: without it OVS deletes any
   qdisc it did not make itself (observed with OVS 3.1).
+* a wire between two links of one namespace: every frame received on one is sent out of the
+  other (an ``ingress`` qdisc with a match-all u32 filter and a ``mirred`` redirect, each way).
+  A kvm L1's tap is wired so to the L1's end of its veth, so what the guest sends leaves through
+  that end's egress, where the port limit shapes it as for every other L1 (:func:`wire`).
 
 ``*_requests`` functions return :class:`TcReq` lists that a test can read without root;
 :func:`execute` sends them. htb counts whole frames, so iperf3's TCP goodput is the limit times
@@ -29,6 +33,8 @@ from iris_haas.linux.netlink import NetlinkFailed, ipr, link_index
 
 ROOT = 0x10000  # "1:"
 PORT_CLASS = 0x10010  # "1:10"
+INGRESS = 0xFFFF0000  # "ffff:"
+ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 
 
@@ -113,6 +119,45 @@ def filter_handle(cls: int) -> int:
     """The u32 filter that sends traffic to tenant class ``cls``: 800::<n>, the default hash table,
     node n."""
     return 0x80000000 | (cls & 0xFFF)
+
+
+def redirect_requests(target_index: int) -> list[TcReq]:
+    """Every frame received is sent out of link ``target_index`` (u32 matching every frame: this
+    kernel has no ``matchall``)."""
+    return [
+        TcReq("add", "ingress", {"handle": INGRESS}),
+        TcReq("replace-filter", "u32", {"parent": INGRESS, "prio": 1, "protocol": ETH_P_ALL,
+                                         "handle": filter_handle(1), "target": 0, "keys": ["0x0/0x0+0"],
+                                         "action": {"kind": "mirred", "direction": "egress",
+                                                    "action": "redirect", "ifindex": target_index}}),
+    ]
+
+
+def wire(ns: str | None, a: str, b: str) -> None:
+    """Wire links ``a`` and ``b`` of namespace ``ns`` back to back (idempotent: the filters are
+    replaced, so a link made again is wired to the new index)."""
+    with ipr(ns) as h:
+        ia, ib = link_index(h, a), link_index(h, b)
+    if ia is None or ib is None:
+        raise NetlinkFailed(f"tc: cannot wire {a} and {b} in {ns or 'host'}: missing")
+    execute(ns, a, redirect_requests(ib))
+    execute(ns, b, redirect_requests(ia))
+
+
+def redirect_target(ns: str | None, ifname: str) -> int | None:
+    """The ifindex the link's ingress redirects to (None: no redirect)."""
+    with ipr(ns) as h:
+        idx = link_index(h, ifname)
+        if idx is None:
+            return None
+        for f in h.get_filters(index=idx, parent=INGRESS):
+            opts = f.get_attr("TCA_OPTIONS")
+            acts = opts.get_attr("TCA_U32_ACT") if opts else None
+            for _, act in (acts or {}).get("attrs", []):
+                if act.get_attr("TCA_ACT_KIND") == "mirred":
+                    parms = act.get_attr("TCA_ACT_OPTIONS").get_attr("TCA_MIRRED_PARMS")
+                    return int(parms["ifindex"])
+    return None
 
 
 # Removing one tenant's class: pyroute2 0.9.7 cannot encode a u32 ``del-filter`` (it builds htb

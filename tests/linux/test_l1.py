@@ -4,21 +4,29 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
+import signal
+import threading
+import time
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from iris_haas.contract.ops import DesiredState, L1Op, PortOp
+from iris_haas.contract.ops import BridgeOp, DesiredState, L1Op, PortOp, ShapeOp
 from iris_haas.contract.types import L1Kind
 from iris_haas.hostd.actions import L1Destroy, L1Prepare, L1Start
 from iris_haas.hostd.l1 import DRIVERS, L1Failed, MemoryL1, kvm, lxc, make_drivers
 from iris_haas.hostd.l1.base import matches, spec_of
 from iris_haas.hostd.l1.netns import NetnsL1
 from iris_haas.hostd.reconciler import Facts, Host, HostConfig, plan_l1, with_l1_ports
+from iris_haas.linux import cgroup, tc
 from iris_haas.linux import netlink as nl
 from iris_haas.linux.garp import frame as garp_frame
+from iris_haas.linux.netns import socket_in_netns
 from iris_haas.linux.ovsdb import OvsState
+from iris_haas.linux.proc import alive
 from iris_haas.linux.runner import RecordingRunner
 
 
@@ -36,8 +44,8 @@ def test_an_l1_has_exactly_one_nic_the_native_vlan_trunk_port():
     assert isinstance(p, PortOp)
     assert (p.bridge, p.name, p.l1_netns, p.vlan, p.trunk, p.address) == (
         "irisb-a", "irisp-n1", "iris-x-n1", 101, True, "10.0.101.21/24")
-    v = op(kind="kvm").port_op()  # a VM's NIC: the tap on the L0; its address lives in the guest
-    assert (v.name, v.l1_netns, v.address) == ("irisp-n1", None, None)
+    v = op(kind="kvm").port_op()  # a VM's NIC: a veth like any other; its address lives in the guest
+    assert (v.name, v.l1_netns, v.l1_ifname, v.address) == ("irisp-n1", "iris-x-n1", "iris1-n1", None)
     assert [o.op for o in with_l1_ports([op()])] == ["l1", "port"]
 
 
@@ -67,10 +75,34 @@ def test_qemu_gets_the_tap_only_no_user_network_and_the_flavor():
                      console="/c", accel="tcg")
     argv = list(c.argv)
     assert argv[argv.index("-smp") + 1] == "2" and argv[argv.index("-m") + 1] == "192"
-    assert argv.count("-netdev") == 1 and argv[argv.index("-netdev") + 1].startswith("tap,id=n0,ifname=irisp-n1,")
+    assert argv.count("-netdev") == 1 and argv[argv.index("-netdev") + 1].startswith(f"tap,id=n0,ifname={kvm.TAP},")
     assert "-nic" not in argv and not any(a.startswith("user") for a in argv) and "-nodefaults" in argv
     assert "csum=off" in argv[argv.index("-device") + 1]
-    assert "accel=tcg" in argv[argv.index("-machine") + 1]
+    assert argv[argv.index("-accel") + 1] == f"tcg,tb-size={kvm.TCG_TB_MIB}"
+    assert argv[argv.index("-sandbox") + 1] == "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+    assert "-daemonize" not in argv and "-runas" not in argv  # started unprivileged instead
+    c = kvm.confined(c, 1234, "iris-kvm-x")
+    drop = list(c.argv[c.argv.index("setpriv"):c.argv.index("--") + 1])
+    assert drop == ["setpriv", "--reuid=1234", "--regid=1234", "--clear-groups", "--no-new-privs",
+                    "--bounding-set=-all", "--inh-caps=-all", "--"]
+    assert c.argv[:2] == ("sh", "-c") and c.argv[-len(argv):] == tuple(argv)
+
+
+@pytest.mark.unit
+def test_cgroup_files_on_v1_and_v2(tmp_path):
+    lim = cgroup.Limits(cpus=2, memory_bytes=300 << 20, pids=18)
+    v1 = {str(f.relative_to(tmp_path)): v for f, v in cgroup.limit_files("iris-k", lim, tmp_path, ver=1)}
+    assert v1 == {"cpu/iris-k/cpu.cfs_period_us": "100000", "cpu/iris-k/cpu.cfs_quota_us": "200000",
+                  "memory/iris-k/memory.limit_in_bytes": str(300 << 20),
+                  "memory/iris-k/memory.memsw.limit_in_bytes": str(300 << 20), "pids/iris-k/pids.max": "18"}
+    v2 = {str(f.relative_to(tmp_path)): v for f, v in cgroup.limit_files("iris-k", lim, tmp_path, ver=2)}
+    assert v2 == {"iris-k/cpu.max": "200000 100000", "iris-k/memory.max": str(300 << 20),
+                  "iris-k/memory.swap.max": "0", "iris-k/pids.max": "18"}
+    assert cgroup.version(tmp_path) == 1
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    assert cgroup.version(tmp_path) == 2 and cgroup.procs_files("iris-k", tmp_path) == [tmp_path / "iris-k/cgroup.procs"]
+    with pytest.raises(ValueError):
+        cgroup.create("other", lim, tmp_path)
 
 
 @pytest.mark.unit
@@ -206,3 +238,137 @@ def test_kvm_base_initrd_is_built_once_from_debian_files(tmp_path):
     data = gzip.decompress(p.read_bytes())
     assert b"virtio_net.ko" in data and b"8021q.ko" in data and b"IRIS-L1-READY" in data
     assert d.base_initrd() == p and p.stat().st_mtime == d.base_initrd().stat().st_mtime
+
+
+# ---------------------------------------------------------------- kvm: confined, its port shaped
+
+def _kvm_missing() -> str | None:
+    if shutil.which(kvm.QEMU) is None or shutil.which("setpriv") is None:
+        return "needs qemu-system-x86 and setpriv"
+    try:
+        kvm.find_kernel()
+    except L1Failed as e:
+        return str(e)
+    return None
+
+
+def _status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, v in (ln.split(":", 1) for ln in lines)}
+
+
+def _guest_ready(d: kvm.KvmL1, name: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if d.console(name, "true", 3)[0] == 0:
+                return
+        except (L1Failed, OSError):
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
+def _goodput_mbit(d: kvm.KvmL1, name: str, rx_ns: str, ip: str, seconds: float = 2.0) -> float:
+    """TCP goodput from the guest (busybox nc) to a receiver in ``rx_ns``, over ``seconds``
+    after the first byte."""
+    srv = socket_in_netns(rx_ns)
+    srv.bind((ip, 5201))
+    srv.listen(1)
+    srv.settimeout(30)
+    got: list[float] = []
+
+    def receive() -> None:
+        conn, _ = srv.accept()
+        conn.settimeout(5)
+        n, t0 = 0, None
+        with conn:
+            while True:
+                try:
+                    b = conn.recv(1 << 16)
+                except TimeoutError:
+                    break
+                if not b:
+                    break
+                t0 = t0 or time.monotonic()
+                if time.monotonic() - t0 > seconds:
+                    break
+                n += len(b)
+        got.append(n * 8 / seconds / 1e6)
+
+    th = threading.Thread(target=receive)
+    th.start()
+    try:
+        d.console(name, f"timeout {int(seconds) + 2} sh -c 'dd if=/dev/zero bs=16k count=100000 2>/dev/null "
+                        f"| nc {ip} 5201'", timeout=seconds + 20)
+    finally:
+        th.join(30)
+        srv.close()
+    return got[0]
+
+
+@pytest.mark.skipif(_kvm_missing() is not None, reason=_kvm_missing() or "")
+def test_kvm_l1_runs_confined_and_its_port_is_shaped_across_a_restart(sandbox):
+    ns = sandbox.netns("h")
+    inst = sandbox.ovs_in(ns)
+    vm_ns, rx_ns = sandbox.netns("kv"), sandbox.netns("rx")
+    host = sandbox.host(HostConfig(db=inst.db, netns=ns, datapath_type="netdev", warmup=False,
+                                   l1_dir=str(sandbox.dir / "l1")))
+    vm = op("kv", kind="kvm", netns=vm_ns, address="10.5.0.2/24", cpus=1, memory_mb=128)
+    rx = op("rx", kind="netns", netns=rx_ns, address="10.5.0.3/24")
+    bridge = BridgeOp(name="irisb-a", owner="r1", tenant="a")
+
+    def state(rate: float | None) -> DesiredState:
+        shape = [ShapeOp(port=vm.port, rate_mbit=rate, owner="r1", tenant="a")] if rate else []
+        return DesiredState(ops=[bridge, vm, rx, *shape])
+
+    d = host.l1_drivers[L1Kind.KVM]
+    assert isinstance(d, kvm.KvmL1)
+    unit = d.unit("kv")
+    try:
+        host.apply(state(None))
+        pid = d._pid("kv")
+        assert pid and d.running("kv")
+        # unprivileged, its own user, sandboxed, no capability, in its cgroup with the flavor's limits
+        st = _status(pid)
+        uid = d.uid("kv")
+        assert uid and uid >= kvm.UID_BASE and st["Uid"].split() == [str(uid)] * 4 and st["Gid"].split()[0] == str(uid)
+        assert st["Seccomp"] == "2" and st["NoNewPrivs"] == "1" and int(st["CapBnd"], 16) == 0
+        assert cgroup.read(unit) == kvm.limits(vm) == cgroup.Limits(1, (128 + kvm.QEMU_OVERHEAD_MB) << 20,
+                                                                   kvm.PIDS_BASE + 1)
+        tasks = {int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()}
+        assert pid in cgroup.pids(unit) and tasks <= set(_cgroup_tasks(unit))
+        _guest_ready(d, "kv")
+        # the limits hold: QEMU's memory (the guest's RAM with it) is charged to the group, which
+        # has the CFS quota on
+        anon = int(_status(pid)["RssAnon"].split()[0]) << 10
+        assert anon > 64 << 20 and int(Path(f"/sys/fs/cgroup/memory/{unit}/memory.usage_in_bytes").read_text()) >= anon
+        assert int(Path(f"/sys/fs/cgroup/memory/{unit}/memory.max_usage_in_bytes").read_text()) <= kvm.limits(
+            vm).memory_bytes
+        assert int(Path(f"/sys/fs/cgroup/cpu/{unit}/cpu.stat").read_text().split()[1]) > 0  # nr_periods: CFS quota on
+
+        # the port: unshaped, the guest sends well above the limit; shaped, it is held to it, and
+        # still after QEMU dies and the reconciler starts the L1 again
+        base = _goodput_mbit(d, "kv", rx_ns, "10.5.0.3")
+        assert base > 3 * 5, base
+        host.apply(state(5))
+        assert tc.htb_rates(vm_ns, vm.l1_ifname) == {tc.PORT_CLASS: 5.0}
+        shaped = _goodput_mbit(d, "kv", rx_ns, "10.5.0.3")
+        assert 3.5 < shaped <= 5.25, (base, shaped)
+        os.kill(pid, signal.SIGKILL)
+        assert [str(a) for a in host.plan(state(5))] == ["destroy kvm L1 kv", "prepare kvm L1 kv", "start kvm L1 kv"]
+        host.apply(state(5))
+        assert host.plan(state(5)) == []
+        _guest_ready(d, "kv")
+        again = _goodput_mbit(d, "kv", rx_ns, "10.5.0.3")
+        assert 3.5 < again <= 5.25, (base, shaped, again)
+        pid = d._pid("kv")
+    finally:
+        host.apply(DesiredState())
+    assert not alive(pid) and not cgroup.exists(unit) and not d.run_dir("kv").exists()
+    assert sorted(p.name for p in d.dir.glob("kv*")) == [] and not nl.netns_exists(vm_ns)
+
+
+def _cgroup_tasks(unit: str) -> list[int]:
+    """Every thread in the group's cpu hierarchy (v1 ``tasks``)."""
+    return [int(x) for x in Path(f"/sys/fs/cgroup/cpu/{unit}/tasks").read_text().split()]

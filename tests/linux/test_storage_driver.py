@@ -29,6 +29,15 @@ pytestmark = [
 ]
 
 
+# capability numbers (linux/capability.h)
+CAPS = {"chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "fsetid": 4, "setgid": 6, "setuid": 7,
+        "net_bind_service": 10, "net_admin": 12, "sys_module": 16, "sys_admin": 21}
+
+
+def proc_uid(pid: int) -> int:
+    return Path(f"/proc/{pid}").stat().st_uid
+
+
 def loops_under(pool: Path) -> list[str]:
     out = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
                          capture_output=True, text=True).stdout
@@ -97,6 +106,14 @@ def test_storage_volume_served_idempotent_repaired_and_wiped(rig, tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out").read_bytes() == data
     assert (pool / "iris-lx-0.d" / "mnt" / "f").read_bytes() == data  # really on the volume
+    # the export daemons keep only what serving needs: no sys_admin, sys_module, net_admin, ...
+    for pidfile, caps in ((storage.paths(v).pid, storage.GANESHA_CAPS), (storage.paths(v).rpcbind_pid,
+                                                                        storage.RPCBIND_CAPS)):
+        st = dict(ln.split(":", 1) for ln in Path(f"/proc/{read_pid(pidfile)}/status").read_text().splitlines())
+        bnd = int(st["CapBnd"], 16)
+        assert bnd == sum(1 << CAPS[c] for c in caps) and st["NoNewPrivs"].strip() == "1", st["CapBnd"]
+        assert not bnd & (1 << CAPS["sys_admin"] | 1 << CAPS["sys_module"] | 1 << CAPS["net_admin"])
+    assert proc_uid(read_pid(storage.paths(v).rpcbind_pid)) != 0  # rpcbind -s: its own user
 
     # the server dies: the next reconcile sees it and starts it again; the data is still there
     pid = read_pid(storage.paths(v).pid)

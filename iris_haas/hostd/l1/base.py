@@ -4,10 +4,10 @@ An L1 is what HaaS lends: a node that the tenant's IaaS adds as a host. The reco
 (:mod:`iris_haas.hostd.reconciler`) wires its one NIC (the port op an :class:`~iris_haas.contract.ops.L1Op`
 derives) and calls the L1's driver around that wiring:
 
-1. :meth:`L1Driver.prepare` before the NIC is wired (a kvm L1 creates its tap here, so OVS can
-   open it in the same transaction as every other port);
+1. :meth:`L1Driver.prepare` before the NIC is wired (a kvm L1 records its spec there, so one
+   that fails half-way is still found and removed);
 2. :meth:`L1Driver.start` after it (an lxc L1 joins the namespace that holds its NIC; a kvm L1
-   boots on its tap);
+   boots on a tap in that namespace, wired to the NIC's end there);
 3. :meth:`L1Driver.destroy` when the L1 is no longer wanted, before its NIC is unwired.
 
 Every step is idempotent and every destroy tolerant, so the same desired state applied again

@@ -1,4 +1,4 @@
-"""``kvm`` L1: a nested VM under QEMU, on a tap that is a port of the tenant's bridge.
+"""``kvm`` L1: a nested VM under QEMU, on a tap wired to its NIC, a port of the tenant's bridge.
 
 KVM where the host offers it (``/dev/kvm`` and a ``kvm_intel`` / ``kvm_amd`` module), QEMU's TCG
 otherwise (the lab's machines load only ``kvm_pvm``, on which ordinary guests fail), so the
@@ -12,40 +12,59 @@ static busybox (``busybox-static``), the kernel's modules for virtio-net and 802
 concatenated archives in order) with its own settings: the management address and gateway, the
 tenant's SSH key, the host name. The flavor is QEMU's ``-smp`` and ``-m``.
 
-The network: one ``virtio-net`` NIC on a tap (``op.port``) that the reconciler puts on the
-tenant's bridge like any L1 port (management VLAN native, every other VLAN tagged). No other
-NIC, no user-mode network: the guest has no path to the control network. The NIC offers no
-checksum offload (``csum=off``): OVS's userspace datapath does not complete partial checksums,
-so the guest computes its own. The serial console is a unix socket in the driver's
-state directory; :meth:`KvmL1.console` runs a shell command in the guest through it (the tests
-probe from inside the L1 that way). QEMU runs daemonized and is stopped by the PID in its pidfile.
+The network: one ``virtio-net`` NIC on a tap (:data:`TAP`) in the L1's own namespace, wired
+there to the L1's end of its veth (:func:`iris_haas.linux.tc.wire`), whose L0 end the reconciler
+puts on the tenant's bridge like any L1 port (management VLAN native, every other VLAN tagged).
+So what the guest sends leaves through that end's egress, where a ``shape`` op's htb holds it, as
+for every other kind, and keeps holding across a restart of QEMU (the htb is on the veth, not on
+the tap). No other NIC, no user-mode network: the guest has no path to the control network. The
+NIC offers no checksum offload (``csum=off``): OVS's userspace datapath does not complete partial
+checksums, so the guest computes its own. The serial console is a unix socket in the L1's run
+directory; :meth:`KvmL1.console` runs a shell command in the guest through it (the tests probe
+from inside the L1 that way).
+
+Confinement (the guest is the tenant's, and after an escape so is QEMU): QEMU never runs as
+root. It starts in its own cgroup (the flavor's cpu quota, its memory plus
+:data:`QEMU_OVERHEAD_MB`, a pids limit; :mod:`iris_haas.linux.cgroup`), as a uid of its own with
+no capability and ``no_new_privs`` (:func:`confined`), under QEMU's seccomp sandbox
+(:data:`SANDBOX`). It is stopped by the PID in its pidfile, then whatever is left in its cgroup.
 """
 
 from __future__ import annotations
 
+import fcntl
 import gzip
+import hashlib
 import io
 import os
+import pwd
 import re
 import shlex
+import shutil
 import socket
 import stat
 import threading
 import time
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from iris_haas.contract import names
 from iris_haas.contract.ops import L1Op
 from iris_haas.contract.types import L1Kind
-from iris_haas.hostd.l1.base import DHCP_SCRIPT, L1Base, L1Failed
+from iris_haas.hostd.l1.base import DHCP_SCRIPT, L1Base, L1Failed, spec_of
+from iris_haas.linux import cgroup, proc, tc
 from iris_haas.linux import netlink as nl
-from iris_haas.linux import proc
 from iris_haas.linux.runner import Cmd, cmd
 
 QEMU = "qemu-system-x86_64"
+TAP = "iris-tap"  # in the L1's own namespace, so one name serves every L1
+RUN_ROOT = Path("/run/iris-kvm")
+UID_BASE, UID_RANGE = 0x49520000, 1 << 16  # the L1s' users: no account, no subuid range (100000+)
+QEMU_OVERHEAD_MB = 128  # measured, see docs/compute.md
+PIDS_BASE = 16  # QEMU's own threads; one more per vCPU
 _initrd_lock = threading.Lock()
 BUSYBOX = "/bin/busybox"
 # the guest's NIC and 802.1Q; their dependencies come from the kernel's modules.dep
@@ -161,8 +180,6 @@ def vm_cpio(op: L1Op) -> bytes:
 def mac_of(op: L1Op) -> str:
     if op.mac:
         return op.mac
-    import hashlib
-
     h = hashlib.sha1(f"{op.netns or ''}/{op.name}".encode()).digest()
     return "52:54:00:" + ":".join(f"{b:02x}" for b in h[:3])
 
@@ -175,21 +192,45 @@ def choose_accel() -> str:
     return "kvm" if usable else "tcg"
 
 
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+TCG_TB_MIB = 64  # TCG's translation cache; QEMU 7.2's default (up to 1 GiB) would be charged to the L1's cgroup
+
+
 def qemu_cmd(op: L1Op, *, kernel: str, initrd: str, pidfile: str, console: str, accel: str) -> Cmd:
-    """The QEMU command line of one L1 (pure)."""
+    """The QEMU command line of one L1 (pure). No ``-daemonize`` (``spawn=deny`` forbids its
+    fork) and no ``-runas`` (QEMU 7.2 installs its filter before it changes user, so
+    ``elevateprivileges=deny`` kills its own setuid): it is started unprivileged instead
+    (:func:`confined`)."""
     cpu = "host" if accel == "kvm" else "max"
+    accel_opts = "kvm" if accel == "kvm" else f"tcg,tb-size={TCG_TB_MIB}"
     append = "console=ttyS0 quiet panic=-1 rdinit=/init"
     return cmd(
-        QEMU, "-name", op.name, "-machine", f"pc,accel={accel}", "-cpu", cpu,
+        QEMU, "-name", op.name, "-machine", "pc", "-accel", accel_opts, "-cpu", cpu,
         "-smp", str(op.cpus), "-m", str(op.memory_mb),
         "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
+        "-sandbox", SANDBOX,
         "-kernel", kernel, "-initrd", initrd, "-append", append,
-        "-netdev", f"tap,id=n0,ifname={op.port},script=no,downscript=no",
+        "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no",
         "-device", f"virtio-net-pci,netdev=n0,mac={mac_of(op)},romfile=,csum=off,gso=off,"
                    "guest_csum=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off",
         "-serial", f"unix:{console},server=on,wait=off",
-        "-pidfile", pidfile, "-daemonize",
+        "-pidfile", pidfile,
     )
+
+
+def confined(c: Cmd, uid: int, unit: str) -> Cmd:
+    """``c`` started in the L1's cgroup ``unit`` (joined before QEMU runs), then as ``uid``:gid
+    ``uid`` with no supplementary group, no capability (an empty bounding set) and no way to
+    gain one (``no_new_privs``) (pure but for the cgroup layout's detection)."""
+    drop = ("setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
+            "--bounding-set=-all", "--inh-caps=-all", "--")
+    return Cmd(cgroup.join_argv(unit, (*drop, *c.argv)), c.netns, c.env, c.ok)
+
+
+def limits(op: L1Op) -> cgroup.Limits:
+    """The L1's cgroup: its vCPUs' worth of CPU time, its memory plus QEMU's own, a few threads."""
+    return cgroup.Limits(cpus=op.cpus, memory_bytes=(op.memory_mb + QEMU_OVERHEAD_MB) << 20,
+                         pids=PIDS_BASE + op.cpus)
 
 
 def find_kernel() -> tuple[str, str]:
@@ -210,23 +251,51 @@ class KvmL1(L1Base):
     def _p(self, name: str, ext: str) -> Path:
         return self.dir / f"{name}.{ext}"
 
-    def _pid(self, name: str) -> int | None:
-        return proc.read_pid(self._p(name, "pid"))
+    def unit(self, name: str) -> str:
+        """The L1's name on the host (its cgroup, its run directory): unique across the drivers
+        of one host (the lab runs several agents on one machine), iris-prefixed."""
+        h = hashlib.sha1(str(self.dir.resolve()).encode()).hexdigest()[:6]
+        return f"{names.PREFIX}-kvm-{h}-{name}"
 
-    def running(self, name: str) -> bool:
+    def run_dir(self, name: str) -> Path:
+        """What QEMU itself opens (initramfs, pidfile, console socket), owned by the L1's user.
+        Under ``/run``, since the driver's own state directory may not be traversable by it."""
+        return RUN_ROOT / self.unit(name)
+
+    def _pid(self, name: str) -> int | None:
+        return proc.read_pid(self.run_dir(name) / "pid")
+
+    def uid(self, name: str) -> int | None:
+        """The user the L1's QEMU runs as: the owner of its run directory."""
+        try:
+            return self.run_dir(name).stat().st_uid
+        except OSError:
+            return None
+
+    def _qemu(self, name: str) -> int | None:
         pid = self._pid(name)
         argv = proc.argv(pid) if pid and proc.alive(pid) else None
-        if not argv:
+        if not argv or os.path.basename(argv[0]) != QEMU:  # not a recycled PID
+            return None
+        return pid
+
+    def _wired(self, spec: dict[str, Any]) -> bool:
+        ns, end = spec.get("netns"), spec.get("l1_ifname")
+        if not ns or not end or not nl.netns_exists(ns):
             return False
-        return "qemu" in os.path.basename(argv[0])  # not a recycled PID
+        ln = nl.links(ns)
+        return (TAP in ln and end in ln and tc.redirect_target(ns, TAP) == ln[end]["index"]
+                and tc.redirect_target(ns, end) == ln[TAP]["index"])
+
+    def running(self, name: str) -> bool:
+        """QEMU runs and its tap is still wired to the L1's end of its NIC."""
+        return self._qemu(name) is not None and self._wired(self._load_spec(name) or {})
 
     def base_initrd(self) -> Path:
         """The shared initramfs (busybox, modules, /init), built once per kernel."""
         kernel, mods = find_kernel()
         ver = Path(mods).name
         # named after what goes in, so a changed /init is never served from an old cache
-        import hashlib
-
         h = hashlib.sha1((INIT + DHCP_SCRIPT + " ".join(WANTED_MODULES)).encode()).hexdigest()[:8]
         out = self.dir / f"base-{ver}-{h}.cpio.gz"
         with _initrd_lock:  # several VMs start at once; one builds, the others wait for it
@@ -251,22 +320,17 @@ class KvmL1(L1Base):
         os.replace(tmp, out)
 
     def prepare(self, op: L1Op) -> None:
-        """The tap, before OVS is asked to open it; persistent, so OVS and QEMU share it. The spec
-        is recorded first, so a tap whose VM never started is still found and removed."""
+        """Only the spec, first, so an L1 that never started is still found and removed: the
+        tap lives in the L1's namespace, which the NIC's wiring makes after this step."""
         self._save_spec(op)
-        with nl.ipr(self.host_netns) as h:
-            if nl.link_index(h, op.port) is None:
-                try:
-                    h.link("add", ifname=op.port, kind="tuntap", mode="tap")
-                except NetlinkError as e:
-                    if e.code != 17:  # EEXIST
-                        raise L1Failed(f"{op.name}: tap {op.port}: {e}") from e
-            idx = nl.link_index(h, op.port)
-            h.link("set", index=idx, state="up", mtu=op.mtu)
 
     def start(self, op: L1Op) -> None:
-        if self.running(op.name):  # changed spec: start afresh
-            self.destroy(op.name, keep_tap=True)
+        if not op.netns or not op.l1_ifname or not nl.netns_exists(op.netns):
+            raise L1Failed(f"{op.name}: namespace {op.netns} or its NIC missing (its NIC was not wired)")
+        if self._qemu(op.name) and self._load_spec(op.name) == spec_of(op):
+            self._wire(op)  # the same VM, its NIC made again by a repair: plugged in again
+            return
+        self.destroy(op.name, keep_spec=True)  # a changed spec, or a half-made L1: start afresh
         try:
             self._start(op)
         except Exception as e:
@@ -274,44 +338,99 @@ class KvmL1(L1Base):
             raise L1Failed(f"{op.name}: {e}") from e
         self._save_spec(op)
 
+    def _tap(self, op: L1Op, uid: int) -> None:
+        """The tap in the L1's namespace, owned by the L1's user (so its unprivileged QEMU may
+        attach to it; changing the link still needs a capability QEMU does not have)."""
+        assert op.netns
+        with nl.ipr(op.netns) as h:
+            if nl.link_index(h, TAP) is None:
+                try:
+                    h.link("add", ifname=TAP, kind="tuntap", mode="tap", uid=uid, gid=uid)
+                except NetlinkError as e:
+                    raise L1Failed(f"{op.name}: tap {TAP}: {e}") from e
+            h.link("set", index=nl.link_index(h, TAP), state="up", mtu=op.mtu)
+
+    def _wire(self, op: L1Op) -> None:
+        assert op.netns and op.l1_ifname
+        tc.wire(op.netns, TAP, op.l1_ifname)
+
     def _start(self, op: L1Op) -> None:
         kernel, _ = find_kernel()
         base = self.base_initrd()
-        initrd = self._p(op.name, "initrd")
+        unit, run = self.unit(op.name), self.run_dir(op.name)
+        uid = self._make_run_dir(op.name)
+        initrd = run / "initrd"
         initrd.write_bytes(base.read_bytes() + gzip.compress(vm_cpio(op)))
-        pidfile, console = self._p(op.name, "pid"), self._p(op.name, "console")
-        pidfile.unlink(missing_ok=True)
-        console.unlink(missing_ok=True)
-        accel = choose_accel()
-        c = qemu_cmd(op, kernel=kernel, initrd=str(initrd), pidfile=str(pidfile), console=str(console),
-                     accel=accel)
-        if self.host_netns:
-            c = Cmd(c.argv, self.host_netns, c.env, c.ok)
-        self.runner.run(c, timeout=30)
+        os.chown(initrd, uid, uid)
+        initrd.chmod(0o400)
+        self._tap(op, uid)
+        self._wire(op)
+        cgroup.create(unit, limits(op))
+        c = qemu_cmd(op, kernel=kernel, initrd=str(initrd), pidfile=str(run / "pid"), console=str(run / "console"),
+                     accel=choose_accel())
+        self.runner.spawn(confined(Cmd(c.argv, op.netns), uid, unit), log=str(self._p(op.name, "log")))
         deadline = time.monotonic() + 10
-        while not self.running(op.name):
+        while not self._qemu(op.name) or not (run / "console").exists():
             if time.monotonic() > deadline:
-                raise L1Failed(f"{op.name}: qemu did not start")
+                raise L1Failed(f"{op.name}: qemu did not start: {_tail(self._p(op.name, 'log'))}")
             time.sleep(0.05)
+
+    def _make_run_dir(self, name: str) -> int:
+        """The L1's run directory, owned by a user of its own: a uid no account and no other L1
+        on this host has, so two tenants' QEMUs cannot signal or trace each other. The owners of
+        the run directories are the record of which uids are taken (a lock keeps two agents of
+        one host from taking the same one at once)."""
+        RUN_ROOT.mkdir(mode=0o711, exist_ok=True)
+        with open(RUN_ROOT / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            run = self.run_dir(name)
+            taken = {d.stat().st_uid for d in RUN_ROOT.iterdir() if d.is_dir() and d != run}
+            uid = UID_BASE + int(hashlib.sha1(run.name.encode()).hexdigest(), 16) % UID_RANGE
+            while uid in taken or _is_account(uid):
+                uid = UID_BASE + (uid - UID_BASE + 1) % UID_RANGE
+            run.mkdir(mode=0o700, exist_ok=True)
+            os.chown(run, uid, uid)
+        return uid
 
     def announce(self, op: L1Op) -> None:
         """The guest announces itself (its /init sends a gratuitous ARP)."""
 
-    def destroy(self, name: str, keep_tap: bool = False) -> None:
+    def destroy(self, name: str, keep_spec: bool = False) -> None:
+        """Stop QEMU (by the PID in its pidfile, then whatever else is in its cgroup), remove the
+        tap, the cgroup, the run directory and the files. The namespace and the L1's end of the
+        NIC are the reconciler's."""
         spec = self._load_spec(name) or {}
-        pid = self._pid(name)
-        if pid and self.running(name):
+        pid = self._qemu(name)
+        if pid:
             proc.kill_pid(pid)
-        if not keep_tap and spec.get("port", "").startswith(names.PREFIX):
-            nl.delete_link(self.host_netns, spec["port"])
-        for ext in ("pid", "console", "initrd"):
-            self._p(name, ext).unlink(missing_ok=True)
-        self._drop_spec(name)
+        cgroup.remove(self.unit(name))
+        ns = spec.get("netns")
+        if ns and nl.netns_exists(ns):
+            nl.delete_link(ns, TAP)
+        shutil.rmtree(self.run_dir(name), ignore_errors=True)
+        self._p(name, "log").unlink(missing_ok=True)
+        if not keep_spec:
+            self._drop_spec(name)
 
     # ---- the serial console
     def console(self, name: str, command: str, timeout: float = 20.0) -> tuple[int, str]:
         """Run ``command`` in the guest's shell; (exit status, output)."""
-        return console_run(str(self._p(name, "console")), command, timeout)
+        return console_run(str(self.run_dir(name) / "console"), command, timeout)
+
+
+def _is_account(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+def _tail(p: Path, n: int = 400) -> str:
+    try:
+        return p.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
 
 
 def console_run(path: str, command: str, timeout: float = 20.0) -> tuple[int, str]:
