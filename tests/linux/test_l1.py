@@ -324,11 +324,12 @@ def test_kvm_l1_runs_confined_and_its_port_is_shaped_across_a_restart(sandbox):
 
     d = host.l1_drivers[L1Kind.KVM]
     assert isinstance(d, kvm.KvmL1)
-    unit = d.unit("kv")
+    unit = vm.netns  # its cgroup and run directory are named after its namespace
+    assert unit
     try:
         host.apply(state(None))
         pid = d._pid("kv")
-        assert pid and d.running("kv")
+        assert pid and d.running("kv") and d.unit("kv") == unit
         # unprivileged, its own user, sandboxed, no capability, in its cgroup with the flavor's limits
         st = _status(pid)
         uid = d.uid("kv")
@@ -365,7 +366,7 @@ def test_kvm_l1_runs_confined_and_its_port_is_shaped_across_a_restart(sandbox):
         pid = d._pid("kv")
     finally:
         host.apply(DesiredState())
-    assert not alive(pid) and not cgroup.exists(unit) and not d.run_dir("kv").exists()
+    assert not alive(pid) and not cgroup.exists(unit) and not (kvm.RUN_ROOT / unit).exists()
     assert sorted(p.name for p in d.dir.glob("kv*")) == [] and not nl.netns_exists(vm_ns)
 
 

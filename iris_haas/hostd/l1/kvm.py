@@ -51,7 +51,6 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from iris_haas.contract import names
 from iris_haas.contract.ops import L1Op
 from iris_haas.contract.types import L1Kind
 from iris_haas.hostd.l1.base import DHCP_SCRIPT, L1Base, L1Failed, spec_of
@@ -251,24 +250,27 @@ class KvmL1(L1Base):
     def _p(self, name: str, ext: str) -> Path:
         return self.dir / f"{name}.{ext}"
 
-    def unit(self, name: str) -> str:
-        """The L1's name on the host (its cgroup, its run directory): unique across the drivers
-        of one host (the lab runs several agents on one machine), iris-prefixed."""
-        h = hashlib.sha1(str(self.dir.resolve()).encode()).hexdigest()[:6]
-        return f"{names.PREFIX}-kvm-{h}-{name}"
+    def unit(self, name: str) -> str | None:
+        """The L1's name on the host (its cgroup, its run directory): its namespace's, which is
+        unique on the host by construction (and across the agents of the lab, which share one
+        machine) and iris-prefixed. None before the L1's spec is saved: no such L1 here."""
+        return (self._load_spec(name) or {}).get("netns")
 
-    def run_dir(self, name: str) -> Path:
+    def run_dir(self, name: str) -> Path | None:
         """What QEMU itself opens (initramfs, pidfile, console socket), owned by the L1's user.
         Under ``/run``, since the driver's own state directory may not be traversable by it."""
-        return RUN_ROOT / self.unit(name)
+        unit = self.unit(name)
+        return RUN_ROOT / unit if unit else None
 
     def _pid(self, name: str) -> int | None:
-        return proc.read_pid(self.run_dir(name) / "pid")
+        run = self.run_dir(name)
+        return proc.read_pid(run / "pid") if run else None
 
     def uid(self, name: str) -> int | None:
         """The user the L1's QEMU runs as: the owner of its run directory."""
+        run = self.run_dir(name)
         try:
-            return self.run_dir(name).stat().st_uid
+            return run.stat().st_uid if run else None
         except OSError:
             return None
 
@@ -357,8 +359,9 @@ class KvmL1(L1Base):
     def _start(self, op: L1Op) -> None:
         kernel, _ = find_kernel()
         base = self.base_initrd()
-        unit, run = self.unit(op.name), self.run_dir(op.name)
-        uid = self._make_run_dir(op.name)
+        assert op.netns
+        unit, run = op.netns, RUN_ROOT / op.netns
+        uid = self._make_run_dir(run)
         initrd = run / "initrd"
         initrd.write_bytes(base.read_bytes() + gzip.compress(vm_cpio(op)))
         os.chown(initrd, uid, uid)
@@ -375,7 +378,7 @@ class KvmL1(L1Base):
                 raise L1Failed(f"{op.name}: qemu did not start: {_tail(self._p(op.name, 'log'))}")
             time.sleep(0.05)
 
-    def _make_run_dir(self, name: str) -> int:
+    def _make_run_dir(self, run: Path) -> int:
         """The L1's run directory, owned by a user of its own: a uid no account and no other L1
         on this host has, so two tenants' QEMUs cannot signal or trace each other. The owners of
         the run directories are the record of which uids are taken (a lock keeps two agents of
@@ -383,7 +386,6 @@ class KvmL1(L1Base):
         RUN_ROOT.mkdir(mode=0o711, exist_ok=True)
         with open(RUN_ROOT / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            run = self.run_dir(name)
             taken = {d.stat().st_uid for d in RUN_ROOT.iterdir() if d.is_dir() and d != run}
             uid = UID_BASE + int(hashlib.sha1(run.name.encode()).hexdigest(), 16) % UID_RANGE
             while uid in taken or _is_account(uid):
@@ -403,11 +405,12 @@ class KvmL1(L1Base):
         pid = self._qemu(name)
         if pid:
             proc.kill_pid(pid)
-        cgroup.remove(self.unit(name))
         ns = spec.get("netns")
-        if ns and nl.netns_exists(ns):
-            nl.delete_link(ns, TAP)
-        shutil.rmtree(self.run_dir(name), ignore_errors=True)
+        if ns:
+            cgroup.remove(ns)
+            if nl.netns_exists(ns):
+                nl.delete_link(ns, TAP)
+            shutil.rmtree(RUN_ROOT / ns, ignore_errors=True)
         self._p(name, "log").unlink(missing_ok=True)
         if not keep_spec:
             self._drop_spec(name)
@@ -415,7 +418,10 @@ class KvmL1(L1Base):
     # ---- the serial console
     def console(self, name: str, command: str, timeout: float = 20.0) -> tuple[int, str]:
         """Run ``command`` in the guest's shell; (exit status, output)."""
-        return console_run(str(self.run_dir(name) / "console"), command, timeout)
+        run = self.run_dir(name)
+        if run is None:
+            raise L1Failed(f"{name}: no such kvm L1 here")
+        return console_run(str(run / "console"), command, timeout)
 
 
 def _is_account(uid: int) -> bool:
