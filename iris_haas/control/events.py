@@ -21,6 +21,8 @@ def tenant_events(s: Session, tenant_id: int | None, after: int, limit: int) -> 
 
 
 def public_event(e: Event) -> dict:
-    """An event as the feed, the stream and the webhooks show it; ``cursor`` resumes after it."""
-    return {"cursor": e.seq, "id": e.id, "reservation_id": e.reservation_id, "at": from_epoch(e.at).isoformat(),
-            "type": e.type, "detail": e.detail}
+    """An event as the feed, the stream and the webhooks show it; ``cursor`` resumes after it.
+    ``at`` is written as the API writes its times (ISO 8601, UTC as Z), so all three agree."""
+    at = from_epoch(e.at).isoformat().replace("+00:00", "Z")
+    return {"cursor": e.seq, "id": e.id, "reservation_id": e.reservation_id, "at": at, "type": e.type,
+            "detail": e.detail}
