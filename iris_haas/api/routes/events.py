@@ -30,6 +30,12 @@ webhooks = APIRouter(prefix="/tenants/{name}/webhooks", tags=["webhooks"])
 CURSOR_MAX = 2**63 - 1  # the column is a BigInteger
 Cursor = Annotated[int, Query(ge=0, le=CURSOR_MAX, description="resume after this event's cursor (0: from the "
                                                                "first event)")]
+# one event of the stream (OpenAPI 3.1: the schema of a text/event-stream describes each event)
+SSE_EVENT = {"type": "object", "required": ["data", "id"], "properties": {
+    "data": {"type": "string", "contentMediaType": "application/json",
+             "contentSchema": {"$ref": "#/components/schemas/FeedEvent"}},
+    "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the event's cursor"},
+    "event": {"type": "string"}}}
 PAGE = 100  # events read per look by a stream
 STREAM_POLL_S = 2.0  # a stream looks this often for events other coordinators wrote
 MAX_STREAMS = 8  # per tenant (and for the admin): each stream costs a look every STREAM_POLL_S
@@ -103,15 +109,15 @@ async def _events(coord: Coordinator, scope: int | None, after: int, lasts_s: fl
             responses={200: {"description": "text/event-stream: each event's JSON as `data`, its cursor as `id`; "
                              "comment lines as heartbeats. The stream ends after a while (its token is checked "
                              "again at each connection): reconnect with Last-Event-ID, as EventSource does",
-                             "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+                             "content": {"text/event-stream": {"schema": SSE_EVENT}}}},
             summary="The feed as Server-Sent Events: what GET /events answers, then each new event as it is written")
 def stream(request: Request, coord: CoordinatorDep, who: PrincipalDep, after: Cursor = 0,
-           last_event_id: Annotated[int | None, Header(ge=0, le=CURSOR_MAX, description="the last cursor "
-                                                      "received (EventSource sends it when it reconnects); "
-                                                      "wins over `after`")] = None):
+           last_event_id: Annotated[str, Header(pattern=r"^([0-9]{1,18})?$", description="the last cursor "
+                                                "received (EventSource sends it when it reconnects); wins over "
+                                                "`after`")] = ""):
     app = request.app.state
     give_back = app.stream_slots.take("admin" if who.admin else f"tenant:{who.tenant_id}")
-    start = after if last_event_id is None else last_event_id
+    start = int(last_event_id) if last_event_id else after
     content = _events(coord, who.scope, start, app.stream_lasts_s)
     return _Stream(content, give_back, ping=app.heartbeat_s, headers={"Cache-Control": "no-store"})
 
