@@ -619,7 +619,7 @@ class Coordinator:
             Criteria.end > now, Criteria.end <= now + self.end_warning_s, ~warned))
         n = 0
         for res, end in rows:
-            self._event(s, res, "endingSoon", version=res.committed_version, end=from_epoch(end).isoformat(),
+            self._event(s, res, "endingSoon", version=res.committed_version, end=from_epoch(end).isoformat().replace("+00:00", "Z"),
                         remaining_s=round(end - now, 3))
             n += 1
         return n
