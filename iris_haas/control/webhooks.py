@@ -99,12 +99,12 @@ class Webhooks:
             return [(w, t) for w, t in s.execute(select(Webhook.id, Webhook.tenant_id)
                                                  .where(Webhook.next_try <= self.clock(), pending))]
 
-    def deliver(self, wid: int) -> int:
+    def deliver(self, wid: int, stopping: Callable[[], bool] = lambda: False) -> int:
         """Send the webhook's receiver every event after its cursor, one POST each, in order,
-        until it is up to date or fails; returns how many it took."""
+        until it is up to date, fails or ``stopping()``; returns how many it took."""
         sent = 0
         with httpx.Client(timeout=TIMEOUT_S, follow_redirects=False) as http:
-            while True:
+            while not stopping():
                 with self.db.transaction() as s:
                     w = s.get(Webhook, wid)
                     if w is None:  # removed meanwhile
@@ -114,6 +114,8 @@ class Webhooks:
                 if not events:
                     return sent
                 for seq, body in events:
+                    if stopping():
+                        return sent
                     error = self._post(http, url, secret, seq, json.dumps(body, separators=(",", ":")).encode())
                     if error is not None:
                         self._failed(wid, error)
@@ -122,6 +124,7 @@ class Webhooks:
                         s.execute(update(Webhook).where(Webhook.id == wid, Webhook.cursor < seq).values(
                             cursor=seq, attempts=0, next_try=0.0, last_error=None, delivered_at=self.clock()))
                     sent += 1
+        return sent
 
     def _failed(self, wid: int, error: str) -> None:
         with self.db.transaction() as s:
@@ -133,7 +136,10 @@ class Webhooks:
 
     def _post(self, http: httpx.Client, url: str, secret: str, seq: int, body: bytes) -> str | None:
         """One delivery; None when the receiver answered 2xx, else why not (in Iris's words only)."""
-        target = httpx.URL(url)
+        try:
+            target = httpx.URL(url)
+        except (httpx.InvalidURL, ValueError):
+            return "the URL cannot be parsed"
         host = target.host
         try:
             infos = socket.getaddrinfo(host, target.port or (443 if target.scheme == "https" else 80),
@@ -180,7 +186,8 @@ class WebhookWorker:
         self._stop.set()
         self.hooks.db.bell.ring()  # wake the loop
         self._thread.join(timeout=10)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # a delivery stops before its next POST: none goes on after the coordinator closed
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _run(self) -> None:
         bell = self.hooks.db.bell
@@ -200,7 +207,7 @@ class WebhookWorker:
 
     def _deliver(self, wid: int, tenant: int) -> None:
         try:
-            self.hooks.deliver(wid)
+            self.hooks.deliver(wid, self._stop.is_set)
         except Exception:
             log.exception("webhook %s: delivery failed", wid)
         finally:
