@@ -17,10 +17,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from iris_haas import __version__
 from iris_haas.api import deps, schemas
 from iris_haas.api.deps import AdminDep, CoordinatorDep
-from iris_haas.api.routes import hosts, inventory, reservations, tenants
+from iris_haas.api.routes import events, hosts, inventory, reservations, tenants
 from iris_haas.contract.errors import IrisError
 from iris_haas.control.engine import Coordinator
 from iris_haas.control.inventory import Inventory
+from iris_haas.control.webhooks import Webhooks, WebhookWorker
 
 log = logging.getLogger("iris.api")
 
@@ -55,7 +56,7 @@ ERRORS = {
     409: "A conflict: AlreadyExists, InUse, IllegalTransition (in the current state), VersionConflict, "
          "ReserveFailed (does not fit)",
     422: "InvalidInput: names each field at fault; nothing was stored",
-    429: "TooManyRequests: too many unknown tokens from this address; see Retry-After",
+    429: "TooManyRequests: too many unknown tokens from this address (or event streams open); see Retry-After",
     502: "DataPlaneError: a host did not take its state in time; the reconciler keeps trying",
     503: "ServiceUnavailable: the database is unreachable; nothing was applied; retry",
 }
@@ -94,15 +95,24 @@ def declare_errors(router: APIRouter) -> APIRouter:
     return router
 
 
-def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval: float | None = None) -> FastAPI:
+def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval: float | None = None,
+               heartbeat_s: float = 15.0, stream_lasts_s: float = 300.0,
+               webhook_allow_private: bool = False) -> FastAPI:
+    """The API; with ``scheduler_interval``, also the scheduler and the webhooks' delivery (which
+    only the leader runs): a coordinator without them serves requests only."""
+    hooks = Webhooks(coordinator.db, allow_private=webhook_allow_private)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         sched = Scheduler(coordinator, scheduler_interval) if scheduler_interval else None
-        if sched:
-            sched.start()
+        worker = WebhookWorker(hooks, coordinator.lease.held, scheduler_interval) if scheduler_interval else None
+        for background in (sched, worker):
+            if background:
+                background.start()
         yield
-        if sched:
-            sched.stop()
+        for background in (worker, sched):
+            if background:
+                background.stop()
 
     app = FastAPI(
         title="Iris",
@@ -117,6 +127,9 @@ def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval
     app.state.inventory = Inventory(coordinator.db)
     app.state.admin_token = admin_token
     app.state.auth_throttle = deps.AuthThrottle()
+    app.state.webhooks = hooks
+    app.state.stream_slots = events.StreamSlots()
+    app.state.heartbeat_s, app.state.stream_lasts_s = heartbeat_s, stream_lasts_s
 
     @app.exception_handler(IrisError)
     async def _iris_error(_: Request, exc: IrisError):
@@ -165,7 +178,8 @@ def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval
         return {"host": host, "ops": [op.model_dump() for op in coord.desired_state(host).ops]}
 
     for router in (tenants.tenants, tenants.sites, inventory.nodes, inventory.gateways, inventory.links,
-                   inventory.pools, reservations.reservations, reservations.availability, hosts.hosts):
+                   inventory.pools, reservations.reservations, reservations.availability, hosts.hosts,
+                   events.events, events.webhooks):
         v1.include_router(declare_errors(router))
     app.include_router(declare_errors(v1))
     return app

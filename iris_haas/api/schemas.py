@@ -7,7 +7,17 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from iris_haas.contract.types import HORIZON_S, AgentUrl, HostPath, IpAddr, L1Kind, Name, NodeState, ServiceModel
+from iris_haas.contract.types import (
+    HORIZON_S,
+    AgentUrl,
+    HostPath,
+    IpAddr,
+    L1Kind,
+    Name,
+    NodeState,
+    ServiceModel,
+    WebhookUrl,
+)
 
 
 class _In(BaseModel):
@@ -170,6 +180,36 @@ class EventPublic(BaseModel):
     at: datetime
     type: str
     detail: dict
+
+
+class FeedEvent(EventPublic):
+    cursor: int = Field(description="opaque and stable: give it as `after` (or Last-Event-ID) to resume after "
+                        "this event")
+    reservation_id: str
+
+
+class EventPage(BaseModel):
+    events: list[FeedEvent]
+    next: int = Field(description="the cursor to resume from: the last event's, or `after` when none came")
+
+
+class WebhookCreate(_In):
+    url: WebhookUrl = Field(description="where each event is POSTed as JSON, signed in X-Iris-Signature")
+
+
+class WebhookPublic(BaseModel):
+    id: int
+    url: str
+    created_at: datetime
+    cursor: int = Field(description="the last event its receiver took")
+    attempts: int = Field(description="deliveries failed in a row (each waits twice as long as the one before)")
+    next_try: datetime | None = Field(description="after a failure: when delivery is tried again")
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+class WebhookCreated(WebhookPublic):
+    secret: str = Field(description="shown once: the HMAC-SHA256 key of X-Iris-Signature (sha256=<hex>)")
 
 
 class Availability(BaseModel):

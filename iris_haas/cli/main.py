@@ -455,15 +455,44 @@ def list_(as_json: AsJson = False):
     table(call(lambda c: c.get("/reservations")), RES_COLUMNS, title="reservations", as_json=as_json)
 
 
+def _what(r: dict) -> dict:
+    d = r["detail"]
+    r["what"] = (f"{d['machine']}: {d['from']} -> {d['to']} ({d['event']})" if r["type"] == "transition"
+                 else ", ".join(f"{k}={v}" for k, v in d.items()))
+    return r
+
+
 @app.command()
-def events(reservation_id: str, as_json: AsJson = False):
-    """A reservation's events: transitions, reserveTimeout, errorEvent, dataPlaneStateChange."""
-    rows = call(lambda c: c.get(f"/reservations/{reservation_id}/events"))
-    for r in rows:
-        d = r["detail"]
-        r["what"] = (f"{d['machine']}: {d['from']} -> {d['to']} ({d['event']})" if r["type"] == "transition"
-                     else ", ".join(f"{k}={v}" for k, v in d.items()))
-    table(rows, ["at", "type", "what"], title=f"events of {reservation_id}", as_json=as_json)
+def events(
+    reservation_id: Annotated[str | None, typer.Argument(help="one reservation's events; default: all you may see")] = None,
+    after: Annotated[int, typer.Option(help="only events after this cursor (the first column)")] = 0,
+    follow: Annotated[bool, typer.Option(help="go on printing new events as they come (Ctrl-C stops)")] = False,
+    as_json: AsJson = False,
+):
+    """Events: transitions, reserveTimeout, errorEvent, dataPlaneStateChange, endingSoon. A tenant
+    sees its own reservations', the admin everyone's; --follow streams them (resuming by cursor)."""
+    if reservation_id is not None:
+        rows = [_what(r) for r in call(lambda c: c.get(f"/reservations/{reservation_id}/events"))]
+        table(rows, ["at", "type", "what"], title=f"events of {reservation_id}", as_json=as_json)
+        return
+    if not follow:
+        rows = [_what(r) for r in call(lambda c: c.get("/events", params={"after": after, "limit": 1000})["events"])]
+        table(rows, ["cursor", "at", "reservation_id", "type", "what"], title="events", as_json=as_json)
+        return
+
+    def stream(c: Client) -> None:
+        for r in c.follow(after):
+            if as_json:
+                console.print_json(json.dumps(r))
+            else:
+                r = _what(r)
+                console.print(f"{r['cursor']}  {_fmt(r['at'])}  {r['reservation_id']}  {r['type']}  {r['what']}",
+                              soft_wrap=True, highlight=False)
+
+    try:
+        call(stream)
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

@@ -34,6 +34,12 @@ DurationS = Annotated[int, Field(ge=1, le=HORIZON_S)]
 NetnsName = Annotated[str, Field(min_length=5, max_length=64, pattern=r"^iris[A-Za-z0-9_-]+$")]
 # where the coordinator reaches a host's agent
 AgentUrl = Annotated[str, Field(max_length=256, pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")]
+# where a tenant's webhook receives its events: http or https, a host name or IPv4 address, a port
+# that exists, a path; no user info, no fragment. It fits the column (store.models.WEBHOOK_URL_MAX).
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+WebhookUrl = Annotated[str, Field(max_length=512, pattern=(
+    rf"^https?://{_LABEL}(\.{_LABEL})*(:{_PORT})?(/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$"))]
 
 
 def _plain_path(v: str) -> str:

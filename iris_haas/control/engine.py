@@ -39,8 +39,9 @@ from iris_haas.contract.types import (
     ReservationState,
     ServiceModel,
 )
+from iris_haas.control.events import tenant_events
 from iris_haas.control.lease import Lease
-from iris_haas.control.schemas import ModifyRequest, ReserveRequest, to_epoch
+from iris_haas.control.schemas import ModifyRequest, ReserveRequest, from_epoch, to_epoch
 from iris_haas.control.states import LIFECYCLE, MACHINES, PROVISION, RESERVATION
 from iris_haas.control.sync import DataPlane, InMemoryDataPlane, Syncer, Target
 from iris_haas.managers.base import ActiveView, Context, Plans, Query, ResourceManager, segment_of
@@ -97,6 +98,7 @@ class Coordinator:
         push_timeout_s: float = 60.0,
         provision_timeout_s: float = 180.0,
         poll_interval_s: float = 5.0,
+        end_warning_s: float = 600.0,
     ):
         self.db = db
         self.hold_timeout_s = hold_timeout_s
@@ -106,6 +108,7 @@ class Coordinator:
         # reconciler), and how long provision waits for its hosts to confirm
         self.push_timeout_s, self.provision_timeout_s = push_timeout_s, provision_timeout_s
         self.poll_interval_s = poll_interval_s
+        self.end_warning_s = end_warning_s  # endingSoon this long before a reservation's end (0: never)
         self.sync = Syncer(db, self.dataplane, self._derive, clock, on_refresh=self._drain)
         self.lease = Lease(db)
         network, compute, storage = NetworkManager(), ComputeManager(), StorageManager()
@@ -563,7 +566,7 @@ class Coordinator:
         """Hold timeouts, end times and start times up to ``now``, then the reconciler: what the
         scheduler runs. Only the leader does it (see :mod:`iris_haas.control.lease`)."""
         now = self.clock() if now is None else now
-        counts = {"timeouts": 0, "ended": 0, "activated": 0}
+        counts = {"timeouts": 0, "ended": 0, "activated": 0, "warned": 0}
         if not self.lease.held():
             return counts
         changed = False
@@ -594,6 +597,7 @@ class Coordinator:
             ):
                 changed |= self._sync(s, res, now)
                 counts["activated"] += 1
+            counts["warned"] = self._warn_ending(s, now)
         if changed:  # what this tick changed is pushed at once, waiting a little for it
             self._push("tick", timeout=min(5.0, self.push_timeout_s))
         # the reconciler: every host still behind its generation is sent its state again (with
@@ -602,6 +606,23 @@ class Coordinator:
         self._purge()
         self._settle_provisioning(now)
         return counts
+
+    def _warn_ending(self, s: Session, now: float) -> int:
+        """endingSoon, once per reservation, ``end_warning_s`` before the end of its committed
+        version (from its start on: a reservation shorter than that is warned when it starts)."""
+        if self.end_warning_s <= 0:
+            return 0
+        committed = and_(Criteria.reservation_id == Reservation.id, Criteria.version == Reservation.committed_version)
+        warned = select(Event.id).where(Event.reservation_id == Reservation.id, Event.type == "endingSoon").exists()
+        rows = s.execute(select(Reservation, Criteria.end).join(Criteria, committed).where(
+            Reservation.lifecycle_state == LifecycleState.CREATED, Criteria.start <= now,
+            Criteria.end > now, Criteria.end <= now + self.end_warning_s, ~warned))
+        n = 0
+        for res, end in rows:
+            self._event(s, res, "endingSoon", version=res.committed_version, end=from_epoch(end).isoformat().replace("+00:00", "Z"),
+                        remaining_s=round(end - now, 3))
+            n += 1
+        return n
 
     def _settle_provisioning(self, now: float) -> None:
         """A provision whose coordinator died before it finished: Provisioned once its hosts hold
@@ -666,6 +687,12 @@ class Coordinator:
             if res is None or (tenant_id is not None and res.tenant_id != tenant_id):
                 raise NotFound(f"no reservation {rid}")
             return list(s.scalars(select(Event).where(Event.reservation_id == rid).order_by(Event.id)))
+
+    def feed(self, tenant_id: int | None, after: int, limit: int) -> builtins.list[Event]:
+        """Events after the cursor ``after``, oldest first: every reservation's for the admin
+        (``tenant_id`` None), only its own reservations' for a tenant."""
+        with self.db.transaction() as s:
+            return tenant_events(s, tenant_id, after, limit)
 
     def desired_state(self, host: str) -> DesiredState:
         states = self.desired_states()

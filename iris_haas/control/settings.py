@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     token: str | None = Field(default=None, description="the CLI's API token (admin or tenant)")
     ca_file: Path | None = Field(default=None, description="the CLI trusts this CA for an https:// api_url (default: "
                                  "the system's)")
+    end_warning_s: float = Field(default=600.0, ge=0, le=86400, description="an endingSoon event this long before "
+                                 "each reservation's end (0: none)")
+    events_heartbeat_s: float = Field(default=15.0, gt=0, le=3600, description="how often an idle event stream "
+                                      "sends a heartbeat (an SSE comment)")
+    events_stream_s: float = Field(default=300.0, gt=0, le=86400, description="how long one event stream lasts "
+                                   "before its client reconnects (with Last-Event-ID; its token is checked again)")
+    webhook_allow_private: bool = Field(default=False, description="let webhooks reach addresses that are not "
+                                        "public (loopback, private networks, the control network): trials only")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -254,16 +254,48 @@ class HostSync(Base):
 
 
 class Event(Base):
+    """One transition or notice of a reservation.
+
+    ``seq`` is the event feed's cursor: numbered when its transaction commits, under a lock held
+    only for that (``store.db``), so seq order is commit order on PostgreSQL too. An id is taken
+    when the row is inserted, so a transaction that started later could commit a smaller id after
+    a reader has passed it; a seq never appears below one already seen."""
+
     __tablename__ = "events"
     id: Mapped[int] = mapped_column(primary_key=True)
     reservation_id: Mapped[str] = mapped_column(ForeignKey("reservations.id"), index=True)
     at: Mapped[float] = mapped_column(Float)
     type: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    seq: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+    __table_args__ = (Index("ix_events_seq", "seq", unique=True),)
+
+
+WEBHOOK_URL_MAX = 512  # the column's length; contract.types.WebhookUrl says the same
+
+
+class Webhook(Base):
+    """Where a tenant wants its events POSTed. ``cursor`` is the seq of the last event delivered
+    (or, at creation, of the last event before it): delivery resumes after it whatever stopped
+    it (a restart, the receiver down), so an event is lost to no one and sent again only when its
+    delivery's answer was lost."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(WEBHOOK_URL_MAX))
+    secret: Mapped[str] = mapped_column(String(64))  # the HMAC key: it must sign, so it is kept as is
+    created_at: Mapped[float] = mapped_column(Float)
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # failures in a row
+    next_try: Mapped[float] = mapped_column(Float, default=0.0)
+    last_error: Mapped[str | None] = mapped_column(String(256), default=None)
+    delivered_at: Mapped[float | None] = mapped_column(Float, default=None)
 
 
 __all__ = [
     "Allocation", "Base", "Criteria", "Event", "HostSync", "Meta", "bump_inventory", "Gateway", "Link", "Node",
     "TunnelKey", "give_tunnel_key", "next_number",
-    "Reservation", "Site", "StoragePool", "Tenant",
+    "Reservation", "Site", "StoragePool", "Tenant", "Webhook",
 ]

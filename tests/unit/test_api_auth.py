@@ -12,7 +12,8 @@ from iris_haas.api.deps import AuthThrottle
 from tests.conftest import Api, standard_inventory
 
 PUBLIC = {"/v1/health"}
-ADMIN_ONLY = re.compile(r"^/v1/(nodes|gateways|links|storage-pools|tenants|hosts)|/force-end$")
+# a tenant manages its own webhooks under /tenants/{name}/webhooks; the rest of /tenants is the admin's
+ADMIN_ONLY = re.compile(r"^/v1/(nodes|gateways|links|storage-pools|tenants(?!/\{name\}/webhooks)|hosts)|/force-end$")
 
 
 @pytest.fixture
@@ -32,8 +33,8 @@ def routes(api):
 
 
 def fill(path: str, rid: str) -> str:
-    return (path.replace("{rid}", rid).replace("{name}", "iaas-alice" if "/sites" in path else "l0-0")
-            .replace("{host}", "l0-0"))
+    name = "iaas-alice" if "/sites" in path else "alice" if "/webhooks" in path else "l0-0"
+    return path.replace("{rid}", rid).replace("{name}", name).replace("{host}", "l0-0").replace("{wid}", "1")
 
 
 def test_every_endpoint_needs_a_token(world):
@@ -72,6 +73,19 @@ def test_another_tenants_reservation_is_404_and_untouched(world):
     assert api.ok("GET", f"/reservations/{rid}", "alice") == before
     assert [e for e in api.ok("GET", f"/reservations/{rid}/events", "alice")] == \
         api.ok("GET", f"/reservations/{rid}/events", "admin")
+
+
+def test_another_tenants_webhooks_are_404_and_untouched(world):
+    api, _ = world
+    hook = api.ok("POST", "/tenants/alice/webhooks", "alice", json={"url": "https://example.com/hook"})
+    webhook_routes = [(m, p) for m, p in routes(api) if "/webhooks" in p]
+    assert len(webhook_routes) == 3
+    for method, path in webhook_routes:
+        r = api.client.request(method, fill(path, "").replace("/1", f"/{hook['id']}"), headers=api.tenants["bob"],
+                               json={"url": "https://example.com/other"})
+        assert r.status_code == 404, (method, path, r.status_code, r.text)
+    assert [w["id"] for w in api.ok("GET", "/tenants/alice/webhooks", "alice")] == [hook["id"]]
+    assert api.ok("GET", "/tenants/bob/webhooks", "bob") == []
 
 
 def test_lists_show_only_ones_own(world):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -142,3 +143,44 @@ def test_an_agent_does_not_start_without_tls_unless_told(tmp_path):
     r = run_(app, ["agent", "run", "--tls-dir", str(tmp_path / "tls"), "--node", "l0-2", *state],
              env={"COLUMNS": "200"})
     assert r.exit_code == 2 and "l0-1" in r.output  # a host runs under the name its certificate gives
+
+
+def test_events_after_a_cursor_and_followed(server):
+    import os
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    coord, admin = server
+    url = coord.url
+    iris(url, admin, "site", "add", "haas")
+    iris(url, admin, "node", "add", "l0-0", "--site", "haas", "--cpus", "4", "--memory-mb", "8192", "--disk-gb", "100")
+    token = re.search(r"IRIS_TOKEN=(\S+)", iris(url, admin, "tenant", "add", "acme").output).group(1)
+    rid = re.search(r"reservation ([0-9a-f]{32})", iris(url, token, "reserve", "--duration", "1h", "--nodes",
+                                                          "1").output).group(1)
+    feed = json.loads(iris(url, token, "events", "--json").output)
+    assert [e["detail"]["event"] for e in feed] == ["reserve", "reserve_ok"]
+    assert "reserve_ok" in iris(url, token, "events").output
+    assert iris(url, token, "events", "--after", str(feed[-1]["cursor"]), "--json").output.strip() == "[]"
+
+    follower = subprocess.Popen(
+        [sys.executable, "-c", "from iris_haas.cli.main import app; app()", "--url", url, "--token", token,
+         "events", "--follow", "--after", str(feed[0]["cursor"])],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).parents[2],
+        env={**os.environ, "COLUMNS": "300"})
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(follower.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        iris(url, token, "commit", rid)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any("commit_ok" in line for line in lines):
+            time.sleep(0.1)
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
+        reader.join(timeout=5)
+    events = [line.split()[0] for line in lines if line.strip() and line.split()[0].isdigit()]
+    assert events == [str(feed[1]["cursor"]), str(feed[1]["cursor"] + 1), str(feed[1]["cursor"] + 2)], lines
+    assert "reserve_ok" in lines[0] and "commit_ok" in lines[2] and rid in lines[2]
