@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,10 +19,13 @@ from iris_haas.hostd.l1 import DRIVERS, L1Failed, MemoryL1, kvm, lxc, make_drive
 from iris_haas.hostd.l1.base import matches, spec_of
 from iris_haas.hostd.l1.netns import NetnsL1
 from iris_haas.hostd.reconciler import Facts, Host, HostConfig, plan_l1, with_l1_ports
+from iris_haas.lab import escapes
 from iris_haas.linux import netlink as nl
+from iris_haas.linux import proc
 from iris_haas.linux.garp import frame as garp_frame
+from iris_haas.linux.netns import socket_in_netns
 from iris_haas.linux.ovsdb import OvsState
-from iris_haas.linux.runner import RecordingRunner
+from iris_haas.linux.runner import RecordingRunner, cmd
 
 
 def op(name="n1", kind="lxc", **kw) -> L1Op:
@@ -308,6 +312,50 @@ def test_lxc_disk_gb_is_enforced(sandbox):
     finally:
         d.destroy("dk")
     _assert_nothing_left(d, "dk", o.netns)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc (the escape probe)")
+def test_the_escape_probe_sees_an_escape_where_there_is_one(sandbox):
+    """The probe's own check: as the L0's root (a private mount and network namespace, nothing
+    else confined) the escapes it looks for are found."""
+    binary = escapes.probe_binary(sandbox.dir)
+    out = subprocess.run(["unshare", "-m", "-n", str(binary), *escapes.probe_args(pids=[os.getpid()])],
+                         capture_output=True, text=True, timeout=60).stdout
+    got = {a.name: a for a in escapes.parse(out)}
+    assert {n for n in ("remount_sys_rw", "setns_mnt", "setns_net", "write_core_pattern", "cgroup_release_agent")
+            if got[n].escaped} == {"remount_sys_rw", "setns_mnt", "setns_net", "write_core_pattern",
+                                   "cgroup_release_agent"}, got
+
+
+@needs_lxc
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc (the escape probe)")
+def test_no_escape_works_from_an_lxc_l1(sandbox):
+    d, o = _lxc_l1(sandbox, "es")
+    l0 = sandbox.netns("l0")
+    # a control-network service on the L0 side, and the L1 given an address in its subnet
+    sandbox.runner.run(cmd("ip", "link", "add", "irisctl0", "type", "bridge", netns=l0))
+    nl.ensure_addr(l0, "irisctl0", "198.18.250.1/24")
+    nl.set_link(l0, "irisctl0", up=True)
+    nl.ensure_addr(o.netns, "iris1-es", "198.18.250.201/24")
+    srv = socket_in_netns(l0)
+    try:
+        srv.bind(("198.18.250.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        monitor = proc.read_pid(d.dir / "es.pid")
+        args = escapes.probe_args(pids=[os.getpid(), monitor or 1], tcp=[("198.18.250.1", port)],
+                                  icmp=["198.18.250.1"])
+        attempts = escapes.probe_lxc(d, "es", sandbox.dir, args)
+        assert [a.name for a in attempts] == list(escapes.NAMES)
+        assert [a for a in attempts if a.escaped] == [], attempts
+        # the L1's root does get EPERM-class refusals, not "not there": the probe did reach the kernel
+        got = {a.name: a.detail for a in attempts}
+        assert got["mknod_host_disk"].startswith("errno 1:") and got["load_kernel_module"].startswith("errno 1:")
+        assert got["open_by_handle_at"].startswith("errno 1:")
+    finally:
+        srv.close()
+        d.destroy("es")
+    _assert_nothing_left(d, "es", o.netns)
 
 
 def test_kvm_base_initrd_is_built_once_from_debian_files(tmp_path):
