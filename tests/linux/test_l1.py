@@ -83,6 +83,16 @@ def test_lxc_config_joins_the_wired_namespace_and_enforces_the_flavor():
 
 
 @pytest.mark.unit
+def test_each_lxc_l1_gets_the_smallest_free_id_slot(tmp_path):
+    d = lxc.LxcL1(tmp_path)
+    assert [d._claim_slot(n) for n in ("a", "b", "a")] == [0, 1, 0]  # an L1 keeps its slot
+    d._release_slot("a")
+    assert d._claim_slot("c") == 0 and d.slot("a") is None and d.slot("b") == 1
+    assert lxc.id_base(1) - lxc.id_base(0) == lxc.ID_COUNT  # ranges never overlap
+    assert lxc.id_map(lxc.id_base(1)) == f"0 {lxc.ID_BASE + lxc.ID_COUNT} 65536"
+
+
+@pytest.mark.unit
 def test_disk_gb_goes_from_the_flavor_to_the_l1_op():
     from iris_haas.planning import compute, model
 

@@ -363,7 +363,7 @@ class LxcL1(L1Base):
         with open(os.open(img, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             f.truncate(disk_bytes(op))
         self.runner.run(cmd("mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0", "-E",
-                            f"nodiscard,root_owner={base}:{base}", "-d", stage, img), timeout=60)
+                            f"nodiscard,lazy_itable_init=1,root_owner={base}:{base}", "-d", stage, img), timeout=60)
         shutil.rmtree(stage)
 
     def _remove_container(self, name: str) -> None:
