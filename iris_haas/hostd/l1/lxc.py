@@ -245,16 +245,20 @@ class LxcL1(L1Base):
         kept from before (the L1 made again, its NIC still wired) is kept if its map is the L1's."""
         if not op.netns:
             raise L1Failed(f"{op.name}: a {self.kind} L1 needs a namespace")
-        base = id_base(self._claim_slot(op.name))
-        userns = self._userns_file(op.name)
-        self._unbind(userns)
-        if nl.netns_exists(op.netns) and self._netns_map(op.netns) != id_map(base):
-            nl.delete_netns(op.netns)  # not this L1's (the NIC, if any, is wired again)
-        if not nl.netns_exists(op.netns):
-            self._make_namespaces(op.netns, base)
-        userns.touch()
-        with _owner_fd(op.netns) as fd:
-            self.runner.run(cmd("mount", "--bind", f"/proc/{os.getpid()}/fd/{fd}", userns), timeout=10)
+        try:
+            base = id_base(self._claim_slot(op.name))
+            userns = self._userns_file(op.name)
+            self._unbind(userns)
+            if nl.netns_exists(op.netns) and self._netns_map(op.netns) != id_map(base):
+                nl.delete_netns(op.netns)  # not this L1's (the NIC, if any, is wired again)
+            if not nl.netns_exists(op.netns):
+                self._make_namespaces(op.netns, base)
+            userns.touch()
+            with _owner_fd(op.netns) as fd:
+                self.runner.run(cmd("mount", "--bind", f"/proc/{os.getpid()}/fd/{fd}", userns), timeout=10)
+        except Exception as e:
+            self.destroy(op.name)  # its slot and user namespace file; the namespace is its NIC's
+            raise L1Failed(f"{op.name}: {e}") from e
 
     def _netns_map(self, ns: str) -> str | None:
         """The uid map of the user namespace that owns namespace ``ns`` (None: the host's)."""
