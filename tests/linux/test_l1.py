@@ -293,6 +293,8 @@ def test_lxc_l1s_are_unprivileged_each_with_its_own_ids(sandbox):
             assert _in(d, o.name, "echo x > /root/made && id -u").stdout.strip() == "0"
             st = (Path(f"/proc/{pid}/root") / "root" / "made").stat()
             assert (st.st_uid, st.st_gid) == (base, base)
+            for f in ("", "bin/busybox", "root/.ssh/authorized_keys"):  # the rootfs, and what the driver wrote
+                assert (Path(f"/proc/{pid}/root") / f).stat().st_uid == base
             # the L1's user namespace owns its network namespace
             assert (Path(f"/proc/{pid}/ns/user").stat().st_ino
                     != Path("/proc/self/ns/user").stat().st_ino)

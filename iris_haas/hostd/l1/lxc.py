@@ -424,9 +424,15 @@ def mounted(path: Path) -> bool:
 
 def shift_ids(root: Path, base: int) -> None:
     """Add ``base`` to the owner and group of every file under ``root`` (and of ``root``), keeping
-    the modes (a chown clears set-id bits)."""
+    the modes (a chown clears set-id bits). A file with several names (busybox's hard links) is
+    shifted once."""
+    seen: set[tuple[int, int]] = set()
+
     def one(p: str) -> None:
         st = os.lstat(p)
+        if (st.st_dev, st.st_ino) in seen:
+            return
+        seen.add((st.st_dev, st.st_ino))
         os.lchown(p, st.st_uid + base, st.st_gid + base)
         if not stat.S_ISLNK(st.st_mode):
             os.chmod(p, stat.S_IMODE(st.st_mode))
