@@ -32,8 +32,8 @@ Ops (``op`` is the discriminator):
     ``remote_ip`` (the tenant's IaaS gateway) is held to ``rate_mbit``.
 ``l1``
     An L1 node (:mod:`iris_haas.hostd.l1`): ``kind`` ``netns`` | ``lxc`` | ``kvm``, with the
-    flavor (``cpus``, ``memory_mb``), the management address (``address``, optional ``gateway``)
-    and the tenant's ``ssh_key``. Its one NIC is wired as a ``port`` op would be (``bridge``,
+    flavor (``cpus``, ``memory_mb``, ``disk_gb``: an lxc L1's rootfs is an image of that size),
+    the management address (``address``, optional ``gateway``) and the tenant's ``ssh_key``. Its one NIC is wired as a ``port`` op would be (``bridge``,
     ``port`` = the L0-side name, ``vlan`` = the tenant's management VLAN, native when ``trunk``):
     the reconciler derives that port op itself (:meth:`L1Op.port_op`), so the L1 never gets a
     second NIC. ``netns`` is the L1's network namespace (every kind; a kvm L1's QEMU runs there,
@@ -56,6 +56,7 @@ from iris_haas.contract.types import (
     MAX_MBPS,
     Cidr,
     Cpus,
+    DiskGb,
     HostPath,
     IfName,
     IpAddr,
@@ -145,6 +146,7 @@ class L1Op(_Op):
     gateway: IpAddr | None = None
     cpus: Cpus = 1
     memory_mb: MemoryMb = 256
+    disk_gb: DiskGb = Field(default=0, description="root disk (lxc: the rootfs image); 0: the smallest")
     ssh_key: SshKey = ""
 
 

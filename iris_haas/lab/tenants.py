@@ -40,6 +40,7 @@ class L1:
     rate_mbit: float = 0
     cpus: int = 1
     memory_mb: int = 128
+    disk_gb: int = 0
     ssh_key: str = ""
     mac: str | None = None
 
@@ -94,7 +95,8 @@ def tenants(topo: Topology, l1s: Iterable[L1] = (), volumes: Iterable[Volume] = 
             l1s=[planning.L1(name=n.name, l0=l0(topo, n.node), segment=seg, owner=owner, tenant=x.tenant,
                              kind=n.kind, netns=topo.ns(n.name), vlan=n.vlan or x.mgmt_vlan,
                              trunk=(n.vlan is None) if n.trunk is None else n.trunk, address=n.address, mac=n.mac,
-                             cpus=n.cpus, memory_mb=n.memory_mb, ssh_key=n.ssh_key, rate_mbit=n.rate_mbit)
+                             cpus=n.cpus, memory_mb=n.memory_mb, disk_gb=n.disk_gb, ssh_key=n.ssh_key,
+                             rate_mbit=n.rate_mbit)
                  for n in l1s if n.tenant == x.tenant],
             volumes=[planning.Volume(name=v.name, host=v.node, pool=v.pool, segment=seg, owner=owner,
                                      tenant=x.tenant, l0=l0(topo, v.node), size_mb=v.size_mb, keep=v.keep,

@@ -101,4 +101,4 @@ class ComputeManager(ResourceManager):
                 vlan=mgmt_vlan, trunk=mgmt_vlan is not None,
                 address=addresses[n] if n < len(addresses) else None,
                 gateway=_gateway(view.reservations[a.reservation_id]), cpus=a.cpus, memory_mb=a.memory_mb,
-                ssh_key=item.get("ssh_key") or "", rate_mbit=rate))
+                disk_gb=a.disk_gb, ssh_key=item.get("ssh_key") or "", rate_mbit=rate))

@@ -75,6 +75,7 @@ class L1:
     mac: str | None = None
     cpus: int = 1
     memory_mb: int = 256
+    disk_gb: int = 0
     ssh_key: str = ""
     rate_mbit: float = 0  # egress limit of its NIC; 0: none
 

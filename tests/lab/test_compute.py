@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from iris_haas.hostd.l1 import lxc as lxcdrv
-from iris_haas.lab import iaas, probe
+from iris_haas.lab import escapes, iaas, probe
 from iris_haas.lab.tenants import L1, realize
 from iris_haas.linux import netlink as nl
 from iris_haas.linux import ovsdb
@@ -145,6 +145,11 @@ def test_one_l1_joins_the_tenant_l2_and_release_leaves_nothing(compute_lab, iaas
                                 lab.plan.agents))
         assert not any(pings.values()), pings
         assert not any(conns), conns
+        if kind == "lxc":  # and none of the known escapes works from inside, as the L1's root
+            drv = lxcdrv.LxcL1(_agent_dir(lab, n.node), host_netns=lab.ns(n.node))
+            args = escapes.probe_args(tcp=[(a.ip, a.port) for a in lab.plan.agents], icmp=targets[:3])
+            attempts = escapes.probe_lxc(drv, n.name, lab.dir, args)
+            assert [a for a in attempts if a.escaped] == [], attempts
         assert _pings_from_l1(lab, n, "10.0.101.10")  # while the tenant's own network answers
     finally:
         inside.stop()

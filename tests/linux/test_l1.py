@@ -7,6 +7,7 @@ import gzip
 import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -21,13 +22,14 @@ from iris_haas.hostd.l1 import DRIVERS, L1Failed, MemoryL1, kvm, lxc, make_drive
 from iris_haas.hostd.l1.base import matches, spec_of
 from iris_haas.hostd.l1.netns import NetnsL1
 from iris_haas.hostd.reconciler import Facts, Host, HostConfig, plan_l1, with_l1_ports
-from iris_haas.linux import cgroup, tc
+from iris_haas.lab import escapes
+from iris_haas.linux import cgroup, proc, tc
 from iris_haas.linux import netlink as nl
 from iris_haas.linux.garp import frame as garp_frame
 from iris_haas.linux.netns import socket_in_netns
 from iris_haas.linux.ovsdb import OvsState
 from iris_haas.linux.proc import alive
-from iris_haas.linux.runner import RecordingRunner
+from iris_haas.linux.runner import RecordingRunner, cmd
 
 
 def op(name="n1", kind="lxc", **kw) -> L1Op:
@@ -61,12 +63,49 @@ def test_an_l1_and_a_port_cannot_claim_one_nic():
 
 @pytest.mark.unit
 def test_lxc_config_joins_the_wired_namespace_and_enforces_the_flavor():
-    lines = lxc.config_lines(op(cpus=2, memory_mb=300))
+    lines = lxc.config_lines(op(cpus=2, memory_mb=300), 1_065_536, Path("/r"), Path("/u"))
+    assert lines[0] == "lxc.include = /usr/share/lxc/config/common.conf"  # LXC's confinement, then ours
     assert "lxc.namespace.share.net = /run/netns/iris-x-n1" in lines
+    assert "lxc.namespace.share.user = /u" in lines
     assert "lxc.net.0.type = empty" in lines  # no NIC of LXC's own, and never the host's network
+    assert "lxc.idmap = u 0 1065536 65536" in lines and "lxc.idmap = g 0 1065536 65536" in lines
     assert "lxc.cgroup.cpu.cfs_quota_us = 200000" in lines
     assert "lxc.cgroup.memory.limit_in_bytes = 300M" in lines
+    assert f"lxc.cgroup.pids.max = {lxc.PIDS_MAX}" in lines
     assert "lxc.cgroup.dir.container = iris-x-n1" in lines
+    assert "lxc.apparmor.profile = unconfined" in lines  # no AppArmor in the kernel
+    drop = next(ln for ln in lines if ln.startswith("lxc.cap.drop")).split()[2:]
+    assert {"sys_module", "sys_rawio", "sys_time", "sys_boot", "syslog", "mac_admin"} <= set(drop)
+    assert not {"net_admin", "sys_admin", "net_raw"} & set(drop)
+    assert "lxc.cgroup.devices.allow = c 10:200 rwm" in lines and not any("10:232" in ln for ln in lines)
+    v2 = lxc.config_lines(op(cpus=2, memory_mb=300), 1_065_536, Path("/r"), Path("/u"), unified=True,
+                          apparmor=True, kvm=True)
+    assert "lxc.cgroup2.cpu.max = 200000 100000" in v2 and "lxc.cgroup2.memory.max = 300M" in v2
+    assert not any(ln.startswith(("lxc.cgroup.cpu", "lxc.cgroup.memory", "lxc.cgroup.pids", "lxc.cgroup.dev")) for ln in v2)
+    assert "lxc.cgroup2.devices.allow = c 10:232 rwm" in v2 and "lxc.apparmor.profile = generated" in v2
+    assert lxc.disk_bytes(op(disk_gb=3)) == 3 << 30 and lxc.disk_bytes(op()) == lxc.MIN_DISK_MB << 20
+
+
+@pytest.mark.unit
+def test_each_lxc_l1_gets_the_smallest_free_id_slot(tmp_path):
+    d = lxc.LxcL1(tmp_path)
+    assert [d._claim_slot(n) for n in ("a", "b", "a")] == [0, 1, 0]  # an L1 keeps its slot
+    d._release_slot("a")
+    assert d._claim_slot("c") == 0 and d.slot("a") is None and d.slot("b") == 1
+    assert lxc.id_base(1) - lxc.id_base(0) == lxc.ID_COUNT  # ranges never overlap
+    assert lxc.id_map(lxc.id_base(1)) == f"0 {lxc.ID_BASE + lxc.ID_COUNT} 65536"
+
+
+@pytest.mark.unit
+def test_disk_gb_goes_from_the_flavor_to_the_l1_op():
+    from iris_haas.planning import compute, model
+
+    seg = model.Segment.of("s1", 5)
+    t = model.Tenant("a", seg, l1s=[model.L1("n1", model.L0(1, "l0-1", None), seg, "r1", "a", netns="iris-x-n1", disk_gb=7)])
+    (_, o), = compute.plan(t)
+    assert isinstance(o, L1Op) and o.disk_gb == 7
+    with pytest.raises(ValidationError):
+        op(disk_gb=-1)
 
 
 @pytest.mark.unit
@@ -203,29 +242,160 @@ def test_netns_l1_keeps_the_key_and_goes_away_with_everything(sandbox):
     assert not nl.netns_exists(ns) and d.list() == {}
 
 
-@pytest.mark.skipif(shutil.which("lxc-start") is None, reason="needs lxc")
-def test_lxc_l1_runs_in_the_wired_namespace_with_its_cgroups_and_leaves_nothing(sandbox):
-    ns = sandbox.netns("lx")
-    nl.ensure_veth("irisp-lx", sandbox.netns("l0"), "iris1-lx", ns)
+needs_lxc = pytest.mark.skipif(shutil.which("lxc-start") is None, reason="needs lxc")
+
+
+def _lxc_l1(sandbox, name: str, **kw) -> tuple[lxc.LxcL1, L1Op]:
+    """An lxc L1 as the reconciler makes it: prepared (its namespace), its NIC wired, started."""
+    ns = f"iris-{sandbox.tag}-{name}"
+    sandbox.namespaces.append(ns)  # removed with the sandbox, should a test fail half-way
+    sandbox.dir.chmod(0o711)  # an unprivileged container's root reaches its rootfs through it
     d = lxc.LxcL1(sandbox.dir / "l1")
-    o = op("lx", netns=ns, cpus=1, memory_mb=64, ssh_key="ssh-ed25519 AAAA k")
+    o = op(name, netns=ns, port=f"irisp-{name}", l1_ifname=f"iris1-{name}", **kw)
+    d.prepare(o)
+    nl.ensure_veth(f"irisp-{name}", sandbox.netns("l0"), f"iris1-{name}", ns)
+    nl.ensure_addr(ns, f"iris1-{name}", o.address)
+    d.start(o)
+    return d, o
+
+
+def _in(d: lxc.LxcL1, name: str, script: str) -> subprocess.CompletedProcess:
+    return subprocess.run(d.exec_cmd(name, "sh", "-c", script).full_argv(), capture_output=True, text=True,
+                          timeout=60)
+
+
+def _mounts_under(path: Path) -> list[str]:
+    return [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()
+            if ln.split()[4].startswith(str(path))]
+
+
+def _assert_nothing_left(d: lxc.LxcL1, name: str, ns: str) -> None:
+    assert lxc.cgroup_dirs(ns) == [] and d.list() == {} and not (d.lxcpath / name).exists()
+    assert _mounts_under(d.dir) == [] and d.slot(name) is None
+    assert not [p for p in d.dir.glob(f"{name}*")]
+    assert str(d.dir) not in subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+
+
+@needs_lxc
+def test_lxc_l1_runs_in_the_wired_namespace_with_its_cgroups_and_leaves_nothing(sandbox):
+    d, o = _lxc_l1(sandbox, "lx", cpus=1, memory_mb=64, ssh_key="ssh-ed25519 AAAA k")
+    ns = o.netns
     try:
-        d.start(o)
         info = d.list()["lx"]
         assert info["running"] and matches(o, info)
         cg = {p.parent.name: p for p in lxc.cgroup_dirs(ns) if p.name == ns}
         assert int((cg["memory"] / "memory.limit_in_bytes").read_text()) == 64 << 20
         assert int((cg["cpu"] / "cpu.cfs_quota_us").read_text()) == 100_000
-        import subprocess
-
-        p = subprocess.run(d.exec_cmd("lx", "ls", "/sys/class/net").full_argv(), capture_output=True, text=True)
-        assert sorted(p.stdout.split()) == ["iris1-lx", "lo"]
+        assert int((cg["pids"] / "pids.max").read_text()) == lxc.PIDS_MAX
+        assert sorted(_in(d, "lx", "ls /sys/class/net").stdout.split()) == ["iris1-lx", "lo"]
+        assert _in(d, "lx", "cat /root/.ssh/authorized_keys").stdout.strip() == "ssh-ed25519 AAAA k"
+        assert "10.0.101.21/24" in _in(d, "lx", "ip -4 addr show iris1-lx").stdout
+        # root of its own NIC (as an IaaS host needs: bridges, VLANs), not of the host's
+        assert _in(d, "lx", "ip link add irisbr0 type bridge && ip link set irisbr0 up").returncode == 0
+        # the IaaS's hypervisor: /dev/net/tun opens (EBADFD: no interface attached yet, not EPERM)
+        assert "bad state" in _in(d, "lx", "cat /dev/net/tun").stderr.lower()
+        assert _in(d, "lx", "mkdir /sys/fs/cgroup/memory/vm1 && rmdir /sys/fs/cgroup/memory/vm1").returncode == 0
         d.start(o)  # idempotent: started again from scratch, still one container
         assert d.running("lx")
     finally:
         d.destroy("lx")
-    assert lxc.cgroup_dirs(ns) == [] and d.list() == {} and not (d.lxcpath / "lx").exists()
+    _assert_nothing_left(d, "lx", ns)
     assert nl.netns_exists(ns)  # the namespace is the reconciler's (its NIC's), not the container's
+
+
+@needs_lxc
+def test_lxc_l1s_are_unprivileged_each_with_its_own_ids(sandbox):
+    d, a = _lxc_l1(sandbox, "ua")
+    try:
+        _, b = _lxc_l1(sandbox, "ub", address="10.0.101.22/24")
+        maps = {}
+        for o in (a, b):
+            pid = d.init_pid(o.name)
+            assert pid
+            maps[o.name] = Path(f"/proc/{pid}/uid_map").read_text().split()
+            assert maps[o.name] != ["0", "0", "4294967295"]  # not the identity map
+            base = int(maps[o.name][1])
+            assert maps[o.name] == ["0", str(base), "65536"] and base >= lxc.ID_BASE
+            assert Path(f"/proc/{pid}/gid_map").read_text().split() == maps[o.name]
+            # a file the L1's root makes is owned on the L0 by BASE, not by the L0's root
+            assert _in(d, o.name, "echo x > /root/made && id -u").stdout.strip() == "0"
+            st = (Path(f"/proc/{pid}/root") / "root" / "made").stat()
+            assert (st.st_uid, st.st_gid) == (base, base)
+            for f in ("", "bin/busybox", "root/.ssh/authorized_keys"):  # the rootfs, and what the driver wrote
+                assert (Path(f"/proc/{pid}/root") / f).stat().st_uid == base
+            # the L1's user namespace owns its network namespace
+            assert (Path(f"/proc/{pid}/ns/user").stat().st_ino
+                    != Path("/proc/self/ns/user").stat().st_ino)
+        assert maps["ua"][1] != maps["ub"][1]
+        # a slot freed is the smallest again: ub keeps its own while ua is made again
+        d.destroy("ua")
+        d, a = _lxc_l1(sandbox, "ua")
+        assert Path(f"/proc/{d.init_pid('ua')}/uid_map").read_text().split() == maps["ua"]
+    finally:
+        d.destroy("ua")
+        d.destroy("ub")
+    for o in (a, b):
+        _assert_nothing_left(d, o.name, o.netns)
+
+
+@needs_lxc
+def test_lxc_disk_gb_is_enforced(sandbox):
+    d, o = _lxc_l1(sandbox, "dk", disk_gb=1)
+    try:
+        img = d.lxcpath / "dk" / "disk.img"
+        assert img.stat().st_size == 1 << 30 and img.stat().st_blocks * 512 < 16 << 20  # sparse
+        # fill most of it without writing (fallocate), then write past the end
+        p = _in(d, "dk", "fallocate -l 900M /fill && dd if=/dev/zero of=/more bs=1M count=200 && sync")
+        assert p.returncode != 0 and "No space left on device" in p.stderr, p.stderr
+        written = int(_in(d, "dk", "stat -c %s /more").stdout)
+        assert 50 << 20 < written < 200 << 20  # what was left of the GiB, and no more
+    finally:
+        d.destroy("dk")
+    _assert_nothing_left(d, "dk", o.netns)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc (the escape probe)")
+def test_the_escape_probe_sees_an_escape_where_there_is_one(sandbox):
+    """The probe's own check: as the L0's root (a private mount and network namespace, nothing
+    else confined) the escapes it looks for are found."""
+    binary = escapes.probe_binary(sandbox.dir)
+    out = subprocess.run(["unshare", "-m", "-n", str(binary), *escapes.probe_args(pids=[os.getpid()])],
+                         capture_output=True, text=True, timeout=60).stdout
+    got = {a.name: a for a in escapes.parse(out)}
+    assert {n for n in ("remount_sys_rw", "setns_mnt", "setns_net", "write_core_pattern", "cgroup_release_agent")
+            if got[n].escaped} == {"remount_sys_rw", "setns_mnt", "setns_net", "write_core_pattern",
+                                   "cgroup_release_agent"}, got
+
+
+@needs_lxc
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc (the escape probe)")
+def test_no_escape_works_from_an_lxc_l1(sandbox):
+    d, o = _lxc_l1(sandbox, "es")
+    l0 = sandbox.netns("l0")
+    # a control-network service on the L0 side, and the L1 given an address in its subnet
+    sandbox.runner.run(cmd("ip", "link", "add", "irisctl0", "type", "bridge", netns=l0))
+    nl.ensure_addr(l0, "irisctl0", "198.18.250.1/24")
+    nl.set_link(l0, "irisctl0", up=True)
+    nl.ensure_addr(o.netns, "iris1-es", "198.18.250.201/24")
+    srv = socket_in_netns(l0)
+    try:
+        srv.bind(("198.18.250.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        monitor = proc.read_pid(d.dir / "es.pid")
+        args = escapes.probe_args(pids=[os.getpid(), monitor or 1], tcp=[("198.18.250.1", port)],
+                                  icmp=["198.18.250.1"])
+        attempts = escapes.probe_lxc(d, "es", sandbox.dir, args)
+        assert [a.name for a in attempts] == list(escapes.NAMES)
+        assert [a for a in attempts if a.escaped] == [], attempts
+        # the L1's root does get EPERM-class refusals, not "not there": the probe did reach the kernel
+        got = {a.name: a.detail for a in attempts}
+        assert got["mknod_host_disk"].startswith("errno 1:") and got["load_kernel_module"].startswith("errno 1:")
+        assert got["open_by_handle_at"].startswith("errno 1:")
+    finally:
+        srv.close()
+        d.destroy("es")
+    _assert_nothing_left(d, "es", o.netns)
 
 
 def test_kvm_base_initrd_is_built_once_from_debian_files(tmp_path):
