@@ -21,7 +21,8 @@ and subnet. Then:
   connect to every agent's port; each answer is counted.
 
 Prints one JSON object: ``escape_attempts``, ``escapes``, ``forged_requests``, ``forged_accepted``,
-``cross_tenant_frames``, ``l1_to_control``, and ``detail`` (each attempt and request, its outcome).
+``cross_tenant_frames``, ``l1_to_control``, ``uid_map`` (the lxc L1's, on the L0), ``leftovers``
+(what the lab left behind: none), and ``detail`` (each attempt and request, its outcome).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,6 +50,8 @@ from iris_haas.lab import tenants as plan
 from iris_haas.lab.tenants import L1
 from iris_haas.linux import netlink as nl
 from iris_haas.linux import ovsdb
+from iris_haas.linux.netns import socket_in_netns
+from iris_haas.linux.proc import read_pid
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIrisBenchKeyOnlyForTheLab tenant@iaas"
 
@@ -70,15 +74,94 @@ def control_targets(lab) -> tuple[list[str], list[tuple[str, int]]]:
 
 # ---------------------------------------------------------------- escapes
 
+NETWORK = ("connect_control_network", "ping_control_network")
+
+
+def l0_fingerprint(lab, node: str, pids: list[int]) -> dict:
+    """What an escape from a VM would change on its L0, read on the L0: the kernel's global
+    settings a guest's root would write, the modules loaded, whether a process of the L0 is
+    traced, and whether the L1's QEMU is still confined (its uid, its sandbox, its cgroup)."""
+
+    def status(pid: int) -> dict[str, str]:
+        try:
+            return dict(ln.split(":\t", 1) for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in ln)
+        except OSError:
+            return {}
+
+    def text(path: str) -> str | None:  # None: this kernel has no such file (no module support)
+        try:
+            return Path(path).read_text()
+        except OSError:
+            return None
+
+    qemu = kvmdrv.KvmL1(lab.dir / node / "agent" / "l1", host_netns=lab.ns(node))._pid("ak")
+    q = status(qemu) if qemu else {}
+    return {
+        "core_pattern": text("/proc/sys/kernel/core_pattern"),
+        "modules": text("/proc/modules"),
+        "release_agents": {str(p): p.read_text() for p in sorted(Path("/sys/fs/cgroup").glob("*/release_agent"))},
+        "traced": {pid: status(pid).get("TracerPid", "").strip() for pid in pids},
+        "qemu": (q.get("Uid"), q.get("Seccomp"), q.get("CapBnd")),
+    }
+
+
+def _serve_once(ns: str, data: bytes) -> tuple[int, threading.Thread]:
+    """Send ``data`` to the first client of a TCP port in namespace ``ns`` (the tenant fetching
+    its tool from its own management server); (port, the thread serving it)."""
+    srv = socket_in_netns(ns)
+    srv.bind(("0.0.0.0", 0))
+    srv.listen(1)
+    srv.settimeout(60)
+
+    def serve() -> None:
+        with srv:
+            conn, _ = srv.accept()
+            with conn:
+                conn.sendall(data)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return srv.getsockname()[1], t
+
+
+def from_kvm(lab, args: list[str], pids: list[int]) -> list[escapes.Attempt]:
+    """The probe in the kvm guest, as its root. A guest's root owns its own kernel, so what the
+    probe does to that kernel (a release agent written, a module call let through) is the
+    tenant's own business: an escape from a VM is a change on the L0, so each attempt on the
+    host is judged by the L0's fingerprint before and after, and the network ones (the control
+    network reached from the guest) by the probe itself."""
+    drv = kvmdrv.KvmL1(lab.dir / "l0-2" / "agent" / "l1", host_netns=lab.ns("l0-2"))
+    binary = escapes.probe_binary(lab.dir)
+    before = l0_fingerprint(lab, "l0-2", pids)
+    port, t = _serve_once(lab.ns("amgmt"), binary.read_bytes())
+    rc, out = drv.console("ak", f"nc 10.0.101.10 {port} </dev/null > /tmp/p; chmod +x /tmp/p; echo $(wc -c < /tmp/p)",
+                          timeout=120)
+    t.join(timeout=5)
+    if str(binary.stat().st_size) not in out:
+        raise RuntimeError(f"the probe did not reach the guest: {out[-300:]!r}")
+    inside = escapes.run(lambda script: drv.console("ak", script, timeout=180)[1], "/tmp/p", args)
+    after = l0_fingerprint(lab, "l0-2", pids)
+    changed = sorted(k for k in before if before[k] != after[k])
+    return [a._replace(escaped=a.escaped if a.name in NETWORK else bool(changed),
+                       detail=a.detail if a.name in NETWORK else
+                       f"in the guest: {a.detail}; on the L0: {'changed ' + ', '.join(changed) if changed else 'nothing'}")
+            for a in inside]
+
+
 def try_escapes(lab, ips: list[str], ports: list[tuple[str, int]]) -> list[dict]:
-    out = []
+    agent_pids = [p for a in lab.plan.agents if (p := read_pid(lab.dir / a.node / "agent.pid"))]
+    args = escapes.probe_args(pids=agent_pids, tcp=ports, icmp=ips)
     lxc = lxcdrv.LxcL1(lab.dir / "l0-1" / "agent" / "l1", host_netns=lab.ns("l0-1"))
-    for r in escapes.from_lxc(lxc, "ax", ips, ports):
-        out.append({"l1": "ax (lxc)", **r})
-    kvm = kvmdrv.KvmL1(lab.dir / "l0-2" / "agent" / "l1", host_netns=lab.ns("l0-2"))
-    for r in escapes.from_kvm(kvm, "ak", ips, ports):
-        out.append({"l1": "ak (kvm)", **r})
+    out = [{"l1": "ax (lxc)", **a._asdict()} for a in escapes.probe_lxc(lxc, "ax", lab.dir, args)]
+    out += [{"l1": "ak (kvm)", **a._asdict()} for a in from_kvm(lab, args, agent_pids)]
     return out
+
+
+def id_maps(lab) -> dict:
+    """The lxc L1's uid map, seen on the L0 (not the identity: its root is not the L0's)."""
+    lxc = lxcdrv.LxcL1(lab.dir / "l0-1" / "agent" / "l1", host_netns=lab.ns("l0-1"))
+    pid = lxc.init_pid("ax")
+    return {"ax": Path(f"/proc/{pid}/uid_map").read_text().split() if pid else None}
 
 
 # ---------------------------------------------------------------- forged requests
@@ -143,7 +226,7 @@ def forgeries(lab, node: str, foreign: ClientTls, scratch: Path) -> dict:
     ca = lab.ca_dir / "ca.crt"
     bridge = plan.segment(lab.topo, "a").bridge
     other = next(n for n in lab.agent_nodes() if n != node)
-    outside = scratch / "not-a-pool"
+    outside = scratch / "not-a-pool"  # an existing directory, outside every pool root of the lab
     tries = {
         "plain HTTP": lambda: _plain_http(lab, node),
         "no client certificate": lambda: _refused_at_tls(lab, node, ClientTls(ca)),
@@ -163,7 +246,7 @@ def forgeries(lab, node: str, foreign: ClientTls, scratch: Path) -> dict:
 
     def device_on_bridge(dev: str):
         return lambda: _with_op(lab, node, PortOp(bridge=bridge, name=dev),
-                                lambda: dev in ovsdb.snapshot(lab.ovs(node).db).ports)
+                                lambda: ovsdb.snapshot(lab.ovs(node).db).ports.get(dev, {}).get("bridge") == bridge)
 
     for dev in sorted(d for d in nl.links(lab.ns(node)) if d != "lo" and not d.startswith("iris")):
         tries[f"host device {dev} on a tenant bridge"] = device_on_bridge(dev)  # its control and fabric NICs
@@ -209,7 +292,8 @@ def main() -> int:
         return 1
     name = "bi" + secrets.token_hex(2)
     lab = realizer.load(None, name=name)
-    scratch = Path(tempfile.mkdtemp(prefix="iris-isolation-", dir=realizer.LAB_POOL_ROOT))
+    scratch = Path(tempfile.mkdtemp(prefix="iris-isolation-"))  # not under the lab's pool root
+    (scratch / "not-a-pool").mkdir()
     out: dict = {}
     try:
         t0 = time.monotonic()
@@ -222,6 +306,7 @@ def main() -> int:
         print(f"lab and L1s up in {time.monotonic() - t0:.0f} s", file=sys.stderr)
         ips, ports = control_targets(lab)
         tried = try_escapes(lab, ips, ports)
+        maps = id_maps(lab)
         print(f"escapes tried: {len(tried)}", file=sys.stderr)
         forged = forge(lab, scratch)
         print(f"forged requests: {len(forged)}", file=sys.stderr)
@@ -230,10 +315,12 @@ def main() -> int:
         out = {"escape_attempts": len(tried), "escapes": sum(1 for t in tried if t["escaped"]),
                "forged_requests": len(forged), "forged_accepted": sum(1 for f in forged if f["accepted"]),
                "cross_tenant_frames": frames, "l1_to_control": len(paths),
+               "uid_map": maps,
                "detail": {"escapes": tried, "forged": forged, "control_paths": paths}}
     finally:
         realizer.down(name)
         shutil.rmtree(scratch, ignore_errors=True)
+    out["leftovers"] = realizer.leftovers(name)
     print(json.dumps(out))
     return 0
 

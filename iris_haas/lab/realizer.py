@@ -30,11 +30,12 @@ from iris_haas.agent.client import AgentClient, AgentError, ClientTls
 from iris_haas.contract import names
 from iris_haas.control import pki
 from iris_haas.hostd.gateway import GatewaySpec, iaas_gateway_ops
+from iris_haas.hostd.l1 import kvm, make_drivers
 from iris_haas.hostd.reconciler import Host as HostDriver
 from iris_haas.hostd.reconciler import HostConfig
 from iris_haas.lab.topology import LabPlan, Topology, expand
+from iris_haas.linux import cgroup, ovs, ovsdb
 from iris_haas.linux import netlink as nl
-from iris_haas.linux import ovs, ovsdb
 from iris_haas.linux.netns import processes_in
 from iris_haas.linux.proc import alive, kill_pid, read_pid
 from iris_haas.linux.runner import SubprocessRunner, cmd
@@ -343,7 +344,7 @@ def down(lab: str) -> dict:
     """Remove everything lab ``lab`` created, and nothing else. Tolerant of a half-made lab."""
     r = SubprocessRunner()
     d = rundir(lab)
-    removed = {"processes": 0, "namespaces": 0}
+    removed = {"processes": 0, "namespaces": 0, "l1s": 0}
     if d.exists():
         for sub in sorted(d.iterdir()):
             if not sub.is_dir():
@@ -352,6 +353,17 @@ def down(lab: str) -> dict:
             if pid:
                 kill_pid(pid)
                 removed["processes"] += 1
+        # the L1s the agents made, by their own drivers: an L1 is more than processes in a
+        # namespace (a container's cgroups and disk mount, a VM's run directory and cgroup)
+        for sub in sorted(d.iterdir()):
+            if (sub / "agent" / "l1").is_dir():
+                for drv in make_drivers(sub / "agent" / "l1", r, names.lab_netns(lab, sub.name)).values():
+                    for n in drv.names():
+                        try:
+                            drv.destroy(n)
+                            removed["l1s"] += 1
+                        except Exception as e:  # noqa: BLE001 - down goes on; leftovers() tells
+                            print(f"lab down: {sub.name}: L1 {n}: {e}", file=sys.stderr)
         insts = [ovs.OvsInstance(sub, None) for sub in sorted(d.iterdir()) if (sub / "conf.db").exists()]
         with _pool(len(insts)) as ex:
             list(ex.map(lambda i: i.stop(r), insts))
@@ -456,4 +468,9 @@ def leftovers(lab: str) -> list[str]:
     out = [f"netns {n}" for n in lab_namespaces(lab)]
     if rundir(lab).exists():
         out.append(f"dir {rundir(lab)}")
+    prefix = names.lab_netns(lab, "")  # an L1's cgroups and VM run directory carry its namespace's name
+    out += [f"cgroup {p}" for p in sorted(cgroup.ROOT.glob(f"*/{prefix}*"))]
+    out += [f"dir {p}" for p in sorted(kvm.RUN_ROOT.glob(f"{prefix}*"))]
+    with open("/proc/self/mountinfo") as f:
+        out += [f"mount {ln.split()[4]}" for ln in f if ln.split()[4].startswith(str(rundir(lab)))]
     return out

@@ -150,6 +150,11 @@ def test_one_l1_joins_the_tenant_l2_and_release_leaves_nothing(compute_lab, iaas
             args = escapes.probe_args(tcp=[(a.ip, a.port) for a in lab.plan.agents], icmp=targets[:3])
             attempts = escapes.probe_lxc(drv, n.name, lab.dir, args)
             assert [a for a in attempts if a.escaped] == [], attempts
+            # its root is not the L0's: a range of ids of its own, not the identity map
+            pid = drv.init_pid(n.name)
+            assert pid
+            inner, outer, count = map(int, Path(f"/proc/{pid}/uid_map").read_text().split())
+            assert (inner, count) == (0, 65536) and outer >= 65536, (inner, outer, count)
         assert _pings_from_l1(lab, n, "10.0.101.10")  # while the tenant's own network answers
     finally:
         inside.stop()

@@ -373,6 +373,11 @@ class LxcL1(L1Base):
             except CommandFailed:
                 pass
             pid = proc.read_pid(self._pidfile(name))
+            # the monitor leaves by itself once the container stopped, moving into its pivot
+            # cgroup to remove the others: killed before that, it leaves them behind
+            deadline = time.monotonic() + 5
+            while pid and proc.alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
             if pid and proc.alive(pid):
                 proc.kill_pid(pid)
         self._unbind(cdir / "rootfs")
