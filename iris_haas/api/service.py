@@ -41,7 +41,11 @@ def build(settings: Settings, dataplane: DataPlane | None = None, *, scheduler: 
     elif dataplane is None and settings.agent_token:
         dataplane = AgentDataPlane(token=settings.agent_token, netns=settings.agent_netns)
     db = Database(settings.resolved_database_url())
-    db.migrate()
+    try:  # a new database gets the schema; an older one only when told (settings.migrate)
+        db.prepare(upgrade=settings.migrate)
+    except BaseException:
+        db.dispose()
+        raise
     coordinator = Coordinator(db, hold_timeout_s=settings.hold_timeout_s, dataplane=dataplane,
                               push_timeout_s=settings.push_timeout_s, provision_timeout_s=settings.provision_timeout_s,
                               poll_interval_s=settings.poll_interval_s, end_warning_s=settings.end_warning_s)

@@ -10,6 +10,12 @@ transaction-scoped advisory lock taken just before the commit, during which the 
 numbers its own new rows (it waits for nothing while holding it, so no deadlock can involve it).
 The next transaction to number events sees every seq given before it, so a reader that has seen a
 seq will never find a smaller one appear later. SQLite's writers are one at a time already.
+
+The schema is Alembic's. A new (empty) database is created at the newest revision when a
+coordinator first opens it; an older one is upgraded only when the operator asks (``iris db
+upgrade``, or ``iris serve --migrate``), since an upgrade is the moment to have a backup: see
+:meth:`Database.prepare`. Upgrades take an advisory lock on PostgreSQL, so coordinators started
+together on one database migrate it once.
 """
 
 from __future__ import annotations
@@ -18,18 +24,24 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from iris_haas.contract.errors import IrisError
 from iris_haas.store.models import Event
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 ADMISSION_LOCK_KEY = 0x1215  # "iris", arbitrary but fixed
 EVENTS_LOCK_KEY = 0x1217  # beside the admission lock's and the leader's (control.lease)
+MIGRATE_LOCK_KEY = 0x1218
 
 
 def make_engine(url: str) -> Engine:
@@ -67,12 +79,61 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (idempotent)."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (default the newest; idempotent)."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATE_LOCK_KEY})
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)
+
+
+class SchemaError(IrisError):
+    """The database's schema is not the one this Iris works on: nothing was started."""
+
+    status, type = 503, "SchemaError"
+
+
+class SchemaState(StrEnum):
+    EMPTY = "empty"  # no table at all: a new database
+    CURRENT = "current"  # at the newest revision
+    BEHIND = "behind"  # an older revision: `iris db upgrade`
+    AHEAD = "ahead"  # a revision this Iris does not know (a newer Iris migrated it)
+    FOREIGN = "foreign"  # tables, but no Alembic revision: not Iris's database
+
+
+@dataclass(frozen=True)
+class Schema:
+    state: SchemaState
+    current: str | None  # the database's revision
+    head: str  # this Iris's newest
+
+    def describe(self) -> str:
+        return {SchemaState.EMPTY: f"empty (no schema yet; this Iris's newest is {self.head})",
+                SchemaState.CURRENT: f"{self.current} (the newest)",
+                SchemaState.BEHIND: f"{self.current}, older than this Iris's {self.head}: run `iris db upgrade`",
+                SchemaState.AHEAD: f"{self.current}, unknown to this Iris (newest {self.head}): a newer Iris "
+                                   "migrated it; run that version",
+                SchemaState.FOREIGN: "tables but no Alembic revision: not an Iris database"}[self.state]
+
+
+def schema(engine: Engine) -> Schema:
+    """Where the database's schema stands against this Iris's migrations (reads only)."""
+    scripts = ScriptDirectory.from_config(alembic_config(""))
+    head = scripts.get_current_head()
+    assert head is not None
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        tables = inspect(conn).get_table_names()
+    if current is None:
+        state = SchemaState.FOREIGN if tables else SchemaState.EMPTY
+    elif current == head:
+        state = SchemaState.CURRENT
+    else:
+        known = {r.revision for r in scripts.walk_revisions()}
+        state = SchemaState.BEHIND if current in known else SchemaState.AHEAD
+    return Schema(state, current, head)
 
 
 class Checkpointer:
@@ -185,8 +246,27 @@ class Database:
     def is_postgresql(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
-    def migrate(self) -> None:
-        migrate(self.engine)
+    def migrate(self, revision: str = "head") -> None:
+        migrate(self.engine, revision)
+
+    def schema(self) -> Schema:
+        return schema(self.engine)
+
+    def prepare(self, *, upgrade: bool = False) -> Schema:
+        """Make the database ready for a coordinator: an empty one gets the schema; an older one is
+        upgraded only if ``upgrade`` (else a SchemaError, before anything is written); one from a
+        newer Iris, or not Iris's, is always refused."""
+        s = self.schema()
+        if s.state == SchemaState.EMPTY or (s.state == SchemaState.BEHIND and upgrade):
+            self.migrate()
+            return self.schema()
+        if s.state == SchemaState.BEHIND:
+            raise SchemaError(f"database schema {s.current} is older than this Iris's {s.head}: back it up, then "
+                              "run `iris db upgrade` (or start with --migrate, migrate = true in the config file)",
+                              current=s.current, head=s.head)
+        if s.state != SchemaState.CURRENT:
+            raise SchemaError(f"database schema {s.describe()}", current=s.current, head=s.head)
+        return s
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
