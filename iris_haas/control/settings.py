@@ -1,11 +1,18 @@
-"""Settings, validated at start (environment variables prefixed ``IRIS_``)."""
+"""Settings, validated at start: flags, then environment variables prefixed ``IRIS_``, then the
+coordinator's configuration file (``iris serve --config FILE``, TOML, the same keys in lower case),
+then the defaults below.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from iris_haas.contract.config import check_keys, describe, file_model, read_toml
+from iris_haas.contract.logs import LogFormat
 
 
 class Settings(BaseSettings):
@@ -42,6 +49,38 @@ class Settings(BaseSettings):
                                    "before its client reconnects (with Last-Event-ID; its token is checked again)")
     webhook_allow_private: bool = Field(default=False, description="let webhooks reach addresses that are not "
                                         "public (loopback, private networks, the control network): trials only")
+
+    host: str = Field(default="127.0.0.1", description="`iris serve`: the address to listen on")
+    port: int = Field(default=8642, ge=1, le=65535, description="`iris serve`: the port to listen on")
+    tls_cert: Path | None = Field(default=None, description="`iris serve`: serve HTTPS with this certificate (PEM)")
+    tls_key: Path | None = Field(default=None, description="`iris serve`: ... and this key")
+    log_format: LogFormat = Field(default=LogFormat.TEXT, description="`iris serve`: text, or json (one object a "
+                                  "line)")
+    migrate: bool = Field(default=False, description="`iris serve`: upgrade an older database schema at start "
+                          "instead of refusing to start (`iris db upgrade` does it by hand)")
+
+    @classmethod
+    def load(cls, config: Path | None = None, **flags: Any) -> Settings:
+        """Flags (the ones given, not None) over the environment over ``config`` over the defaults;
+        a ConfigError naming the file or variable and the key when one is wrong."""
+        given = {k: v for k, v in flags.items() if v is not None}
+        try:
+            env = cls()
+        except ValidationError as e:
+            raise describe(e, "environment", name=lambda k: f"IRIS_{k.upper()}") from None
+        from_file: dict[str, Any] = {}
+        if config is not None:
+            raw = read_toml(config)
+            check_keys(raw, cls.model_fields, str(config))
+            try:  # the file alone: a bad value is refused even where a variable overrides it
+                from_file = file_model(cls).model_validate(raw).model_dump(exclude_unset=True)
+            except ValidationError as e:
+                raise describe(e, str(config)) from None
+        from_env = {k: getattr(env, k) for k in env.model_fields_set}
+        try:
+            return cls(**(from_file | from_env | given))
+        except ValidationError as e:
+            raise describe(e, "options") from None
 
     def resolved_database_url(self) -> str:
         if self.database_url:
