@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@scripts/install-deps.sh
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test,report]'
 	@touch $@
 
 demo: setup

@@ -211,7 +211,7 @@ def run(console: Console, *, out: Path = Path("."), quick: bool = False) -> int:
     report["elapsed_s"] = round(time.monotonic() - t_start, 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    charts = _charts(report, out)
+    charts = _charts(report, out, console)
     console.rule()
     console.print(f"{len(check.items) - len(check.failed)} of {len(check.items)} checks passed in "
                   f"{report['elapsed_s']:.0f} s; wrote {out / 'report.json'}" + (f", {', '.join(charts)}" if charts else ""))
@@ -258,11 +258,18 @@ def _matrix_table(report: dict) -> Table:
     return t
 
 
-def _charts(report: dict, out: Path) -> list[str]:
+def _charts(report: dict, out: Path, console: Console) -> list[str]:
+    """The matrix as a bar chart beside the paper's. matplotlib is the optional extra ``report`` (no
+    agent, nor the coordinator, needs it): without it the demo says so and writes report.json only."""
     m = report["measured"]
     if not m["rtt_ms"]:
         return []
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        console.print("[yellow]no chart[/yellow]: matplotlib is not installed (pip install 'iris-haas[report]'; "
+                      "`make demo` installs it)")
+        return []
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
