@@ -1,41 +1,78 @@
-"""The `iris` command: the coordinator (`serve`), the HaaS admin's inventory, the tenant's reservations."""
+"""The `iris` command: the coordinator (`serve`, `db`), the HaaS admin's inventory, the tenant's reservations.
+
+Exit codes: 0 done; 1 the coordinator refused or could not be reached (or a CA operation failed);
+2 a usage error (an option, argument, configuration file or setting that cannot be used);
+3 the database's schema is not the one this Iris needs (`iris db upgrade`).
+"""
 
 from __future__ import annotations
 
-import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from iris_haas import __version__
 from iris_haas.api.client import ApiError, Client
+from iris_haas.cli.output import AsJson, Cols, Fmt, Out, OutputFormat, cell, console, emit, emit_line, err
+from iris_haas.cli.profiles import Profile, load_profile, resolve
+from iris_haas.contract.config import ConfigError
+from iris_haas.contract.logs import LogFormat, setup_logging
 from iris_haas.contract.types import L1Kind, NodeState, ServiceModel
 from iris_haas.control.settings import Settings
 
+EXIT_ERROR, EXIT_USAGE, EXIT_SCHEMA = 1, 2, 3
+
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
-console = Console()
-err = Console(stderr=True)
+log = logging.getLogger("iris.serve")
 
 Url = Annotated[str | None, typer.Option("--url", envvar="IRIS_API_URL", help="coordinator URL")]
 Token = Annotated[str | None, typer.Option("--token", envvar="IRIS_TOKEN", help="API token (admin or tenant)")]
 CaFile = Annotated[Path | None, typer.Option("--ca-file", envvar="IRIS_CA_FILE",
                                              help="the CA of an https:// coordinator's certificate")]
-AsJson = Annotated[bool, typer.Option("--json", help="print the API's JSON instead of a table")]
+ProfileOpt = Annotated[str | None, typer.Option("--profile", envvar="IRIS_PROFILE", help="a [profiles.NAME] of "
+                                                "the configuration file (IRIS_CONFIG, default "
+                                                "~/.config/iris/config.toml): its url, token and ca_file")]
 
 _opts: dict[str, Any] = {}
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"iris {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(url: Url = None, token: Token = None, ca_file: CaFile = None):
-    _opts["url"], _opts["token"], _opts["ca_file"] = url, token, ca_file
+def _main(url: Url = None, token: Token = None, ca_file: CaFile = None, profile: ProfileOpt = None,
+          version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print the version and exit")] = False):
+    _opts["url"], _opts["token"], _opts["ca_file"], _opts["profile"] = url, token, ca_file, profile
+
+
+def fail(e: Exception, code: int) -> typer.Exit:
+    """Print an error as one line (its type and message, never a traceback); the exit to raise."""
+    kind, message = getattr(e, "type", type(e).__name__), getattr(e, "message", str(e))
+    err.print(f"[red]error[/red] {escape(f'{kind}: {message}')}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
 
 
 def client() -> Client:
-    s = Settings()
-    return Client(_opts.get("url") or s.api_url, _opts.get("token") or s.token, ca_file=_opts.get("ca_file") or s.ca_file)
+    """A client for the coordinator of the flags, variables or profile (see iris_haas.cli.profiles)."""
+    profile: Profile | None = None
+    if _opts.get("profile"):
+        profile, warnings = load_profile(_opts["profile"])
+        for w in warnings:
+            err.print(f"[yellow]warning[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
+    c = resolve(_opts.get("url"), _opts.get("token"), _opts.get("ca_file"), profile)
+    try:
+        return Client(c.url, c.token, ca_file=c.ca_file)
+    except OSError as e:
+        raise ConfigError(f"ca_file {c.ca_file}: {e.strerror or e}") from None
 
 
 def call(fn, *args, **kw):
@@ -44,66 +81,133 @@ def call(fn, *args, **kw):
         with client() as c:
             return fn(c, *args, **kw)
     except ApiError as e:
-        err.print(f"[red]error[/red] {e.type}: {e.message}")
-        raise typer.Exit(1) from None
+        raise fail(e, EXIT_ERROR) from None
+    except ConfigError as e:
+        raise fail(e, EXIT_USAGE) from None
 
 
-def table(rows: list[dict], columns: list[str], title: str | None = None, as_json: bool = False) -> None:
-    if as_json:
-        console.print_json(json.dumps(rows))
-        return
-    t = Table(title=title)
-    for c in columns:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*[_fmt(r.get(c)) for c in columns])
-    console.print(t)
+def table(rows: list[dict], columns: list[str], title: str | None = None, out: Out | None = None,
+          one: bool = False) -> None:
+    emit(rows, columns, out or Out(), title=title, one=one)
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, list):
-        return ",".join(map(str, v))
-    if isinstance(v, str) and len(v) > 19 and v[10:11] == "T":
-        return v[:19].replace("T", " ")
-    return str(v)
+def _settings(config: Path | None, **flags: Any) -> Settings:
+    """The coordinator's settings (flags > IRIS_* variables > --config FILE > defaults), or exit 2 naming
+    the bad key."""
+    try:
+        return Settings.load(config, **flags)
+    except ConfigError as e:
+        raise fail(e, EXIT_USAGE) from None
 
 
 # ------------------------------------------------------------------ coordinator
+ConfigOpt = Annotated[Path | None, typer.Option("--config", envvar="IRIS_SERVE_CONFIG", help="the coordinator's "
+                                                "configuration file (TOML: the settings' names in lower case, "
+                                                "e.g. database_url = ...)")]
+DatabaseUrl = Annotated[str | None, typer.Option(help="SQLAlchemy URL (also IRIS_DATABASE_URL); default: SQLite "
+                                                 "under the data dir")]
+DataDir = Annotated[str | None, typer.Option(help="the SQLite file, the admin token (also IRIS_DATA_DIR; default "
+                                             "./var)")]
+
+
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8642,
-    database_url: Annotated[str | None, typer.Option(envvar="IRIS_DATABASE_URL", help="default: SQLite under --data-dir")] = None,
-    data_dir: Annotated[str | None, typer.Option(envvar="IRIS_DATA_DIR")] = None,
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on (default 8642)")] = None,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
     tls_cert: Annotated[Path | None, typer.Option(help="serve HTTPS with this certificate (PEM)")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="... and this key")] = None,
+    migrate: Annotated[bool, typer.Option("--migrate", help="upgrade an older database schema first (default: "
+                                          "refuse to start on one; see `iris db upgrade`)")] = False,
+    log_format: Annotated[LogFormat | None, typer.Option(help="text (default) or json, one object a line")] = None,
 ):
     """Run the resource coordinator: REST API, reservation engine and scheduler."""
     import uvicorn
 
     from iris_haas.api.service import build
+    from iris_haas.store.db import SchemaError
 
-    if (tls_cert is None) != (tls_key is None):
-        raise typer.BadParameter("--tls-cert and --tls-key go together")
-    overrides = {k: v for k, v in {"database_url": database_url, "data_dir": data_dir}.items() if v}
-    settings = Settings(**overrides)
-    api, _ = build(settings)
-    scheme = "https" if tls_cert else "http"
-    console.print(f"Iris coordinator on {scheme}://{host}:{port}/v1 (OpenAPI: /v1/docs); "
-                  f"database {settings.resolved_database_url().split('@')[-1]}")
+    settings = _settings(config, host=host, port=port, database_url=database_url, data_dir=data_dir,
+                         tls_cert=tls_cert, tls_key=tls_key, migrate=migrate or None, log_format=log_format)
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise fail(ConfigError("tls_cert and tls_key go together (--tls-cert, --tls-key)"), EXIT_USAGE)
+    setup_logging(settings.log_format)
+    try:
+        api, _ = build(settings)
+    except SchemaError as e:
+        raise fail(e, EXIT_SCHEMA) from None
+    scheme = "https" if settings.tls_cert else "http"
+    log.info("Iris coordinator %s on %s://%s:%s/v1 (OpenAPI: /v1/docs); database %s", __version__, scheme,
+             settings.host, settings.port, settings.resolved_database_url().split("@")[-1])
     if not settings.admin_token:
-        console.print(f"admin token in {settings.data_dir}/admin-token")
+        log.info("admin token in %s/admin-token", settings.data_dir)
     if settings.agent_tls_dir:
-        console.print(f"agents reached over mutual TLS (coordinator certificate in {settings.agent_tls_dir})")
+        log.info("agents reached over mutual TLS (coordinator certificate in %s)", settings.agent_tls_dir)
     elif settings.agent_token:
-        err.print("[red]INSECURE[/red] IRIS_AGENT_TOKEN without IRIS_AGENT_TLS_DIR: desired state goes to agents run "
-                  "with --insecure-http, in plain HTTP (development only)")
+        log.warning("INSECURE: IRIS_AGENT_TOKEN without IRIS_AGENT_TLS_DIR: desired state goes to agents run "
+                    "with --insecure-http, in plain HTTP (development only)")
     else:
-        err.print("[yellow]warning[/yellow] IRIS_AGENT_TLS_DIR is not set: desired state is kept in memory and sent "
-                  "to no agent (a trial coordinator, no data plane)")
-    uvicorn.run(api, host=host, port=port, log_level="warning", ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+        log.warning("IRIS_AGENT_TLS_DIR is not set: desired state is kept in memory and sent to no agent "
+                    "(a trial coordinator, no data plane)")
+    uvicorn.run(api, host=settings.host, port=settings.port, log_level="warning", log_config=None,
+                ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
+
+
+# ------------------------------------------------------------------ the database's schema (admin, on the coordinator)
+db_app = typer.Typer(help="The coordinator's database schema: where it stands, and its upgrade.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _database(config: Path | None, database_url: str | None, data_dir: str | None):
+    from iris_haas.store.db import Database
+
+    return Database(_settings(config, database_url=database_url, data_dir=data_dir).resolved_database_url())
+
+
+def _schema_row(s) -> dict:
+    return {"revision": s.current, "head": s.head, "state": s.state, "status": s.describe()}
+
+
+@db_app.command("current")
+def db_current(config: ConfigOpt = None, database_url: DatabaseUrl = None, data_dir: DataDir = None,
+               fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False):
+    """Show the database's schema revision beside this Iris's newest (state: empty, current, behind, ahead,
+    foreign)."""
+    db = _database(config, database_url, data_dir)
+    try:
+        s = db.schema()
+    finally:
+        db.dispose()
+    table([_schema_row(s)], ["revision", "head", "state", "status"], title="database schema",
+          out=Out.of(fmt, column, as_json), one=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = None, database_url: DatabaseUrl = None, data_dir: DataDir = None,
+               to: Annotated[str, typer.Option(help="an Alembic revision to stop at (default: the newest)")] = "head"):
+    """Upgrade the database's schema (Alembic; back the database up first). Idempotent."""
+    from alembic.util import CommandError
+
+    from iris_haas.store.db import SchemaState
+
+    db = _database(config, database_url, data_dir)
+    try:
+        before = db.schema()
+        if before.state in (SchemaState.AHEAD, SchemaState.FOREIGN):
+            raise fail(ConfigError(f"database schema {before.describe()}"), EXIT_SCHEMA)
+        try:
+            db.migrate(to)
+        except CommandError as e:
+            raise fail(ConfigError(f"--to {to}: {e}"), EXIT_USAGE) from None
+        after = db.schema()
+    finally:
+        db.dispose()
+    if before.current == after.current:
+        console.print(f"database schema already at {after.current}")
+    else:
+        console.print(f"database schema upgraded from {before.current or 'nothing'} to {after.current}")
 
 
 # ------------------------------------------------------------------ the agents' CA (admin, on the coordinator)
@@ -124,8 +228,7 @@ def _pki(fn, *args, **kw):
     try:
         return fn(*args, **kw)
     except IrisError as e:
-        err.print(f"[red]error[/red] {e.type}: {e.message}")
-        raise typer.Exit(1) from None
+        raise fail(e, EXIT_ERROR) from None
 
 
 @ca_app.command("init")
@@ -144,14 +247,20 @@ def agent_enroll(
     out: Annotated[Path | None, typer.Option(help="where its three files go; default ./HOST-tls")] = None,
     ca_dir: Annotated[Path | None, typer.Option("--ca-dir", envvar="IRIS_CA_DIR", help="the CA's directory; default "
                                                 "<data dir>/ca")] = None,
+    fmt: Fmt = OutputFormat.TABLE, column: Cols = None,
 ):
     """Issue a host its key and certificate (again: rotation); its agent runs with --tls-dir on them."""
     from iris_haas.control import pki
 
     d = out or Path(f"{host}-tls")
     cert = _pki(pki.enroll_host, _ca_dir(ca_dir), host, d)
-    console.print(f"{host}: certificate {cert.serial_number:x} until {cert.not_valid_after_utc:%Y-%m-%d} in {d}; "
-                  f"copy host.key, host.crt and ca.crt to the host and run `iris agent run --tls-dir DIR`")
+    o = Out.of(fmt, column)
+    if o.table:
+        console.print(f"{host}: certificate {cert.serial_number:x} until {cert.not_valid_after_utc:%Y-%m-%d} in "
+                      f"{d}; copy host.key, host.crt and ca.crt to the host and run `iris agent run --tls-dir DIR`")
+        return
+    table([{"host": host, "serial": f"{cert.serial_number:x}", "not_after": cert.not_valid_after_utc.isoformat(),
+            "dir": str(d)}], ["host", "serial", "not_after", "dir"], out=o, one=True)
 
 
 # ------------------------------------------------------------------ inventory (admin)
@@ -159,12 +268,12 @@ def _inventory(name: str, path: str, columns: list[str], help_: str) -> typer.Ty
     sub = typer.Typer(help=help_, no_args_is_help=True)
 
     @sub.command("list")
-    def list_(as_json: AsJson = False):
-        table(call(lambda c: c.get(f"/{path}")), columns, title=path, as_json=as_json)
+    def list_(fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False):
+        table(call(lambda c: c.get(f"/{path}")), columns, title=path, out=Out.of(fmt, column, as_json))
 
     @sub.command("show")
-    def show_(item: str, as_json: AsJson = False):
-        table([call(lambda c: c.get(f"/{path}/{item}"))], columns, as_json=as_json)
+    def show_(item: str, fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False):
+        table([call(lambda c: c.get(f"/{path}/{item}"))], columns, out=Out.of(fmt, column, as_json), one=True)
 
     @sub.command("rm")
     def rm_(item: str):
@@ -187,10 +296,10 @@ pool_app = _inventory("pool", "storage-pools", ["id", "name", "site_id", "capaci
 tenant_app = _inventory("tenant", "tenants", ["id", "name"], "Tenants: IaaS operators (admin).")
 
 
-def _created(kind: str, body: dict, columns: list[str], path: str) -> dict:
-    out = call(lambda c: c.post(f"/{path}", body))
-    table([out], columns, title=f"{kind} added")
-    return out
+def _created(kind: str, body: dict, columns: list[str], path: str, out: Out) -> dict:
+    got = call(lambda c: c.post(f"/{path}", body))
+    table([got], columns, title=f"{kind} added", out=out, one=True)
+    return got
 
 
 @site_app.command("add")
@@ -201,13 +310,15 @@ def site_add(
     mgmt_vlan: Annotated[int, typer.Option(help="tenant: management VLAN (native on each L1's NIC)")] = 101,
     service_model: Annotated[ServiceModel, typer.Option(help="tenant: a (node in your L2), b (pod) or c (routed)")] = (
         ServiceModel.NODE),
+    fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False,
 ):
     """Admin: register a HaaS site (name only). Tenant: register your IaaS site (with --gateway-underlay)."""
     body: dict[str, Any] = {"name": name}
     if gateway_underlay:
         body |= {"gateway_underlay": gateway_underlay, "vlans": vlans, "mgmt_vlan": mgmt_vlan,
                  "service_model": service_model}
-    _created("site", body, ["id", "name", "kind", "gateway_underlay", "vlans", "mgmt_vlan", "service_model"], "sites")
+    _created("site", body, ["id", "name", "kind", "gateway_underlay", "vlans", "mgmt_vlan", "service_model"], "sites",
+             Out.of(fmt, column, as_json))
 
 
 @node_app.command("add")
@@ -221,6 +332,7 @@ def node_add(
     underlay_address: Annotated[str | None, typer.Option(help="its address on the HaaS data fabric: the tenants' "
                                                          "tunnels end here (without it, no L1 of it is wired)")] = None,
     agent_url: Annotated[str | None, typer.Option(help="its agent, https://ADDRESS:PORT on the control network")] = None,
+    fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False,
 ):
     """Register an L0 node."""
     try:
@@ -229,14 +341,20 @@ def node_add(
         raise typer.BadParameter(f"{l1_kinds!r}: L1 kinds are {', '.join(L1Kind)}", param_hint="--l1-kinds") from None
     _created("node", {"name": name, "site": site, "cpus": cpus, "memory_mb": memory_mb, "disk_gb": disk_gb,
                       "l1_kinds": kinds, "underlay_address": underlay_address, "agent_url": agent_url},
-             ["id", "name", "site_id", "cpus", "memory_mb", "disk_gb", "l1_kinds", "state"], "nodes")
+             ["id", "name", "site_id", "cpus", "memory_mb", "disk_gb", "l1_kinds", "state"], "nodes",
+             Out.of(fmt, column, as_json))
 
 
 @node_app.command("set-state")
-def node_set_state(name: str, state: Annotated[NodeState, typer.Argument(help="available, maintenance or down")]):
+def node_set_state(name: str, state: Annotated[NodeState, typer.Argument(help="available, maintenance or down")],
+                   fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False):
     """Set a node's state; `down` ends (Failed) the reservations that have an L1 on it."""
-    out = call(lambda c: c.patch(f"/nodes/{name}", {"state": state}))
-    console.print(f"node {out['name']} is {out['state']}")
+    got = call(lambda c: c.patch(f"/nodes/{name}", {"state": state}))
+    o = Out.of(fmt, column, as_json)
+    if o.table and not o.columns:
+        console.print(f"node {got['name']} is {got['state']}")
+    else:
+        table([got], ["name", "state"], out=o, one=True)
 
 
 @gw_app.command("add")
@@ -249,19 +367,21 @@ def gateway_add(
     uplink: Annotated[str, typer.Option(help="its interface towards the internet (per-tenant limits apply "
                                         "here)")] = "eth0",
     agent_url: Annotated[str | None, typer.Option(help="its agent, https://ADDRESS:PORT")] = None,
+    fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False,
 ):
     """Register a gateway."""
     _created("gateway", {"name": name, "site": site, "underlay_address": underlay_address,
                          "fabric_address": fabric_address, "uplink": uplink, "agent_url": agent_url},
-             ["id", "name", "site_id", "underlay_address"], "gateways")
+             ["id", "name", "site_id", "underlay_address"], "gateways", Out.of(fmt, column, as_json))
 
 
 @link_app.command("add")
 def link_add(name: str, site_a: Annotated[str, typer.Option()], site_b: Annotated[str, typer.Option()],
-             capacity_mbps: Annotated[int, typer.Option()]):
+             capacity_mbps: Annotated[int, typer.Option()],
+             fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False):
     """Register an inter-DC link."""
     _created("link", {"name": name, "site_a": site_a, "site_b": site_b, "capacity_mbps": capacity_mbps},
-             ["id", "name", "site_a_id", "site_b_id", "capacity_mbps"], "links")
+             ["id", "name", "site_a_id", "site_b_id", "capacity_mbps"], "links", Out.of(fmt, column, as_json))
 
 
 @pool_app.command("add")
@@ -273,10 +393,11 @@ def pool_add(
                                              "of it is created)")] = None,
     path: Annotated[str | None, typer.Option(help="the pool's directory on that host (under the agent's "
                                              "--pool-root)")] = None,
+    fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False,
 ):
     """Register a storage pool."""
     _created("pool", {"name": name, "site": site, "capacity_gb": capacity_gb, "host": host, "path": path},
-             ["id", "name", "site_id", "capacity_gb", "host", "path"], "storage-pools")
+             ["id", "name", "site_id", "capacity_gb", "host", "path"], "storage-pools", Out.of(fmt, column, as_json))
 
 
 TokenTtl = Annotated[str | None, typer.Option("--token-ttl", help="the token expires after this long (90d, 12h); "
@@ -284,19 +405,24 @@ TokenTtl = Annotated[str | None, typer.Option("--token-ttl", help="the token exp
 
 
 @tenant_app.command("add")
-def tenant_add(name: str, token_ttl: TokenTtl = None):
-    """Create a tenant and print its API token (shown once)."""
+def tenant_add(name: str, token_ttl: TokenTtl = None,
+               fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False):
+    """Create a tenant and print its API token (shown once: `-f value -c token` prints only the token)."""
     body = {"name": name} | ({"token_ttl_s": _seconds(token_ttl)} if token_ttl else {})
-    out = _created("tenant", body, ["id", "name", "token", "token_expires_at"], "tenants")
-    console.print(f"give the tenant its token: IRIS_TOKEN={out['token']}")
+    o = Out.of(fmt, column, as_json)
+    got = _created("tenant", body, ["id", "name", "token", "token_expires_at"], "tenants", o)
+    if o.table:
+        console.print(f"give the tenant its token: IRIS_TOKEN={got['token']}")
 
 
 @tenant_app.command("rotate-token")
-def tenant_rotate_token(name: str, token_ttl: TokenTtl = None):
+def tenant_rotate_token(name: str, token_ttl: TokenTtl = None,
+                        fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False):
     """Issue the tenant a new token (printed once); the old one stops working at once."""
     params = {"ttl_s": _seconds(token_ttl)} if token_ttl else None
-    out = call(lambda c: c.post(f"/tenants/{name}/token", None, params=params))
-    table([out], ["id", "name", "token", "token_expires_at"], title="token rotated")
+    got = call(lambda c: c.post(f"/tenants/{name}/token", None, params=params))
+    table([got], ["id", "name", "token", "token_expires_at"], title="token rotated", out=Out.of(fmt, column, as_json),
+          one=True)
 
 
 # ------------------------------------------------------------------ reservations (tenant)
@@ -304,15 +430,15 @@ RES_COLUMNS = ["id", "version", "reservation_state", "provision_state", "lifecyc
                "start", "end"]
 
 
-def show_reservation(r: dict, as_json: bool = False) -> None:
-    if as_json:
-        console.print_json(json.dumps(r))
+def show_reservation(r: dict, out: Out) -> None:
+    if not out.table or out.columns:
+        table([r], RES_COLUMNS, out=out, one=True)
         return
     console.print(f"reservation [bold]{r['id']}[/bold]", soft_wrap=True)
     t = Table(show_header=False)
     for k in ["description", "version", "committed_version", "reservation_state", "provision_state",
               "lifecycle_state", "data_plane_active", "start", "end", "hold_expires_at"]:
-        t.add_row(k, _fmt(r.get(k)))
+        t.add_row(k, cell(r.get(k)))
     console.print(t)
     items = Table(title="items")
     for c in ["#", "kind", "what"]:
@@ -375,7 +501,7 @@ def reserve(
     router_address: Annotated[str | None, typer.Option(help="model c: the router's address (CIDR) on your "
                                                           "management network")] = None,
     description: Annotated[str, typer.Option()] = "",
-    as_json: AsJson = False,
+    fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False,
 ):
     """Reserve compute, bandwidth and storage for an interval (held until commit, abort or the hold timeout)."""
     items: list[dict] = []
@@ -400,7 +526,7 @@ def reserve(
         body["routing"] = {"subnet": routed_subnet, "iaas_address": router_address}
     if duration:
         body["duration_s"] = _seconds(duration)
-    show_reservation(call(lambda c: c.post("/reservations", body)), as_json)
+    show_reservation(call(lambda c: c.post("/reservations", body)), Out.of(fmt, column, as_json))
 
 
 WORKING = {
@@ -411,10 +537,10 @@ WORKING = {
 
 
 def _message(name: str, doc: str):
-    def command(reservation_id: str, as_json: AsJson = False):
+    def command(reservation_id: str, fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False):
         with err.status(WORKING.get(name, name)):
-            out = call(lambda c: c.post(f"/reservations/{reservation_id}/{name}"))
-        show_reservation(out, as_json)
+            got = call(lambda c: c.post(f"/reservations/{reservation_id}/{name}"))
+        show_reservation(got, Out.of(fmt, column, as_json))
 
     command.__doc__ = doc
     app.command(name)(command)
@@ -435,27 +561,31 @@ def modify(
     nodes: Annotated[int | None, typer.Option(help="new number of L1 nodes")] = None,
     bandwidth: Annotated[int | None, typer.Option(help="new bandwidth, Mb/s")] = None,
     storage_gb: Annotated[int | None, typer.Option(help="new volume size")] = None,
-    as_json: AsJson = False,
+    fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False,
 ):
     """Modify a committed reservation (held as a new version until commit)."""
     body = {"version": version, "end": _when(end), "count": nodes, "bandwidth_mbps": bandwidth, "size_gb": storage_gb}
     show_reservation(call(lambda c: c.post(f"/reservations/{reservation_id}/modify",
-                                           {k: v for k, v in body.items() if v is not None})), as_json)
+                                           {k: v for k, v in body.items() if v is not None})),
+                     Out.of(fmt, column, as_json))
 
 
 @app.command()
-def show(reservation_id: str, as_json: AsJson = False):
+def show(reservation_id: str, fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False):
     """Show a reservation, its items and the resources it holds."""
-    show_reservation(call(lambda c: c.get(f"/reservations/{reservation_id}")), as_json)
+    show_reservation(call(lambda c: c.get(f"/reservations/{reservation_id}")), Out.of(fmt, column, as_json))
 
 
 @app.command("list")
-def list_(as_json: AsJson = False):
+def list_(fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False):
     """List reservations (a tenant sees its own; the admin sees all)."""
-    table(call(lambda c: c.get("/reservations")), RES_COLUMNS, title="reservations", as_json=as_json)
+    table(call(lambda c: c.get("/reservations")), RES_COLUMNS, title="reservations", out=Out.of(fmt, column, as_json))
 
 
-def _what(r: dict) -> dict:
+def _what(r: dict, out: Out) -> dict:
+    """The event with a one-line summary, ``what``, for a person (json and yaml print the API's event)."""
+    if out.fmt in (OutputFormat.JSON, OutputFormat.YAML) and "what" not in out.columns:
+        return r
     d = r["detail"]
     r["what"] = (f"{d['machine']}: {d['from']} -> {d['to']} ({d['event']})" if r["type"] == "transition"
                  else ", ".join(f"{k}={v}" for k, v in d.items()))
@@ -466,28 +596,26 @@ def _what(r: dict) -> dict:
 def events(
     reservation_id: Annotated[str | None, typer.Argument(help="one reservation's events; default: all you may see")] = None,
     after: Annotated[int, typer.Option(help="only events after this cursor (the first column)")] = 0,
-    follow: Annotated[bool, typer.Option(help="go on printing new events as they come (Ctrl-C stops)")] = False,
-    as_json: AsJson = False,
+    follow: Annotated[bool, typer.Option(help="go on printing new events as they come (Ctrl-C stops); -f json "
+                                         "prints one object a line")] = False,
+    fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False,
 ):
     """Events: transitions, reserveTimeout, errorEvent, dataPlaneStateChange, endingSoon. A tenant
     sees its own reservations', the admin everyone's; --follow streams them (resuming by cursor)."""
+    out = Out.of(fmt, column, as_json)
     if reservation_id is not None:
-        rows = [_what(r) for r in call(lambda c: c.get(f"/reservations/{reservation_id}/events"))]
-        table(rows, ["at", "type", "what"], title=f"events of {reservation_id}", as_json=as_json)
+        rows = [_what(r, out) for r in call(lambda c: c.get(f"/reservations/{reservation_id}/events"))]
+        table(rows, ["at", "type", "what"], title=f"events of {reservation_id}", out=out)
         return
+    columns = ["cursor", "at", "reservation_id", "type", "what"]
     if not follow:
-        rows = [_what(r) for r in call(lambda c: c.get("/events", params={"after": after, "limit": 1000})["events"])]
-        table(rows, ["cursor", "at", "reservation_id", "type", "what"], title="events", as_json=as_json)
+        rows = [_what(r, out) for r in call(lambda c: c.get("/events", params={"after": after, "limit": 1000})["events"])]
+        table(rows, columns, title="events", out=out)
         return
 
     def stream(c: Client) -> None:
         for r in c.follow(after):
-            if as_json:
-                console.print_json(json.dumps(r))
-            else:
-                r = _what(r)
-                console.print(f"{r['cursor']}  {_fmt(r['at'])}  {r['reservation_id']}  {r['type']}  {r['what']}",
-                              soft_wrap=True, highlight=False)
+            emit_line(_what(r, out), columns, out)
 
     try:
         call(stream)
@@ -506,7 +634,7 @@ def availability(
     bandwidth: Annotated[int, typer.Option()] = 0,
     storage_gb: Annotated[int, typer.Option()] = 0,
     not_before: Annotated[str | None, typer.Option(help="ISO 8601 or +1h")] = None,
-    as_json: AsJson = False,
+    fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False,
 ):
     """When, and how much: the earliest window in which the request fits."""
     params = {"duration_s": _seconds(duration), "count": nodes, "l1_kind": kind, "cpus": cpus,
@@ -515,7 +643,7 @@ def availability(
         params["not_before"] = _when(not_before)
     out = call(lambda c: c.get("/availability", params=params))
     table([out], ["start", "end", "count_fit", "bandwidth_free_mbps", "storage_free_gb"], title="earliest window",
-          as_json=as_json)
+          out=Out.of(fmt, column, as_json), one=True)
 
 
 def _register_optional() -> None:

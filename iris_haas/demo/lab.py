@@ -267,7 +267,7 @@ def _charts(report: dict, out: Path, console: Console) -> list[str]:
     try:
         import matplotlib
     except ImportError:
-        console.print("[yellow]no chart[/yellow]: matplotlib is not installed (pip install 'iris-haas[report]'; "
+        console.print("[yellow]no chart[/yellow]: matplotlib is not installed (pip install 'iris-haas\\[report]'; "
                       "`make demo` installs it)")
         return []
 
