@@ -118,6 +118,13 @@ class ServiceModel(StrEnum):
     ROUTED = "c"
 
 
+class DatapathType(StrEnum):
+    """Open vSwitch's datapath for an agent's bridges: the kernel's (real hosts) or userspace (the lab)."""
+
+    SYSTEM = "system"
+    NETDEV = "netdev"
+
+
 class NodeState(StrEnum):
     AVAILABLE = "available"
     MAINTENANCE = "maintenance"
