@@ -1,4 +1,7 @@
-"""The README's walk-through is true: its block runs, line by line, against a real `iris serve`."""
+"""The README's walk-through is true: its block runs, line by line, against a real `iris serve`.
+
+A line is ``iris ...``, ``export NAME=VALUE ...``, or ``[export] NAME=$(iris ...)``: the command's
+standard output, stripped, becomes ``$NAME``, as in a shell."""
 
 from __future__ import annotations
 
@@ -29,7 +32,9 @@ def test_the_readme_walk_through_runs(tmp_path):
         values = {"ADMIN_TOKEN": coord.admin_token}
         env: dict[str, str] = {}
         for line in lines:
-            words = [re.sub(r"\$(\w+)", lambda m: values[m.group(1)], w) for w in shlex.split(line)]
+            captured = re.fullmatch(r"(?:export )?(\w+)=\$\((iris .*)\)", line)
+            words = [re.sub(r"\$(\w+)", lambda m: values[m.group(1)], w)
+                     for w in shlex.split(captured.group(2) if captured else line)]
             if words[0] == "export":
                 env.update(w.split("=", 1) for w in words[1:])
                 continue
@@ -38,10 +43,9 @@ def test_the_readme_walk_through_runs(tmp_path):
             run_env = {**env, "IRIS_API_URL": coord.url, "COLUMNS": "200"}
             result = CliRunner().invoke(app, words[1:], env=run_env)
             assert result.exit_code == 0, (line, result.output)
-            if m := re.search(r"IRIS_TOKEN=(\S+)", result.output):
-                values["TENANT_TOKEN"] = m.group(1)
-            if m := re.search(r"reservation ([0-9a-z]{8,})", result.output):
-                values.setdefault("ID", m.group(1))
+            if captured:
+                values[captured.group(1)] = result.stdout.strip()
+                assert values[captured.group(1)] and "\n" not in values[captured.group(1)], (line, result.stdout)
         with coord.client(values["TENANT_TOKEN"]) as tenant:
             res = tenant.get(f"/reservations/{values['ID']}")
         assert (res["lifecycle_state"], res["committed_version"]) == ("Terminated", 2), res
