@@ -280,3 +280,43 @@ def test_matplotlib_is_optional(tmp_path, monkeypatch):
     assert _charts(report, tmp_path, console) == []
     assert "pip install 'iris-haas[report]'" in console.export_text()
     assert not (tmp_path / "demo-network.png").exists()
+
+
+def test_the_example_configuration_files_are_valid(monkeypatch):
+    from iris_haas.agent.cli import AgentOptions
+
+    for k in list(os.environ):
+        if k.startswith("IRIS_"):
+            monkeypatch.delenv(k)
+    s = Settings.load(ROOT / "deploy" / "coordinator.toml")
+    assert s.database_url.startswith("postgresql+psycopg://") and s.log_format == "json" and not s.migrate
+    a = AgentOptions.load(ROOT / "deploy" / "agent.toml")
+    assert a.datapath_type == "system" and a.tls_dir is not None
+
+
+def test_the_systemd_units(tmp_path):
+    import shutil
+
+    units = {name: (ROOT / "deploy" / name).read_text() for name in ("iris-coordinator.service", "iris-agent.service")}
+    coordinator, agent = units["iris-coordinator.service"], units["iris-agent.service"]
+    # the coordinator: no privilege; the agent: root, in the host's own mount namespace, leaving its L1s at stop
+    for line in ("User=iris", "NoNewPrivileges=yes", "CapabilityBoundingSet=\n", "ProtectSystem=strict",
+                 "PrivateTmp=yes", "ReadWritePaths=/var/lib/iris/coordinator", "--config /etc/iris/coordinator.toml"):
+        assert line in coordinator, line
+    assert "User=root" in agent and "KillMode=process" in agent and "--config /etc/iris/agent.toml" in agent
+    for option in ("ProtectSystem", "PrivateTmp", "ProtectHome", "ReadWritePaths", "PrivateDevices", "SystemCallFilter"):
+        assert f"\n{option}=" not in agent, option
+    if shutil.which("systemd-analyze") is None or not Path("/lib/systemd/system/sysinit.target").exists():
+        pytest.skip("no systemd here to verify the units with")
+    # verified under a root of their own: the host's units, and an executable where ExecStart expects iris
+    root = tmp_path / "root"
+    (root / "opt/iris/bin").mkdir(parents=True)
+    (root / "opt/iris/bin/iris").write_text("#!/bin/sh\n")
+    (root / "opt/iris/bin/iris").chmod(0o755)
+    shutil.copytree("/lib/systemd/system", root / "lib/systemd/system", symlinks=True)
+    (root / "etc/systemd/system").mkdir(parents=True)
+    for name, text in units.items():
+        (root / "etc/systemd/system" / name).write_text(text)
+    r = subprocess.run(["systemd-analyze", "verify", f"--root={root}", *units], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
