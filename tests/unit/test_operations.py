@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
 from importlib.metadata import version
@@ -295,8 +297,6 @@ def test_the_example_configuration_files_are_valid(monkeypatch):
 
 
 def test_the_systemd_units(tmp_path):
-    import shutil
-
     units = {name: (ROOT / "deploy" / name).read_text() for name in ("iris-coordinator.service", "iris-agent.service")}
     coordinator, agent = units["iris-coordinator.service"], units["iris-agent.service"]
     # the coordinator: no privilege; the agent: root, in the host's own mount namespace, leaving its L1s at stop
@@ -308,11 +308,13 @@ def test_the_systemd_units(tmp_path):
         assert f"\n{option}=" not in agent, option
     if shutil.which("systemd-analyze") is None or not Path("/lib/systemd/system/sysinit.target").exists():
         pytest.skip("no systemd here to verify the units with")
-    # verified under a root of their own: the host's units, and an executable where ExecStart expects iris
+    # verified under a root of their own: the host's units, and an executable where each Exec*= expects one
     root = tmp_path / "root"
-    (root / "opt/iris/bin").mkdir(parents=True)
-    (root / "opt/iris/bin/iris").write_text("#!/bin/sh\n")
-    (root / "opt/iris/bin/iris").chmod(0o755)
+    for command in {m for text in units.values() for m in re.findall(r"^Exec\w+=(/\S+)", text, re.M)}:
+        exe = root / command.lstrip("/")
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
     shutil.copytree("/lib/systemd/system", root / "lib/systemd/system", symlinks=True)
     (root / "etc/systemd/system").mkdir(parents=True)
     for name, text in units.items():
@@ -320,3 +322,11 @@ def test_the_systemd_units(tmp_path):
     r = subprocess.run(["systemd-analyze", "verify", f"--root={root}", *units], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+
+
+def test_operations_md_names_every_key():
+    from iris_haas.agent.cli import AgentOptions
+
+    text = (ROOT / "docs" / "operations.md").read_text()
+    missing = [k for k in [*Settings.model_fields, *AgentOptions.model_fields] if f"`{k}`" not in text]
+    assert not missing, f"docs/operations.md does not describe {missing}"
