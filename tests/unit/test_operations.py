@@ -330,3 +330,41 @@ def test_operations_md_names_every_key():
     text = (ROOT / "docs" / "operations.md").read_text()
     missing = [k for k in [*Settings.model_fields, *AgentOptions.model_fields] if f"`{k}`" not in text]
     assert not missing, f"docs/operations.md does not describe {missing}"
+
+
+@pytest.mark.postgresql
+def test_coordinators_started_together_on_an_empty_postgresql_database_migrate_it_once(postgres):
+    import threading
+
+    name = f"iris_empty_{os.getpid()}"
+    admin = Database(postgres.url("postgres"))
+    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    dbs = [Database(postgres.url(name)) for _ in range(3)]
+    try:
+        assert dbs[0].schema().state == SchemaState.EMPTY
+        errors: list[BaseException] = []
+
+        def start(db: Database) -> None:
+            try:
+                db.prepare()
+            except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+                errors.append(e)
+
+        threads = [threading.Thread(target=start, args=(db,)) for db in dbs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert errors == [] and all(db.schema().state == SchemaState.CURRENT for db in dbs)
+        # an older schema on PostgreSQL is refused the same way
+        from sqlalchemy import text
+
+        with dbs[0].engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": EARLIER})
+        with pytest.raises(SchemaError, match="iris db upgrade"):
+            dbs[1].prepare()
+    finally:
+        for db in dbs:
+            db.dispose()
