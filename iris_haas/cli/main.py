@@ -8,9 +8,11 @@ Exit codes: 0 done; 1 the coordinator refused or could not be reached (or a CA o
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -21,9 +23,13 @@ from iris_haas.api.client import ApiError, Client
 from iris_haas.cli.output import AsJson, Cols, Fmt, Out, OutputFormat, cell, console, emit, emit_line, err
 from iris_haas.cli.profiles import Profile, load_profile, resolve
 from iris_haas.contract.config import ConfigError
+from iris_haas.contract.errors import IrisError
 from iris_haas.contract.logs import LogFormat, setup_logging
 from iris_haas.contract.types import L1Kind, NodeState, ServiceModel
 from iris_haas.control.settings import Settings
+
+if TYPE_CHECKING:
+    from iris_haas.store.db import Database
 
 EXIT_ERROR, EXIT_USAGE, EXIT_SCHEMA = 1, 2, 3
 
@@ -125,6 +131,7 @@ def serve(
 ):
     """Run the resource coordinator: REST API, reservation engine and scheduler."""
     import uvicorn
+    from sqlalchemy.exc import DBAPIError
 
     from iris_haas.api.service import build
     from iris_haas.store.db import SchemaError
@@ -138,6 +145,8 @@ def serve(
         api, _ = build(settings)
     except SchemaError as e:
         raise fail(e, EXIT_SCHEMA) from None
+    except DBAPIError as e:
+        raise fail(_unreachable(settings, e), EXIT_ERROR) from None
     scheme = "https" if settings.tls_cert else "http"
     log.info("Iris coordinator %s on %s://%s:%s/v1 (OpenAPI: /v1/docs); database %s", __version__, scheme,
              settings.host, settings.port, settings.resolved_database_url().split("@")[-1])
@@ -160,10 +169,33 @@ db_app = typer.Typer(help="The coordinator's database schema: where it stands, a
 app.add_typer(db_app, name="db")
 
 
-def _database(config: Path | None, database_url: str | None, data_dir: str | None):
+class DatabaseUnavailable(IrisError):
+    """The database cannot be reached or refused us: nothing was done."""
+
+    status, type = 503, "ServiceUnavailable"
+
+
+def _unreachable(settings: Settings, e: Exception) -> DatabaseUnavailable:
+    cause = str(getattr(e, "orig", e)).strip().splitlines()[0]
+    where = settings.resolved_database_url().split("@")[-1]  # never the password
+    return DatabaseUnavailable(f"cannot use the database {where}: {cause}")
+
+
+@contextmanager
+def _database(config: Path | None, database_url: str | None, data_dir: str | None) -> Iterator[Database]:
+    """The coordinator's database, as its settings say; exit 1 with one line if it cannot be used."""
+    from sqlalchemy.exc import DBAPIError
+
     from iris_haas.store.db import Database
 
-    return Database(_settings(config, database_url=database_url, data_dir=data_dir).resolved_database_url())
+    settings = _settings(config, database_url=database_url, data_dir=data_dir)
+    db = Database(settings.resolved_database_url())
+    try:
+        yield db
+    except DBAPIError as e:
+        raise fail(_unreachable(settings, e), EXIT_ERROR) from None
+    finally:
+        db.dispose()
 
 
 def _schema_row(s) -> dict:
@@ -175,11 +207,8 @@ def db_current(config: ConfigOpt = None, database_url: DatabaseUrl = None, data_
                fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False):
     """Show the database's schema revision beside this Iris's newest (state: empty, current, behind, ahead,
     foreign)."""
-    db = _database(config, database_url, data_dir)
-    try:
+    with _database(config, database_url, data_dir) as db:
         s = db.schema()
-    finally:
-        db.dispose()
     table([_schema_row(s)], ["revision", "head", "state", "status"], title="database schema",
           out=Out.of(fmt, column, as_json), one=True)
 
@@ -192,8 +221,7 @@ def db_upgrade(config: ConfigOpt = None, database_url: DatabaseUrl = None, data_
 
     from iris_haas.store.db import SchemaState
 
-    db = _database(config, database_url, data_dir)
-    try:
+    with _database(config, database_url, data_dir) as db:
         before = db.schema()
         if before.state in (SchemaState.AHEAD, SchemaState.FOREIGN):
             raise fail(ConfigError(f"database schema {before.describe()}"), EXIT_SCHEMA)
@@ -202,8 +230,6 @@ def db_upgrade(config: ConfigOpt = None, database_url: DatabaseUrl = None, data_
         except CommandError as e:
             raise fail(ConfigError(f"--to {to}: {e}"), EXIT_USAGE) from None
         after = db.schema()
-    finally:
-        db.dispose()
     if before.current == after.current:
         console.print(f"database schema already at {after.current}")
     else:
@@ -219,12 +245,10 @@ CaDir = Annotated[Path | None, typer.Option("--dir", envvar="IRIS_CA_DIR", help=
 
 
 def _ca_dir(given: Path | None) -> Path:
-    return given or Path(Settings().data_dir) / "ca"
+    return given or Path(_settings(None).data_dir) / "ca"
 
 
 def _pki(fn, *args, **kw):
-    from iris_haas.contract.errors import IrisError
-
     try:
         return fn(*args, **kw)
     except IrisError as e:

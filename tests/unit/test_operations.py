@@ -221,6 +221,13 @@ def test_db_current_and_upgrade_on_a_fresh_and_an_old_file(tmp_path):
     assert "no-such-rev" in iris("db", "upgrade", *old, "--to", "no-such-rev", code=2).output
 
 
+def test_a_database_that_cannot_be_reached_is_one_line(tmp_path):
+    url = f"postgresql+psycopg://iris:s3cret@/iris?host={tmp_path}"  # no server listens there
+    for command in (["db", "current"], ["db", "upgrade"], ["serve", "--data-dir", str(tmp_path)]):
+        out = iris(*command, "--database-url", url, code=1).output
+        assert "ServiceUnavailable: cannot use the database" in out and "s3cret" not in out
+
+
 def test_serve_refuses_an_old_schema_unless_told(tmp_path):
     s = _old(tmp_path)
     with pytest.raises(SchemaError) as e:
