@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from iris_haas.contract.types import DatapathType
 from iris_haas.lab import realizer
 
 app = typer.Typer(help="The two-DC lab: real OVS, real links, in network namespaces.", no_args_is_help=True)
@@ -63,7 +64,8 @@ def gateway_config(
     wan_port: Annotated[str | None, typer.Option(help="the IaaS gateway's NIC towards the internet")] = None,
     bridge: Annotated[str, typer.Option(help="bridge name on the IaaS gateway")] = "br-int",
     rate_mbit: Annotated[float | None, typer.Option(help="limit IaaS -> HaaS traffic (Mbit/s)")] = None,
-    datapath_type: Annotated[str, typer.Option(help="system or netdev")] = "system",
+    datapath_type: Annotated[DatapathType, typer.Option(help="system (kernel) or netdev (userspace)")] = (
+        DatapathType.SYSTEM),
     as_json: Annotated[bool, typer.Option("--json", help="print the op list for `iris agent run --desired`")] = False,
 ) -> None:
     """Print the IaaS gateway's configuration (paper figure 5): commands, or ops for an agent."""
