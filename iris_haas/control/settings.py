@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = Field(default=False, description="let webhooks reach addresses that are not "
                                         "public (loopback, private networks, the control network): trials only")
 
+    nsi_requester_nsa: str = Field(default="urn:ogf:network:iris.example:2026:nsa:iris", max_length=256,
+                                   pattern=r"^urn:ogf:network:\S+$", description="Iris's NSA id as an NSI requester "
+                                   "(the requesterNSA of every message it sends to a provider)")
+    nsi_reply_url: str | None = Field(default=None, max_length=512, description="where NSI providers send their "
+                                      "callbacks: this coordinator's /nsi/requester, as the providers reach it "
+                                      "(default: api_url + /nsi/requester)")
+    nsi_timeout_s: float = Field(default=10.0, gt=0, le=600, description="how long a reservation step waits for an "
+                                 "NSI provider's confirmation before it fails the network child")
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
