@@ -17,6 +17,7 @@ from iris_haas.api.client import Client
 from iris_haas.control.engine import Coordinator
 from iris_haas.control.settings import Settings
 from iris_haas.control.sync import AgentDataPlane, DataPlane
+from iris_haas.nsi.requester import Requester
 from iris_haas.store.db import Database
 
 
@@ -42,9 +43,12 @@ def build(settings: Settings, dataplane: DataPlane | None = None, *, scheduler: 
         dataplane = AgentDataPlane(token=settings.agent_token, netns=settings.agent_netns)
     db = Database(settings.resolved_database_url())
     db.migrate()
+    requester = Requester(settings.nsi_requester_nsa, settings.nsi_reply_url or f"{settings.api_url}/v1/nsi/requester",
+                          timeout_s=settings.nsi_timeout_s)
     coordinator = Coordinator(db, hold_timeout_s=settings.hold_timeout_s, dataplane=dataplane,
                               push_timeout_s=settings.push_timeout_s, provision_timeout_s=settings.provision_timeout_s,
-                              poll_interval_s=settings.poll_interval_s, end_warning_s=settings.end_warning_s)
+                              poll_interval_s=settings.poll_interval_s, end_warning_s=settings.end_warning_s,
+                              nsi=requester)
     app = create_app(coordinator, admin_token(settings),
                      scheduler_interval=settings.scheduler_interval_s if scheduler else None,
                      heartbeat_s=settings.events_heartbeat_s, stream_lasts_s=settings.events_stream_s,

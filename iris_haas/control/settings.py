@@ -48,7 +48,7 @@ class Settings(BaseSettings):
                                    "(the requesterNSA of every message it sends to a provider)")
     nsi_reply_url: str | None = Field(default=None, max_length=512, description="where NSI providers send their "
                                       "callbacks: this coordinator's /nsi/requester, as the providers reach it "
-                                      "(default: api_url + /nsi/requester)")
+                                      "(default: api_url + /v1/nsi/requester)")
     nsi_timeout_s: float = Field(default=10.0, gt=0, le=600, description="how long a reservation step waits for an "
                                  "NSI provider's confirmation before it fails the network child")
 
