@@ -17,6 +17,7 @@ from iris_haas.api.client import Client
 from iris_haas.control.engine import Coordinator
 from iris_haas.control.settings import Settings
 from iris_haas.control.sync import AgentDataPlane, DataPlane
+from iris_haas.linux.netns import socket_in_netns
 from iris_haas.nsi.requester import Requester
 from iris_haas.store.db import Database
 
@@ -44,7 +45,7 @@ def build(settings: Settings, dataplane: DataPlane | None = None, *, scheduler: 
     db = Database(settings.resolved_database_url())
     db.migrate()
     requester = Requester(settings.nsi_requester_nsa, settings.nsi_reply_url or f"{settings.api_url}/v1/nsi/requester",
-                          timeout_s=settings.nsi_timeout_s)
+                          timeout_s=settings.nsi_timeout_s, netns=settings.agent_netns)
     coordinator = Coordinator(db, hold_timeout_s=settings.hold_timeout_s, dataplane=dataplane,
                               push_timeout_s=settings.push_timeout_s, provision_timeout_s=settings.provision_timeout_s,
                               poll_interval_s=settings.poll_interval_s, end_warning_s=settings.end_warning_s,
@@ -54,6 +55,13 @@ def build(settings: Settings, dataplane: DataPlane | None = None, *, scheduler: 
                      heartbeat_s=settings.events_heartbeat_s, stream_lasts_s=settings.events_stream_s,
                      webhook_allow_private=settings.webhook_allow_private)
     return app, coordinator
+
+
+def _bound(netns: str | None, host: str, port: int) -> socket.socket:
+    s = socket_in_netns(netns) if netns else socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    return s
 
 
 def _free_port() -> int:
@@ -66,17 +74,23 @@ class LocalCoordinator:
     """An `iris serve` in a thread of this process, on a free loopback port."""
 
     def __init__(self, data_dir: Path, hold_timeout_s: float = 60.0, dataplane=None,
-                 tls: tuple[Path, Path] | None = None, **settings):
-        """``tls``: (certificate, key) to serve HTTPS with; its certificate must name ``localhost``."""
+                 tls: tuple[Path, Path] | None = None, nsi_listen: tuple[str, str] | None = None, **settings):
+        """``tls``: (certificate, key) to serve HTTPS with; its certificate must name ``localhost``.
+        ``nsi_listen``: (namespace, address) where it also listens, on the same port, for the NSI
+        providers' callbacks (the lab's control network); its reply URL is there."""
+        self.port = _free_port()
+        self.sockets = [_bound(None, "127.0.0.1", self.port)]
+        if nsi_listen:
+            self.sockets.append(_bound(nsi_listen[0], nsi_listen[1], self.port))
+            settings.setdefault("nsi_reply_url", f"http://{nsi_listen[1]}:{self.port}/v1/nsi/requester")
         self.settings = Settings(data_dir=data_dir, hold_timeout_s=hold_timeout_s, scheduler_interval_s=0.2,
                                  admin_token=None, database_url=None, **settings)
         self.app, self.engine = build(self.settings, dataplane)
-        self.port = _free_port()
         self.url = f"https://localhost:{self.port}" if tls else f"http://127.0.0.1:{self.port}"
         cert, key = tls or (None, None)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
                                                     ssl_certfile=cert, ssl_keyfile=key))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": self.sockets}, daemon=True)
 
     def __enter__(self):
         self.thread.start()
@@ -90,6 +104,8 @@ class LocalCoordinator:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        for s in self.sockets:
+            s.close()
         self.engine.close()
         self.engine.db.dispose()
 

@@ -682,13 +682,12 @@ class Coordinator:
         changed = False
         with self.db.transaction() as s:
             self.db.admission_lock(s)
-            found = None
-            for a in s.scalars(select(Allocation).where(Allocation.resource_kind == "link",
-                                                        Allocation.status.in_(["held", "committed"]))):
-                nsi = a.detail.get("nsi")
-                if nsi and nsi["connection_id"] == msg.connection_id and nsi["provider_nsa"] == msg.header.provider_nsa:
-                    found = a
-                    break
+            # a modify's held version and the committed one share the connection: the held first
+            found = next((a for a in s.scalars(
+                select(Allocation).where(Allocation.resource_kind == "link", Allocation.status.in_(["held", "committed"]))
+                .order_by(Allocation.status.desc(), Allocation.id))
+                if a.detail.get("nsi", {}).get("connection_id") == msg.connection_id
+                and a.detail["nsi"]["provider_nsa"] == msg.header.provider_nsa), None)
             if found is None or not from_provider(peer, found.detail["nsi"]["provider"]):
                 log.warning("NSI %s for unknown connection %s from %s ignored", msg.operation, msg.connection_id, peer)
                 return

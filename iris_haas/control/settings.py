@@ -28,8 +28,8 @@ class Settings(BaseSettings):
                                        "state stays in the coordinator (in-memory data plane, for trials)")
     agent_token: str | None = Field(default=None, description="development only: the token of agents run with "
                                     "--insecure-http (plain HTTP); ignored when agent_tls_dir is set")
-    agent_netns: str | None = Field(default=None, description="reach the agents from inside this network "
-                                    "namespace (the lab's control network)")
+    agent_netns: str | None = Field(default=None, description="reach the agents (and NSI providers) from "
+                                    "inside this network namespace (the lab's control network)")
     api_url: str = Field(default="http://127.0.0.1:8642", description="where the CLI finds the coordinator")
     token: str | None = Field(default=None, description="the CLI's API token (admin or tenant)")
     ca_file: Path | None = Field(default=None, description="the CLI trusts this CA for an https:// api_url (default: "

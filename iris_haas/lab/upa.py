@@ -36,6 +36,10 @@ from iris_haas.nsi import messages as m
 
 log = logging.getLogger("iris.upa")
 
+UPA_PORT = 9080  # on the lab's control network (its switch's address)
+WAN_VLANS = (1780, 1799)  # the VLANs the lab's WAN carries between gateways
+WAN_MBPS = 1000  # each gateway's WAN port
+
 
 @dataclass(frozen=True)
 class Port:
@@ -351,3 +355,54 @@ class Provider:
     def _seen(self, direction: str, data: bytes) -> None:
         if self.tap is not None:
             self.tap(direction, data)
+
+
+# ---------------------------------------------------------------------- in the lab
+def lab_domain(lab_name: str) -> str:
+    return f"urn:ogf:network:{lab_name}.lab.iris:2026"
+
+
+def lab_nsa(lab_name: str) -> str:
+    return f"{lab_domain(lab_name)}:nsa:upa"
+
+
+def lab_stp(lab_name: str, gateway: str, vlans: tuple[int, int] | None = WAN_VLANS) -> str:
+    """The STP of a gateway's WAN port (``hgw``, ``<tenant>gw``), with a VLAN label."""
+    label = f"?vlan={vlans[0]}-{vlans[1]}" if vlans else ""
+    return f"{lab_domain(lab_name)}:{gateway}{label}"
+
+
+def lab_ports(lab_name: str, gateways: list[str], capacity_mbps: int = WAN_MBPS) -> list[Port]:
+    # the internet switch's port towards each gateway has the gateway's name (topology.expand)
+    return [Port(lab_stp(lab_name, g, None), g, WAN_VLANS, capacity_mbps) for g in gateways]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m iris_haas.lab.upa --lab NAME``: the lab's uPA, run by ``iris lab up`` inside
+    the control network's namespace."""
+    import argparse
+
+    import uvicorn
+
+    from iris_haas.lab import realizer
+    from iris_haas.lab.wan import Wan
+    from iris_haas.linux.runner import SubprocessRunner
+
+    ap = argparse.ArgumentParser(prog="iris-upa")
+    ap.add_argument("--lab", required=True)
+    ap.add_argument("--capacity-mbps", type=int, default=WAN_MBPS)
+    ap.add_argument("--hold-s", type=float, default=60.0)
+    args = ap.parse_args(argv)
+    lab = realizer.from_run(args.lab)
+    if lab is None:
+        raise SystemExit(f"no lab {args.lab} is up")
+    gateways = ["hgw", *(f"{x.tenant}gw" for x in lab.topo.iaas)]
+    provider = Provider(lab_nsa(lab.name), lab_ports(lab.name, gateways, args.capacity_mbps),
+                        Wan(lab.ns("inet"), "inet", SubprocessRunner()), hold_s=args.hold_s)
+    logging.basicConfig(level=logging.INFO)
+    uvicorn.run(provider.app(), host=lab.topo.ctl_ip("ctl"), port=UPA_PORT, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

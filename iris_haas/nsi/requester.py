@@ -24,8 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
+from iris_haas.agent.client import _NetnsBackend
 from iris_haas.nsi import messages as m
 
 log = logging.getLogger("iris.nsi")
@@ -56,15 +58,20 @@ class _Waiter:
 
 
 class Requester:
-    def __init__(self, nsa: str, reply_url: str, *, timeout_s: float = 10.0,
+    def __init__(self, nsa: str, reply_url: str, *, timeout_s: float = 10.0, netns: str | None = None,
                  tap: Callable[[str, bytes], None] | None = None):
-        """``tap``: called with ("sent" | "received", message) for every message, both ways."""
+        """``netns``: reach the providers from inside this network namespace (the lab's control
+        network, as for the agents). ``tap``: called with ("sent" | "received", message) for
+        every message, both ways."""
         self.nsa, self.reply_url, self.timeout_s = nsa, reply_url, timeout_s
         self.tap = tap
         self.on_notification: Callable[[m.Message, str], None] | None = None
         self._waiting: dict[str, _Waiter] = {}
         self._lock = threading.Lock()
-        self._http = httpx.Client(timeout=timeout_s, trust_env=False)
+        transport = httpx.HTTPTransport()
+        if netns:
+            transport._pool = httpcore.ConnectionPool(network_backend=_NetnsBackend(netns))
+        self._http = httpx.Client(timeout=timeout_s, trust_env=False, transport=transport)
         self._notify = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iris-nsi-notify")
 
     def close(self) -> None:
