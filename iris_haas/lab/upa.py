@@ -397,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     if lab is None:
         raise SystemExit(f"no lab {args.lab} is up")
     gateways = ["hgw", *(f"{x.tenant}gw" for x in lab.topo.iaas)]
-    provider = Provider(lab_nsa(lab.name), lab_ports(lab.name, gateways, args.capacity_mbps),
-                        Wan(lab.ns("inet"), "inet", SubprocessRunner()), hold_s=args.hold_s)
+    ports = lab_ports(lab.name, gateways, args.capacity_mbps)
+    provider = Provider(lab_nsa(lab.name), ports, Wan(lab.ns("inet"), SubprocessRunner()), hold_s=args.hold_s)
     logging.basicConfig(level=logging.INFO)
     uvicorn.run(provider.app(), host=lab.topo.ctl_ip("ctl"), port=UPA_PORT, log_level="warning")
     return 0

@@ -1,11 +1,19 @@
-"""The lab's WAN as the uPA's fabric: VLAN circuits across the "internet" switch, policed.
+"""The lab's WAN as the uPA's fabric: VLAN circuits across the "internet" switch, shaped by tc.
 
-The internet switch is a Linux bridge; the uPA turns its VLAN filtering on (untagged frames, the
-gateways' own underlay, stay on the default VLAN 1 on every port) and realizes a circuit as its
-VLAN allowed, tagged, on the two gateways' ports and nowhere else, with the circuit's capacity
-policed on both ports' ingress (so in each direction) by a flower filter on that VLAN. A
-circuit's filters have the VLAN as their preference: on one port a VLAN is one circuit's, so it
-names the filter uniquely and takes it away again.
+The internet switch is a Linux bridge joining the gateways' WAN ports; a circuit is a VLAN the
+two gateways' frames carry across it, and its capacity is enforced on the switch, on the egress
+of both its ports (so in each direction): each port has an htb root whose unclassified traffic
+(the gateways' own underlay, other circuits' VLANs) is not shaped, and one class per circuit at
+the circuit's rate, chosen by a classic-BPF filter on the frame's VLAN id.
+
+This kernel has no VLAN devices, no bridge VLAN filtering, no flower, matchall or basic
+classifier and no police or drop action; a cBPF program reading the frame's VLAN tag (the
+kernel's ancillary ``vlan_tci``: a tagged frame is untagged into it on receive) is what it has to
+tell VLANs apart. So a VLAN of no circuit is not stopped at the switch, and the uPA's own
+bookkeeping (a VLAN is one circuit's on a port) is what keeps circuits apart.
+
+A circuit's filter has the VLAN as its preference and its class the VLAN as its minor: one VLAN
+on one port is one circuit's, so both are unique by construction and name it to remove it.
 """
 
 from __future__ import annotations
@@ -14,41 +22,61 @@ import json
 from dataclasses import dataclass
 
 from iris_haas.lab.upa import Circuit
+from iris_haas.linux import tc
 from iris_haas.linux.runner import Runner, cmd
+
+# classic BPF (struct sock_filter: code jt jf k), SKF_AD_OFF = -0x1000
+_LD_VLAN_TAG_PRESENT = "40 0 0 4294963248"  # ld [SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT]
+_LD_VLAN_TAG = "40 0 0 4294963244"  # ld [SKF_AD_OFF + SKF_AD_VLAN_TAG]
+
+
+def vlan_program(vlan: int) -> str:
+    """tc's ``bytecode`` for: the frame carries VLAN ``vlan`` (any priority bits)."""
+    insns = [_LD_VLAN_TAG_PRESENT, "21 4 0 0",  # no tag: reject
+             _LD_VLAN_TAG, "84 0 0 4095",  # the VLAN id
+             f"21 0 1 {vlan}", "6 0 0 4294967295", "6 0 0 0"]  # accept (the whole frame) or reject
+    return f"{len(insns)}," + ",".join(insns)
 
 
 def burst_bytes(mbps: int) -> int:
-    """About 5 ms at the rate, and at least a few full frames: a policer's bucket."""
-    return max(mbps * 1_000_000 // 8 // 200, 64 * 1024)
+    """A few ms at the rate (htb's default burst is too small at 100+ Mbit/s)."""
+    return max(15_000, mbps * 1_000_000 // 8 // 250)
 
 
 @dataclass
 class Wan:
     netns: str  # the internet switch's namespace
-    bridge: str
     runner: Runner
 
-    def _filtering(self) -> None:
-        self.runner.run(cmd("ip", "link", "set", "dev", self.bridge, "type", "bridge", "vlan_filtering", "1",
-                            netns=self.netns))
+    def _tc(self, *argv: object, ok: tuple[int, ...] = (0,)) -> str:
+        return self.runner.run(cmd("tc", *argv, netns=self.netns, ok=ok))
 
     def up(self, c: Circuit) -> None:
-        self._filtering()
+        rate, burst = f"{c.mbps}mbit", burst_bytes(c.mbps)
         for port in (c.a.ifname, c.b.ifname):
-            self.runner.run(cmd("bridge", "vlan", "add", "dev", port, "vid", c.vlan, netns=self.netns))
-            self.runner.run(cmd("tc", "qdisc", "replace", "dev", port, "clsact", netns=self.netns))
-            self.runner.run(cmd("tc", "filter", "replace", "dev", port, "ingress", "protocol", "802.1Q", "pref", c.vlan,
-                                "flower", "vlan_id", c.vlan, "action", "police", "rate", f"{c.mbps}mbit",
-                                "burst", burst_bytes(c.mbps), "conform-exceed", "drop", netns=self.netns))
+            if '"htb"' not in self._tc("-j", "qdisc", "show", "dev", port, "root"):
+                self._tc("qdisc", "replace", "dev", port, "root", "handle", "1:", "htb", "default", "0")
+            self._tc("class", "replace", "dev", port, "parent", "1:", "classid", f"1:{c.vlan:x}", "htb",
+                     "rate", rate, "ceil", rate, "burst", burst, "cburst", burst)
+            self._tc("filter", "replace", "dev", port, "parent", "1:", "pref", c.vlan, "handle", 1, "bpf",
+                     "bytecode", vlan_program(c.vlan), "classid", f"1:{c.vlan:x}")
 
     def down(self, c: Circuit) -> None:
         for port in (c.a.ifname, c.b.ifname):
-            # "not there" (exit 2) is fine: down is idempotent
-            self.runner.run(cmd("tc", "filter", "del", "dev", port, "ingress", "pref", c.vlan, netns=self.netns,
-                                ok=(0, 2)))
-            self.runner.run(cmd("bridge", "vlan", "del", "dev", port, "vid", c.vlan, netns=self.netns, ok=(0, 255)))
+            # already gone (exit 2) is fine: down is idempotent
+            self._tc("filter", "del", "dev", port, "parent", "1:", "pref", c.vlan, ok=(0, 2))
+            self._tc("class", "del", "dev", port, "classid", f"1:{c.vlan:x}", ok=(0, 2))
 
-    def circuits(self) -> dict[str, set[int]]:
-        """The VLANs each port carries tagged (VLAN 1, the underlay's, left out)."""
-        out = json.loads(self.runner.run(cmd("bridge", "-j", "vlan", "show", netns=self.netns)) or "[]")
-        return {p["ifname"]: {v["vlan"] for v in p.get("vlans", []) if v["vlan"] != 1} for p in out}
+    def circuits(self, ports: list[str]) -> dict[str, dict[int, float]]:
+        """Per port: VLAN -> the rate (Mbit/s) its circuit is shaped at there."""
+        out: dict[str, dict[int, float]] = {}
+        for port in ports:
+            rates = tc.htb_rates(self.netns, port)  # class handle (1:minor) -> Mbit/s
+            filters = json.loads(self._tc("-j", "filter", "show", "dev", port, "parent", "1:") or "[]")
+            out[port] = {}
+            for f in filters:
+                flowid = f.get("options", {}).get("flowid", "")
+                handle = 0x10000 | int(flowid.partition(":")[2] or "0", 16)
+                if f.get("kind") == "bpf" and flowid.startswith("1:") and handle in rates:
+                    out[port][int(f["pref"])] = rates[handle]
+        return out
