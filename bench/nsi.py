@@ -47,7 +47,10 @@ def run(lab, runs: int, xsd: Validator) -> dict:
 
     def tap(_: str, data: bytes) -> None:
         counts["messages"] += 1
-        counts["messages_valid"] += not xsd.errors(data)
+        errors = xsd.errors(data)
+        counts["messages_valid"] += not errors
+        if errors:
+            print(f"invalid NSI message: {errors}", file=sys.stderr)
 
     ctl = lab.ns("ctl")
     times: dict[str, list[float]] = {"reserve_to_held_ms": [], "commit_ms": [], "provision_to_active_ms": []}

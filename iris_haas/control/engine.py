@@ -689,7 +689,9 @@ class Coordinator:
                 if a.detail.get("nsi", {}).get("connection_id") == msg.connection_id
                 and a.detail["nsi"]["provider_nsa"] == msg.header.provider_nsa), None)
             if found is None or not from_provider(peer, found.detail["nsi"]["provider"]):
-                log.warning("NSI %s for unknown connection %s from %s ignored", msg.operation, msg.connection_id, peer)
+                # also the provider's last word on a connection Iris has already freed
+                log.info("NSI %s for no connection held here (%s, from %s): ignored", msg.operation,
+                         msg.connection_id, peer)
                 return
             res = self._load(s, found.reservation_id, None)
             child = {"child": "network", "item": found.item, "connection_id": msg.connection_id}

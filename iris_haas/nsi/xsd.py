@@ -8,6 +8,7 @@ unknown element pass).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from lxml import etree
@@ -31,6 +32,7 @@ class Validator:
         doc = etree.fromstring(f'<xsd:schema xmlns:xsd="http://www.w3.org/2001/XMLSchema">{imports}</xsd:schema>',
                                base_url=(d / "all.xsd").as_uri())
         self.schema = etree.XMLSchema(doc)
+        self._lock = threading.Lock()  # a schema's validation (and its error log) is not thread-safe
 
     def errors(self, data: bytes) -> list[str]:
         """Everything invalid in one SOAP message (empty: valid)."""
@@ -46,9 +48,10 @@ class Validator:
                 detail = fault.find("detail")
                 parts += list(detail) if detail is not None else []
         out = []
-        for el in parts:
-            if not self.schema.validate(etree.ElementTree(_copy(el))):
-                out += [f"{etree.QName(el).localname}: {e.message}" for e in self.schema.error_log]
+        with self._lock:
+            for el in parts:
+                if not self.schema.validate(etree.ElementTree(_copy(el))):
+                    out += [f"{etree.QName(el).localname}: {e.message}" for e in self.schema.error_log]
         return out
 
     def check(self, data: bytes) -> None:
