@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+
+from iris_haas.api.service import LocalCoordinator
 
 pytestmark = pytest.mark.unit
 
@@ -36,3 +40,20 @@ def test_bad_nsi_link_is_422_naming_the_field(api, change, field):
     assert r.status_code == 422, r.text
     assert field in r.json()["message"], r.json()
     assert api.call("GET", "/links/wan").status_code == 404
+
+
+def test_iris_link_add_nsi(tmp_path):
+    from tests.unit.test_cli import iris
+
+    with LocalCoordinator(tmp_path) as c:
+        admin = c.admin_token
+        iris(c.url, admin, "site", "add", "haas")
+        iris(c.url, admin, "site", "add", "far")
+        iris(c.url, admin, "link", "add", "wan", "--site-a", "haas", "--site-b", "far", "--capacity-mbps", "100",
+             "--nsi-provider", NSI["nsi_provider"], "--nsi-provider-nsa", NSI["nsi_provider_nsa"],
+             "--source-stp", NSI["source_stp"], "--dest-stp", NSI["dest_stp"])
+        out = json.loads(iris(c.url, admin, "link", "show", "wan", "--json").output)
+        assert out[0]["kind"] == "nsi" and out[0]["nsi_provider"] == NSI["nsi_provider"]
+        bad = iris(c.url, admin, "link", "add", "wan2", "--site-a", "haas", "--site-b", "far", "--capacity-mbps", "1",
+                   "--nsi-provider", NSI["nsi_provider"], "--source-stp", NSI["source_stp"], ok=False)
+        assert bad.exit_code != 0 and "nsi_provider_nsa" in bad.output
