@@ -100,6 +100,8 @@ class NetworkManager(ResourceManager):
                                   description=f"iris reservation {ctx.reservation.id} item {index}",
                                   connection_id=previous["connection_id"] if previous else None)
         except NsiError as e:
+            if e.connection_id and previous is None:  # the provider keeps a failed connection until told
+                self._forget(provider, e.connection_id)
             raise ReserveFailed(f"network item {index}: {e.message}", **_refused(e)) from None
         confirmed = ok.criteria or criteria
         return {"connection_id": ok.connection_id, "provider": provider.url, "provider_nsa": provider.nsa,
@@ -150,9 +152,24 @@ class NetworkManager(ResourceManager):
             raise ReserveFailed(e.message, **{k: v for k, v in e.extra.items() if k.startswith("nsi_")}) from None
         super().commit(ctx, version)
 
+    def _forget(self, provider: Provider, connection_id: str) -> None:
+        """terminate a connection Iris will never use (best effort: the provider's own timers
+        end it otherwise)."""
+        assert self.nsi is not None
+        try:
+            self.nsi.request(provider, "terminate", connection_id)
+        except NsiError as e:
+            log.warning("NSI terminate of %s: %s", connection_id, e.message)
+
     def abort(self, ctx: Context) -> None:
-        """reserveAbort of the held connections (a failed sibling, Iris's abort, the hold timeout)."""
-        self._each(self._nsi(ctx, "held"), "reserveAbort", strict=False)
+        """reserveAbort of the held connections (a failed sibling, Iris's abort, the hold timeout);
+        a connection with no committed version is then terminated: nothing will ever use it."""
+        held = self._nsi(ctx, "held")
+        self._each(held, "reserveAbort", strict=False)
+        committed = {a.detail["nsi"]["connection_id"] for a in self._nsi(ctx, "committed")}
+        for a in held:
+            if a.detail["nsi"]["connection_id"] not in committed:
+                self._forget(provider_of(a.detail["nsi"]), a.detail["nsi"]["connection_id"])
         super().abort(ctx)
 
     def provision(self, ctx: Context) -> None:

@@ -36,9 +36,10 @@ log = logging.getLogger("iris.nsi")
 class NsiError(Exception):
     """The provider refused (a fault, a *Failed) or did not answer in time."""
 
-    def __init__(self, message: str, exception: m.ServiceException | None = None):
+    def __init__(self, message: str, exception: m.ServiceException | None = None, connection_id: str | None = None):
         super().__init__(message)
         self.message, self.exception = message, exception
+        self.connection_id = connection_id  # the connection the provider made, if it made one
 
 
 @dataclass(frozen=True)
@@ -123,13 +124,15 @@ class Requester:
                         break
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise NsiError(f"NSI provider {provider.nsa} did not confirm {operation} within {bound:g} s")
+                        raise NsiError(f"NSI provider {provider.nsa} did not confirm {operation} within {bound:g} s",
+                                       connection_id=waiter.connection_id)
                     waiter.ready.wait(left)
         finally:
             with self._lock:
                 self._waiting.pop(header.correlation_id, None)
         if answer.operation in m.FAILURES:
-            raise NsiError(f"NSI provider {provider.nsa} refused {operation}: {answer.exception}", answer.exception)
+            raise NsiError(f"NSI provider {provider.nsa} refused {operation}: {answer.exception}", answer.exception,
+                           answer.connection_id)
         return answer
 
     def reserve(self, provider: Provider, criteria: m.Criteria, *, global_reservation_id: str,

@@ -188,6 +188,9 @@ def test_provider_refusing_fails_the_reservation_and_frees_the_compute(world):
     assert err["detail"]["nsi_error_id"] == "00705" and "CAPACITY_UNAVAILABLE" in err["detail"]["nsi_error_text"]
     failed = world.ok("GET", f"/reservations/{body['reservation_id']}")
     assert failed["reservation_state"] == "ReserveFailed" and failed["resources"] == []
+    # the provider's failed connection is terminated, not left behind
+    refused = [c for c in world.provider.connections.values() if c.reservation == "ReserveFailed"]
+    assert len(refused) == 1 and refused[0].lifecycle == "Terminated"
     # the compute it would have held is free: 7 more CPUs fit next to the first reservation's one
     assert world.call("POST", "/reservations", json={"duration_s": 60, "items": [
         {"kind": "compute", "count": 1, "cpus": 7}]}).status_code == 201
@@ -199,11 +202,13 @@ def test_abort_and_the_hold_timeout_send_reserve_abort(world):
     world.ok("POST", f"/reservations/{first['id']}/abort")
     assert world.provider.connections[cid].reservation == "ReserveStart"
     assert world.provider.connections[cid].held is None
+    assert world.provider.connections[cid].lifecycle == "Terminated"  # never committed: nothing will use it
     second = world.reserve(500).json()
     cid2 = _network(world.ok("GET", f"/reservations/{second['id']}"))["nsi"]["connection_id"]
     world.coord.tick(time.time() + 3600)  # past Iris's hold timer
     assert world.ok("GET", f"/reservations/{second['id']}")["reservation_state"] == "ReserveTimeout"
     assert world.provider.connections[cid2].held is None
+    assert world.provider.connections[cid2].lifecycle == "Terminated"
 
 
 def test_the_providers_reserve_timeout_fails_the_child(world):
@@ -256,3 +261,21 @@ def test_a_provider_that_never_answers_fails_the_child_in_bounded_time(sqlite_db
         coord.close()
     assert r.status_code == 409 and "did not confirm reserve within 0.5 s" in r.json()["message"], r.text
     assert took < 5
+
+
+def test_modify_is_a_reserve_of_the_same_connection(world):
+    res = world.reserve(100).json()
+    world.ok("POST", f"/reservations/{res['id']}/commit")
+    cid = _network(world.ok("GET", f"/reservations/{res['id']}"))["nsi"]["connection_id"]
+    out = world.ok("POST", f"/reservations/{res['id']}/modify", json={"version": 2, "bandwidth_mbps": 400})
+    assert out["reservation_state"] == "ReserveHeld"
+    conn = world.provider.connections[cid]
+    assert conn.held is not None and conn.held.capacity_mbps == 400 and conn.held.version == 2
+    world.ok("POST", f"/reservations/{res['id']}/commit")
+    assert conn.committed is not None and conn.committed.capacity_mbps == 400 and conn.held is None
+    assert _network(world.ok("GET", f"/reservations/{res['id']}"))["nsi"]["connection_id"] == cid
+    # a modify the provider refuses leaves the committed version in force, at Iris and there
+    r = world.call("POST", f"/reservations/{res['id']}/modify", json={"version": 3, "bandwidth_mbps": 2000})
+    assert r.status_code == 409 and r.json()["nsi_error_id"] == "00705", r.text
+    assert conn.committed.capacity_mbps == 400 and conn.lifecycle == "Created"
+    assert world.ok("GET", f"/reservations/{res['id']}")["committed_version"] == 2
