@@ -95,3 +95,9 @@ def test_the_specifications_examples_read(xsd):
 def test_garbage_is_a_message_error(data):
     with pytest.raises(m.MessageError):
         m.parse(data)
+
+
+def test_a_fault_with_the_framework_types_service_exception_reads(xsd):
+    data = m.fault(m.Header(REQ, PROV).answer(), EXC).replace(b"type:serviceException", b"ftypes:serviceException")
+    xsd.check(data)
+    assert m.parse(data).exception == EXC
