@@ -53,9 +53,10 @@ def run(lab, runs: int, xsd: Validator) -> dict:
             print(f"invalid NSI message: {errors}", file=sys.stderr)
 
     ctl = lab.ns("ctl")
+    sock, reply = lab.nsi_listener()
     times: dict[str, list[float]] = {"reserve_to_held_ms": [], "commit_ms": [], "provision_to_active_ms": []}
     with tempfile.TemporaryDirectory() as d, LocalCoordinator(
-            Path(d), dataplane=AgentDataPlane(lab.coordinator_tls(), netns=ctl), nsi_listen=(ctl, lab.topo.ctl_ip("ctl")),
+            Path(d), dataplane=AgentDataPlane(lab.coordinator_tls(), netns=ctl), sockets=[sock], nsi_reply_url=reply,
             agent_netns=ctl) as c:
         c.engine.nsi.tap = tap
         admin = c.client(c.admin_token)

@@ -17,7 +17,6 @@ from iris_haas.api.client import Client
 from iris_haas.control.engine import Coordinator
 from iris_haas.control.settings import Settings
 from iris_haas.control.sync import AgentDataPlane, DataPlane
-from iris_haas.linux.netns import socket_in_netns
 from iris_haas.nsi.requester import Requester
 from iris_haas.store.db import Database
 
@@ -57,8 +56,8 @@ def build(settings: Settings, dataplane: DataPlane | None = None, *, scheduler: 
     return app, coordinator
 
 
-def _bound(netns: str | None, host: str, port: int) -> socket.socket:
-    s = socket_in_netns(netns) if netns else socket.socket()
+def _bound(host: str, port: int) -> socket.socket:
+    s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((host, port))
     return s
@@ -74,15 +73,12 @@ class LocalCoordinator:
     """An `iris serve` in a thread of this process, on a free loopback port."""
 
     def __init__(self, data_dir: Path, hold_timeout_s: float = 60.0, dataplane=None,
-                 tls: tuple[Path, Path] | None = None, nsi_listen: tuple[str, str] | None = None, **settings):
+                 tls: tuple[Path, Path] | None = None, sockets: list[socket.socket] | None = None, **settings):
         """``tls``: (certificate, key) to serve HTTPS with; its certificate must name ``localhost``.
-        ``nsi_listen``: (namespace, address) where it also listens, on the same port, for the NSI
-        providers' callbacks (the lab's control network); its reply URL is there."""
+        ``sockets``: bound sockets it serves on as well (one in the lab's control network, where
+        the NSI providers send their callbacks: give ``nsi_reply_url`` there too)."""
         self.port = _free_port()
-        self.sockets = [_bound(None, "127.0.0.1", self.port)]
-        if nsi_listen:
-            self.sockets.append(_bound(nsi_listen[0], nsi_listen[1], self.port))
-            settings.setdefault("nsi_reply_url", f"http://{nsi_listen[1]}:{self.port}/v1/nsi/requester")
+        self.sockets = [_bound("127.0.0.1", self.port), *(sockets or [])]
         self.settings = Settings(data_dir=data_dir, hold_timeout_s=hold_timeout_s, scheduler_interval_s=0.2,
                                  admin_token=None, database_url=None, **settings)
         self.app, self.engine = build(self.settings, dataplane)

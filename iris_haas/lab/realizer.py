@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -81,6 +82,14 @@ class Lab:
     def upa_url(self) -> str:
         """The lab's NSI provider (:mod:`iris_haas.lab.upa`), on the control network."""
         return f"http://{self.topo.ctl_ip('ctl')}:{UPA_PORT}/nsi/provider"
+
+    def nsi_listener(self) -> tuple[socket.socket, str]:
+        """A socket on the control network for a coordinator to take the uPA's callbacks on
+        (``LocalCoordinator(sockets=...)``), and the reply URL that names it."""
+        ip = self.topo.ctl_ip("ctl")
+        s = socket_in_netns(self.ns("ctl"))
+        s.bind((ip, 0))
+        return s, f"http://{ip}:{s.getsockname()[1]}/v1/nsi/requester"
 
     @property
     def ca_dir(self) -> Path:
@@ -253,7 +262,7 @@ def _start_upa(lab: Lab, r: SubprocessRunner) -> None:
     pidfile = d / "upa.pid"
     if pidfile.exists() and alive(read_pid(pidfile) or -1):
         return
-    pid = r.spawn(cmd(sys.executable, "-m", "iris_haas.lab.upa", "--lab", lab.name, netns=lab.ns("ctl")),
+    pid = r.spawn(cmd(sys.executable, "-m", "iris_haas.lab.wan", "--lab", lab.name, netns=lab.ns("ctl")),
                   log=str(d / "upa.log"))
     pidfile.write_text(f"{pid}\n")
 

@@ -10,7 +10,7 @@ STP), in a reserveFailed. Requests are acknowledged at once; every outcome goes 
 requester's replyTo as a callback, after the acknowledgment.
 
 It is an ASGI app (``Provider.app``) that ``iris lab up`` runs with uvicorn in the lab's control
-network; the fabric is :class:`iris_haas.lab.wan.Wan` there.
+network (``python -m iris_haas.lab.wan``), with :class:`iris_haas.lab.wan.Wan` as its fabric.
 """
 
 from __future__ import annotations
@@ -375,34 +375,3 @@ def lab_stp(lab_name: str, gateway: str, vlans: tuple[int, int] | None = WAN_VLA
 def lab_ports(lab_name: str, gateways: list[str], capacity_mbps: int = WAN_MBPS) -> list[Port]:
     # the internet switch's port towards each gateway has the gateway's name (topology.expand)
     return [Port(lab_stp(lab_name, g, None), g, WAN_VLANS, capacity_mbps) for g in gateways]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m iris_haas.lab.upa --lab NAME``: the lab's uPA, run by ``iris lab up`` inside
-    the control network's namespace."""
-    import argparse
-
-    import uvicorn
-
-    from iris_haas.lab import realizer
-    from iris_haas.lab.wan import Wan
-    from iris_haas.linux.runner import SubprocessRunner
-
-    ap = argparse.ArgumentParser(prog="iris-upa")
-    ap.add_argument("--lab", required=True)
-    ap.add_argument("--capacity-mbps", type=int, default=WAN_MBPS)
-    ap.add_argument("--hold-s", type=float, default=60.0)
-    args = ap.parse_args(argv)
-    lab = realizer.from_run(args.lab)
-    if lab is None:
-        raise SystemExit(f"no lab {args.lab} is up")
-    gateways = ["hgw", *(f"{x.tenant}gw" for x in lab.topo.iaas)]
-    ports = lab_ports(lab.name, gateways, args.capacity_mbps)
-    provider = Provider(lab_nsa(lab.name), ports, Wan(lab.ns("inet"), SubprocessRunner()), hold_s=args.hold_s)
-    logging.basicConfig(level=logging.INFO)
-    uvicorn.run(provider.app(), host=lab.topo.ctl_ip("ctl"), port=UPA_PORT, log_level="warning")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -18,12 +18,17 @@ on one port is one circuit's, so both are unique by construction and name it to 
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 from dataclasses import dataclass
 
-from iris_haas.lab.upa import Circuit
+import uvicorn
+
+from iris_haas.lab import realizer
+from iris_haas.lab.upa import UPA_PORT, WAN_MBPS, Circuit, Provider, lab_nsa, lab_ports
 from iris_haas.linux import tc
-from iris_haas.linux.runner import Runner, cmd
+from iris_haas.linux.runner import Runner, SubprocessRunner, cmd
 
 # classic BPF (struct sock_filter: code jt jf k), SKF_AD_OFF = -0x1000
 _LD_VLAN_TAG_PRESENT = "40 0 0 4294963248"  # ld [SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT]
@@ -80,3 +85,26 @@ class Wan:
                 if f.get("kind") == "bpf" and flowid.startswith("1:") and handle in rates:
                     out[port][int(f["pref"])] = rates[handle]
         return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m iris_haas.lab.wan --lab NAME``: the lab's uPA with this fabric, run by ``iris
+    lab up`` inside the control network's namespace."""
+    ap = argparse.ArgumentParser(prog="iris-upa")
+    ap.add_argument("--lab", required=True)
+    ap.add_argument("--capacity-mbps", type=int, default=WAN_MBPS)
+    ap.add_argument("--hold-s", type=float, default=60.0)
+    args = ap.parse_args(argv)
+    lab = realizer.from_run(args.lab)
+    if lab is None:
+        raise SystemExit(f"no lab {args.lab} is up")
+    gateways = ["hgw", *(f"{x.tenant}gw" for x in lab.topo.iaas)]
+    ports = lab_ports(lab.name, gateways, args.capacity_mbps)
+    provider = Provider(lab_nsa(lab.name), ports, Wan(lab.ns("inet"), SubprocessRunner()), hold_s=args.hold_s)
+    logging.basicConfig(level=logging.INFO)
+    uvicorn.run(provider.app(), host=lab.topo.ctl_ip("ctl"), port=UPA_PORT, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

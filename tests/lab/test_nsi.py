@@ -32,8 +32,9 @@ def coord(lab, tmp_path):
         invalid.extend(xsd.errors(data))
 
     ctl = lab.ns("ctl")
+    sock, reply = lab.nsi_listener()
     with LocalCoordinator(tmp_path, dataplane=AgentDataPlane(lab.coordinator_tls(), netns=ctl),
-                          nsi_listen=(ctl, lab.topo.ctl_ip("ctl")), agent_netns=ctl) as c:
+                          sockets=[sock], nsi_reply_url=reply, agent_netns=ctl) as c:
         c.engine.nsi.tap = tap
         admin = c.client(c.admin_token)
         tokens = register(lab, admin)
