@@ -20,6 +20,7 @@ from iris_haas.contract.types import (
     ServiceModel,
     StpId,
     WebhookUrl,
+    stp_vlans,
 )
 
 
@@ -152,6 +153,10 @@ class LinkCreate(_In):
                 raise ValueError(f"{f}: an nsi link needs it")
             if self.kind == "static" and getattr(self, f) is not None:
                 raise ValueError(f"{f}: only an nsi link takes it")
+        for f in ("source_stp", "dest_stp"):
+            vlans = stp_vlans(getattr(self, f) or "")
+            if vlans and vlans[0] > vlans[1]:
+                raise ValueError(f"{f}: the VLAN range must give its low end first")
         if self.kind == "nsi" and self.service_type is None:
             self.service_type = NSI_EVTS
         return self
