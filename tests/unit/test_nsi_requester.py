@@ -26,6 +26,7 @@ from iris_haas.control.engine import Coordinator
 from iris_haas.control.sync import InMemoryDataPlane
 from iris_haas.lab.upa import Circuit, Port, Provider
 from iris_haas.nsi import messages as m
+from iris_haas.nsi.requester import Provider as NsiProvider
 from iris_haas.nsi.requester import Requester
 from tests.conftest import ADMIN
 from tests.nsi import validator
@@ -279,3 +280,32 @@ def test_modify_is_a_reserve_of_the_same_connection(world):
     assert r.status_code == 409 and r.json()["nsi_error_id"] == "00705", r.text
     assert conn.committed.capacity_mbps == 400 and conn.lifecycle == "Created"
     assert world.ok("GET", f"/reservations/{res['id']}")["committed_version"] == 2
+
+
+def test_callbacks_are_matched_by_correlation_and_connection_not_order(sqlite_db):
+    """This provider confirms before it acknowledges, first for a connection that is not the one it
+    then acknowledges: the requester takes the confirmation of its own connection only."""
+    tap = Tap()
+    mine, other = m.new_correlation_id(), m.new_correlation_id()  # connection ids (urn:uuid too)
+
+    async def eager(request: Request) -> Response:
+        req = m.parse(await request.body())
+        a = req.header.answer()
+        assert req.criteria is not None and req.header.reply_to
+        async with httpx.AsyncClient() as client:
+            for cid in (other, mine):
+                body = m.reserve_confirmed(a, cid, req.criteria)
+                tap("sent", body)
+                await client.post(req.header.reply_to, content=body, headers={"Content-Type": m.CONTENT_TYPE})
+        return Response(m.reserve_response(a, mine), media_type=m.CONTENT_TYPE)
+
+    coord_port = _port()
+    requester = Requester(REQ, f"http://127.0.0.1:{coord_port}/v1/nsi/requester", timeout_s=5, tap=tap)
+    coord = Coordinator(sqlite_db, dataplane=InMemoryDataPlane(), nsi=requester)
+    with serve(Starlette(routes=[Route("/nsi", eager, methods=["POST"])]), _port()) as purl, \
+            serve(create_app(coord, ADMIN), coord_port):
+        ok = requester.reserve(NsiProvider(f"{purl}/nsi", PROV), m.Criteria(1, 2e9, 2e9 + 60, 10, DC1, DC2, "EVTS"),
+                               global_reservation_id=m.new_correlation_id())
+        coord.close()
+    assert ok.operation == "reserveConfirmed" and ok.connection_id == mine
+    assert tap.invalid == [] and tap.count >= 6
