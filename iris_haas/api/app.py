@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from iris_haas import __version__
 from iris_haas.api import deps, schemas
 from iris_haas.api.deps import AdminDep, CoordinatorDep
-from iris_haas.api.routes import events, hosts, inventory, reservations, tenants
+from iris_haas.api.routes import events, hosts, inventory, nsi, reservations, tenants
 from iris_haas.contract.errors import IrisError
 from iris_haas.control.engine import Coordinator
 from iris_haas.control.inventory import Inventory
@@ -57,10 +57,12 @@ ERRORS = {
          "ReserveFailed (does not fit)",
     422: "InvalidInput: names each field at fault; nothing was stored",
     429: "TooManyRequests: too many unknown tokens from this address (or event streams open); see Retry-After",
-    502: "DataPlaneError: a host did not take its state in time; the reconciler keeps trying",
+    502: "DataPlaneError: a host did not take its state in time (the reconciler keeps trying), or an NSI provider "
+         "refused or did not answer; nothing was applied",
     503: "ServiceUnavailable: the database is unreachable; nothing was applied; retry",
 }
-ANSWERS_502 = {"/reservations/{rid}/provision"}  # the one call that waits for its hosts' answers
+# the calls that wait for their hosts' or an NSI provider's answers
+ANSWERS_502 = {"/reservations/{rid}/provision", "/reservations/{rid}/release"}
 ANSWERS_409 = {"/availability"}  # a GET that answers ReserveFailed when nothing fits
 
 
@@ -179,7 +181,7 @@ def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval
 
     for router in (tenants.tenants, tenants.sites, inventory.nodes, inventory.gateways, inventory.links,
                    inventory.pools, reservations.reservations, reservations.availability, hosts.hosts,
-                   events.events, events.webhooks):
+                   events.events, events.webhooks, nsi.requester):
         v1.include_router(declare_errors(router))
     app.include_router(declare_errors(v1))
     return app

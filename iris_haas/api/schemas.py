@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from iris_haas.contract.types import (
     HORIZON_S,
@@ -15,8 +15,12 @@ from iris_haas.contract.types import (
     L1Kind,
     Name,
     NodeState,
+    NsaId,
+    NsiProviderUrl,
     ServiceModel,
+    StpId,
     WebhookUrl,
+    stp_vlans,
 )
 
 
@@ -123,11 +127,39 @@ class GatewayPublic(_Out):
     agent_url: str | None
 
 
+NSI_EVTS = "http://services.ogf.org/nsi/2013/12/descriptions/EVTS.A-GOLE"  # NSI's Ethernet VLAN transfer service
+
+
 class LinkCreate(_In):
     name: Name
     site_a: Name
     site_b: Name
     capacity_mbps: int = Field(ge=1, le=10_000_000)
+    kind: Literal["static", "nsi"] = Field(default="static", description="static: bandwidth Iris books on a link "
+                                           "it owns; nsi: a circuit an NSI CS 2.0 provider reserves per reservation")
+    nsi_provider: NsiProviderUrl | None = Field(default=None, description="nsi: the provider's SOAP endpoint")
+    nsi_provider_nsa: NsaId | None = Field(default=None, description="nsi: the provider's NSA id")
+    source_stp: StpId | None = Field(default=None, description="nsi: the STP at site_a, with its VLANs as a label")
+    dest_stp: StpId | None = Field(default=None, description="nsi: the STP at site_b, with its VLANs as a label")
+    service_type: str | None = Field(default=None, min_length=1, max_length=256, pattern=r"^\S+$",
+                                     description=f"nsi: the provider's service type; default {NSI_EVTS}")
+
+    NSI_FIELDS: ClassVar = ("nsi_provider", "nsi_provider_nsa", "source_stp", "dest_stp")
+
+    @model_validator(mode="after")
+    def _nsi_fields(self) -> LinkCreate:
+        for f in self.NSI_FIELDS:
+            if self.kind == "nsi" and getattr(self, f) is None:
+                raise ValueError(f"{f}: an nsi link needs it")
+            if self.kind == "static" and getattr(self, f) is not None:
+                raise ValueError(f"{f}: only an nsi link takes it")
+        for f in ("source_stp", "dest_stp"):
+            vlans = stp_vlans(getattr(self, f) or "")
+            if vlans and vlans[0] > vlans[1]:
+                raise ValueError(f"{f}: the VLAN range must give its low end first")
+        if self.kind == "nsi" and self.service_type is None:
+            self.service_type = NSI_EVTS
+        return self
 
 
 class LinkPublic(_Out):
@@ -136,6 +168,12 @@ class LinkPublic(_Out):
     site_a_id: int
     site_b_id: int
     capacity_mbps: int
+    kind: str
+    nsi_provider: str | None
+    nsi_provider_nsa: str | None
+    source_stp: str | None
+    dest_stp: str | None
+    service_type: str | None
 
 
 class StoragePoolCreate(_In):

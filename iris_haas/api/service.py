@@ -17,6 +17,7 @@ from iris_haas.api.client import Client
 from iris_haas.control.engine import Coordinator
 from iris_haas.control.settings import Settings
 from iris_haas.control.sync import AgentDataPlane, DataPlane
+from iris_haas.nsi.requester import Requester
 from iris_haas.store.db import Database
 
 
@@ -46,14 +47,24 @@ def build(settings: Settings, dataplane: DataPlane | None = None, *, scheduler: 
     except BaseException:
         db.dispose()
         raise
+    requester = Requester(settings.nsi_requester_nsa, settings.nsi_reply_url or f"{settings.api_url}/v1/nsi/requester",
+                          timeout_s=settings.nsi_timeout_s, netns=settings.agent_netns)
     coordinator = Coordinator(db, hold_timeout_s=settings.hold_timeout_s, dataplane=dataplane,
                               push_timeout_s=settings.push_timeout_s, provision_timeout_s=settings.provision_timeout_s,
-                              poll_interval_s=settings.poll_interval_s, end_warning_s=settings.end_warning_s)
+                              poll_interval_s=settings.poll_interval_s, end_warning_s=settings.end_warning_s,
+                              nsi=requester)
     app = create_app(coordinator, admin_token(settings),
                      scheduler_interval=settings.scheduler_interval_s if scheduler else None,
                      heartbeat_s=settings.events_heartbeat_s, stream_lasts_s=settings.events_stream_s,
                      webhook_allow_private=settings.webhook_allow_private)
     return app, coordinator
+
+
+def _bound(host: str, port: int) -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    return s
 
 
 def _free_port() -> int:
@@ -66,17 +77,20 @@ class LocalCoordinator:
     """An `iris serve` in a thread of this process, on a free loopback port."""
 
     def __init__(self, data_dir: Path, hold_timeout_s: float = 60.0, dataplane=None,
-                 tls: tuple[Path, Path] | None = None, **settings):
-        """``tls``: (certificate, key) to serve HTTPS with; its certificate must name ``localhost``."""
+                 tls: tuple[Path, Path] | None = None, sockets: list[socket.socket] | None = None, **settings):
+        """``tls``: (certificate, key) to serve HTTPS with; its certificate must name ``localhost``.
+        ``sockets``: bound sockets it serves on as well (one in the lab's control network, where
+        the NSI providers send their callbacks: give ``nsi_reply_url`` there too)."""
+        self.port = _free_port()
+        self.sockets = [_bound("127.0.0.1", self.port), *(sockets or [])]
         self.settings = Settings(data_dir=data_dir, hold_timeout_s=hold_timeout_s, scheduler_interval_s=0.2,
                                  admin_token=None, database_url=None, **settings)
         self.app, self.engine = build(self.settings, dataplane)
-        self.port = _free_port()
         self.url = f"https://localhost:{self.port}" if tls else f"http://127.0.0.1:{self.port}"
         cert, key = tls or (None, None)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
                                                     ssl_certfile=cert, ssl_keyfile=key))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": self.sockets}, daemon=True)
 
     def __enter__(self):
         self.thread.start()
@@ -90,6 +104,8 @@ class LocalCoordinator:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        for s in self.sockets:
+            s.close()
         self.engine.close()
         self.engine.db.dispose()
 

@@ -314,7 +314,7 @@ node_app = _inventory("node", "nodes", ["id", "name", "site_id", "cpus", "memory
                       "L0 nodes of the HaaS data center (admin).")
 gw_app = _inventory("gateway", "gateways", ["id", "name", "site_id", "underlay_address", "agent_url"],
                     "Gateways ending the inter-DC tunnels (admin).")
-link_app = _inventory("link", "links", ["id", "name", "site_a_id", "site_b_id", "capacity_mbps"],
+link_app = _inventory("link", "links", ["id", "name", "kind", "site_a_id", "site_b_id", "capacity_mbps", "nsi_provider"],
                       "Inter-DC links and their capacity (admin).")
 pool_app = _inventory("pool", "storage-pools", ["id", "name", "site_id", "capacity_gb"], "Storage pools (admin).")
 tenant_app = _inventory("tenant", "tenants", ["id", "name"], "Tenants: IaaS operators (admin).")
@@ -402,10 +402,23 @@ def gateway_add(
 @link_app.command("add")
 def link_add(name: str, site_a: Annotated[str, typer.Option()], site_b: Annotated[str, typer.Option()],
              capacity_mbps: Annotated[int, typer.Option()],
+             nsi_provider: Annotated[str | None, typer.Option(help="an NSI link: the provider's SOAP endpoint")] = None,
+             nsi_provider_nsa: Annotated[str | None, typer.Option(help="its NSA id (urn:ogf:network:...)")] = None,
+             source_stp: Annotated[str | None, typer.Option(help="the STP at site-a, with ?vlan=A-B")] = None,
+             dest_stp: Annotated[str | None, typer.Option(help="the STP at site-b, with ?vlan=A-B")] = None,
+             service_type: Annotated[str | None, typer.Option(help="the provider's service type (default "
+                                                                   "EVTS.A-GOLE)")] = None,
              fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False):
-    """Register an inter-DC link."""
-    _created("link", {"name": name, "site_a": site_a, "site_b": site_b, "capacity_mbps": capacity_mbps},
-             ["id", "name", "site_a_id", "site_b_id", "capacity_mbps"], "links", Out.of(fmt, column, as_json))
+    """Register an inter-DC link: bandwidth Iris books, or (with --nsi-provider) a circuit an NSI
+    CS 2.0 provider reserves for each reservation between the two STPs."""
+    body: dict = {"name": name, "site_a": site_a, "site_b": site_b, "capacity_mbps": capacity_mbps}
+    if nsi_provider is not None:
+        body |= {"kind": "nsi", "nsi_provider": nsi_provider, "nsi_provider_nsa": nsi_provider_nsa,
+                 "source_stp": source_stp, "dest_stp": dest_stp}
+        if service_type is not None:
+            body["service_type"] = service_type
+    _created("link", body, ["id", "name", "kind", "site_a_id", "site_b_id", "capacity_mbps", "source_stp", "dest_stp"],
+             "links", Out.of(fmt, column, as_json))
 
 
 @pool_app.command("add")

@@ -42,6 +42,28 @@ WebhookUrl = Annotated[str, Field(max_length=512, pattern=(
     rf"^https?://{_LABEL}(\.{_LABEL})*(:{_PORT})?(/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$"))]
 
 
+# NSI (OGF GFD.202/GFD.237): an NSA is named ``urn:ogf:network:<domain>:<date>:<name>``; an STP is a
+# port of a provider's network, with its VLANs as a label (``?vlan=1780-1799`` or ``?vlan=1780``).
+_URN = r"urn:ogf:network:[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9._+-]+)+"
+NsaId = Annotated[str, Field(max_length=256, pattern=rf"^{_URN}$")]
+NsiProviderUrl = Annotated[str, Field(max_length=512, pattern=(
+    rf"^https?://{_LABEL}(\.{_LABEL})*(:{_PORT})?(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"))]
+
+
+def stp_vlans(stp: str) -> tuple[int, int] | None:
+    """The VLAN range of an STP's label (``?vlan=A`` or ``?vlan=A-B``), None without one."""
+    _, _, label = stp.partition("?vlan=")
+    if not label:
+        return None
+    lo, _, hi = label.partition("-")
+    return int(lo), int(hi or lo)
+
+
+_VID = r"(409[0-4]|40[0-8][0-9]|[1-3][0-9]{3}|[1-9][0-9]{0,2})"  # 1-4094
+# (that a range's low end comes first is the link's rule: a pattern cannot say it)
+StpId = Annotated[str, Field(max_length=256, pattern=rf"^{_URN}(\?vlan={_VID}(-{_VID})?)?$")]
+
+
 def _plain_path(v: str) -> str:
     if any(part in (".", "..") for part in v.split("/")):
         raise ValueError("no . or .. components")

@@ -48,6 +48,8 @@ from iris_haas.managers.base import ActiveView, Context, Plans, Query, ResourceM
 from iris_haas.managers.crm import ComputeManager
 from iris_haas.managers.nrm import NetworkManager
 from iris_haas.managers.srm import StorageManager
+from iris_haas.nsi.messages import Message
+from iris_haas.nsi.requester import Requester, from_provider
 from iris_haas.store import calendar
 from iris_haas.store.db import Database
 from iris_haas.store.models import (
@@ -87,6 +89,11 @@ def _why(error: str | None) -> str:
     return "unreachable or refused the state"
 
 
+def _provider_error(e: IrisError) -> dict:
+    """An external provider's own errorId and text (an NSI link's), for the tenant's errorEvent."""
+    return {k: v for k, v in e.extra.items() if k.startswith("nsi_")}
+
+
 class Coordinator:
     def __init__(
         self,
@@ -99,6 +106,7 @@ class Coordinator:
         provision_timeout_s: float = 180.0,
         poll_interval_s: float = 5.0,
         end_warning_s: float = 600.0,
+        nsi: Requester | None = None,
     ):
         self.db = db
         self.hold_timeout_s = hold_timeout_s
@@ -111,7 +119,10 @@ class Coordinator:
         self.end_warning_s = end_warning_s  # endingSoon this long before a reservation's end (0: never)
         self.sync = Syncer(db, self.dataplane, self._derive, clock, on_refresh=self._drain)
         self.lease = Lease(db)
-        network, compute, storage = NetworkManager(), ComputeManager(), StorageManager()
+        self.nsi = nsi  # Iris as an NSI requester, for the links of kind nsi
+        if nsi is not None:
+            nsi.on_notification = self.nsi_notification
+        network, compute, storage = NetworkManager(nsi), ComputeManager(), StorageManager()
         self.managers: dict[str, ResourceManager] = {"network": network, "compute": compute, "storage": storage}
         # NSI: commit the externally controlled part (the network path) first, then what Iris controls.
         self.commit_order: list[ResourceManager] = [network, compute, storage]
@@ -120,6 +131,8 @@ class Coordinator:
         """Give up the leadership (another coordinator takes over at once) and stop pushing."""
         self.lease.release()
         self.sync.close()
+        if self.nsi is not None:
+            self.nsi.close()
 
     # ---------------------------------------------------------------- helpers
     def _event(self, s: Session, res: Reservation, type_: str, **detail) -> None:
@@ -179,7 +192,7 @@ class Coordinator:
             for m in self._involved(res):  # a child failed: abort the held siblings
                 m.abort(ctx)
             self._transition(s, res, "reservation", "reserve_fail")
-            self._event(s, res, "errorEvent", message=e.message, version=res.version)
+            self._event(s, res, "errorEvent", message=e.message, version=res.version, **_provider_error(e))
             e.extra["reservation_id"] = res.id
             return e
         self._transition(s, res, "reservation", "reserve_ok")
@@ -407,7 +420,7 @@ class Coordinator:
             except IrisError as e:
                 self._drop_held(s, res)
                 self._transition(s, res, "reservation", "commit_fail")
-                self._event(s, res, "errorEvent", message=f"commit failed: {e.message}")
+                self._event(s, res, "errorEvent", message=f"commit failed: {e.message}", **_provider_error(e))
                 return Outcome(res, e)
             res.committed_version = res.version
             res.hold_expires_at = None
@@ -658,6 +671,49 @@ class Coordinator:
                                 message="the data plane did not take the reservation: "
                                         + "; ".join(f"{h}: did not confirm in time" for h in missing))
                     self._sync(s, res, now)
+
+    # ---------------------------------------------------------------- NSI provider notifications
+    def nsi_notification(self, msg: Message, peer: str) -> None:
+        """A provider's notification about a connection of an NSI link, from that provider only:
+        dataPlaneStateChange drives the network child's data plane (``detail["nsi"]["active"]``);
+        reserveTimeout fails the child, and with it the held version (ReserveTimeout, its other
+        children aborted); errorEvent reaches the tenant with the provider's errorId and text
+        (forcedEnd ends the reservation, Failed)."""
+        changed = False
+        with self.db.transaction() as s:
+            self.db.admission_lock(s)
+            # a modify's held version and the committed one share the connection: the held first
+            found = next((a for a in s.scalars(
+                select(Allocation).where(Allocation.resource_kind == "link", Allocation.status.in_(["held", "committed"]))
+                .order_by(Allocation.status.desc(), Allocation.id))
+                if a.detail.get("nsi", {}).get("connection_id") == msg.connection_id
+                and a.detail["nsi"]["provider_nsa"] == msg.header.provider_nsa), None)
+            if found is None or not from_provider(peer, found.detail["nsi"]["provider"]):
+                # also the provider's last word on a connection Iris has already freed
+                log.info("NSI %s for no connection held here (%s, from %s): ignored", msg.operation,
+                         msg.connection_id, peer)
+                return
+            res = self._load(s, found.reservation_id, None)
+            child = {"child": "network", "item": found.item, "connection_id": msg.connection_id}
+            if msg.operation == "dataPlaneStateChange":
+                found.detail = {**found.detail, "nsi": {**found.detail["nsi"], "active": bool(msg.active)}}
+                self._event(s, res, "dataPlaneStateChange", active=bool(msg.active), version=res.committed_version,
+                            versionConsistent=bool(msg.consistent), **child)
+            elif msg.operation == "reserveTimeout":
+                if found.status == "held" and res.reservation_state == ReservationState.HELD:
+                    self._event(s, res, "errorEvent", message=f"NSI provider {msg.header.provider_nsa} timed out the "
+                                f"held connection {msg.connection_id} after {msg.timeout_s} s", **child)
+                    self._timeout(s, res)
+            elif msg.operation == "errorEvent":
+                e = msg.exception
+                self._event(s, res, "errorEvent", message=f"NSI provider {msg.header.provider_nsa}: {msg.event}"
+                            + (f": {e.error_id} {e.text}" if e else ""), event=msg.event,
+                            **({"nsi_error_id": e.error_id, "nsi_error_text": e.text} if e else {}), **child)
+                if msg.event == "forcedEnd" and res.lifecycle_state == LifecycleState.CREATED:
+                    changed = self._force_end(s, res, f"NSI provider {msg.header.provider_nsa} ended connection "
+                                              f"{msg.connection_id}")
+        if changed:
+            self._push("nsi_forced_end")
 
     # ---------------------------------------------------------------- queries
     def get(self, tenant_id: int | None, rid: str) -> tuple[Reservation, Tenant, list[dict]]:

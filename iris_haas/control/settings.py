@@ -35,8 +35,8 @@ class Settings(BaseSettings):
                                        "state stays in the coordinator (in-memory data plane, for trials)")
     agent_token: str | None = Field(default=None, description="development only: the token of agents run with "
                                     "--insecure-http (plain HTTP); ignored when agent_tls_dir is set")
-    agent_netns: str | None = Field(default=None, description="reach the agents from inside this network "
-                                    "namespace (the lab's control network)")
+    agent_netns: str | None = Field(default=None, description="reach the agents (and NSI providers) from "
+                                    "inside this network namespace (the lab's control network)")
     api_url: str = Field(default="http://127.0.0.1:8642", description="where the CLI finds the coordinator")
     token: str | None = Field(default=None, description="the CLI's API token (admin or tenant)")
     ca_file: Path | None = Field(default=None, description="the CLI trusts this CA for an https:// api_url (default: "
@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = Field(default=False, description="let webhooks reach addresses that are not "
                                         "public (loopback, private networks, the control network): trials only")
 
+    nsi_requester_nsa: str = Field(default="urn:ogf:network:iris.example:2026:nsa:iris", max_length=256,
+                                   pattern=r"^urn:ogf:network:\S+$", description="Iris's NSA id as an NSI requester "
+                                   "(the requesterNSA of every message it sends to a provider)")
+    nsi_reply_url: str | None = Field(default=None, max_length=512, description="where NSI providers send their "
+                                      "callbacks: this coordinator's /nsi/requester, as the providers reach it "
+                                      "(default: api_url + /v1/nsi/requester)")
+    nsi_timeout_s: float = Field(default=10.0, gt=0, le=600, description="how long a reservation step waits for an "
+                                 "NSI provider's confirmation before it fails the network child")
     host: str = Field(default="127.0.0.1", description="`iris serve`: the address to listen on")
     port: int = Field(default=8642, ge=1, le=65535, description="`iris serve`: the port to listen on")
     tls_cert: Path | None = Field(default=None, description="`iris serve`: serve HTTPS with this certificate (PEM)")

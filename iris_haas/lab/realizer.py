@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,9 +35,10 @@ from iris_haas.hostd.l1 import kvm, make_drivers
 from iris_haas.hostd.reconciler import Host as HostDriver
 from iris_haas.hostd.reconciler import HostConfig
 from iris_haas.lab.topology import LabPlan, Topology, expand
+from iris_haas.lab.upa import UPA_PORT
 from iris_haas.linux import cgroup, ovs, ovsdb
 from iris_haas.linux import netlink as nl
-from iris_haas.linux.netns import processes_in
+from iris_haas.linux.netns import processes_in, socket_in_netns
 from iris_haas.linux.proc import alive, kill_pid, read_pid
 from iris_haas.linux.runner import SubprocessRunner, cmd
 
@@ -75,6 +77,19 @@ class Lab:
 
     def ovs(self, node: str) -> ovs.OvsInstance:
         return ovs.OvsInstance(self.dir / node, self.ns(node), LAB_OWNER.format(self.name))
+
+    @property
+    def upa_url(self) -> str:
+        """The lab's NSI provider (:mod:`iris_haas.lab.upa`), on the control network."""
+        return f"http://{self.topo.ctl_ip('ctl')}:{UPA_PORT}/nsi/provider"
+
+    def nsi_listener(self) -> tuple[socket.socket, str]:
+        """A socket on the control network for a coordinator to take the uPA's callbacks on
+        (``LocalCoordinator(sockets=...)``), and the reply URL that names it."""
+        ip = self.topo.ctl_ip("ctl")
+        s = socket_in_netns(self.ns("ctl"))
+        s.bind((ip, 0))
+        return s, f"http://{ip}:{s.getsockname()[1]}/v1/nsi/requester"
 
     @property
     def ca_dir(self) -> Path:
@@ -154,6 +169,8 @@ def up(lab: Lab, *, agents: bool = True, timeout: float = 30.0, ephemeral: bool 
         for ns, ifname, cidr in p.addrs:
             nl.ensure_addr(ns, ifname, cidr)
         times["links"] = time.monotonic() - t0
+        if agents:
+            _start_upa(lab, r)
         # agents first: their start (a Python interpreter each) overlaps the OVS work below;
         # they touch OVS only when asked, after _wait_agents
         with _pool(1) as bg:
@@ -174,6 +191,7 @@ def up(lab: Lab, *, agents: bool = True, timeout: float = 30.0, ephemeral: bool 
         times["iaas"] = time.monotonic() - t0
         if agents:
             _wait_agents(lab, timeout)
+            _wait_upa(lab, timeout)
             times["agents"] = time.monotonic() - t0
             from iris_haas.lab import tenants
 
@@ -234,6 +252,36 @@ def _iaas_gateway(lab: Lab, tenant: str, r: SubprocessRunner) -> None:
                      underlay_mtu=lab.topo.underlay_mtu)
     with HostDriver(cfg, r) as h:
         h.apply(iaas_gateway_ops(lab.gateway_spec(tenant)))
+
+
+def _start_upa(lab: Lab, r: SubprocessRunner) -> None:
+    """The lab's WAN provider, in the control network's namespace (it reaches the internet
+    switch's namespace itself), unless it runs already."""
+    d = lab.dir / "upa"
+    d.mkdir(parents=True, exist_ok=True)
+    pidfile = d / "upa.pid"
+    if pidfile.exists() and alive(read_pid(pidfile) or -1):
+        return
+    pid = r.spawn(cmd(sys.executable, "-m", "iris_haas.lab.wan", "--lab", lab.name, netns=lab.ns("ctl")),
+                  log=str(d / "upa.log"))
+    pidfile.write_text(f"{pid}\n")
+
+
+def _wait_upa(lab: Lab, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket_in_netns(lab.ns("ctl"))
+        try:
+            s.settimeout(1.0)
+            s.connect((lab.topo.ctl_ip("ctl"), UPA_PORT))
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                log = lab.dir / "upa" / "upa.log"
+                raise RuntimeError(f"the lab's uPA did not start: {log.read_text()[-500:] if log.exists() else ''}") from None
+            time.sleep(0.05)
+        finally:
+            s.close()
 
 
 # where the lab's storage pools are made (tests and benches create them with mkdtemp here)
@@ -349,10 +397,11 @@ def down(lab: str) -> dict:
         for sub in sorted(d.iterdir()):
             if not sub.is_dir():
                 continue
-            pid = read_pid(sub / "agent.pid")
-            if pid:
-                kill_pid(pid)
-                removed["processes"] += 1
+            for pidfile in ("agent.pid", "upa.pid"):
+                pid = read_pid(sub / pidfile)
+                if pid:
+                    kill_pid(pid)
+                    removed["processes"] += 1
         # the L1s the agents made, by their own drivers: an L1 is more than processes in a
         # namespace (a container's cgroups and disk mount, a VM's run directory and cgroup)
         for sub in sorted(d.iterdir()):

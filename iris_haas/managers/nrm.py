@@ -1,14 +1,24 @@
-"""NRM: bandwidth on the inter-DC link between the tenant's IaaS site and the HaaS site."""
+"""NRM: bandwidth on the inter-DC link between the tenant's IaaS site and the HaaS site.
+
+On a link of kind ``nsi`` the NRM is also an OGF NSI CS 2.0 requester: the bandwidth is a
+connection an external provider reserves between the link's two STPs, driven through the same
+two phases as the rest of the reservation (reserve -> reserve, commit -> reserveCommit, abort and
+the hold timeout -> reserveAbort, provision, release, terminate). The connection is recorded in
+the allocation's ``detail["nsi"]``: its connectionId, the provider and the STPs it confirmed,
+with their VLAN.
+"""
 
 from __future__ import annotations
+
+import logging
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from iris_haas import planning
 from iris_haas.contract import names
-from iris_haas.contract.errors import InvalidInput, ReserveFailed
-from iris_haas.contract.types import ServiceModel
+from iris_haas.contract.errors import DataPlaneError, InvalidInput, ReserveFailed
+from iris_haas.contract.types import ServiceModel, stp_vlans
 from iris_haas.managers.base import (
     ActiveView,
     Context,
@@ -18,9 +28,13 @@ from iris_haas.managers.base import (
     ResourceManager,
     segment_of,
 )
+from iris_haas.nsi import messages
+from iris_haas.nsi.requester import NsiError, Provider, Requester
 from iris_haas.planning import router_interface
 from iris_haas.store import calendar
-from iris_haas.store.models import Link, Site, Tenant
+from iris_haas.store.models import Allocation, Link, Site, Tenant
+
+log = logging.getLogger("iris.nrm")
 
 
 def tenant_site(session: Session, tenant: Tenant, name: str | None) -> Site:
@@ -47,8 +61,53 @@ def links_between(session: Session, a: int, b: int) -> list[Link]:
     )
 
 
+def provider_of(nsi: dict) -> Provider:
+    return Provider(nsi["provider"], nsi["provider_nsa"])
+
+
+def _refused(e: NsiError) -> dict:
+    """The provider's own error, for the tenant's errorEvent and the API's answer."""
+    if e.exception is None:
+        return {}
+    return {"nsi_error_id": e.exception.error_id, "nsi_error_text": e.exception.text}
+
+
 class NetworkManager(ResourceManager):
     name, item_kind, resource_kind = "nrm", "network", "link"
+
+    def __init__(self, nsi: Requester | None = None):
+        self.nsi = nsi  # without it, an nsi link refuses every reservation
+
+    def _nsi(self, ctx: Context, *statuses: str) -> list[Allocation]:
+        return [a for a in self._allocations(ctx) if "nsi" in a.detail and a.status in statuses]
+
+    def _reserve_nsi(self, ctx: Context, index: int, link: Link, mbps: int) -> dict:
+        """NSI reserve over the link's STPs; the connection held on reserveConfirmed, ReserveFailed
+        on reserveFailed, a fault or no answer in time (the provider's errorId and text in it)."""
+        if self.nsi is None:
+            raise ReserveFailed(f"network item {index}: link {link.name} is an NSI link and this coordinator has no "
+                                "NSI requester configured")
+        assert link.nsi_provider and link.nsi_provider_nsa and link.source_stp and link.dest_stp
+        provider = Provider(link.nsi_provider, link.nsi_provider_nsa)
+        # a modify of a committed connection is a reserve on the same connectionId, at the new version
+        previous = next((a.detail["nsi"] for a in self._allocations(ctx, status="committed", item=index)
+                         if "nsi" in a.detail), None)
+        criteria = messages.Criteria(version=ctx.reservation.version, start=ctx.start, end=ctx.end, capacity_mbps=mbps,
+                                     source_stp=link.source_stp, dest_stp=link.dest_stp,
+                                     service_type=link.service_type or "")
+        try:
+            ok = self.nsi.reserve(provider, criteria, global_reservation_id=f"urn:uuid:{_uuid(ctx.reservation.id)}",
+                                  description=f"iris reservation {ctx.reservation.id} item {index}",
+                                  connection_id=previous["connection_id"] if previous else None)
+        except NsiError as e:
+            if e.connection_id and previous is None:  # the provider keeps a failed connection until told
+                self._forget(provider, e.connection_id)
+            raise ReserveFailed(f"network item {index}: {e.message}", **_refused(e)) from None
+        confirmed = ok.criteria or criteria
+        return {"connection_id": ok.connection_id, "provider": provider.url, "provider_nsa": provider.nsa,
+                "source_stp": confirmed.source_stp, "dest_stp": confirmed.dest_stp,
+                "vlan": _vlan(confirmed.source_stp), "service_type": confirmed.service_type,
+                "active": bool(previous and previous.get("active"))}
 
     def reserve(self, ctx: Context, index: int, item: dict) -> None:
         site = tenant_site(ctx.session, ctx.tenant, item.get("tenant_site"))
@@ -64,7 +123,66 @@ class NetworkManager(ResourceManager):
                 f"the interval; at most {max(f[0] for f in free.values())} Mb/s is"
             )
         link = next(link for link in links if link.id == chosen[0])
-        self.hold(ctx, index, link.id, {"link": link.name, "tenant_site": site.name}, mbps=mbps)
+        detail: dict = {"link": link.name, "tenant_site": site.name}
+        if link.kind == "nsi":
+            detail["nsi"] = self._reserve_nsi(ctx, index, link, mbps)
+        self.hold(ctx, index, link.id, detail, mbps=mbps)
+
+    def _each(self, allocations: list[Allocation], operation: str, *, strict: bool) -> None:
+        """One NSI request per connection; with ``strict`` the first refusal raises, else it is
+        logged (an abort or a terminate frees Iris's side whatever the provider says)."""
+        assert self.nsi is not None or not allocations
+        for a in allocations:
+            nsi = a.detail["nsi"]
+            try:
+                assert self.nsi is not None
+                self.nsi.request(provider_of(nsi), operation, nsi["connection_id"])
+            except NsiError as e:
+                if strict:
+                    raise DataPlaneError(f"network item {a.item}: {e.message}", **_refused(e)) from None
+                log.warning("NSI %s of %s: %s", operation, nsi["connection_id"], e.message)
+
+    def commit(self, ctx: Context, version: int) -> None:
+        """reserveCommit of every connection this version holds, before compute and storage commit
+        (the coordinator commits the network first): a refusal aborts the whole commit."""
+        held = [a for a in self._nsi(ctx, "held") if a.version == version]
+        try:
+            self._each(held, "reserveCommit", strict=True)
+        except DataPlaneError as e:
+            raise ReserveFailed(e.message, **{k: v for k, v in e.extra.items() if k.startswith("nsi_")}) from None
+        super().commit(ctx, version)
+
+    def _forget(self, provider: Provider, connection_id: str) -> None:
+        """terminate a connection Iris will never use (best effort: the provider's own timers
+        end it otherwise)."""
+        assert self.nsi is not None
+        try:
+            self.nsi.request(provider, "terminate", connection_id)
+        except NsiError as e:
+            log.warning("NSI terminate of %s: %s", connection_id, e.message)
+
+    def abort(self, ctx: Context) -> None:
+        """reserveAbort of the held connections (a failed sibling, Iris's abort, the hold timeout);
+        a connection with no committed version is then terminated: nothing will ever use it."""
+        held = self._nsi(ctx, "held")
+        self._each(held, "reserveAbort", strict=False)
+        committed = {a.detail["nsi"]["connection_id"] for a in self._nsi(ctx, "committed")}
+        for a in held:
+            if a.detail["nsi"]["connection_id"] not in committed:
+                self._forget(provider_of(a.detail["nsi"]), a.detail["nsi"]["connection_id"])
+        super().abort(ctx)
+
+    def provision(self, ctx: Context) -> None:
+        """provision of every committed connection; the provider's dataPlaneStateChange later says
+        when its data plane is up (``detail["nsi"]["active"]``)."""
+        self._each(self._nsi(ctx, "committed"), "provision", strict=True)
+
+    def release(self, ctx: Context) -> None:
+        self._each(self._nsi(ctx, "committed"), "release", strict=True)
+
+    def terminate(self, ctx: Context) -> None:
+        self._each(self._nsi(ctx, "held", "committed"), "terminate", strict=False)
+        super().terminate(ctx)
 
     def availability(self, q: Query, item: dict) -> Offer:
         if q.tenant is None:
@@ -101,3 +219,13 @@ class NetworkManager(ResourceManager):
                         legs=(names.router_leg(res.segment_no, "segment"), names.router_leg(res.segment_no, "iaas")),
                         address=str(router_interface(res.routing["subnet"])), iaas_address=res.routing["iaas_address"],
                         owner=rid, vlan=view.mgmt_vlan(tenant)))
+
+
+def _vlan(stp: str) -> int | None:
+    """The one VLAN of a confirmed STP (a provider confirms a single VLAN out of the range asked)."""
+    vlans = stp_vlans(stp)
+    return vlans[0] if vlans and vlans[0] == vlans[1] else None
+
+
+def _uuid(hex32: str) -> str:
+    return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:32]}"

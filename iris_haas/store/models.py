@@ -126,7 +126,9 @@ class Gateway(Base):
 
 
 class Link(Base):
-    """An inter-DC link between two sites, with a capacity that reservations share."""
+    """An inter-DC link between two sites, with a capacity that reservations share. ``static``:
+    bandwidth Iris only books; ``nsi``: a circuit an OGF NSI CS 2.0 provider reserves for each
+    reservation, between two STPs of its network (Iris is the requester)."""
 
     __tablename__ = "links"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -134,6 +136,12 @@ class Link(Base):
     site_a_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
     site_b_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
     capacity_mbps: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8), default="static", server_default="static")
+    nsi_provider: Mapped[str | None] = mapped_column(String(512), default=None, doc="the provider's SOAP endpoint")
+    nsi_provider_nsa: Mapped[str | None] = mapped_column(String(256), default=None)
+    source_stp: Mapped[str | None] = mapped_column(String(256), default=None)
+    dest_stp: Mapped[str | None] = mapped_column(String(256), default=None)
+    service_type: Mapped[str | None] = mapped_column(String(256), default=None)
 
 
 class StoragePool(Base):

@@ -12,17 +12,18 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2] / "iris_haas"
 ANY = {"contract", "planning", "store", "managers", "control", "api", "cli", "linux", "hostd", "agent", "lab",
-       "demo"}
+       "demo", "nsi"}
 ALLOWED = {  # layer -> the layers it may import (itself always)
     "contract": set(),
     "linux": {"contract"},
     "planning": {"contract"},
     "store": {"contract"},
-    "managers": {"contract", "planning", "store"},
-    "control": {"contract", "planning", "store", "managers", "agent.client"},
+    "nsi": {"contract", "agent.client"},  # NSI messages and the requester (providers reached like the agents)
+    "managers": {"contract", "planning", "store", "nsi"},
+    "control": {"contract", "planning", "store", "managers", "agent.client", "nsi"},
     "hostd": {"contract", "linux"},
     "agent": {"contract", "linux", "hostd"},
-    "api": {"contract", "store", "managers", "control", "agent.client"},
+    "api": {"contract", "store", "managers", "control", "agent.client", "nsi"},
     "cli": ANY,
     "lab": ANY - {"cli", "demo"},
     "demo": ANY - {"cli"},
