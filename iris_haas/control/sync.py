@@ -22,8 +22,6 @@ accepts the answer only from a server whose certificate names that host.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
 import threading
@@ -38,6 +36,7 @@ from sqlalchemy.orm import Session
 from iris_haas.contract import failpoints
 from iris_haas.contract.errors import DataPlaneError
 from iris_haas.contract.ops import DesiredState, Op
+from iris_haas.control.desired import DesiredCache, digest_of, op_json
 from iris_haas.store.db import Database
 from iris_haas.store.models import HostSync
 
@@ -148,7 +147,7 @@ class AgentDataPlane:
 
 
 def digest(ops: list[Op]) -> str:
-    return hashlib.sha256(json.dumps([o.model_dump(mode="json") for o in ops], sort_keys=True).encode()).hexdigest()
+    return digest_of(op_json(o) for o in ops)
 
 
 @dataclass(frozen=True)
@@ -159,17 +158,17 @@ class Target:
     url: str | None
     state: DesiredState
     bumped: bool = False  # this refresh gave the host a new generation
-
-
-Derive = Callable[[Session], dict[str, tuple[str | None, list[Op]]]]
+    behind: bool = False  # the host has not acknowledged this generation (as of the refresh)
 
 
 class Syncer:
-    def __init__(self, db: Database, dataplane: DataPlane, derive: Derive, clock: Callable[[], float],
+    def __init__(self, db: Database, dataplane: DataPlane, desired: DesiredCache, clock: Callable[[], float],
                  on_refresh: Callable[[Session, dict[str, HostSync]], None] | None = None,
-                 workers: int = 16):
-        self.db, self.dataplane, self.derive, self.clock = db, dataplane, derive, clock
+                 workers: int = 16, full_every: int = 60):
+        self.db, self.dataplane, self.desired, self.clock = db, dataplane, desired, clock
         self.on_refresh = on_refresh
+        self.full_every = full_every  # every this many reconciler passes, a full derivation (0: never)
+        self._passes = 0
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="iris-push")
         self._host_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
@@ -179,16 +178,26 @@ class Syncer:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ---------------------------------------------------------------- generations
-    def refresh(self) -> dict[str, Target]:
-        """Derive every host's state; bump the generation of each host whose ops changed.
-        Returns every host's target (its newest generation)."""
+    def refresh(self, *, full: bool = False, hosts: Iterable[str] | None = (), tenants: Iterable[int] = ()
+                ) -> dict[str, Target]:
+        """Bring the desired state up to date with the database, deriving again only what the
+        changes since the last refresh concern (everything with ``full``, see
+        :mod:`iris_haas.control.desired`), and bump the generation of each host whose ops
+        changed. Returns the target (newest generation) of each host bumped, of each of
+        ``hosts`` (None: of every host) and of each host where one of ``tenants`` has a part."""
         with self.db.transaction() as s:
             self.db.admission_lock(s)  # one numbering of generations across coordinators
-            derived = self.derive(s)
-            rows = {r.host: r for r in s.scalars(select(HostSync).with_for_update())}
+            derived = self.desired.update(s, full)
+            known = self.desired.hosts()
+            check = known if full else (derived | self.desired.pending) & known
+            wanted = known if hosts is None else (set(hosts) | self.desired.hosts_of(tenants)) & known
+            q = select(HostSync)
+            if not full:
+                q = q.where(HostSync.host.in_(sorted(check | wanted)))
+            rows = {r.host: r for r in s.scalars(q.with_for_update())}
             out: dict[str, Target] = {}
-            for host, (url, ops) in sorted(derived.items()):
-                d = digest(ops)
+            for host in sorted(check | wanted):
+                url, ops, d = self.desired.state(host)
                 row = rows.get(host)
                 if row is None:
                     # no digest yet: every host is sent the coordinator's state once, even an empty
@@ -202,9 +211,12 @@ class Syncer:
                     row.generation += 1
                     row.digest = d
                     row.next_try = 0.0  # a new state is sent at once, whatever the backoff
-                out[host] = Target(host, url, DesiredState(version=row.generation, ops=ops), bumped)
+                if bumped or host in wanted:
+                    out[host] = Target(host, url, DesiredState(version=row.generation, ops=ops), bumped,
+                                       row.acked < row.generation)
             if self.on_refresh is not None:
                 self.on_refresh(s, rows)
+        self.desired.stored(check)
         return out
 
     def behind(self) -> dict[str, tuple[int, int]]:
@@ -269,7 +281,7 @@ class Syncer:
             row = s.get(HostSync, t.host, with_for_update=True)
             if row is not None and row.generation < generation:
                 row.generation = generation
-        return self.refresh()[t.host]
+        return self.refresh(hosts=[t.host])[t.host]
 
     def push(self, targets: Iterable[Target], timeout: float | None = None) -> dict[str, str | None]:
         """Push each target on the pool; wait at most ``timeout`` for them. Returns host ->
@@ -291,10 +303,8 @@ class Syncer:
 
     def sync(self, timeout: float | None = None, only: set[str] | None = None) -> dict[str, str | None]:
         """Refresh, then push every host that is behind (or only those in ``only``)."""
-        targets = self.refresh()
-        behind = self.behind()
-        todo = [t for h, t in targets.items() if h in behind and (only is None or h in only)]
-        return self.push(todo, timeout)
+        targets = self.refresh(hosts=only)
+        return self.push([t for t in targets.values() if t.behind], timeout)
 
     def _poll_one(self, t: Target) -> None:
         """Ask a host what it holds. A host that holds less than it acknowledged was rebuilt (or
@@ -321,7 +331,8 @@ class Syncer:
         """The leader's loop body: every host still behind whose backoff has passed is sent its
         state again; every host not seen for ``poll_every_s`` is asked what it holds. Work in
         flight for a host is not doubled, and nothing here waits for a slow host."""
-        targets = self.refresh()
+        self._passes += 1
+        full = self.full_every > 0 and self._passes % self.full_every == 0
         now = self.clock()
         with self.db.transaction() as s:
             rows = list(s.scalars(select(HostSync)))
@@ -329,6 +340,10 @@ class Syncer:
         for r in rows:
             if r.host not in due and r.attempts == 0 and (r.last_seen is None or now - r.last_seen >= poll_every_s):
                 due[r.host] = "poll"
+        targets = self.refresh(full=full, hosts=due)
+        for host, t in targets.items():
+            if t.bumped:
+                due[host] = "push"
         out: dict[str, str] = {}
         for host, what in sorted(due.items()):
             f = self._inflight.get(host)

@@ -1,0 +1,196 @@
+"""Each host's desired state, kept derived in memory and re-derived in proportion to the change.
+
+A host's op list is the merge of the tenants' parts on it (:func:`iris_haas.planning.by_host`),
+and a tenant's part depends on nothing but that tenant's active reservations and the inventory:
+its bridge and mesh tunnels on a host follow every L1 and export of the tenant on every host,
+its trunks and limits on a gateway follow its sites, and no tenant's part reads another's. So
+:class:`DesiredCache` keeps, per tenant, its part of every host, keyed by the tenant's data-plane
+count (``store.models.bump_data_plane``: moved in the transaction of each change, by whichever
+coordinator made it), and the whole of it keyed by the inventory generation.
+
+:meth:`DesiredCache.update` reads the counts, re-plans only the tenants whose count moved (one
+query of their active allocations), and re-merges only the hosts where such a tenant's part
+changed: the hosts of the reservation's L1s and volumes, the tenant's other mesh members, the
+gateways. A host's generation is bumped only when its merged ops change (their digest), so what
+the incremental path leaves alone is what a full derivation would leave alone. An inventory
+change, an empty cache (a start) or ``full=True`` derives everything from the database again;
+the reconciler asks for that every so often, so a change the counts missed would be repaired,
+and the hosts it repaired are logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from iris_haas import planning
+from iris_haas.contract.ops import Op
+from iris_haas.managers.base import ActiveView, Fleet, Plans, ResourceManager
+from iris_haas.store.models import DATA_PLANE_KEY, Meta
+
+log = logging.getLogger("iris.desired")
+
+Row = tuple[tuple, Op, str]  # an op with its identity and its canonical JSON
+Part = dict[str, list[Row]]  # host -> one tenant's ops there, in planning order
+
+
+def op_json(op: Op) -> str:
+    return json.dumps(op.model_dump(mode="json"), sort_keys=True)
+
+
+def digest_of(jsons: Iterable[str]) -> str:
+    """The digest of an op list from each op's canonical JSON: the SHA-256 of exactly the bytes
+    ``json.dumps([...], sort_keys=True)`` gives for the whole list, so an op shared by many
+    hosts is serialized once."""
+    return hashlib.sha256(("[" + ", ".join(jsons) + "]").encode()).hexdigest()
+
+
+class DesiredCache:
+    """Every host's desired ops and their digest, per tenant part. Thread-safe; :meth:`update`
+    runs inside the refresh's transaction, under the admission lock, so two coordinators never
+    number two different states alike."""
+
+    def __init__(self, managers: Sequence[ResourceManager]):
+        self.managers = list(managers)
+        self._lock = threading.RLock()
+        self.inventory: int | None = None
+        self.fleet: Fleet | None = None
+        self.urls: dict[str, str | None] = {}
+        self.counts: dict[int, int] = {}  # tenant -> the data-plane count its part was planned at
+        self.parts: dict[int, Part] = {}
+        self.on_host: dict[str, set[int]] = {}  # host -> the tenants with a part there
+        self.states: dict[str, tuple[list[Op], str]] = {}  # host -> (ops, digest)
+        # hosts re-merged whose digest host_sync may not hold yet (a refresh that failed after
+        # the update): considered again by the next refresh
+        self.pending: set[str] = set()
+        self.stats = {"full": 0, "incremental": 0, "tenants_planned": 0, "hosts_merged": 0}
+
+    # ---------------------------------------------------------------- reading
+    def hosts(self) -> set[str]:
+        with self._lock:
+            return set(self.states)
+
+    def state(self, host: str) -> tuple[str | None, list[Op], str]:
+        """The host's agent URL, ops and their digest."""
+        with self._lock:
+            ops, d = self.states[host]
+            return self.urls.get(host), ops, d
+
+    def hosts_of(self, tenant_ids: Iterable[int]) -> set[str]:
+        """The hosts where these tenants have a part."""
+        with self._lock:
+            return {h for t in tenant_ids for h in self.parts.get(t, {})}
+
+    def part(self, tenant_id: int) -> dict[str, list[Op]]:
+        with self._lock:
+            return {h: [r[1] for r in rows] for h, rows in self.parts.get(tenant_id, {}).items()}
+
+    def stored(self, hosts: Iterable[str]) -> None:
+        """host_sync now holds these hosts' digests."""
+        with self._lock:
+            self.pending.difference_update(hosts)
+
+    # ---------------------------------------------------------------- deriving
+    def update(self, s: Session, full: bool = False) -> set[str]:
+        """Catch up with the database; returns the hosts whose ops were derived again (every
+        host on a full derivation). The counts are read before the allocations, so a change that
+        commits meanwhile is at worst planned twice, never missed."""
+        with self._lock:
+            inventory = s.scalar(select(Meta.value).where(Meta.key == "inventory"))
+            counts = {int(k[len(DATA_PLANE_KEY):]): v for k, v in
+                      s.execute(select(Meta.key, Meta.value).where(Meta.key.startswith(DATA_PLANE_KEY)))}
+            try:
+                if full or self.fleet is None or inventory != self.inventory:
+                    return self._rebuild(s, inventory, counts)
+                stale = {t for t, v in counts.items() if self.counts.get(t) != v} | (self.parts.keys() - counts.keys())
+                return self._replan(s, stale, counts) if stale else set()
+            except Exception:
+                self.fleet = None  # half updated (a planning error): the next update derives everything
+                raise
+
+    def _plan(self, view: ActiveView) -> dict[int, Part]:
+        plans: Plans = {}
+        for m in self.managers:
+            m.plan(view, plans)
+        self.stats["tenants_planned"] += len(plans)
+        out: dict[int, Part] = {}
+        for tid, t in plans.items():
+            memo: dict[int, tuple[tuple, str]] = {}  # by id(op): the planner shares one op among hosts
+            part: Part = {}
+            for host, ops in planning.by_host(t).items():
+                rows = []
+                for op in ops:
+                    known = memo.get(id(op))
+                    if known is None:
+                        known = memo[id(op)] = (op.ident(), op_json(op))
+                    rows.append((known[0], op, known[1]))
+                part[host] = rows
+            out[tid] = part
+        return out
+
+    def _merge(self, host: str) -> tuple[list[Op], str]:
+        """The host's op list: the tenants' parts in the order of their ids (one order, whichever
+        path derived them), each object once."""
+        tids = sorted(self.on_host.get(host, ()))
+        if len(tids) == 1:
+            rows = self.parts[tids[0]][host]
+        else:
+            seen: dict[tuple, Op] = {}
+            rows = []
+            for tid in tids:
+                for row in self.parts[tid][host]:
+                    new = row[0] not in seen
+                    planning.put(seen, host, row[1], row[0])
+                    if new:
+                        rows.append(row)
+        self.stats["hosts_merged"] += 1
+        return [r[1] for r in rows], digest_of(r[2] for r in rows)
+
+    def _rebuild(self, s: Session, inventory: int | None, counts: dict[int, int]) -> set[str]:
+        fleet = Fleet.load(s)
+        parts = self._plan(ActiveView(s, fleet=fleet))
+        on_host: dict[str, set[int]] = {}
+        for tid, part in parts.items():
+            for h in part:
+                on_host.setdefault(h, set()).add(tid)
+        before, same_inventory = self.states, self.fleet is not None and inventory == self.inventory
+        self.inventory, self.fleet, self.counts, self.parts, self.on_host = inventory, fleet, dict(counts), parts, on_host
+        self.urls = {n.name: n.agent_url for n in fleet.nodes.values()} | {g.name: g.agent_url for g in fleet.gateways}
+        self.states = {h: self._merge(h) for h in sorted(set(self.urls) | set(on_host))}
+        if same_inventory:
+            drift = sorted(h for h, (_, d) in self.states.items() if h in before and before[h][1] != d)
+            if drift:
+                log.warning("a full derivation changed the desired state of %d hosts the incremental path "
+                            "had left: %s", len(drift), ", ".join(drift[:20]))
+        self.stats["full"] += 1
+        self.pending |= set(self.states)
+        return set(self.states)
+
+    def _replan(self, s: Session, stale: set[int], counts: dict[int, int]) -> set[str]:
+        parts = self._plan(ActiveView(s, tenant_ids=stale, fleet=self.fleet))
+        changed: set[str] = set()
+        for tid in stale:
+            old, new = self.parts.pop(tid, {}), parts.get(tid, {})
+            if new:
+                self.parts[tid] = new
+            for h in old.keys() - new.keys():
+                self.on_host[h].discard(tid)
+            for h in new:
+                self.on_host.setdefault(h, set()).add(tid)
+            changed |= {h for h in old.keys() | new.keys()
+                        if [r[2] for r in old.get(h, ())] != [r[2] for r in new.get(h, ())]}
+            if tid in counts:
+                self.counts[tid] = counts[tid]
+            else:
+                self.counts.pop(tid, None)
+        for h in changed:
+            self.states[h] = self._merge(h)
+        self.stats["incremental"] += 1
+        self.pending |= changed
+        return changed
