@@ -161,6 +161,27 @@ class Target:
     behind: bool = False  # the host has not acknowledged this generation (as of the refresh)
 
 
+class _Batch:
+    """The outcomes of one :meth:`Syncer.push` that arrive while it waits: it records them
+    together. Once closed, a late outcome is its worker's to record."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = True
+        self._got: list[tuple[Target, Ack | None, str | None]] = []
+
+    def add(self, t: Target, ack: Ack | None, error: str | None) -> bool:
+        with self._lock:
+            if self._open:
+                self._got.append((t, ack, error))
+            return self._open
+
+    def close(self) -> list[tuple[Target, Ack | None, str | None]]:
+        with self._lock:
+            self._open = False
+            return self._got
+
+
 class Syncer:
     def __init__(self, db: Database, dataplane: DataPlane, desired: DesiredCache, clock: Callable[[], float],
                  on_refresh: Callable[[Session, dict[str, HostSync]], None] | None = None,
@@ -229,15 +250,20 @@ class Syncer:
         with self._locks_lock:
             return self._host_locks.setdefault(host, threading.Lock())
 
-    def _push_one(self, t: Target) -> str | None:
-        """Send one host its state (one push per host at a time); record the outcome."""
+    @staticmethod
+    def _needless(row: HostSync | None, t: Target) -> bool:
+        if row is not None and row.acked >= t.state.version and row.in_sync:
+            return True  # someone else's push got there first
+        return row is not None and row.generation > t.state.version  # a newer state is on its way
+
+    def _push_one(self, t: Target, batch: _Batch | None = None) -> str | None:
+        """Send one host its state (one push per host at a time); record the outcome, or hand it
+        to ``batch`` while its caller still waits (its caller then looked at the row too)."""
         with self._lock_of(t.host):
-            with self.db.transaction() as s:
-                row = s.get(HostSync, t.host)
-                if row is not None and row.acked >= t.state.version and row.in_sync:
-                    return None  # someone else's push got there first
-                if row is not None and row.generation > t.state.version:
-                    return None  # a newer state is on its way to this host
+            if batch is None:
+                with self.db.transaction() as s:
+                    if self._needless(s.get(HostSync, t.host), t):
+                        return None
             try:
                 failpoints.hit(f"push.{t.host}")
                 try:
@@ -251,28 +277,33 @@ class Syncer:
             except Exception as e:  # any transport or agent error: recorded, retried with backoff
                 ack, error = None, f"{type(e).__name__}: {e}"
                 log.warning("push of generation %s to %s failed: %s", t.state.version, t.host, e)
-            now = self.clock()
+            if batch is not None and batch.add(t, ack, error):
+                return error
             with self.db.transaction() as s:
-                row = s.get(HostSync, t.host, with_for_update=True)
-                if row is None:
-                    return error
-                if ack is not None:
-                    row.acked = max(row.acked, min(ack.generation, row.generation))
-                    row.in_sync = ack.in_sync and ack.generation >= row.generation
-                    row.last_seen, row.error, row.attempts, row.next_try = now, None, 0, 0.0
-                    if not row.in_sync:  # it answered but does not hold all of it: try again, slower
-                        error = f"host {t.host} took generation {ack.generation} but is not in sync with it"
-                        if ack.refused:
-                            error += "; its policy refused: " + "; ".join(ack.refused)
-                        row.error, row.attempts = error[:1024], 1
-                        row.next_try = now + 1.0
-                else:
-                    row.in_sync = False
-                    row.error = (error or "")[:1024]
-                    row.attempts += 1
-                    backoff = min(MAX_BACKOFF_S, 0.25 * 2 ** min(row.attempts, 10))
-                    row.next_try = now + backoff * random.uniform(0.8, 1.2)
+                return self._record(s, t, ack, error)
+
+    def _record(self, s: Session, t: Target, ack: Ack | None, error: str | None) -> str | None:
+        now = self.clock()
+        row = s.get(HostSync, t.host, with_for_update=True)
+        if row is None:
             return error
+        if ack is not None:
+            row.acked = max(row.acked, min(ack.generation, row.generation))
+            row.in_sync = ack.in_sync and ack.generation >= row.generation
+            row.last_seen, row.error, row.attempts, row.next_try = now, None, 0, 0.0
+            if not row.in_sync:  # it answered but does not hold all of it: try again, slower
+                error = f"host {t.host} took generation {ack.generation} but is not in sync with it"
+                if ack.refused:
+                    error += "; its policy refused: " + "; ".join(ack.refused)
+                row.error, row.attempts = error[:1024], 1
+                row.next_try = now + 1.0
+        else:
+            row.in_sync = False
+            row.error = (error or "")[:1024]
+            row.attempts += 1
+            backoff = min(MAX_BACKOFF_S, 0.25 * 2 ** min(row.attempts, 10))
+            row.next_try = now + backoff * random.uniform(0.8, 1.2)
+        return error
 
     def _jump(self, t: Target, generation: int) -> Target:
         """Number the host's state past ``generation``; the state sent is derived anew, never the
@@ -285,14 +316,33 @@ class Syncer:
 
     def push(self, targets: Iterable[Target], timeout: float | None = None) -> dict[str, str | None]:
         """Push each target on the pool; wait at most ``timeout`` for them. Returns host ->
-        error (None: acknowledged). A host whose push has not finished in time reports that."""
-        futures: dict[str, Future] = {}
-        for t in targets:
-            futures[t.host] = self._pool.submit(self._push_one, t)
-        done, _ = wait(list(futures.values()), timeout=timeout)
+        error (None: acknowledged). A host whose push has not finished in time reports that.
+        The rows are read once for all the targets, and the outcomes that came in time are
+        recorded in one transaction (a late one is recorded by its worker): two transactions
+        however many hosts, not two per host."""
+        targets = list(targets)
         out: dict[str, str | None] = {}
+        with self.db.transaction() as s:
+            rows = {r.host: r for r in s.scalars(select(HostSync).where(
+                HostSync.host.in_(sorted(t.host for t in targets))))}
+            todo = []
+            for t in targets:
+                if self._needless(rows.get(t.host), t):
+                    out[t.host] = None
+                else:
+                    todo.append(t)
+        batch = _Batch()
+        futures = {t.host: self._pool.submit(self._push_one, t, batch) for t in todo}
+        wait(list(futures.values()), timeout=timeout)
+        arrived = batch.close()
+        if arrived:
+            with self.db.transaction() as s:
+                for t, ack, error in sorted(arrived, key=lambda x: x[0].host):
+                    out[t.host] = self._record(s, t, ack, error)
         for host, f in futures.items():
-            if f in done:
+            if host in out:
+                continue
+            if f.done():
                 try:
                     out[host] = f.result()
                 except Exception as e:  # noqa: BLE001 - a database error while recording
