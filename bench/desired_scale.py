@@ -8,7 +8,9 @@ records what each host was told, as an agent would hold it). Then, ``--samples``
 tenant reserves and commits one more L1 (not timed) and provisions it: the sample is that
 provision call, from the API's transaction through the derivation of the hosts it concerns and the
 push to every host it changed (its new L0, the tenant's other mesh members, the gateway) until
-each acknowledged; the L1 is terminated after (not timed). Last, the reconciler's full resync: every
+each acknowledged; the L1 is terminated after (not timed). Apart from the sample, the states it
+sent are serialized as ``AgentDataPlane`` puts them on the wire (``json_encode_p99_ms``): the
+in-memory data plane keeps the op objects themselves. Last, the reconciler's full resync: every
 host's state derived again from the database and compared with ``host_sync``.
 
 Prints one JSON object: ``incremental_ms`` (p99 of the samples; ``incremental_p50_ms``, and of that
@@ -76,11 +78,19 @@ def l1s(count: int) -> ReserveRequest:
 
 
 class Timed:
-    """Wraps the syncer's refresh and push to time them apart within one provision."""
+    """Wraps the syncer's refresh and push to time them apart within one provision, and notes
+    the states the data plane was sent."""
 
-    def __init__(self, coord: Coordinator):
+    def __init__(self, coord: Coordinator, dp: InMemoryDataPlane):
         self.derive = self.push = 0.0
-        refresh, push = coord.sync.refresh, coord.sync.push
+        self.sent: list = []
+        refresh, push, send = coord.sync.refresh, coord.sync.push, dp.push
+
+        def timed_send(host, url, state):
+            self.sent.append(state)
+            return send(host, url, state)
+
+        dp.push = timed_send  # type: ignore[method-assign]
 
         def timed_refresh(*a, **kw):
             t = time.perf_counter()
@@ -122,25 +132,32 @@ def main() -> int:
             coord.commit(tid, rid)
             coord.provision(tid, rid)
         populate_s = time.perf_counter() - t0
-        active = sum(1 for ops in dp.hosts.values() for o in ops if o["op"] == "l1")
-        timed = Timed(coord)
-        total, derive, push = [], [], []
+        active = sum(1 for st in dp.states.values() for o in st.ops if o.op == "l1")
+        timed = Timed(coord, dp)
+        total, derive, push, encode, hosts = [], [], [], [], []
         for _ in range(args.samples):
             tid = rng.choice(tenants)
             rid = coord.reserve(tid, l1s(1)).id
             coord.commit(tid, rid)
             timed.derive = timed.push = 0.0
+            timed.sent = []
             t = time.perf_counter()
             res = coord.provision(tid, rid)
             total.append(time.perf_counter() - t)
             derive.append(timed.derive)
             push.append(timed.push)
+            # what an agent data plane would serialize for these hosts (not part of the sample)
+            t = time.perf_counter()
+            for st in timed.sent:
+                st.model_dump_json()
+            encode.append(time.perf_counter() - t)
+            hosts.append(len(timed.sent))
             assert res.provision_state == "Provisioned", res.provision_state
             coord.terminate(tid, rid)
         t = time.perf_counter()
         coord.sync.refresh(full=True)
         full_resync_s = time.perf_counter() - t
-        ops = sum(len(v) for v in dp.hosts.values())
+        ops = sum(len(st.ops) for st in dp.states.values())
         out = {
             "nodes": args.nodes, "tenants": args.tenants, "active_l1s": active, "host_ops": ops,
             "samples": len(total),
@@ -148,6 +165,8 @@ def main() -> int:
             "incremental_p50_ms": round(pct(total, 0.5) * 1000, 1),
             "derive_p99_ms": round(pct(derive, 0.99) * 1000, 1),
             "push_p99_ms": round(pct(push, 0.99) * 1000, 1),
+            "hosts_pushed_p50": pct(hosts, 0.5),
+            "json_encode_p99_ms": round(pct(encode, 0.99) * 1000, 1),
             "full_resync_s": round(full_resync_s, 2),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "populate_s": round(populate_s, 1),

@@ -11,8 +11,10 @@ coordinator made it), and the whole of it keyed by the inventory generation.
 :meth:`DesiredCache.update` reads the counts, re-plans only the tenants whose count moved (one
 query of their active allocations), and re-merges only the hosts where such a tenant's part
 changed: the hosts of the reservation's L1s and volumes, the tenant's other mesh members, the
-gateways. A host's generation is bumped only when its merged ops change (their digest), so what
-the incremental path leaves alone is what a full derivation would leave alone. An inventory
+gateways. A host's digest is made of its tenants' part digests (each computed once, when its
+tenant is planned), so re-merging a host costs a list concatenation, not a serialization of
+every op on it; a host's generation is bumped only when that digest changes, so what the
+incremental path leaves alone is what a full derivation would leave alone. An inventory
 change, an empty cache (a start) or ``full=True`` derives everything from the database again;
 the reconciler asks for that every so often, so a change the counts missed would be repaired,
 and the hosts it repaired are logged.
@@ -30,14 +32,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from iris_haas import planning
-from iris_haas.contract.ops import Op
+from iris_haas.contract.errors import DataPlaneError
+from iris_haas.contract.ops import L1Op, Op
 from iris_haas.managers.base import ActiveView, Fleet, Plans, ResourceManager
 from iris_haas.store.models import DATA_PLANE_KEY, Meta
 
 log = logging.getLogger("iris.desired")
 
-Row = tuple[tuple, Op, str]  # an op with its identity and its canonical JSON
-Part = dict[str, list[Row]]  # host -> one tenant's ops there, in planning order
+# One tenant's ops on one host, in planning order; the identities of the objects they make (an
+# L1's NIC too: see DesiredState's check); the SHA-256 of their canonical JSON.
+HostPart = tuple[tuple[Op, ...], tuple[tuple, ...], str]
+Part = dict[str, HostPart]  # host -> the tenant's part there
 
 
 def op_json(op: Op) -> str:
@@ -45,10 +50,14 @@ def op_json(op: Op) -> str:
 
 
 def digest_of(jsons: Iterable[str]) -> str:
-    """The digest of an op list from each op's canonical JSON: the SHA-256 of exactly the bytes
-    ``json.dumps([...], sort_keys=True)`` gives for the whole list, so an op shared by many
-    hosts is serialized once."""
+    """The digest of an op list from each op's canonical JSON (the SHA-256 of what
+    ``json.dumps([...], sort_keys=True)`` gives for the list)."""
     return hashlib.sha256(("[" + ", ".join(jsons) + "]").encode()).hexdigest()
+
+
+def host_digest(parts: Iterable[HostPart]) -> str:
+    """A host's digest: of its tenants' part digests, in the merge's order."""
+    return hashlib.sha256("".join(p[2] for p in parts).encode()).hexdigest()
 
 
 class DesiredCache:
@@ -89,7 +98,7 @@ class DesiredCache:
 
     def part(self, tenant_id: int) -> dict[str, list[Op]]:
         with self._lock:
-            return {h: [r[1] for r in rows] for h, rows in self.parts.get(tenant_id, {}).items()}
+            return {h: list(p[0]) for h, p in self.parts.get(tenant_id, {}).items()}
 
     def stored(self, hosts: Iterable[str]) -> None:
         """host_sync now holds these hosts' digests."""
@@ -121,36 +130,50 @@ class DesiredCache:
         self.stats["tenants_planned"] += len(plans)
         out: dict[int, Part] = {}
         for tid, t in plans.items():
-            memo: dict[int, tuple[tuple, str]] = {}  # by id(op): the planner shares one op among hosts
+            # by id(op): the planner shares one op among the hosts that hold it, so each is
+            # serialized once
+            memo: dict[int, tuple[tuple[tuple, ...], str]] = {}
             part: Part = {}
             for host, ops in planning.by_host(t).items():
-                rows = []
+                keys: list[tuple] = []
+                jsons = []
                 for op in ops:
                     known = memo.get(id(op))
                     if known is None:
-                        known = memo[id(op)] = (op.ident(), op_json(op))
-                    rows.append((known[0], op, known[1]))
-                part[host] = rows
+                        ident = (op.ident(), op.port_op().ident()) if isinstance(op, L1Op) else (op.ident(),)
+                        known = memo[id(op)] = (ident, op_json(op))
+                    keys += known[0]
+                    jsons.append(known[1])
+                if len(set(keys)) != len(keys):
+                    self._conflict(host, [(tuple(ops), tuple(keys), "")])
+                part[host] = (tuple(ops), tuple(keys), digest_of(jsons))
             out[tid] = part
         return out
 
+    @staticmethod
+    def _conflict(host: str, parts: list[HostPart]) -> None:
+        """Two ops for one object on one host: a planning bug, raised (names carry the tenant
+        or the reservation, so no two tenants' decisions may name one object)."""
+        seen: set[tuple] = set()
+        for _, keys, _ in parts:
+            for k in keys:
+                if k in seen:
+                    raise DataPlaneError(f"two ops for {k} on {host}")
+                seen.add(k)
+
     def _merge(self, host: str) -> tuple[list[Op], str]:
         """The host's op list: the tenants' parts in the order of their ids (one order, whichever
-        path derived them), each object once."""
-        tids = sorted(self.on_host.get(host, ()))
-        if len(tids) == 1:
-            rows = self.parts[tids[0]][host]
-        else:
-            seen: dict[tuple, Op] = {}
-            rows = []
-            for tid in tids:
-                for row in self.parts[tid][host]:
-                    new = row[0] not in seen
-                    planning.put(seen, host, row[1], row[0])
-                    if new:
-                        rows.append(row)
+        path derived them). Each part is free of duplicates; between parts a collision is a
+        conflict."""
+        parts = [self.parts[t][host] for t in sorted(self.on_host.get(host, ()))]
+        if len(parts) > 1:
+            keys: set[tuple] = set()
+            for p in parts:
+                keys.update(p[1])
+            if len(keys) != sum(len(p[1]) for p in parts):
+                self._conflict(host, parts)
         self.stats["hosts_merged"] += 1
-        return [r[1] for r in rows], digest_of(r[2] for r in rows)
+        return [op for p in parts for op in p[0]], host_digest(parts)
 
     def _rebuild(self, s: Session, inventory: int | None, counts: dict[int, int]) -> set[str]:
         fleet = Fleet.load(s)
@@ -184,7 +207,7 @@ class DesiredCache:
             for h in new:
                 self.on_host.setdefault(h, set()).add(tid)
             changed |= {h for h in old.keys() | new.keys()
-                        if [r[2] for r in old.get(h, ())] != [r[2] for r in new.get(h, ())]}
+                        if (old[h][2] if h in old else None) != (new[h][2] if h in new else None)}
             if tid in counts:
                 self.counts[tid] = counts[tid]
             else:

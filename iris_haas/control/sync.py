@@ -35,8 +35,8 @@ from sqlalchemy.orm import Session
 
 from iris_haas.contract import failpoints
 from iris_haas.contract.errors import DataPlaneError
-from iris_haas.contract.ops import DesiredState, Op
-from iris_haas.control.desired import DesiredCache, digest_of, op_json
+from iris_haas.contract.ops import DesiredState
+from iris_haas.control.desired import DesiredCache
 from iris_haas.store.db import Database
 from iris_haas.store.models import HostSync
 
@@ -75,10 +75,20 @@ class DataPlane(Protocol):
 
 
 class InMemoryDataPlane:
+    """Keeps the state each host was last sent (the op objects themselves: a state is immutable
+    once derived, so nothing is copied); ``hosts`` shows it as an agent's JSON would."""
+
     def __init__(self) -> None:
-        self.hosts: dict[str, list[dict]] = {}
+        self.states: dict[str, DesiredState] = {}
         self.generations: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    @property
+    def hosts(self) -> dict[str, list[dict]]:
+        """Each host that holds anything: its ops as dicts."""
+        with self._lock:
+            states = dict(self.states)
+        return {h: [op.model_dump() for op in st.ops] for h, st in states.items()}
 
     def push(self, host: str, agent_url: str | None, state: DesiredState) -> Ack:
         with self._lock:
@@ -86,9 +96,9 @@ class InMemoryDataPlane:
                 raise HostAhead(host, self.generations[host])
             self.generations[host] = state.version
             if state.ops:
-                self.hosts[host] = [op.model_dump() for op in state.ops]
+                self.states[host] = state
             else:
-                self.hosts.pop(host, None)
+                self.states.pop(host, None)
         return Ack(state.version, True)
 
     def observe(self, host: str, agent_url: str | None) -> Ack:
@@ -98,7 +108,7 @@ class InMemoryDataPlane:
     def lose(self, host: str) -> None:
         """The host was rebuilt (a reboot that wiped its state): it holds nothing any more."""
         with self._lock:
-            self.hosts.pop(host, None)
+            self.states.pop(host, None)
             self.generations.pop(host, None)
 
 
@@ -144,10 +154,6 @@ class AgentDataPlane:
         with self._client(host, agent_url, min(10.0, self.timeout)) as c:
             r = c.state()
         return Ack(int(r.get("version", 0)), bool(r.get("in_sync", False)))
-
-
-def digest(ops: list[Op]) -> str:
-    return digest_of(op_json(o) for o in ops)
 
 
 @dataclass(frozen=True)
@@ -233,8 +239,10 @@ class Syncer:
                     row.digest = d
                     row.next_try = 0.0  # a new state is sent at once, whatever the backoff
                 if bumped or host in wanted:
-                    out[host] = Target(host, url, DesiredState(version=row.generation, ops=ops), bumped,
-                                       row.acked < row.generation)
+                    # the ops were validated when planned and the merge checked that no two
+                    # name one object (what DesiredState's validator checks): not again per host
+                    out[host] = Target(host, url, DesiredState.model_construct(version=row.generation, ops=ops),
+                                       bumped, row.acked < row.generation)
             if self.on_refresh is not None:
                 self.on_refresh(s, rows)
         self.desired.stored(check)
