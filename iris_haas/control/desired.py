@@ -22,6 +22,7 @@ and the hosts it repaired are logged.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -74,7 +75,9 @@ class DesiredCache:
         self.counts: dict[int, int] = {}  # tenant -> the data-plane count its part was planned at
         self.parts: dict[int, Part] = {}
         self.on_host: dict[str, set[int]] = {}  # host -> the tenants with a part there
-        self.states: dict[str, tuple[list[Op], str]] = {}  # host -> (ops, digest)
+        # host -> its digest; its op list is put together from the parts when asked for (a
+        # concatenation), so the cache holds each (host, op) pair once, in its tenant's part
+        self.digests: dict[str, str] = {}
         # hosts re-merged whose digest host_sync may not hold yet (a refresh that failed after
         # the update): considered again by the next refresh
         self.pending: set[str] = set()
@@ -83,13 +86,13 @@ class DesiredCache:
     # ---------------------------------------------------------------- reading
     def hosts(self) -> set[str]:
         with self._lock:
-            return set(self.states)
+            return set(self.digests)
 
     def state(self, host: str) -> tuple[str | None, list[Op], str]:
         """The host's agent URL, ops and their digest."""
         with self._lock:
-            ops, d = self.states[host]
-            return self.urls.get(host), ops, d
+            d = self.digests[host]
+            return self.urls.get(host), [op for t in sorted(self.on_host.get(host, ())) for op in self.parts[t][host][0]], d
 
     def hosts_of(self, tenant_ids: Iterable[int]) -> set[str]:
         """The hosts where these tenants have a part."""
@@ -161,10 +164,10 @@ class DesiredCache:
                     raise DataPlaneError(f"two ops for {k} on {host}")
                 seen.add(k)
 
-    def _merge(self, host: str) -> tuple[list[Op], str]:
-        """The host's op list: the tenants' parts in the order of their ids (one order, whichever
-        path derived them). Each part is free of duplicates; between parts a collision is a
-        conflict."""
+    def _merge(self, host: str) -> str:
+        """The host's digest: of the tenants' parts in the order of their ids (one order,
+        whichever path derived them; ``state`` concatenates the ops in that order). Each part is
+        free of duplicates; between parts a collision is a conflict."""
         parts = [self.parts[t][host] for t in sorted(self.on_host.get(host, ()))]
         if len(parts) > 1:
             keys: set[tuple] = set()
@@ -173,27 +176,33 @@ class DesiredCache:
             if len(keys) != sum(len(p[1]) for p in parts):
                 self._conflict(host, parts)
         self.stats["hosts_merged"] += 1
-        return [op for p in parts for op in p[0]], host_digest(parts)
+        return host_digest(parts)
 
     def _rebuild(self, s: Session, inventory: int | None, counts: dict[int, int]) -> set[str]:
+        gc.unfreeze()  # what the last full derivation kept from the collector may be garbage now
         fleet = Fleet.load(s)
         parts = self._plan(ActiveView(s, fleet=fleet))
         on_host: dict[str, set[int]] = {}
         for tid, part in parts.items():
             for h in part:
                 on_host.setdefault(h, set()).add(tid)
-        before, same_inventory = self.states, self.fleet is not None and inventory == self.inventory
+        before, same_inventory = self.digests, self.fleet is not None and inventory == self.inventory
         self.inventory, self.fleet, self.counts, self.parts, self.on_host = inventory, fleet, dict(counts), parts, on_host
         self.urls = {n.name: n.agent_url for n in fleet.nodes.values()} | {g.name: g.agent_url for g in fleet.gateways}
-        self.states = {h: self._merge(h) for h in sorted(set(self.urls) | set(on_host))}
+        self.digests = {h: self._merge(h) for h in sorted(set(self.urls) | set(on_host))}
         if same_inventory:
-            drift = sorted(h for h, (_, d) in self.states.items() if h in before and before[h][1] != d)
+            drift = sorted(h for h, d in self.digests.items() if h in before and before[h] != d)
             if drift:
                 log.warning("a full derivation changed the desired state of %d hosts the incremental path "
                             "had left: %s", len(drift), ", ".join(drift[:20]))
         self.stats["full"] += 1
-        self.pending |= set(self.states)
-        return set(self.states)
+        # The cache lives until the next full derivation: kept out of the collector's full
+        # passes, which would otherwise walk every op of every host each time (a pause of a
+        # tenth of a second or more in an API call, at 10,000 L1s). Until then, only objects
+        # made since are collected; a cycle among the frozen ones waits for the next unfreeze.
+        gc.freeze()
+        self.pending |= set(self.digests)
+        return set(self.digests)
 
     def _replan(self, s: Session, stale: set[int], counts: dict[int, int]) -> set[str]:
         parts = self._plan(ActiveView(s, tenant_ids=stale, fleet=self.fleet))
@@ -213,7 +222,7 @@ class DesiredCache:
             else:
                 self.counts.pop(tid, None)
         for h in changed:
-            self.states[h] = self._merge(h)
+            self.digests[h] = self._merge(h)
         self.stats["incremental"] += 1
         self.pending |= changed
         return changed

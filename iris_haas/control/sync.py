@@ -290,9 +290,10 @@ class Syncer:
             with self.db.transaction() as s:
                 return self._record(s, t, ack, error)
 
-    def _record(self, s: Session, t: Target, ack: Ack | None, error: str | None) -> str | None:
+    def _record(self, s: Session, t: Target, ack: Ack | None, error: str | None,
+                row: HostSync | None = None) -> str | None:
         now = self.clock()
-        row = s.get(HostSync, t.host, with_for_update=True)
+        row = row if row is not None else s.get(HostSync, t.host, with_for_update=True)
         if row is None:
             return error
         if ack is not None:
@@ -345,8 +346,10 @@ class Syncer:
         arrived = batch.close()
         if arrived:
             with self.db.transaction() as s:
-                for t, ack, error in sorted(arrived, key=lambda x: x[0].host):
-                    out[t.host] = self._record(s, t, ack, error)
+                locked = {r.host: r for r in s.scalars(select(HostSync).where(
+                    HostSync.host.in_(sorted(t.host for t, _, _ in arrived))).with_for_update())}
+                for t, ack, error in arrived:
+                    out[t.host] = self._record(s, t, ack, error, locked.get(t.host))
         for host, f in futures.items():
             if host in out:
                 continue

@@ -49,8 +49,12 @@ def by_host(t: Tenant) -> dict[str, list[Op]]:
     """One tenant's part of each host's op list: what the coordinator keeps per tenant, so that a
     change of one tenant re-plans that tenant alone."""
     per_host: dict[str, dict[tuple, Op]] = {}
+    idents: dict[int, tuple] = {}  # by id(op): the planner gives one op to many hosts
     for host, op in plan_tenant(t):
-        put(per_host.setdefault(host, {}), host, op)
+        key = idents.get(id(op))
+        if key is None:
+            key = idents[id(op)] = op.ident()
+        put(per_host.setdefault(host, {}), host, op, key)
     return {h: list(ops.values()) for h, ops in per_host.items()}
 
 
