@@ -100,7 +100,7 @@ class Coordinator:
         provision_timeout_s: float = 180.0,
         poll_interval_s: float = 5.0,
         end_warning_s: float = 600.0,
-        full_resync_every: int = 60,
+        full_resync_every: int = 300,
     ):
         self.db = db
         self.hold_timeout_s = hold_timeout_s

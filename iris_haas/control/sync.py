@@ -191,7 +191,7 @@ class _Batch:
 class Syncer:
     def __init__(self, db: Database, dataplane: DataPlane, desired: DesiredCache, clock: Callable[[], float],
                  on_refresh: Callable[[Session, dict[str, HostSync]], None] | None = None,
-                 workers: int = 16, full_every: int = 60):
+                 workers: int = 16, full_every: int = 300):
         self.db, self.dataplane, self.desired, self.clock = db, dataplane, desired, clock
         self.on_refresh = on_refresh
         self.full_every = full_every  # every this many reconciler passes, a full derivation (0: never)
