@@ -18,7 +18,7 @@ import shutil
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -46,6 +46,7 @@ steps = st.lists(
         *[st.tuples(st.just(name), st.integers(0, 6)) for name in
           ("commit", "commit", "provision", "provision", "release", "terminate", "abort")],
         st.tuples(st.just("modify"), st.integers(0, 6), st.integers(1, 3), st.integers(0, 2)),
+        st.tuples(st.just("tick"), st.integers(1, 3)),
         st.tuples(st.just("tick"), st.integers(1, 3)),
     ),
     min_size=1, max_size=30,
@@ -94,6 +95,9 @@ def reference(s, coord: Coordinator) -> dict[str, dict[tuple, object]]:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequence=steps)
+# the scheduler's changes: a start time activates, an end time ends (an L1 and an exported volume)
+@example(sequence=[("up", 0, "a", 2, 1, 100, True, True, 1), ("up", 0, "b", 1, 1, 0, False, False, 0),
+                   ("tick", 2), ("tick", 3)])
 def test_incremental_desired_state_equals_a_full_derivation(tmp_path, template, sequence):
     path = tmp_path / f"{uuid.uuid4().hex}.db"
     shutil.copy(template, path)
