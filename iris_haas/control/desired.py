@@ -41,8 +41,9 @@ from iris_haas.store.models import DATA_PLANE_KEY, Meta
 log = logging.getLogger("iris.desired")
 
 # One tenant's ops on one host, in planning order; the identities of the objects they make (an
-# L1's NIC too: see DesiredState's check); the SHA-256 of their canonical JSON.
-HostPart = tuple[tuple[Op, ...], tuple[tuple, ...], str]
+# L1's NIC too: see DesiredState's check), as a set that keeps their hashes, so the merge's
+# check for collisions between tenants hashes nothing again; the SHA-256 of their canonical JSON.
+HostPart = tuple[tuple[Op, ...], frozenset[tuple], str]
 Part = dict[str, HostPart]  # host -> the tenant's part there
 
 
@@ -147,22 +148,22 @@ class DesiredCache:
                         known = memo[id(op)] = (ident, op_json(op))
                     keys += known[0]
                     jsons.append(known[1])
-                if len(set(keys)) != len(keys):
-                    self._conflict(host, [(tuple(ops), tuple(keys), "")])
-                part[host] = (tuple(ops), tuple(keys), digest_of(jsons))
+                unique = frozenset(keys)
+                if len(unique) != len(keys):
+                    self._conflict(host, [(tuple(ops), frozenset(), "")], keys)
+                part[host] = (tuple(ops), unique, digest_of(jsons))
             out[tid] = part
         return out
 
     @staticmethod
-    def _conflict(host: str, parts: list[HostPart]) -> None:
+    def _conflict(host: str, parts: list[HostPart], keys: Iterable[tuple] = ()) -> None:
         """Two ops for one object on one host: a planning bug, raised (names carry the tenant
         or the reservation, so no two tenants' decisions may name one object)."""
         seen: set[tuple] = set()
-        for _, keys, _ in parts:
-            for k in keys:
-                if k in seen:
-                    raise DataPlaneError(f"two ops for {k} on {host}")
-                seen.add(k)
+        for k in [*keys, *(k for p in parts for k in p[1])]:
+            if k in seen:
+                raise DataPlaneError(f"two ops for {k} on {host}")
+            seen.add(k)
 
     def _merge(self, host: str) -> str:
         """The host's digest: of the tenants' parts in the order of their ids (one order,

@@ -23,14 +23,14 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from iris_haas import planning
-from iris_haas.contract.errors import IrisError
+from iris_haas.contract.errors import DataPlaneError, IrisError
 from iris_haas.control.desired import DesiredCache
 from iris_haas.control.engine import Coordinator
 from iris_haas.control.schemas import ModifyRequest, ReserveRequest, from_epoch
 from iris_haas.control.sync import InMemoryDataPlane
 from iris_haas.managers.base import ActiveView, Plans
 from iris_haas.store.db import Database
-from iris_haas.store.models import Criteria, Gateway, Link, Node, Site, StoragePool, Tenant
+from iris_haas.store.models import Allocation, Criteria, Gateway, Link, Node, Site, StoragePool, Tenant
 from tests.conftest import Clock
 
 TENANTS, NODES = 4, 5
@@ -216,6 +216,33 @@ def test_a_change_the_counts_missed_is_repaired_by_the_full_derivation(tmp_path,
         assert node in caplog.text
         row = next(r for r in coord.sync.hosts() if r.host == node)
         assert row.acked == row.generation and row.in_sync
+    finally:
+        coord.close()
+        db.dispose()
+
+
+def test_two_tenants_naming_one_object_on_a_host_is_refused_not_merged(tmp_path, template):
+    """Names carry the tenant or the reservation, so two tenants' ops for one object on one
+    host are a planning bug: the merge raises instead of picking one (here the database is
+    edited by hand so that two tenants' L1s share a name and an L0)."""
+    path = tmp_path / "iris.db"
+    shutil.copy(template, path)
+    db = Database(f"sqlite:///{path}")
+    coord = Coordinator(db, dataplane=InMemoryDataPlane(), clock=Clock())
+    try:
+        with db.transaction() as s:
+            tids = list(s.scalars(select(Tenant.id).order_by(Tenant.id).limit(2)))
+        rids = []
+        for tid in tids:
+            rids.append(coord.reserve(tid, ReserveRequest(duration_s=3600, items=[
+                {"kind": "compute", "count": 1, "cpus": 1, "memory_mb": 64, "disk_gb": 0}])).id)
+            coord.commit(None, rids[-1])
+            coord.provision(None, rids[-1])
+        with db.transaction() as s:
+            a, b = (s.scalars(select(Allocation).where(Allocation.reservation_id == r)).one() for r in rids)
+            b.resource_id, b.detail = a.resource_id, {**b.detail, "l1": a.detail["l1"]}
+        with pytest.raises(DataPlaneError, match="two ops for"):
+            coord.sync.refresh(full=True)
     finally:
         coord.close()
         db.dispose()
