@@ -5,9 +5,11 @@ state, which only grows (bumped when the derived op list changes: a digest of it
 generation the host last **acknowledged**, whether its agent found the host **in sync**, when it
 was **last seen**, and the last error with a backoff for the next try.
 
-:meth:`Syncer.refresh` derives every host's op list from the database (under the admission lock,
-so two coordinators never number two different states alike) and bumps the generations that
-changed. :meth:`Syncer.push` sends each host that is behind its whole state, every host at once
+:meth:`Syncer.refresh` brings the desired state up to date with the database (under the
+admission lock, so two coordinators never number two different states alike): only the tenants
+whose data plane changed since are planned again and only the hosts where their part changed are
+compared (:mod:`iris_haas.control.desired`; every host on start, after an inventory change and
+every ``full_every`` reconciler passes), and the generations that changed are bumped. :meth:`Syncer.push` sends each host that is behind its whole state, every host at once
 on a pool of threads, each call bounded in time: a black-holed agent delays only the calls that
 wait for that host, never another host's push. The leader's scheduler runs
 :meth:`Syncer.reconcile` on every tick, so a host that missed a push (down, unreachable,
