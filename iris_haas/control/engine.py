@@ -1,8 +1,9 @@
 """The resource coordinator: NSI state machines over the managers, with two-phase commit.
 
 Every public method is one database transaction: it either applies completely or not at all.
-Desired data-plane state is derived from the active reservations (``desired_states``) and pushed
-to the hosts whose state changed, after the transaction commits.
+Desired data-plane state is derived from the active reservations, per tenant, as each transaction
+changes them (:mod:`iris_haas.control.desired`), and pushed to the hosts whose state changed,
+after the transaction commits.
 """
 
 from __future__ import annotations
@@ -707,10 +708,10 @@ class Coordinator:
             return tenant_events(s, tenant_id, after, limit)
 
     def desired_state(self, host: str) -> DesiredState:
-        states = self.desired_states()
-        if host not in states:
+        targets = self.sync.refresh(hosts=[host])  # that host's alone, not every host's
+        if host not in targets:
             raise NotFound(f"no node or gateway named {host}")
-        return states[host][1]
+        return targets[host].state
 
     def availability(
         self,
