@@ -114,10 +114,13 @@ class DesiredCache:
         """Catch up with the database; returns the hosts whose ops were derived again (every
         host on a full derivation). The counts are read before the allocations, so a change that
         commits meanwhile is at worst planned twice, never missed."""
+        # Read before taking the cache's lock: the first statement is what waits for the
+        # database's write lock (BEGIN IMMEDIATE on SQLite), and a thread that holds it may be
+        # waiting for the cache's lock (``part``, inside a transaction of its own).
+        inventory = s.scalar(select(Meta.value).where(Meta.key == "inventory"))
+        counts = {int(k[len(DATA_PLANE_KEY):]): v for k, v in
+                  s.execute(select(Meta.key, Meta.value).where(Meta.key.startswith(DATA_PLANE_KEY)))}
         with self._lock:
-            inventory = s.scalar(select(Meta.value).where(Meta.key == "inventory"))
-            counts = {int(k[len(DATA_PLANE_KEY):]): v for k, v in
-                      s.execute(select(Meta.key, Meta.value).where(Meta.key.startswith(DATA_PLANE_KEY)))}
             try:
                 if full or self.fleet is None or inventory != self.inventory:
                     return self._rebuild(s, inventory, counts)

@@ -15,6 +15,8 @@ processes behind one API would be. After each step, on every host:
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 import uuid
 
 import pytest
@@ -243,6 +245,31 @@ def test_two_tenants_naming_one_object_on_a_host_is_refused_not_merged(tmp_path,
             b.resource_id, b.detail = a.resource_id, {**b.detail, "l1": a.detail["l1"]}
         with pytest.raises(DataPlaneError, match="two ops for"):
             coord.sync.refresh(full=True)
+    finally:
+        coord.close()
+        db.dispose()
+
+
+def test_a_refresh_waiting_for_the_database_does_not_hold_the_cache(tmp_path, template):
+    """A refresh first waits for the database's write lock, then takes the cache's: a thread that
+    holds the write lock and reads the cache (a confirmation reading a tenant's part) is never
+    left waiting for a refresh that waits for it."""
+    path = tmp_path / "iris.db"
+    shutil.copy(template, path)
+    db = Database(f"sqlite:///{path}")
+    coord = Coordinator(db, dataplane=InMemoryDataPlane(), clock=Clock())
+    try:
+        coord.sync.refresh()
+        with db.transaction() as s:
+            s.execute(select(Tenant.id)).all()  # this transaction now holds SQLite's write lock
+            refresh = threading.Thread(target=coord.sync.refresh)
+            refresh.start()
+            time.sleep(0.3)  # the refresh is waiting for the database now
+            t = time.monotonic()
+            coord.desired.part(1)
+            assert time.monotonic() - t < 1.0
+        refresh.join(10)
+        assert not refresh.is_alive()
     finally:
         coord.close()
         db.dispose()
