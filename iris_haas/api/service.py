@@ -52,7 +52,7 @@ def build(settings: Settings, dataplane: DataPlane | None = None, *, scheduler: 
     coordinator = Coordinator(db, hold_timeout_s=settings.hold_timeout_s, dataplane=dataplane,
                               push_timeout_s=settings.push_timeout_s, provision_timeout_s=settings.provision_timeout_s,
                               poll_interval_s=settings.poll_interval_s, end_warning_s=settings.end_warning_s,
-                              nsi=requester)
+                              nsi=requester, full_resync_every=settings.full_resync_every)
     app = create_app(coordinator, admin_token(settings),
                      scheduler_interval=settings.scheduler_interval_s if scheduler else None,
                      heartbeat_s=settings.events_heartbeat_s, stream_lasts_s=settings.events_stream_s,

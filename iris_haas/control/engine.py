@@ -1,8 +1,9 @@
 """The resource coordinator: NSI state machines over the managers, with two-phase commit.
 
 Every public method is one database transaction: it either applies completely or not at all.
-Desired data-plane state is derived from the active reservations (``desired_states``) and pushed
-to the hosts whose state changed, after the transaction commits.
+Desired data-plane state is derived from the active reservations, per tenant, as each transaction
+changes them (:mod:`iris_haas.control.desired`), and pushed to the hosts whose state changed,
+after the transaction commits.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ import copy
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from iris_haas import planning
 from iris_haas.contract import failpoints
 from iris_haas.contract.errors import (
     DataPlaneError,
@@ -29,7 +29,7 @@ from iris_haas.contract.errors import (
     ReserveFailed,
     VersionConflict,
 )
-from iris_haas.contract.ops import DesiredState, Op
+from iris_haas.contract.ops import DesiredState
 from iris_haas.contract.types import (
     HORIZON_S,
     L1Kind,
@@ -39,12 +39,13 @@ from iris_haas.contract.types import (
     ReservationState,
     ServiceModel,
 )
+from iris_haas.control.desired import DesiredCache
 from iris_haas.control.events import tenant_events
 from iris_haas.control.lease import Lease
 from iris_haas.control.schemas import ModifyRequest, ReserveRequest, from_epoch, to_epoch
 from iris_haas.control.states import LIFECYCLE, MACHINES, PROVISION, RESERVATION
 from iris_haas.control.sync import DataPlane, InMemoryDataPlane, Syncer, Target
-from iris_haas.managers.base import ActiveView, Context, Plans, Query, ResourceManager, segment_of
+from iris_haas.managers.base import Context, Query, ResourceManager, segment_of
 from iris_haas.managers.crm import ComputeManager
 from iris_haas.managers.nrm import NetworkManager
 from iris_haas.managers.srm import StorageManager
@@ -62,6 +63,7 @@ from iris_haas.store.models import (
     Site,
     StoragePool,
     Tenant,
+    bump_data_plane,
     bump_inventory,
     give_tunnel_key,
     next_number,
@@ -107,6 +109,7 @@ class Coordinator:
         poll_interval_s: float = 5.0,
         end_warning_s: float = 600.0,
         nsi: Requester | None = None,
+        full_resync_every: int = 300,
     ):
         self.db = db
         self.hold_timeout_s = hold_timeout_s
@@ -117,7 +120,6 @@ class Coordinator:
         self.push_timeout_s, self.provision_timeout_s = push_timeout_s, provision_timeout_s
         self.poll_interval_s = poll_interval_s
         self.end_warning_s = end_warning_s  # endingSoon this long before a reservation's end (0: never)
-        self.sync = Syncer(db, self.dataplane, self._derive, clock, on_refresh=self._drain)
         self.lease = Lease(db)
         self.nsi = nsi  # Iris as an NSI requester, for the links of kind nsi
         if nsi is not None:
@@ -126,6 +128,11 @@ class Coordinator:
         self.managers: dict[str, ResourceManager] = {"network": network, "compute": compute, "storage": storage}
         # NSI: commit the externally controlled part (the network path) first, then what Iris controls.
         self.commit_order: list[ResourceManager] = [network, compute, storage]
+        # every host's desired state, re-derived per tenant as its data plane changes; the
+        # reconciler derives all of it again every ``full_resync_every`` passes
+        self.desired = DesiredCache(self.commit_order)
+        self.sync = Syncer(db, self.dataplane, self.desired, clock, on_refresh=self._drain,
+                           full_every=full_resync_every)
 
     def close(self) -> None:
         """Give up the leadership (another coordinator takes over at once) and stop pushing."""
@@ -212,37 +219,39 @@ class Coordinator:
         if not active and not res.data_plane_active:
             return False
         res.data_plane_active = active
+        # counted at the end of the transaction (``_count``): the tenant's part is planned again
+        s.info.setdefault("data_plane_tenants", set()).add(res.tenant_id)
         # decided, not yet confirmed: provision records the confirmation once its hosts hold it
         self._event(s, res, "dataPlaneStateChange", active=active, version=res.committed_version,
                     versionConsistent=False)
         return True
 
-    def _derive(self, s: Session) -> dict[str, tuple[str | None, list[Op]]]:
-        """Every host's desired ops (and agent URL): each manager adds its part of the planning
-        inputs from the active reservations; the planning layer decides the ops."""
-        view = ActiveView(s)
-        plans: Plans = {}
-        for m in self.commit_order:
-            m.plan(view, plans)
-        hosts = [n.name for n in view.nodes.values()] + [g.name for g in view.gateways]
-        per_host = planning.desired(plans.values(), hosts)
-        urls = {n.name: n.agent_url for n in view.nodes.values()} | {g.name: g.agent_url for g in view.gateways}
-        return {h: (urls.get(h), ops) for h, ops in per_host.items()}
+    @staticmethod
+    def _count(s: Session) -> None:
+        """Count the data-plane changes of this transaction (``_sync``) per tenant. Last in the
+        transaction, after every reservation lock it takes: a transaction that holds a count's
+        row lock waits for no reservation, so no two wait for each other."""
+        bump_data_plane(s, s.info.pop("data_plane_tenants", ()))
 
     def desired_states(self) -> dict[str, tuple[str | None, DesiredState]]:
         """Every host's desired state (agent URL, ops at their generation)."""
-        targets = self.sync.refresh()
+        targets = self.sync.refresh(hosts=None)
         return {h: (t.url, t.state) for h, t in targets.items()}
 
     def _drain(self, s: Session, rows: dict[str, HostSync]) -> None:
         """Draining allocations: note the generation that removes each from its host, and free
-        those whose host has acknowledged it (or that no host holds)."""
-        nodes = {n.id: n.name for n in s.scalars(select(Node))}
-        pools = {p.id: p.host for p in s.scalars(select(StoragePool))}
-        for a in s.scalars(select(Allocation).where(Allocation.resource_kind.in_(["node", "pool"]),
-                                                    Allocation.status == calendar.DRAINING)):
+        those whose host has acknowledged it (or that no host holds). ``rows``: the host_sync
+        rows at hand; any other is read."""
+        draining = list(s.scalars(select(Allocation).where(Allocation.resource_kind.in_(["node", "pool"]),
+                                                           Allocation.status == calendar.DRAINING)))
+        if not draining:
+            return
+        ids = {k: {a.resource_id for a in draining if a.resource_kind == k} for k in ("node", "pool")}
+        nodes = dict(s.execute(select(Node.id, Node.name).where(Node.id.in_(ids["node"]))).all())
+        pools = dict(s.execute(select(StoragePool.id, StoragePool.host).where(StoragePool.id.in_(ids["pool"]))).all())
+        for a in draining:
             host = nodes.get(a.resource_id) if a.resource_kind == "node" else pools.get(a.resource_id)
-            row = rows.get(host) if host else None
+            row = (rows.get(host) or s.get(HostSync, host)) if host else None
             if row is None:
                 s.delete(a)
                 continue
@@ -259,7 +268,7 @@ class Coordinator:
 
     def _purge(self) -> None:
         with self.db.transaction() as s:
-            self._drain(s, {r.host: r for r in s.scalars(select(HostSync))})
+            self._drain(s, {})
 
     def _acked(self, generations: dict[str, int]) -> dict[str, bool]:
         """Whether each host holds (at least) the given generation and is in sync with it."""
@@ -267,17 +276,17 @@ class Coordinator:
             rows = {r.host: r for r in s.scalars(select(HostSync).where(HostSync.host.in_(list(generations))))}
         return {h: h in rows and rows[h].acked >= g and rows[h].in_sync for h, g in generations.items()}
 
-    @staticmethod
-    def _hosts_of(targets: dict[str, Target], rid: str, tenant_owner: str, bridge: str) -> dict[str, int]:
+    def _hosts_of(self, targets: dict[str, Target], res: Reservation, tenant: Tenant) -> dict[str, int]:
         """The hosts a reservation's data plane is on (its own ops, and its tenant's bridge and
-        tunnels on its segment), each with the generation that carries it."""
+        tunnels on its segment), each with the generation that carries it. Read from the tenant's
+        part alone: every op of the reservation or its segment is the tenant's. ``targets`` holds
+        the tenant's hosts (``refresh(tenants=...)``)."""
+        owner, bridge = f"tenant:{tenant.name}", segment_of(res, tenant).bridge
         out = {}
-        for h, t in targets.items():
-            for o in t.state.ops:
-                on_segment = o.owner == tenant_owner and bridge in (getattr(o, "bridge", None), getattr(o, "name", None))
-                if o.owner == rid or on_segment:
-                    out[h] = t.state.version
-                    break
+        for h, ops in self.desired.part(tenant.id).items():
+            if h in targets and any(o.owner == res.id or (o.owner == owner and bridge in (
+                    getattr(o, "bridge", None), getattr(o, "name", None))) for o in ops):
+                out[h] = targets[h].state.version
         return out
 
     def _confirm(self, rid: str, targets: dict[str, Target]) -> None:
@@ -290,7 +299,7 @@ class Coordinator:
                 return
             tenant = s.get_one(Tenant, res.tenant_id)
             if res.data_plane_active:
-                hosts = self._hosts_of(targets, rid, f"tenant:{tenant.name}", segment_of(res, tenant).bridge)
+                hosts = self._hosts_of(targets, res, tenant)
             else:
                 hosts = {h: t.state.version for h, t in targets.items() if t.bumped}
             rows = {r.host: r for r in s.scalars(select(HostSync).where(HostSync.host.in_(list(hosts))))}
@@ -298,12 +307,13 @@ class Coordinator:
                 self._event(s, res, "dataPlaneStateChange", active=res.data_plane_active,
                             version=res.committed_version, versionConsistent=True, hosts=sorted(hosts))
 
-    def _push(self, step: str, timeout: float | None = None) -> tuple[dict[str, Target], dict[str, str | None]]:
-        """After a transaction that may have changed the data plane: new generations, then every
-        host that is behind is sent its state (waiting at most ``timeout``)."""
-        targets = self.sync.refresh()
-        behind = self.sync.behind()
-        results = self.sync.push([t for h, t in targets.items() if h in behind],
+    def _push(self, step: str, timeout: float | None = None, tenants: Iterable[int] = ()
+              ) -> tuple[dict[str, Target], dict[str, str | None]]:
+        """After a transaction that may have changed the data plane: new generations for the hosts
+        the change concerns, then each of them that is behind (and each host of ``tenants``) is
+        sent its state (waiting at most ``timeout``). Any other host behind is the reconciler's."""
+        targets = self.sync.refresh(tenants=tenants)
+        results = self.sync.push([t for t in targets.values() if t.behind],
                                  self.push_timeout_s if timeout is None else timeout)
         self._purge()
         return targets, results
@@ -315,13 +325,14 @@ class Coordinator:
             if admission:
                 self.db.admission_lock(s)
             result = fn(s)
+            self._count(s)
             failpoints.hit(f"{step}.before_commit")
         failpoints.hit(f"{step}.after_commit")
         outcome, changed = result if isinstance(result, tuple) else (result, False)
         failures = []
         if changed:
             # the database is the truth from here: a host not reached now is the reconciler's
-            targets, results = self._push(step)
+            targets, results = self._push(step, tenants=[outcome.reservation.tenant_id])
             failures = [f"{h}: {e}" for h, e in sorted(results.items()) if e]
             self._confirm(outcome.reservation.id, targets)
         elif self._draining():
@@ -456,11 +467,11 @@ class Coordinator:
             self._sync(s, res, now)
             active = res.data_plane_active
             tenant = s.get_one(Tenant, res.tenant_id)
-            owner, bridge = f"tenant:{tenant.name}", segment_of(res, tenant).bridge
+            self._count(s)
             failpoints.hit("provision.before_commit")
         failpoints.hit("provision.after_commit")
-        targets, results = self._push("provision", self.provision_timeout_s)
-        mine = self._hosts_of(targets, rid, owner, bridge) if active else {}
+        targets, results = self._push("provision", self.provision_timeout_s, tenants=[tenant.id])
+        mine = self._hosts_of(targets, res, tenant) if active else {}
         missing = sorted(h for h, ok in self._acked(mine).items() if not ok)
 
         def finish(s: Session):
@@ -540,6 +551,7 @@ class Coordinator:
                 for res in s.scalars(select(Reservation).where(Reservation.id.in_(holding))
                                      .order_by(Reservation.id).with_for_update()):
                     changed |= self._force_end(s, res, f"node {name} is down")
+            self._count(s)
         if changed:
             self._push("node_down")
         return node
@@ -611,6 +623,7 @@ class Coordinator:
                 changed |= self._sync(s, res, now)
                 counts["activated"] += 1
             counts["warned"] = self._warn_ending(s, now)
+            self._count(s)
         if changed:  # what this tick changed is pushed at once, waiting a little for it
             self._push("tick", timeout=min(5.0, self.push_timeout_s))
         # the reconciler: every host still behind its generation is sent its state again (with
@@ -642,19 +655,18 @@ class Coordinator:
         it, failed (Released, errorEvent) when they still do not after twice the provision
         timeout. No reservation stays in Provisioning for ever."""
         with self.db.transaction() as s:
-            stuck = list(s.scalars(select(Reservation.id).where(
-                Reservation.provision_state == ProvisionState.PROVISIONING)))
+            stuck = dict(s.execute(select(Reservation.id, Reservation.tenant_id).where(
+                Reservation.provision_state == ProvisionState.PROVISIONING)).all())
         if not stuck:
             return
-        targets = self.sync.refresh()
+        targets = self.sync.refresh(tenants=set(stuck.values()))
         for rid in stuck:
             with self.db.transaction() as s:
                 res = self._load(s, rid, None)
                 if res.provision_state != ProvisionState.PROVISIONING:
                     continue
                 tenant = s.get_one(Tenant, res.tenant_id)
-                mine = (self._hosts_of(targets, rid, f"tenant:{tenant.name}", segment_of(res, tenant).bridge)
-                        if res.data_plane_active else {})
+                mine = self._hosts_of(targets, res, tenant) if res.data_plane_active else {}
                 rows = {r.host: r for r in s.scalars(select(HostSync).where(HostSync.host.in_(list(mine))))}
                 missing = sorted(h for h, g in mine.items()
                                  if not (h in rows and rows[h].acked >= g and rows[h].in_sync))
@@ -671,6 +683,7 @@ class Coordinator:
                                 message="the data plane did not take the reservation: "
                                         + "; ".join(f"{h}: did not confirm in time" for h in missing))
                     self._sync(s, res, now)
+                self._count(s)
 
     # ---------------------------------------------------------------- NSI provider notifications
     def nsi_notification(self, msg: Message, peer: str) -> None:
@@ -751,10 +764,10 @@ class Coordinator:
             return tenant_events(s, tenant_id, after, limit)
 
     def desired_state(self, host: str) -> DesiredState:
-        states = self.desired_states()
-        if host not in states:
+        targets = self.sync.refresh(hosts=[host])  # that host's alone, not every host's
+        if host not in targets:
             raise NotFound(f"no node or gateway named {host}")
-        return states[host][1]
+        return targets[host].state
 
     def availability(
         self,

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     token: str | None = Field(default=None, description="the CLI's API token (admin or tenant)")
     ca_file: Path | None = Field(default=None, description="the CLI trusts this CA for an https:// api_url (default: "
                                  "the system's)")
+    full_resync_every: int = Field(default=300, ge=0, description="every this many scheduler passes the leader "
+                                   "derives every host's desired state again from the database (0: only at start "
+                                   "and on inventory changes); between them only what a change concerns is derived")
     end_warning_s: float = Field(default=600.0, ge=0, le=86400, description="an endingSoon event this long before "
                                  "each reservation's end (0: none)")
     events_heartbeat_s: float = Field(default=15.0, gt=0, le=3600, description="how often an idle event stream "

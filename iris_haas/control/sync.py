@@ -5,9 +5,11 @@ state, which only grows (bumped when the derived op list changes: a digest of it
 generation the host last **acknowledged**, whether its agent found the host **in sync**, when it
 was **last seen**, and the last error with a backoff for the next try.
 
-:meth:`Syncer.refresh` derives every host's op list from the database (under the admission lock,
-so two coordinators never number two different states alike) and bumps the generations that
-changed. :meth:`Syncer.push` sends each host that is behind its whole state, every host at once
+:meth:`Syncer.refresh` brings the desired state up to date with the database (under the
+admission lock, so two coordinators never number two different states alike): only the tenants
+whose data plane changed since are planned again and only the hosts where their part changed are
+compared (:mod:`iris_haas.control.desired`; every host on start, after an inventory change and
+every ``full_every`` reconciler passes), and the generations that changed are bumped. :meth:`Syncer.push` sends each host that is behind its whole state, every host at once
 on a pool of threads, each call bounded in time: a black-holed agent delays only the calls that
 wait for that host, never another host's push. The leader's scheduler runs
 :meth:`Syncer.reconcile` on every tick, so a host that missed a push (down, unreachable,
@@ -22,8 +24,6 @@ accepts the answer only from a server whose certificate names that host.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
 import threading
@@ -37,7 +37,8 @@ from sqlalchemy.orm import Session
 
 from iris_haas.contract import failpoints
 from iris_haas.contract.errors import DataPlaneError
-from iris_haas.contract.ops import DesiredState, Op
+from iris_haas.contract.ops import DesiredState
+from iris_haas.control.desired import DesiredCache
 from iris_haas.store.db import Database
 from iris_haas.store.models import HostSync
 
@@ -76,10 +77,20 @@ class DataPlane(Protocol):
 
 
 class InMemoryDataPlane:
+    """Keeps the state each host was last sent (the op objects themselves: a state is immutable
+    once derived, so nothing is copied); ``hosts`` shows it as an agent's JSON would."""
+
     def __init__(self) -> None:
-        self.hosts: dict[str, list[dict]] = {}
+        self.states: dict[str, DesiredState] = {}
         self.generations: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    @property
+    def hosts(self) -> dict[str, list[dict]]:
+        """Each host that holds anything: its ops as dicts."""
+        with self._lock:
+            states = dict(self.states)
+        return {h: [op.model_dump() for op in st.ops] for h, st in states.items()}
 
     def push(self, host: str, agent_url: str | None, state: DesiredState) -> Ack:
         with self._lock:
@@ -87,9 +98,9 @@ class InMemoryDataPlane:
                 raise HostAhead(host, self.generations[host])
             self.generations[host] = state.version
             if state.ops:
-                self.hosts[host] = [op.model_dump() for op in state.ops]
+                self.states[host] = state
             else:
-                self.hosts.pop(host, None)
+                self.states.pop(host, None)
         return Ack(state.version, True)
 
     def observe(self, host: str, agent_url: str | None) -> Ack:
@@ -99,7 +110,7 @@ class InMemoryDataPlane:
     def lose(self, host: str) -> None:
         """The host was rebuilt (a reboot that wiped its state): it holds nothing any more."""
         with self._lock:
-            self.hosts.pop(host, None)
+            self.states.pop(host, None)
             self.generations.pop(host, None)
 
 
@@ -147,10 +158,6 @@ class AgentDataPlane:
         return Ack(int(r.get("version", 0)), bool(r.get("in_sync", False)))
 
 
-def digest(ops: list[Op]) -> str:
-    return hashlib.sha256(json.dumps([o.model_dump(mode="json") for o in ops], sort_keys=True).encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class Target:
     """One host's desired state at one generation, and where its agent is."""
@@ -159,17 +166,38 @@ class Target:
     url: str | None
     state: DesiredState
     bumped: bool = False  # this refresh gave the host a new generation
+    behind: bool = False  # the host has not acknowledged this generation (as of the refresh)
 
 
-Derive = Callable[[Session], dict[str, tuple[str | None, list[Op]]]]
+class _Batch:
+    """The outcomes of one :meth:`Syncer.push` that arrive while it waits: it records them
+    together. Once closed, a late outcome is its worker's to record."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = True
+        self._got: list[tuple[Target, Ack | None, str | None]] = []
+
+    def add(self, t: Target, ack: Ack | None, error: str | None) -> bool:
+        with self._lock:
+            if self._open:
+                self._got.append((t, ack, error))
+            return self._open
+
+    def close(self) -> list[tuple[Target, Ack | None, str | None]]:
+        with self._lock:
+            self._open = False
+            return self._got
 
 
 class Syncer:
-    def __init__(self, db: Database, dataplane: DataPlane, derive: Derive, clock: Callable[[], float],
+    def __init__(self, db: Database, dataplane: DataPlane, desired: DesiredCache, clock: Callable[[], float],
                  on_refresh: Callable[[Session, dict[str, HostSync]], None] | None = None,
-                 workers: int = 16):
-        self.db, self.dataplane, self.derive, self.clock = db, dataplane, derive, clock
+                 workers: int = 16, full_every: int = 300):
+        self.db, self.dataplane, self.desired, self.clock = db, dataplane, desired, clock
         self.on_refresh = on_refresh
+        self.full_every = full_every  # every this many reconciler passes, a full derivation (0: never)
+        self._passes = 0
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="iris-push")
         self._host_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
@@ -179,16 +207,26 @@ class Syncer:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ---------------------------------------------------------------- generations
-    def refresh(self) -> dict[str, Target]:
-        """Derive every host's state; bump the generation of each host whose ops changed.
-        Returns every host's target (its newest generation)."""
+    def refresh(self, *, full: bool = False, hosts: Iterable[str] | None = (), tenants: Iterable[int] = ()
+                ) -> dict[str, Target]:
+        """Bring the desired state up to date with the database, deriving again only what the
+        changes since the last refresh concern (everything with ``full``, see
+        :mod:`iris_haas.control.desired`), and bump the generation of each host whose ops
+        changed. Returns the target (newest generation) of each host bumped, of each of
+        ``hosts`` (None: of every host) and of each host where one of ``tenants`` has a part."""
         with self.db.transaction() as s:
             self.db.admission_lock(s)  # one numbering of generations across coordinators
-            derived = self.derive(s)
-            rows = {r.host: r for r in s.scalars(select(HostSync).with_for_update())}
+            derived = self.desired.update(s, full)
+            known = self.desired.hosts()
+            check = known if full else (derived | self.desired.pending) & known
+            wanted = known if hosts is None else (set(hosts) | self.desired.hosts_of(tenants)) & known
+            q = select(HostSync)
+            if not full:
+                q = q.where(HostSync.host.in_(sorted(check | wanted)))
+            rows = {r.host: r for r in s.scalars(q.with_for_update())}
             out: dict[str, Target] = {}
-            for host, (url, ops) in sorted(derived.items()):
-                d = digest(ops)
+            for host in sorted(check | wanted):
+                url, ops, d = self.desired.state(host)
                 row = rows.get(host)
                 if row is None:
                     # no digest yet: every host is sent the coordinator's state once, even an empty
@@ -202,9 +240,14 @@ class Syncer:
                     row.generation += 1
                     row.digest = d
                     row.next_try = 0.0  # a new state is sent at once, whatever the backoff
-                out[host] = Target(host, url, DesiredState(version=row.generation, ops=ops), bumped)
+                if bumped or host in wanted:
+                    # the ops were validated when planned and the merge checked that no two
+                    # name one object (what DesiredState's validator checks): not again per host
+                    out[host] = Target(host, url, DesiredState.model_construct(version=row.generation, ops=ops),
+                                       bumped, row.acked < row.generation)
             if self.on_refresh is not None:
                 self.on_refresh(s, rows)
+        self.desired.stored(check)
         return out
 
     def behind(self) -> dict[str, tuple[int, int]]:
@@ -217,15 +260,20 @@ class Syncer:
         with self._locks_lock:
             return self._host_locks.setdefault(host, threading.Lock())
 
-    def _push_one(self, t: Target) -> str | None:
-        """Send one host its state (one push per host at a time); record the outcome."""
+    @staticmethod
+    def _needless(row: HostSync | None, t: Target) -> bool:
+        if row is not None and row.acked >= t.state.version and row.in_sync:
+            return True  # someone else's push got there first
+        return row is not None and row.generation > t.state.version  # a newer state is on its way
+
+    def _push_one(self, t: Target, batch: _Batch | None = None) -> str | None:
+        """Send one host its state (one push per host at a time); record the outcome, or hand it
+        to ``batch`` while its caller still waits (its caller then looked at the row too)."""
         with self._lock_of(t.host):
-            with self.db.transaction() as s:
-                row = s.get(HostSync, t.host)
-                if row is not None and row.acked >= t.state.version and row.in_sync:
-                    return None  # someone else's push got there first
-                if row is not None and row.generation > t.state.version:
-                    return None  # a newer state is on its way to this host
+            if batch is None:
+                with self.db.transaction() as s:
+                    if self._needless(s.get(HostSync, t.host), t):
+                        return None
             try:
                 failpoints.hit(f"push.{t.host}")
                 try:
@@ -239,28 +287,34 @@ class Syncer:
             except Exception as e:  # any transport or agent error: recorded, retried with backoff
                 ack, error = None, f"{type(e).__name__}: {e}"
                 log.warning("push of generation %s to %s failed: %s", t.state.version, t.host, e)
-            now = self.clock()
+            if batch is not None and batch.add(t, ack, error):
+                return error
             with self.db.transaction() as s:
-                row = s.get(HostSync, t.host, with_for_update=True)
-                if row is None:
-                    return error
-                if ack is not None:
-                    row.acked = max(row.acked, min(ack.generation, row.generation))
-                    row.in_sync = ack.in_sync and ack.generation >= row.generation
-                    row.last_seen, row.error, row.attempts, row.next_try = now, None, 0, 0.0
-                    if not row.in_sync:  # it answered but does not hold all of it: try again, slower
-                        error = f"host {t.host} took generation {ack.generation} but is not in sync with it"
-                        if ack.refused:
-                            error += "; its policy refused: " + "; ".join(ack.refused)
-                        row.error, row.attempts = error[:1024], 1
-                        row.next_try = now + 1.0
-                else:
-                    row.in_sync = False
-                    row.error = (error or "")[:1024]
-                    row.attempts += 1
-                    backoff = min(MAX_BACKOFF_S, 0.25 * 2 ** min(row.attempts, 10))
-                    row.next_try = now + backoff * random.uniform(0.8, 1.2)
+                return self._record(s, t, ack, error)
+
+    def _record(self, s: Session, t: Target, ack: Ack | None, error: str | None,
+                row: HostSync | None = None) -> str | None:
+        now = self.clock()
+        row = row if row is not None else s.get(HostSync, t.host, with_for_update=True)
+        if row is None:
             return error
+        if ack is not None:
+            row.acked = max(row.acked, min(ack.generation, row.generation))
+            row.in_sync = ack.in_sync and ack.generation >= row.generation
+            row.last_seen, row.error, row.attempts, row.next_try = now, None, 0, 0.0
+            if not row.in_sync:  # it answered but does not hold all of it: try again, slower
+                error = f"host {t.host} took generation {ack.generation} but is not in sync with it"
+                if ack.refused:
+                    error += "; its policy refused: " + "; ".join(ack.refused)
+                row.error, row.attempts = error[:1024], 1
+                row.next_try = now + 1.0
+        else:
+            row.in_sync = False
+            row.error = (error or "")[:1024]
+            row.attempts += 1
+            backoff = min(MAX_BACKOFF_S, 0.25 * 2 ** min(row.attempts, 10))
+            row.next_try = now + backoff * random.uniform(0.8, 1.2)
+        return error
 
     def _jump(self, t: Target, generation: int) -> Target:
         """Number the host's state past ``generation``; the state sent is derived anew, never the
@@ -269,18 +323,39 @@ class Syncer:
             row = s.get(HostSync, t.host, with_for_update=True)
             if row is not None and row.generation < generation:
                 row.generation = generation
-        return self.refresh()[t.host]
+        return self.refresh(hosts=[t.host])[t.host]
 
     def push(self, targets: Iterable[Target], timeout: float | None = None) -> dict[str, str | None]:
         """Push each target on the pool; wait at most ``timeout`` for them. Returns host ->
-        error (None: acknowledged). A host whose push has not finished in time reports that."""
-        futures: dict[str, Future] = {}
-        for t in targets:
-            futures[t.host] = self._pool.submit(self._push_one, t)
-        done, _ = wait(list(futures.values()), timeout=timeout)
+        error (None: acknowledged). A host whose push has not finished in time reports that.
+        The rows are read once for all the targets, and the outcomes that came in time are
+        recorded in one transaction (a late one is recorded by its worker): two transactions
+        however many hosts, not two per host."""
+        targets = list(targets)
         out: dict[str, str | None] = {}
+        with self.db.transaction() as s:
+            rows = {r.host: r for r in s.scalars(select(HostSync).where(
+                HostSync.host.in_(sorted(t.host for t in targets))))}
+            todo = []
+            for t in targets:
+                if self._needless(rows.get(t.host), t):
+                    out[t.host] = None
+                else:
+                    todo.append(t)
+        batch = _Batch()
+        futures = {t.host: self._pool.submit(self._push_one, t, batch) for t in todo}
+        wait(list(futures.values()), timeout=timeout)
+        arrived = batch.close()
+        if arrived:
+            with self.db.transaction() as s:
+                locked = {r.host: r for r in s.scalars(select(HostSync).where(
+                    HostSync.host.in_(sorted(t.host for t, _, _ in arrived))).with_for_update())}
+                for t, ack, error in arrived:
+                    out[t.host] = self._record(s, t, ack, error, locked.get(t.host))
         for host, f in futures.items():
-            if f in done:
+            if host in out:
+                continue
+            if f.done():
                 try:
                     out[host] = f.result()
                 except Exception as e:  # noqa: BLE001 - a database error while recording
@@ -291,10 +366,8 @@ class Syncer:
 
     def sync(self, timeout: float | None = None, only: set[str] | None = None) -> dict[str, str | None]:
         """Refresh, then push every host that is behind (or only those in ``only``)."""
-        targets = self.refresh()
-        behind = self.behind()
-        todo = [t for h, t in targets.items() if h in behind and (only is None or h in only)]
-        return self.push(todo, timeout)
+        targets = self.refresh(hosts=only)
+        return self.push([t for t in targets.values() if t.behind], timeout)
 
     def _poll_one(self, t: Target) -> None:
         """Ask a host what it holds. A host that holds less than it acknowledged was rebuilt (or
@@ -321,7 +394,8 @@ class Syncer:
         """The leader's loop body: every host still behind whose backoff has passed is sent its
         state again; every host not seen for ``poll_every_s`` is asked what it holds. Work in
         flight for a host is not doubled, and nothing here waits for a slow host."""
-        targets = self.refresh()
+        self._passes += 1
+        full = self.full_every > 0 and self._passes % self.full_every == 0
         now = self.clock()
         with self.db.transaction() as s:
             rows = list(s.scalars(select(HostSync)))
@@ -329,6 +403,10 @@ class Syncer:
         for r in rows:
             if r.host not in due and r.attempts == 0 and (r.last_seen is None or now - r.last_seen >= poll_every_s):
                 due[r.host] = "poll"
+        targets = self.refresh(full=full, hosts=due)
+        for host, t in targets.items():
+            if t.bumped:
+                due[host] = "push"
         out: dict[str, str] = {}
         for host, what in sorted(due.items()):
             f = self._inflight.get(host)

@@ -11,10 +11,10 @@ into the ops each host must hold.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.orm import Session
 
 from iris_haas import planning
@@ -22,7 +22,7 @@ from iris_haas.contract import names
 from iris_haas.contract.types import ServiceModel
 from iris_haas.planning.model import L0, Segment
 from iris_haas.store import calendar
-from iris_haas.store.models import Allocation, Gateway, Node, Reservation, Site, StoragePool, Tenant
+from iris_haas.store.models import Allocation, Criteria, Gateway, Node, Reservation, Site, StoragePool, Tenant
 
 
 @dataclass
@@ -62,25 +62,63 @@ def tenant_segment(tenant: Tenant) -> Segment:
     return Segment.of(names.tenant_segment(tenant.id), tenant.tunnel_key)
 
 
-class ActiveView:
-    """Everything the managers' ``desired`` reads, loaded once: the committed allocations of the
-    reservations whose data plane is active, and the inventory rows they refer to."""
+@dataclass
+class Fleet:
+    """The inventory rows planning reads (tenants, sites, nodes, gateways, pools), loaded at once:
+    a coordinator keeps one while the inventory generation (``Meta`` ``inventory``) stays the
+    same, so re-planning one tenant does not read a thousand nodes again."""
 
-    def __init__(self, session: Session):
+    tenants: dict[int, Tenant]
+    sites: dict[int, Site]
+    nodes: dict[int, Node]
+    gateways: list[Gateway]
+    pools: dict[int, StoragePool]
+
+    @classmethod
+    def load(cls, session: Session) -> Fleet:
+        return cls(tenants={t.id: t for t in session.scalars(select(Tenant))},
+                   sites={x.id: x for x in session.scalars(select(Site))},
+                   nodes={n.id: n for n in session.scalars(select(Node))},
+                   gateways=list(session.scalars(select(Gateway).order_by(Gateway.id))),
+                   pools={p.id: p for p in session.scalars(select(StoragePool))})
+
+
+class ActiveView:
+    """Everything the managers' ``plan`` reads, loaded once: the committed allocations of the
+    reservations whose data plane is active (of the tenants in ``tenant_ids``; None: of every
+    tenant), their criteria, and the inventory rows they refer to (``fleet``; None: read now)."""
+
+    def __init__(self, session: Session, tenant_ids: Collection[int] | None = None, fleet: Fleet | None = None):
         self.session = session
+        active = [Reservation.data_plane_active.is_(True)]
+        if tenant_ids is not None:
+            active.append(Reservation.tenant_id.in_(list(tenant_ids)))
         rows = session.execute(
             select(Allocation, Reservation)
             .join(Reservation, Reservation.id == Allocation.reservation_id)
-            .where(Reservation.data_plane_active.is_(True), Allocation.status == "committed")
+            .where(*active, Allocation.status == "committed")
             .order_by(Allocation.reservation_id, Allocation.item, Allocation.id)
         ).all()
         self.allocations: list[Allocation] = [a for a, _ in rows]
         self.reservations: dict[str, Reservation] = {r.id: r for _, r in rows}
-        self.tenants = {t.id: t for t in session.scalars(select(Tenant))}
-        self.sites = {x.id: x for x in session.scalars(select(Site))}
-        self.nodes = {n.id: n for n in session.scalars(select(Node))}
-        self.gateways = list(session.scalars(select(Gateway).order_by(Gateway.id)))
-        self.pools = {p.id: p for p in session.scalars(select(StoragePool))}
+        # the committed version's items, in one query (not one lazy load per reservation)
+        committed = and_(Criteria.reservation_id == Reservation.id, Criteria.version == Reservation.committed_version)
+        self.items: dict[str, list] = dict(session.execute(  # type: ignore[arg-type]
+            select(Criteria.reservation_id, Criteria.items).join(Reservation, committed).where(*active)).all())
+        fleet = fleet if fleet is not None else Fleet.load(session)
+        self.tenants, self.sites, self.nodes = fleet.tenants, fleet.sites, fleet.nodes
+        self.gateways, self.pools = fleet.gateways, fleet.pools
+        self._by_name = {n.name: n for n in self.nodes.values()}
+        self._sites_of: dict[int, list[Site]] = {}
+        for x in self.sites.values():
+            if x.tenant_id is not None and x.kind == "iaas":
+                self._sites_of.setdefault(x.tenant_id, []).append(x)
+        self.by_tenant: dict[int, list[Allocation]] = {}
+        self.link_mbps: dict[str, int] = {}  # per reservation: its active bandwidth
+        for a in self.allocations:
+            self.by_tenant.setdefault(self.reservations[a.reservation_id].tenant_id, []).append(a)
+            if a.resource_kind == "link":
+                self.link_mbps[a.reservation_id] = self.link_mbps.get(a.reservation_id, 0) + a.mbps
 
     def of(self, kind: str) -> list[Allocation]:
         return [a for a in self.allocations if a.resource_kind == kind]
@@ -89,14 +127,13 @@ class ActiveView:
         return self.tenants[self.reservations[a.reservation_id].tenant_id]
 
     def item(self, a: Allocation) -> dict:
-        res = self.reservations[a.reservation_id]
-        return res.criteria_at(res.committed_version).items[a.item]
+        return self.items[a.reservation_id][a.item]
 
     def segment(self, a: Allocation) -> Segment:
         return segment_of(self.reservations[a.reservation_id], self.tenant(a))
 
     def tenant_sites(self, tenant: Tenant) -> list[Site]:
-        return [x for x in self.sites.values() if x.tenant_id == tenant.id and x.kind == "iaas"]
+        return self._sites_of.get(tenant.id, [])
 
     def gateways_of(self, site_id: int) -> list[Gateway]:
         return [g for g in self.gateways if g.site_id == site_id]
@@ -109,7 +146,7 @@ class ActiveView:
         return L0(id=node.id, host=node.name, underlay=node.underlay_address)
 
     def node_named(self, name: str) -> Node | None:
-        return next((n for n in self.nodes.values() if n.name == name), None)
+        return self._by_name.get(name)
 
     def plan_of(self, plans: Plans, a: Allocation) -> planning.Tenant:
         """The planning input of the allocation's tenant, created on first use."""

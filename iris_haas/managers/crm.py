@@ -93,8 +93,7 @@ class ComputeManager(ResourceManager):
             mgmt_vlan = view.mgmt_vlan(tenant)
             addresses = item.get("addresses") or []
             n = a.detail.get("n", 0)
-            rate = sum(b.mbps for b in view.allocations
-                       if b.reservation_id == a.reservation_id and b.resource_kind == "link")
+            rate = view.link_mbps.get(a.reservation_id, 0)
             view.plan_of(plans, a).l1s.append(planning.L1(
                 name=a.detail["l1"], l0=view.l0(view.nodes[a.resource_id]), segment=view.segment(a),
                 owner=a.reservation_id, tenant=tenant.name, kind=L1Kind(a.detail["l1_kind"]),

@@ -200,7 +200,7 @@ class NetworkManager(ResourceManager):
             view.plan_of(plans, a)  # every tenant with an active allocation is planned
         for tid, t in plans.items():
             tenant = view.tenants[tid]
-            mine = [a for a in view.allocations if view.tenant(a).id == tid]
+            mine = view.by_tenant.get(tid, [])
             rate_to: dict[str, float] = {}
             for a in mine:
                 if a.resource_kind == "link":

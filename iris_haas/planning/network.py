@@ -50,21 +50,21 @@ def plan(t: Tenant) -> list[tuple[str, Op]]:
             return TunnelOp(bridge=seg.bridge, name=names.segment_tunnel(seg.name, peer), remote_ip=remote,
                             key=seg.key, mesh=mesh, owner=owner, tenant=t.name)
 
+        # The tunnel towards a member is the same op on every host that has one (its name says
+        # the peer, not the host): made once, so a mesh of k members costs k ops, not k * k.
         members = mesh_members(t, seg)
+        bridge_op = BridgeOp(name=seg.bridge, owner=owner, tenant=t.name)
+        to_l0 = [(n, tunnel(names.l0_peer(n.id), n.underlay)) for n in members if n.underlay]
+        to_gw = [tunnel(names.gateway_peer(gw.id), gw.fabric) for gw in t.gateways]
         for gw in t.gateways:
-            out.append((gw.host, BridgeOp(name=seg.bridge, owner=owner, tenant=t.name)))
+            out.append((gw.host, bridge_op))
             for site in ([] if seg.routed else t.sites):
                 out.append((gw.host, tunnel(names.trunk_peer(site.id), site.gateway, mesh=False)))
-            for n in members:
-                if n.underlay:
-                    out.append((gw.host, tunnel(names.l0_peer(n.id), n.underlay)))
+            out += [(gw.host, op) for _, op in to_l0]
         for n in members:
-            out.append((n.host, BridgeOp(name=seg.bridge, owner=owner, tenant=t.name)))
-            for gw in t.gateways:
-                out.append((n.host, tunnel(names.gateway_peer(gw.id), gw.fabric)))
-            for m in members:
-                if m != n and m.underlay:
-                    out.append((n.host, tunnel(names.l0_peer(m.id), m.underlay)))
+            out.append((n.host, bridge_op))
+            out += [(n.host, op) for op in to_gw]
+            out += [(n.host, op) for m, op in to_l0 if m is not n]  # members are distinct objects
     for r in t.routers:
         legs = ((r.segment.bridge, r.legs[0], r.address), (t.segment.bridge, r.legs[1], r.iaas_address))
         for gw in t.gateways[:1]:

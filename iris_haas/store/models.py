@@ -6,6 +6,8 @@ from __future__ import annotations
 import secrets
 
 from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from iris_haas.contract.errors import AlreadyExists
@@ -26,6 +28,20 @@ class Meta(Base):
 
 def bump_inventory(session) -> None:
     session.execute(update(Meta).where(Meta.key == "inventory").values(value=Meta.value + 1))
+
+
+DATA_PLANE_KEY = "dp:"  # + a tenant's id: the Meta row counting changes to its data plane
+
+
+def bump_data_plane(session, tenant_ids) -> None:
+    """Count a change to these tenants' data plane (a reservation of theirs activated, changed or
+    ended), in the transaction that makes it: a coordinator keeps each tenant's planned part of
+    the hosts' desired state until its count moves, whichever process moved it. The row is made
+    by the first change. Sorted, so two transactions take the rows' locks in one order."""
+    upsert = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(Meta)
+    for tid in sorted(set(tenant_ids)):
+        session.execute(upsert.values(key=f"{DATA_PLANE_KEY}{tid}", value=1).on_conflict_do_update(
+            index_elements=[Meta.key], set_={"value": Meta.value + 1}))
 
 
 def next_number(session, key: str) -> int:
@@ -303,7 +319,7 @@ class Webhook(Base):
 
 
 __all__ = [
-    "Allocation", "Base", "Criteria", "Event", "HostSync", "Meta", "bump_inventory", "Gateway", "Link", "Node",
+    "Allocation", "Base", "Criteria", "DATA_PLANE_KEY", "Event", "HostSync", "Meta", "bump_data_plane", "bump_inventory", "Gateway", "Link", "Node",
     "TunnelKey", "give_tunnel_key", "next_number",
     "Reservation", "Site", "StoragePool", "Tenant", "Webhook",
 ]

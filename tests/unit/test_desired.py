@@ -101,3 +101,12 @@ def test_volume_export_on_the_pool_host(api):
     assert (port["vlan"], port["trunk"], port["l1_netns"]) == (101, False, vols[0]["netns"])
     assert "l0-3" in [h for h in api.coordinator.dataplane.hosts]  # the pool host joins the tenant's mesh
     assert mesh(api, "l0-3") == ["198.18.10.1"]
+
+
+def test_the_admin_reads_one_hosts_desired_state_as_its_agent_was_sent_it(api):
+    r = provision(api, "alice", {"items": [compute(cpus=1)]})
+    node = r["resources"][0]["node"]
+    got = api.ok("GET", f"/hosts/{node}/desired-state")
+    assert got["ops"] == api.coordinator.dataplane.hosts[node] and any(o["op"] == "l1" for o in got["ops"])
+    assert api.ok("GET", "/hosts/l0-3/desired-state")["ops"] == []  # a host that holds nothing
+    assert api.call("GET", "/hosts/nowhere/desired-state").status_code == 404
