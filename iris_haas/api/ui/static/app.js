@@ -401,13 +401,18 @@ function streamState(text, on) {
   s.className = `stream ${on ? "on" : "off"}`;
 }
 
+// The stream ends after a while by design: it is opened again at once, resuming after the last
+// event received (Last-Event-ID); a coordinator that is away is tried again, less and less often.
 async function follow(signal) {
-  let wait = 1000;
+  const shown = $("#stream-state");
+  let wait = 1000, opened = 0;
   while (!signal.aborted) {
+    let pause = 250;
     try {
       const r = await api("/v1/events/stream", {
         headers: { Accept: "text/event-stream", "Last-Event-ID": String(state.cursor) }, signal,
       });
+      shown.dataset.opened = String(++opened);
       streamState("live", true);
       wait = 1000;
       for await (const msg of sse(r.body)) {
@@ -419,13 +424,11 @@ async function follow(signal) {
     } catch (e) {
       if (signal.aborted) return;
       if (e.status === 401) { signOut("the token is no longer accepted"); return; }
-      if (e.retryAfter) wait = e.retryAfter * 1000;
+      streamState("reconnecting…", false);
+      pause = e.retryAfter ? e.retryAfter * 1000 : wait;
+      wait = Math.min(wait * 2, 15000);
     }
-    if (signal.aborted) return;
-    // the stream ends after a while (by design) or the coordinator is away: open it again
-    streamState("reconnecting…", false);
-    await new Promise((ok) => setTimeout(ok, wait));
-    wait = Math.min(wait * 2, 15000);
+    await new Promise((ok) => setTimeout(ok, pause));
   }
 }
 
