@@ -135,7 +135,8 @@ def test_the_ui_is_static_files_under_a_strict_policy(served):
         assert "default-src 'self'" in r.headers["content-security-policy"]
         assert r.headers["x-content-type-options"] == "nosniff"
     assert "javascript" in httpx.get(c.url + "/ui/app.js").headers["content-type"]
-    assert httpx.get(c.url + "/", follow_redirects=False).headers["location"] == "/ui/"
+    for method in ("GET", "HEAD"):
+        assert httpx.request(method, c.url + "/", follow_redirects=False).headers["location"] == "/ui/"
     page = httpx.get(c.url + "/ui/").text
     assert "<script type=\"module\" src=\"app.js\"></script>" in page and "http" not in page.lower()
     # the token is checked as the API checks it
@@ -203,6 +204,9 @@ def test_the_admin_sees_the_topology_and_live_reservations(served, browser):
 
     browser.find_element(By.CSS_SELECTOR, '#views button[data-view="live"]').click()
     assert browser.find_element(By.CSS_SELECTOR, f'#feed li[data-reservation="{rid}"]').is_displayed()
+    # the page loaded nothing but its own origin's files and API
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert loaded and all(u.startswith(c.url + "/") for u in loaded), loaded
     # each event once, newest first: reconnecting resumed after the last one, it replayed nothing
     cursors = [int(e["data"]["cursor"]) for e in look(browser, "#feed li")]
     feed = c.client(c.admin_token).get("/events", params={"limit": 1000})["events"]
@@ -216,6 +220,11 @@ def test_a_tenant_sees_its_own_and_the_token_stays_in_the_tab(served, browser):
     assert wait_for(browser, "#who")[0]["text"] == "tenant bob"
     wait_for(browser, f'#reservations tr[data-reservation="{rids["later"]}"]')
     assert not browser.find_elements(By.CSS_SELECTOR, f'[data-reservation="{rids["first"]}"]')
+    # no inventory, no hosts for a tenant: the L0 its L1 is on, as its reservation names it
+    assert [n["data"]["node"] for n in look(browser, "#sites [data-node]")] == ["l0-1"]
+    assert look(browser, '[data-node="l0-1"] .l1')[0]["data"]["reservation"] == rids["later"]
+    assert not look(browser, "[data-gateway], [data-sync], #links tbody tr")
+    assert console_errors(browser) == []
     assert browser.execute_script("return sessionStorage.getItem('iris-token')") == tokens["bob"]
     assert browser.execute_script("return localStorage.length") == 0 and "bob" not in browser.current_url
     # a reload keeps the tab signed in; signing out forgets the token

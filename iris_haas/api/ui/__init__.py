@@ -43,7 +43,7 @@ class WhoAmI(BaseModel):
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])
 def root():
     return RedirectResponse("/ui/", status_code=307)
 
