@@ -86,6 +86,8 @@ def browser():
     profile = tempfile.mkdtemp(prefix="iris-ui-chromium-")
     options = Options()
     options.binary_location = str(CHROMIUM)
+    # --no-sandbox: Chromium refuses its sandbox as root, and a container without user
+    # namespaces cannot give it one; the page is this test's own, on loopback
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  f"--user-data-dir={profile}", "--window-size=1400,1050", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
