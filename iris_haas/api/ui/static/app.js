@@ -458,8 +458,10 @@ async function signIn(token) {
   $("#who").textContent = me.admin ? "admin" : `tenant ${me.tenant}`;
   showView("topology");
   try {
-    const [cursor] = await Promise.all([catchUp(), loadAll()]);
-    state.cursor = cursor;
+    // the cursor first: whatever happens after it comes by the stream, whatever came before it
+    // is in what loadAll reads next
+    state.cursor = await catchUp();
+    await loadAll();
     showError(null);
   } catch (e) {
     showError(e);
