@@ -307,7 +307,9 @@ function renderTimeline() {
     axis.append(tick);
   }
   const out = [el("div", { class: "cal-row axis" }, el("div", { class: "cal-label" }), axis)];
-  const sorted = [...rows.entries()].sort(([a], [b]) => a.localeCompare(b));
+  // the L0s' rows first, then the links'
+  const sorted = [...rows.entries()].sort(([a], [b]) => b.split(":")[0].localeCompare(a.split(":")[0]) ||
+    a.localeCompare(b));
   for (const [key, { label, meta, bars }] of sorted) {
     const track = el("div", { class: "cal-track" });
     const list = [...bars.values()].sort((a, b) => a.r.start.localeCompare(b.r.start));
