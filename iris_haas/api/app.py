@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from iris_haas import __version__
-from iris_haas.api import deps, schemas
+from iris_haas.api import deps, schemas, ui
 from iris_haas.api.deps import AdminDep, CoordinatorDep
 from iris_haas.api.routes import events, hosts, inventory, nsi, reservations, tenants
 from iris_haas.contract.errors import IrisError
@@ -184,4 +184,5 @@ def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval
                    events.events, events.webhooks, nsi.requester):
         v1.include_router(declare_errors(router))
     app.include_router(declare_errors(v1))
+    ui.mount(app)  # the dashboard at /ui/
     return app
