@@ -56,7 +56,7 @@ def served(tmp_path_factory):
         admin.post("/sites", {"name": "haas"})
         for name in ("l0-0", "l0-1"):
             admin.post("/nodes", {"name": name, "site": "haas", "cpus": 2, "memory_mb": 8192, "disk_gb": 100})
-        admin.post("/gateways", {"name": "gw-haas", "site": "haas", "underlay_address": "192.0.2.1"})
+        admin.post("/gateways", {"name": "gw-haas", "site": "haas", "underlay_address": "198.18.0.1"})
         tokens = {n: admin.post("/tenants", {"name": n})["token"] for n in ("acme", "bob")}
         acme = c.client(tokens["acme"])
         acme.post("/sites", {"name": "acme-dc", "gateway_underlay": "198.51.100.7"})
