@@ -48,7 +48,7 @@ def build(settings: Settings, dataplane: DataPlane | None = None, *, scheduler: 
     app = create_app(coordinator, admin_token(settings),
                      scheduler_interval=settings.scheduler_interval_s if scheduler else None,
                      heartbeat_s=settings.events_heartbeat_s, stream_lasts_s=settings.events_stream_s,
-                     webhook_allow_private=settings.webhook_allow_private)
+                     webhook_allow_private=settings.webhook_allow_private, metrics_public=settings.metrics_public)
     return app, coordinator
 
 

@@ -1,0 +1,132 @@
+"""The agent's Prometheus metrics (``GET /metrics``), collected when scraped.
+
+Each scrape reads the host (:meth:`HostDriver.stats`, :mod:`iris_haas.hostd.stats`) for the objects
+of the desired state the agent holds: it takes the reference to that state, never the reconcile
+lock, so a scrape waits for no reconcile pass and a pass waits for no scrape. Labels are the
+names the coordinator gave (an L1, a port, a tenant) and the host's, so a series' count is bounded
+by what the host holds. Every agent app has a registry of its own (several agents in one process,
+as in the tests, do not collide).
+
+============================================  =========================================
+``iris_l1_cpu_seconds_total``                 an L1's cgroup CPU time (lxc, kvm)
+``iris_l1_memory_bytes``                      its cgroup's memory now
+``iris_port_{receive,transmit}_bytes_total``  an OVS port's or tunnel's counters, as the
+``..._packets_total``, ``..._drop_total``     switch sees them (an L1 port's receive: the L1 sent)
+``iris_tc_class_{bytes,packets,drops}_total`` an htb class Iris made (an L1's egress limit,
+                                              a tenant's limit on a gateway's uplink)
+``iris_agent_desired_generation``             the generation of the desired state held
+``iris_agent_scrape_errors_total``            sources a scrape could not read (OVSDB down)
+``iris_agent_scrape_duration_seconds``        how long this scrape's reading took
+============================================  =========================================
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from iris_haas.contract.ops import DesiredState, L1Op, PortOp, ShapeOp, TunnelLimitOp, TunnelOp
+from iris_haas.hostd.stats import HostStats
+from iris_haas.linux import tc
+
+log = logging.getLogger("iris.agent.metrics")
+
+PORT_LABELS = ["host", "port", "kind", "tenant", "l1"]
+DIRECTIONS = (("receive", "rx", "received"), ("transmit", "tx", "sent"))  # node_exporter's words
+
+
+class AgentCollector(Collector):
+    """``desired``: the agent's desired state as it holds it now (a reference, no lock taken);
+    ``stats``: the host driver's reading of it."""
+
+    def __init__(self, node: str, desired: Callable[[], DesiredState], stats: Callable[[DesiredState], HostStats]):
+        self.node, self.desired, self.stats = node, desired, stats
+        self.errors = 0
+
+    def collect(self) -> Iterator[Metric]:
+        t0 = time.perf_counter()
+        desired, host = self.desired(), self.node
+        stats = self.stats(desired)
+        if stats.errors:
+            self.errors += len(stats.errors)
+            log.warning("scrape: %s", "; ".join(stats.errors))
+        l1s = [o for o in desired.ops if isinstance(o, L1Op)]
+        l1_of_port = {o.port: o.name for o in l1s}
+
+        cpu = CounterMetricFamily("iris_l1_cpu_seconds", "CPU time of the L1's cgroup",
+                                  labels=["host", "l1", "tenant", "kind"])
+        mem = GaugeMetricFamily("iris_l1_memory_bytes", "memory of the L1's cgroup now",
+                                labels=["host", "l1", "tenant", "kind"])
+        for o in l1s:
+            use = stats.l1s.get(o.name)
+            if use is None:  # not made yet, or on its way out
+                continue
+            labels = [host, o.name, o.tenant, o.kind]
+            if use.cpu_seconds is not None:
+                cpu.add_metric(labels, use.cpu_seconds)
+            if use.memory_bytes is not None:
+                mem.add_metric(labels, use.memory_bytes)
+        yield cpu
+        yield mem
+
+        families = {(d, what): CounterMetricFamily(
+            f"iris_port_{d}_{what}", f"{doc} by the OVS port or tunnel (an L1 port receives what its L1 sends)",
+            labels=PORT_LABELS)
+            for d, _, done in DIRECTIONS
+            for what, doc in (("bytes", f"bytes {done}"), ("packets", f"packets {done}"), ("drop", f"packets dropped on {d}"))}
+        ports: list[tuple[str, str, str]] = [
+            (o.name, o.op, o.tenant) for o in desired.ops if isinstance(o, PortOp | TunnelOp)]
+        ports += [(o.port, "port", o.tenant) for o in l1s]
+        for name, kind, tenant in ports:
+            c = stats.ports.get(name)
+            if c is None:
+                continue
+            labels = [host, name, kind, tenant, l1_of_port.get(name, "")]
+            for d, short, _ in DIRECTIONS:
+                families[(d, "bytes")].add_metric(labels, getattr(c, f"{short}_bytes"))
+                families[(d, "packets")].add_metric(labels, getattr(c, f"{short}_packets"))
+                families[(d, "drop")].add_metric(labels, getattr(c, f"{short}_dropped"))
+        yield from families.values()
+
+        tc_labels = ["host", "device", "class", "tenant", "l1"]
+        cls_bytes = CounterMetricFamily("iris_tc_class_bytes", "bytes an htb class sent", labels=tc_labels)
+        cls_packets = CounterMetricFamily("iris_tc_class_packets", "packets an htb class sent", labels=tc_labels)
+        cls_drops = CounterMetricFamily("iris_tc_class_drops", "packets an htb class dropped", labels=tc_labels)
+        classes: list[tuple[str, int, str, str]] = [
+            (o.port, tc.PORT_CLASS, o.tenant, l1_of_port.get(o.port, "")) for o in desired.ops if isinstance(o, ShapeOp)]
+        classes += [(o.uplink, tc.tenant_class(o.remote_ip), o.tenant, "")
+                    for o in desired.ops if isinstance(o, TunnelLimitOp)]
+        for device, handle, tenant, l1 in classes:
+            s = stats.classes.get((device, handle))
+            if s is None:
+                continue
+            labels = [host, device, tc.handle(handle), tenant, l1]
+            cls_bytes.add_metric(labels, s.bytes)
+            cls_packets.add_metric(labels, s.packets)
+            cls_drops.add_metric(labels, s.drops)
+        yield from (cls_bytes, cls_packets, cls_drops)
+
+        gen = GaugeMetricFamily("iris_agent_desired_generation", "generation of the desired state this agent holds",
+                                labels=["host"])
+        gen.add_metric([host], desired.version)
+        yield gen
+        errors = CounterMetricFamily("iris_agent_scrape_errors", "sources a scrape could not read (OVSDB down, ...)",
+                                     labels=["host"])
+        errors.add_metric([host], self.errors)
+        yield errors
+        took = GaugeMetricFamily("iris_agent_scrape_duration_seconds", "how long reading the host took for this "
+                                 "scrape", labels=["host"])
+        took.add_metric([host], time.perf_counter() - t0)
+        yield took
+
+
+def registry(collector: AgentCollector) -> CollectorRegistry:
+    """A registry of the agent's own (never the process-wide one)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(collector)
+    return reg
