@@ -1,19 +1,21 @@
 """The agent's Prometheus metrics (``GET /metrics``), collected when scraped.
 
-Each scrape reads the host (:meth:`HostDriver.stats`, :mod:`iris_haas.hostd.stats`) for the objects
-of the desired state the agent holds: it takes the reference to that state, never the reconcile
-lock, so a scrape waits for no reconcile pass and a pass waits for no scrape. Labels are the
-names the coordinator gave (an L1, a port, a tenant) and the host's, so a series' count is bounded
-by what the host holds. Every agent app has a registry of its own (several agents in one process,
-as in the tests, do not collide).
+Each scrape reads the host (:mod:`iris_haas.hostd.stats`) for the objects of the desired state the
+agent holds: it takes the reference to that state, never the reconcile lock, so a scrape waits for
+no reconcile pass and a pass waits for no scrape. Labels are the names the coordinator gave (an
+L1, a port, a tenant), so the number of series is bounded by what the host holds. The host is not
+a label of each series: it is the target's (Prometheus adds ``instance``; ``iris_agent_info``
+gives the host's name to join on). Every agent app has a registry of its own (several agents in
+one process, as in the tests, do not collide).
 
 ============================================  =========================================
 ``iris_l1_cpu_seconds_total``                 an L1's cgroup CPU time (lxc, kvm)
 ``iris_l1_memory_bytes``                      its cgroup's memory now
 ``iris_port_{receive,transmit}_bytes_total``  an OVS port's or tunnel's counters, as the
 ``..._packets_total``, ``..._drop_total``     switch sees them (an L1 port's receive: the L1 sent)
-``iris_tc_class_{bytes,packets,drops}_total`` an htb class Iris made (an L1's egress limit,
+``iris_tc_class_{bytes,drops}_total``         an htb class Iris made (an L1's egress limit,
                                               a tenant's limit on a gateway's uplink)
+``iris_agent_info{host}``                     1, with the host's name
 ``iris_agent_desired_generation``             the generation of the desired state held
 ``iris_agent_scrape_errors_total``            sources a scrape could not read (OVSDB down)
 ``iris_agent_scrape_duration_seconds``        how long this scrape's reading took
@@ -36,7 +38,7 @@ from iris_haas.linux import tc
 
 log = logging.getLogger("iris.agent.metrics")
 
-PORT_LABELS = ["host", "port", "kind", "tenant", "l1"]
+PORT_LABELS = ["port", "kind", "tenant", "l1"]
 DIRECTIONS = (("receive", "rx", "received"), ("transmit", "tx", "sent"))  # node_exporter's words
 
 
@@ -58,15 +60,13 @@ class AgentCollector(Collector):
         l1s = [o for o in desired.ops if isinstance(o, L1Op)]
         l1_of_port = {o.port: o.name for o in l1s}
 
-        cpu = CounterMetricFamily("iris_l1_cpu_seconds", "CPU time of the L1's cgroup",
-                                  labels=["host", "l1", "tenant", "kind"])
-        mem = GaugeMetricFamily("iris_l1_memory_bytes", "memory of the L1's cgroup now",
-                                labels=["host", "l1", "tenant", "kind"])
+        cpu = CounterMetricFamily("iris_l1_cpu_seconds", "CPU time of the L1's cgroup", labels=["l1", "tenant", "kind"])
+        mem = GaugeMetricFamily("iris_l1_memory_bytes", "memory of the L1's cgroup now", labels=["l1", "tenant", "kind"])
         for o in l1s:
             use = stats.l1s.get(o.name)
             if use is None:  # not made yet, or on its way out
                 continue
-            labels = [host, o.name, o.tenant, o.kind]
+            labels = [o.name, o.tenant, o.kind]
             if use.cpu_seconds is not None:
                 cpu.add_metric(labels, use.cpu_seconds)
             if use.memory_bytes is not None:
@@ -86,16 +86,15 @@ class AgentCollector(Collector):
             c = stats.ports.get(name)
             if c is None:
                 continue
-            labels = [host, name, kind, tenant, l1_of_port.get(name, "")]
+            labels = [name, kind, tenant, l1_of_port.get(name, "")]
             for d, short, _ in DIRECTIONS:
                 families[(d, "bytes")].add_metric(labels, getattr(c, f"{short}_bytes"))
                 families[(d, "packets")].add_metric(labels, getattr(c, f"{short}_packets"))
                 families[(d, "drop")].add_metric(labels, getattr(c, f"{short}_dropped"))
         yield from families.values()
 
-        tc_labels = ["host", "device", "class", "tenant", "l1"]
+        tc_labels = ["device", "class", "tenant", "l1"]
         cls_bytes = CounterMetricFamily("iris_tc_class_bytes", "bytes an htb class sent", labels=tc_labels)
-        cls_packets = CounterMetricFamily("iris_tc_class_packets", "packets an htb class sent", labels=tc_labels)
         cls_drops = CounterMetricFamily("iris_tc_class_drops", "packets an htb class dropped", labels=tc_labels)
         classes: list[tuple[str, int, str, str]] = [
             (o.port, tc.PORT_CLASS, o.tenant, l1_of_port.get(o.port, "")) for o in desired.ops if isinstance(o, ShapeOp)]
@@ -105,24 +104,20 @@ class AgentCollector(Collector):
             s = stats.classes.get((device, handle))
             if s is None:
                 continue
-            labels = [host, device, tc.handle(handle), tenant, l1]
+            labels = [device, tc.handle(handle), tenant, l1]
             cls_bytes.add_metric(labels, s.bytes)
-            cls_packets.add_metric(labels, s.packets)
             cls_drops.add_metric(labels, s.drops)
-        yield from (cls_bytes, cls_packets, cls_drops)
+        yield from (cls_bytes, cls_drops)
 
-        gen = GaugeMetricFamily("iris_agent_desired_generation", "generation of the desired state this agent holds",
-                                labels=["host"])
-        gen.add_metric([host], desired.version)
-        yield gen
-        errors = CounterMetricFamily("iris_agent_scrape_errors", "sources a scrape could not read (OVSDB down, ...)",
-                                     labels=["host"])
-        errors.add_metric([host], self.errors)
-        yield errors
-        took = GaugeMetricFamily("iris_agent_scrape_duration_seconds", "how long reading the host took for this "
-                                 "scrape", labels=["host"])
-        took.add_metric([host], time.perf_counter() - t0)
-        yield took
+        info = GaugeMetricFamily("iris_agent_info", "this agent's host, as the coordinator names it", labels=["host"])
+        info.add_metric([host], 1)
+        yield info
+        yield GaugeMetricFamily("iris_agent_desired_generation", "generation of the desired state this agent holds",
+                                value=desired.version)
+        yield CounterMetricFamily("iris_agent_scrape_errors", "sources a scrape could not read (OVSDB down, ...)",
+                                  value=self.errors)
+        yield GaugeMetricFamily("iris_agent_scrape_duration_seconds", "how long reading the host took for this "
+                                "scrape", value=time.perf_counter() - t0)
 
 
 def registry(collector: AgentCollector) -> CollectorRegistry:

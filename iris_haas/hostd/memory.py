@@ -66,10 +66,10 @@ class MemoryHost:
     def stats(self, desired: DesiredState) -> HostStats:
         """The counters of the objects of ``desired`` this host holds."""
         out = HostStats()
-        held = DesiredState(ops=[o for o in desired.ops if o.ident() in self.objects])
+        held = [o for o in desired.ops if o.ident() in self.objects]
         for name in port_names(held):
             out.ports[name] = self.counters.get(name, PortCounters())
-        for o in held.ops:
+        for o in held:
             if isinstance(o, L1Op):
                 out.l1s[o.name] = self.usage.get(o.name, Usage(0.0, 0))
             elif o.op == "shape":

@@ -19,13 +19,13 @@ Exports are not measured: nfs-ganesha keeps its counters behind D-Bus, not a fil
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from iris_haas.contract import names
-from iris_haas.contract.ops import DesiredState, L1Op, PortOp, ShapeOp, TunnelLimitOp, TunnelOp
+from iris_haas.contract.ops import DesiredState, L1Op, Op, PortOp, ShapeOp, TunnelLimitOp, TunnelOp
 from iris_haas.contract.types import L1Kind
 from iris_haas.hostd.context import Context
 from iris_haas.hostd.l1.base import nic
@@ -59,11 +59,11 @@ class HostStats:
     errors: list[str] = field(default_factory=list)  # sources that could not be read at all
 
 
-def l1_ends(desired: DesiredState) -> dict[str, tuple[str, str]]:
-    """Port name -> (namespace, interface) of the L1 end of every veth NIC in the state (an
-    L1's, an export's)."""
+def l1_ends(ops: Sequence[Op]) -> dict[str, tuple[str, str]]:
+    """Port name -> (namespace, interface) of the L1 end of every veth NIC of the ops (an L1's,
+    an export's)."""
     out: dict[str, tuple[str, str]] = {}
-    for o in desired.ops:
+    for o in ops:
         if isinstance(o, L1Op) and o.netns:
             out[o.port] = (o.netns, nic(o))
         elif isinstance(o, PortOp) and o.l1_netns:
@@ -71,10 +71,10 @@ def l1_ends(desired: DesiredState) -> dict[str, tuple[str, str]]:
     return out
 
 
-def port_names(desired: DesiredState) -> list[str]:
-    """Every OVS port of the state: ports, tunnels and the L1s' NICs."""
-    out = [o.name for o in desired.ops if isinstance(o, PortOp | TunnelOp)]
-    return out + [o.port for o in desired.ops if isinstance(o, L1Op)]
+def port_names(ops: Sequence[Op]) -> list[str]:
+    """Every OVS port of the ops: ports, tunnels and the L1s' NICs."""
+    out = [o.name for o in ops if isinstance(o, PortOp | TunnelOp)]
+    return out + [o.port for o in ops if isinstance(o, L1Op)]
 
 
 def _classes(ns: str | None, ifname: str) -> dict[int, tc.ClassStats]:
@@ -96,10 +96,10 @@ def measure(desired: DesiredState, ctx: Context) -> HostStats:
     except ovsdb.OvsdbFailed as e:
         out.errors.append(str(e))
         stats = {}
-    for name in port_names(desired):
+    for name in port_names(desired.ops):
         if name in stats:
             out.ports[name] = PortCounters.of(stats[name])
-    ends = l1_ends(desired)
+    ends = l1_ends(desired.ops)
     for s in (o for o in desired.ops if isinstance(o, ShapeOp)):
         end = ends.get(s.port)
         if end is None or not nl.netns_exists(end[0]):

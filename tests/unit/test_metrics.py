@@ -186,19 +186,19 @@ def test_an_agent_reports_its_l1s_ports_and_classes(pkis, agent):  # noqa: F811
     host.count("irisg-a1", tx_bytes=5000)
     host.use("iris1", cpu_seconds=1.5, memory_bytes=64 << 20)
     m = agent_scrape(url, pkis)
-    port = {"host": "l0-1", "port": "irisp-iris1", "kind": "port", "tenant": "alice", "l1": "iris1"}
+    port = {"port": "irisp-iris1", "kind": "port", "tenant": "alice", "l1": "iris1"}
     assert value(m, "iris_port_receive_bytes_total", **port) == 5000
     assert value(m, "iris_port_receive_packets_total", **port) == 4
     assert value(m, "iris_port_transmit_bytes_total", **port) == 700
     assert value(m, "iris_port_transmit_drop_total", **port) == 1
-    assert value(m, "iris_port_transmit_bytes_total", host="l0-1", port="irisg-a1", kind="tunnel", tenant="alice",
-                 l1="") == 5000
-    l1 = {"host": "l0-1", "l1": "iris1", "tenant": "alice", "kind": "lxc"}
+    assert value(m, "iris_port_transmit_bytes_total", port="irisg-a1", kind="tunnel", tenant="alice", l1="") == 5000
+    l1 = {"l1": "iris1", "tenant": "alice", "kind": "lxc"}
     assert value(m, "iris_l1_cpu_seconds_total", **l1) == 1.5
     assert value(m, "iris_l1_memory_bytes", **l1) == 64 << 20
-    assert value(m, "iris_tc_class_bytes_total", host="l0-1", device="irisp-iris1", **{"class": "1:10"},
-                 tenant="alice", l1="iris1") == 5000
-    assert value(m, "iris_agent_desired_generation", host="l0-1") == 7
+    assert value(m, "iris_tc_class_bytes_total", device="irisp-iris1", **{"class": "1:10"}, tenant="alice",
+                 l1="iris1") == 5000
+    assert value(m, "iris_agent_desired_generation") == 7
+    assert value(m, "iris_agent_info", host="l0-1") == 1
     # growing: counters follow the traffic
     host.count("irisp-iris1", rx_bytes=1000)
     assert value(agent_scrape(url, pkis), "iris_port_receive_bytes_total", **port) == 6000
@@ -212,8 +212,7 @@ def test_a_half_made_l1_is_left_out_and_the_rest_reported(pkis, agent):  # noqa:
     m = agent_scrape(url, pkis)
     names = {dict(labels).get("l1") for (n, labels) in m if n == "iris_l1_memory_bytes"}
     assert names == {"iris1"}
-    assert value(m, "iris_port_receive_bytes_total", host="l0-1", port="irisp-iris1", kind="port", tenant="alice",
-                 l1="iris1") == 0
+    assert value(m, "iris_port_receive_bytes_total", port="irisp-iris1", kind="port", tenant="alice", l1="iris1") == 0
 
 
 def test_a_scrape_does_not_wait_for_the_reconcile_lock(pkis, agent, tmp_path):  # noqa: F811
