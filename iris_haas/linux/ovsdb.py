@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import ovs.poller
 from ovs import jsonrpc
+from ovs import poller as ovs_poller
 from ovs import stream as ovs_stream
 from ovs.db import idl as ovs_idl
 from ovsdbapp.backend.ovs_idl import command, connection, idlutils
@@ -245,7 +245,7 @@ def interface_statistics(db: str, timeout: float = 2.0) -> dict[str, dict[str, i
                     error = errno.ETIMEDOUT
                     break
                 conn.run()
-                poller = ovs.poller.Poller()
+                poller = ovs_poller.Poller()
                 conn.wait(poller)
                 conn.recv_wait(poller)
                 poller.timer_wait(int(left * 1000) + 1)
