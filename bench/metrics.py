@@ -1,9 +1,10 @@
 """Scrape latency of both /metrics with 1,000 active L1s, and events per second through the SSE stream.
 
-A coordinator (`iris serve` in this process, a real uvicorn on 127.0.0.1, SQLite) with one L0
-big enough for 1,000 L1s, ten tenants each holding a provisioned reservation of 100 lxc L1s, and
-the in-memory data plane; an agent (a real uvicorn, mutual TLS, the in-memory host) holding that
-L0's desired state: its 1,000 L1s, their ports (with counters) and their mesh. Each is scraped
+A coordinator (`iris serve` in this process, a real uvicorn on 127.0.0.1, SQLite, its scheduler
+ticking at the default interval) with one L0 big enough for 1,000 L1s, ten tenants each holding a
+provisioned reservation of 100 lxc L1s, and the in-memory data plane; then, with the coordinator
+stopped, an agent (a real uvicorn, mutual TLS, the in-memory host) holding that L0's desired
+state: its 1,000 L1s, their ports and shaping (with counters) and their mesh. Each is scraped
 ``--scrapes`` times over one kept-alive connection, as Prometheus does (the coordinator with the
 admin token, the agent with the coordinator's certificate).
 
@@ -43,6 +44,7 @@ from iris_haas.api.client import Client  # noqa: E402
 from iris_haas.api.service import LocalCoordinator  # noqa: E402
 from iris_haas.contract.ops import L1Op  # noqa: E402
 from iris_haas.control import pki  # noqa: E402
+from iris_haas.control.settings import Settings  # noqa: E402
 from iris_haas.control.sync import InMemoryDataPlane  # noqa: E402
 from iris_haas.hostd.memory import MemoryHost  # noqa: E402
 from iris_haas.store.models import Event  # noqa: E402
@@ -173,7 +175,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="iris-bench-") as d:
         tmp = Path(d)
         t = time.perf_counter()
-        with LocalCoordinator(tmp / "coord", dataplane=InMemoryDataPlane()) as lc:
+        # the leader's scheduler at its default interval: its ticks share the process with the scrapes
+        with LocalCoordinator(tmp / "coord", dataplane=InMemoryDataPlane(),
+                              scheduler_interval_s=Settings().scheduler_interval_s) as lc:
             token = lc.admin_token
             with Client(lc.url, token, timeout=600) as admin:
                 tenants = populate(admin, args.l1s)
@@ -189,12 +193,12 @@ def main() -> None:
 
                 coord_lat, coord_text = time_scrapes(coordinator_get, args.scrapes)
 
-            with AgentServer(tmp / "pki", state, args.l1s) as ag, \
-                    AgentClient(f"https://127.0.0.1:{ag.port}", ClientTls.coordinator(ag.ca), node=L0,
-                                timeout=30) as c:
-                agent_lat, agent_text = time_scrapes(c.metrics, args.scrapes)
-
             eps = events_per_s(lc, token, tenants[0][1], args.events)
+
+        # the agent alone in its process, as on a host
+        with AgentServer(tmp / "pki", state, args.l1s) as ag, \
+                AgentClient(f"https://127.0.0.1:{ag.port}", ClientTls.coordinator(ag.ca), node=L0, timeout=30) as c:
+            agent_lat, agent_text = time_scrapes(c.metrics, args.scrapes)
     coord_p99, agent_p99 = pct(coord_lat, 99), pct(agent_lat, 99)
     print(json.dumps({
         "active_l1s": active,

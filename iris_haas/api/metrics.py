@@ -63,7 +63,7 @@ class StateCollector(Collector):
         self.coordinator = coordinator
 
     def collect(self) -> Iterator[Metric]:
-        with self.coordinator.db.transaction() as s:
+        with self.coordinator.db.reading() as s:  # waits for no writer
             groups = s.execute(select(Reservation.reservation_state, Reservation.provision_state,
                                       Reservation.lifecycle_state, func.count())
                                .group_by(Reservation.reservation_state, Reservation.provision_state,

@@ -64,8 +64,8 @@ class LocalCoordinator:
     def __init__(self, data_dir: Path, hold_timeout_s: float = 60.0, dataplane=None,
                  tls: tuple[Path, Path] | None = None, **settings):
         """``tls``: (certificate, key) to serve HTTPS with; its certificate must name ``localhost``."""
-        self.settings = Settings(data_dir=data_dir, hold_timeout_s=hold_timeout_s, scheduler_interval_s=0.2,
-                                 admin_token=None, database_url=None, **settings)
+        self.settings = Settings(**{"data_dir": data_dir, "hold_timeout_s": hold_timeout_s, "scheduler_interval_s": 0.2,
+                                    "admin_token": None, "database_url": None, **settings})
         self.app, self.engine = build(self.settings, dataplane)
         self.port = _free_port()
         self.url = f"https://localhost:{self.port}" if tls else f"http://127.0.0.1:{self.port}"

@@ -11,6 +11,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from iris_haas.agent.client import AgentClient, AgentError, ClientTls
 from iris_haas.agent.server import Agent, create_app
@@ -148,6 +149,31 @@ def test_who_may_scrape(coord_api):
     assert api.client.get("/metrics", headers=api.admin).status_code == 200
     public = create_coordinator_app(api.coordinator, ADMIN, metrics_public=True)
     assert TestClient(public).get("/metrics").status_code == 200
+
+
+def test_a_scrape_does_not_wait_for_a_writer(coord_api):
+    api, _ = coord_api
+    reserve(api)
+    writing, done = threading.Event(), threading.Event()
+
+    def long_write():  # a transaction that holds SQLite's write lock, as a scheduler tick deriving every host does
+        with api.coordinator.db.transaction() as s:
+            api.coordinator.db.admission_lock(s)
+            s.execute(text("UPDATE meta SET value = value WHERE key = 'inventory'"))
+            writing.set()
+            done.wait(10)
+
+    t = threading.Thread(target=long_write)
+    t.start()
+    try:
+        assert writing.wait(5)
+        t0 = time.monotonic()
+        m = scrape(api)
+        assert time.monotonic() - t0 < 2
+        assert value(m, "iris_reservations", machine="reservation", state="ReserveHeld") == 1
+    finally:
+        done.set()
+        t.join()
 
 
 def test_each_app_has_its_own_registry(coord_api):
