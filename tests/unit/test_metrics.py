@@ -51,9 +51,9 @@ class DownDataPlane(InMemoryDataPlane):
 
 
 @pytest.fixture
-def coord_api(sqlite_db, clock):
+def coord_api(db, clock):
     dp = DownDataPlane()
-    c = Coordinator(sqlite_db, dataplane=dp, clock=clock, push_timeout_s=5, provision_timeout_s=5)
+    c = Coordinator(db, dataplane=dp, clock=clock, push_timeout_s=5, provision_timeout_s=5)
     a = Api(c)
     standard_inventory(a)
     yield a, dp
