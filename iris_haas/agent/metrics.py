@@ -74,11 +74,11 @@ class AgentCollector(Collector):
         yield cpu
         yield mem
 
-        families = {(d, what): CounterMetricFamily(
-            f"iris_port_{d}_{what}", f"{doc} by the OVS port or tunnel (an L1 port receives what its L1 sends)",
-            labels=PORT_LABELS)
-            for d, _, done in DIRECTIONS
-            for what, doc in (("bytes", f"bytes {done}"), ("packets", f"packets {done}"), ("drop", f"packets dropped on {d}"))}
+        counters = [(CounterMetricFamily(f"iris_port_{d}_{what}", f"{doc} by the OVS port or tunnel (an L1 port "
+                                         "receives what its L1 sends)", labels=PORT_LABELS), f"{short}_{field}")
+                    for d, short, done in DIRECTIONS
+                    for what, field, doc in (("bytes", "bytes", f"bytes {done}"), ("packets", "packets", f"packets {done}"),
+                                             ("drop", "dropped", f"packets dropped on {d}"))]
         ports: list[tuple[str, str, str]] = [
             (o.name, o.op, o.tenant) for o in desired.ops if isinstance(o, PortOp | TunnelOp)]
         ports += [(o.port, "port", o.tenant) for o in l1s]
@@ -87,11 +87,9 @@ class AgentCollector(Collector):
             if c is None:
                 continue
             labels = [name, kind, tenant, l1_of_port.get(name, "")]
-            for d, short, _ in DIRECTIONS:
-                families[(d, "bytes")].add_metric(labels, getattr(c, f"{short}_bytes"))
-                families[(d, "packets")].add_metric(labels, getattr(c, f"{short}_packets"))
-                families[(d, "drop")].add_metric(labels, getattr(c, f"{short}_dropped"))
-        yield from families.values()
+            for fam, attr in counters:
+                fam.add_metric(labels, getattr(c, attr))
+        yield from (fam for fam, _ in counters)
 
         tc_labels = ["device", "class", "tenant", "l1"]
         cls_bytes = CounterMetricFamily("iris_tc_class_bytes", "bytes an htb class sent", labels=tc_labels)
