@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import socket
 import statistics
@@ -215,6 +216,7 @@ def main() -> None:
         "events_per_s": round(eps, 1),
         "database": "sqlite",
         "populate_s": round(populate_s, 1),
+        "load_average_1m": round(os.getloadavg()[0], 2),  # the machine is shared: what else ran meanwhile
     }))
 
 
