@@ -5,8 +5,8 @@ ticking at the default interval) with one L0 big enough for 1,000 L1s, ten tenan
 provisioned reservation of 100 lxc L1s, and the in-memory data plane; then, with the coordinator
 stopped, an agent (a real uvicorn, mutual TLS, the in-memory host) holding that L0's desired
 state: its 1,000 L1s, their ports and shaping (with counters) and their mesh. Each is scraped
-``--scrapes`` times over one kept-alive connection, as Prometheus does (the coordinator with the
-admin token, the agent with the coordinator's certificate).
+``--scrapes`` times over one kept-alive connection from a process of its own, as Prometheus does
+(the coordinator with the admin token, the agent with the coordinator's certificate).
 
 Then ``--events`` events are written by a producer thread (batches of 100 per transaction, as
 fast as SQLite takes them) while the admin reads ``GET /v1/events/stream`` with httpx-sse (the
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import socket
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -90,6 +92,28 @@ def time_scrapes(get, n: int) -> tuple[list[float], str]:
         text = get()
         lat.append(time.perf_counter() - t)
     return lat, text
+
+
+def scrape_coordinator(url: str, token: str, n: int) -> tuple[list[float], str]:
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        def get() -> str:
+            r = http.get("/metrics")
+            r.raise_for_status()
+            return r.text
+
+        return time_scrapes(get, n)
+
+
+def scrape_agent(url: str, ca_dir: str, node: str, n: int) -> tuple[list[float], str]:
+    with AgentClient(url, ClientTls.coordinator(ca_dir), node=node, timeout=30) as c:
+        return time_scrapes(c.metrics, n)
+
+
+def in_scraper(fn, *args) -> tuple[list[float], str]:
+    """Run the scrapes from a process of their own, as a Prometheus server is: the client's parsing
+    does not compete with the server for this process's interpreter lock."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+        return ex.submit(fn, *args).result()
 
 
 def series(text: str, name: str) -> int:
@@ -186,20 +210,14 @@ def main() -> None:
             state = lc.engine.desired_state(L0)
             active = sum(isinstance(o, L1Op) for o in state.ops)
 
-            with httpx.Client(base_url=lc.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
-                def coordinator_get() -> str:
-                    r = http.get("/metrics")
-                    r.raise_for_status()
-                    return r.text
-
-                coord_lat, coord_text = time_scrapes(coordinator_get, args.scrapes)
+            coord_lat, coord_text = in_scraper(scrape_coordinator, lc.url, token, args.scrapes)
 
             eps = events_per_s(lc, token, tenants[0][1], args.events)
 
         # the agent alone in its process, as on a host
-        with AgentServer(tmp / "pki", state, args.l1s) as ag, \
-                AgentClient(f"https://127.0.0.1:{ag.port}", ClientTls.coordinator(ag.ca), node=L0, timeout=30) as c:
-            agent_lat, agent_text = time_scrapes(c.metrics, args.scrapes)
+        with AgentServer(tmp / "pki", state, args.l1s) as ag:
+            agent_lat, agent_text = in_scraper(scrape_agent, f"https://127.0.0.1:{ag.port}", str(ag.ca), L0,
+                                               args.scrapes)
     coord_p99, agent_p99 = pct(coord_lat, 99), pct(agent_lat, 99)
     print(json.dumps({
         "active_l1s": active,

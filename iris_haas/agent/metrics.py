@@ -18,13 +18,14 @@ one process, as in the tests, do not collide).
 ``iris_agent_info{host}``                     1, with the host's name
 ``iris_agent_desired_generation``             the generation of the desired state held
 ``iris_agent_scrape_errors_total``            sources a scrape could not read (OVSDB down)
-``iris_agent_scrape_duration_seconds``        how long this scrape's reading took
+``iris_agent_scrape_duration_seconds``        how long this scrape took (reading, building)
 ============================================  =========================================
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -49,13 +50,15 @@ class AgentCollector(Collector):
     def __init__(self, node: str, desired: Callable[[], DesiredState], stats: Callable[[DesiredState], HostStats]):
         self.node, self.desired, self.stats = node, desired, stats
         self.errors = 0
+        self._lock = threading.Lock()  # scrapes may overlap (uvicorn runs each in a thread of its pool)
 
     def collect(self) -> Iterator[Metric]:
         t0 = time.perf_counter()
         desired, host = self.desired(), self.node
         stats = self.stats(desired)
         if stats.errors:
-            self.errors += len(stats.errors)
+            with self._lock:
+                self.errors += len(stats.errors)
             log.warning("scrape: %s", "; ".join(stats.errors))
         l1s = [o for o in desired.ops if isinstance(o, L1Op)]
         l1_of_port = {o.port: o.name for o in l1s}
@@ -114,8 +117,8 @@ class AgentCollector(Collector):
                                 value=desired.version)
         yield CounterMetricFamily("iris_agent_scrape_errors", "sources a scrape could not read (OVSDB down, ...)",
                                   value=self.errors)
-        yield GaugeMetricFamily("iris_agent_scrape_duration_seconds", "how long reading the host took for this "
-                                "scrape", value=time.perf_counter() - t0)
+        yield GaugeMetricFamily("iris_agent_scrape_duration_seconds", "how long this scrape took to read the host "
+                                "and build the series before this one", value=time.perf_counter() - t0)
 
 
 def registry(collector: AgentCollector) -> CollectorRegistry:
