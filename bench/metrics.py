@@ -216,8 +216,10 @@ def main() -> None:
 
         # the agent alone in its process, as on a host
         with AgentServer(tmp / "pki", state, args.l1s) as ag:
+            cpu0 = time.process_time()  # this process is the agent's server only: its CPU is the scrapes'
             agent_lat, agent_text = in_scraper(scrape_agent, f"https://127.0.0.1:{ag.port}", str(ag.ca), L0,
                                                args.scrapes)
+            agent_cpu_ms = (time.process_time() - cpu0) * 1000 / args.scrapes
     coord_p99, agent_p99 = pct(coord_lat, 99), pct(agent_lat, 99)
     print(json.dumps({
         "active_l1s": active,
@@ -227,6 +229,7 @@ def main() -> None:
         "agent_scrape_ms_p50": round(pct(agent_lat, 50), 2),
         "agent_scrape_ms_p99": round(agent_p99, 2),
         "scrape_ms_p99": round(max(coord_p99, agent_p99), 2),
+        "agent_scrape_cpu_ms": round(agent_cpu_ms, 1),
         "agent_series": sum(1 for line in agent_text.splitlines() if line and not line.startswith("#")),
         "agent_port_series": series(agent_text, "iris_port_receive_bytes"),
         "coordinator_series": sum(1 for line in coord_text.splitlines() if line and not line.startswith("#")),
