@@ -4,7 +4,7 @@ Two layouts, told apart by the root (:func:`version`):
 
 * **v1 / hybrid** (this machine: v1 controllers under ``/sys/fs/cgroup/<controller>``, v2 only
   at ``/sys/fs/cgroup/unified``): one directory per controller, ``cpu/<name>``, ``memory/<name>``,
-  ``pids/<name>``, with ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, ``memory.limit_in_bytes``
+  ``pids/<name>`` (and ``cpuacct/<name>``, where v1 counts CPU time: :func:`usage`), with ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, ``memory.limit_in_bytes``
   (and ``memory.memsw.limit_in_bytes`` where swap is accounted, so swap does not extend the limit),
   ``pids.max``;
 * **v2** (``cgroup.controllers`` at the root): one directory ``<name>`` with ``cpu.max``,
