@@ -20,6 +20,7 @@ Prints one JSON object; targets: ``scrape_ms_p99`` <= 100, ``events_per_s`` >= 1
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing
 import os
@@ -41,7 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from sqlalchemy import func, select  # noqa: E402
 
 from iris_haas.agent.client import AgentClient, ClientTls  # noqa: E402
-from iris_haas.agent.server import Agent, create_app  # noqa: E402
+from iris_haas.agent.server import Agent, create_app, freeze_heap  # noqa: E402
 from iris_haas.agent.tls import ServerTls  # noqa: E402
 from iris_haas.api.client import Client  # noqa: E402
 from iris_haas.api.service import LocalCoordinator  # noqa: E402
@@ -152,12 +153,14 @@ class AgentServer:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("the agent did not start")
             time.sleep(0.02)
+        freeze_heap()  # as `iris agent run` does before it serves
         return self
 
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.tls.close()
+        gc.unfreeze()
 
 
 def events_per_s(lc: LocalCoordinator, admin_token: str, rid: str, n: int) -> float:

@@ -49,7 +49,7 @@ def agent(
     """Run the agent: HTTPS for the coordinator only; applies and reconciles the host's desired state."""
     import uvicorn
 
-    from iris_haas.agent.server import create_app, make_agent
+    from iris_haas.agent.server import create_app, freeze_heap, make_agent
     from iris_haas.agent.tls import ServerTls
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -91,8 +91,9 @@ def agent(
             tls.watch(tls_check_s)
             signal.signal(signal.SIGHUP, lambda *_: tls.check())
             server_tls = {"ssl_context_factory": lambda _config, _default: tls.context}
-        uvicorn.run(create_app(ag, token), host=listen, port=port, log_level="warning", access_log=False,
-                    **server_tls)
+        app = create_app(ag, token)
+        freeze_heap()  # before serving: scrapes pay for no full collection of what lives for ever
+        uvicorn.run(app, host=listen, port=port, log_level="warning", access_log=False, **server_tls)
     finally:
         if tls is not None:
             tls.close()

@@ -28,6 +28,7 @@ with the error's HTTP status.
 
 from __future__ import annotations
 
+import gc
 import hmac
 import logging
 import os
@@ -236,6 +237,16 @@ def create_app(agent: Agent, token: str | None) -> FastAPI:
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def freeze_heap() -> None:
+    """Put everything alive now (the modules, the app, the stored state) out of the cyclic
+    collector's reach, once the agent is ready to serve. Otherwise each full collection walks those
+    ~170,000 objects again: a scrape of a host of 1,000 L1s makes ~40,000 short-lived ones, so
+    every few scrapes one took 100-150 ms longer (measured with bench/metrics.py). Objects freed by
+    their reference count are freed as before; only cycles among the frozen are kept."""
+    gc.collect()
+    gc.freeze()
 
 
 def make_agent(node: str, cfg: HostConfig, state_dir: Path, policy: Policy | None = None) -> Agent:
