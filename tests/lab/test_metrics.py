@@ -85,13 +85,18 @@ def test_the_coordinator_counts_a_provisioned_reservation_and_its_hosts(lab, coo
         assert got.status_code == 200
         return samples(got.text)
 
-    m = scrape()
+    def converged(m):
+        h = frozenset({"host": node}.items())
+        return (m.get(("iris_host_in_sync", h)) == 1
+                and m.get(("iris_host_acknowledged_generation", h)) == m.get(("iris_host_desired_generation", h)))
+
+    deadline = time.monotonic() + 20  # provision waited for its hosts; a tick or a poll may be in flight
+    while not converged(m := scrape()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert converged(m)
     state = {("iris_reservations", frozenset({"machine": k, "state": v}.items())): 1.0
              for k, v in (("reservation", "ReserveStart"), ("provision", "Provisioned"), ("lifecycle", "Created"))}
     assert {k: m[k] for k in state} == state
-    assert m[("iris_host_in_sync", frozenset({"host": node}.items()))] == 1
-    assert m[("iris_host_acknowledged_generation", frozenset({"host": node}.items()))] == \
-        m[("iris_host_desired_generation", frozenset({"host": node}.items()))]
     assert m[("iris_host_pushes_total", frozenset({"host": node, "outcome": "ok"}.items()))] >= 1
     tenants["a"].post(f"/reservations/{r['id']}/terminate")
     m = scrape()
