@@ -98,7 +98,7 @@ def agent(
     """Run the agent: HTTPS for the coordinator only; applies and reconciles the host's desired state."""
     import uvicorn
 
-    from iris_haas.agent.server import create_app, make_agent
+    from iris_haas.agent.server import create_app, freeze_heap, make_agent
     from iris_haas.agent.tls import ServerTls
 
     try:
@@ -149,7 +149,9 @@ def agent(
             tls.watch(o.tls_check_s)
             signal.signal(signal.SIGHUP, lambda *_: tls.check())
             server_tls = {"ssl_context_factory": lambda _config, _default: tls.context}
-        uvicorn.run(create_app(ag, token), host=o.listen, port=o.port, log_level="warning", access_log=False,
+        app = create_app(ag, token)
+        freeze_heap()  # before serving: scrapes pay for no full collection of what lives for ever
+        uvicorn.run(app, host=o.listen, port=o.port, log_level="warning", access_log=False,
                     log_config=None, **server_tls)
     finally:
         if tls is not None:

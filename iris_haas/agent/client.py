@@ -116,6 +116,9 @@ class AgentClient:
         self.close()
 
     def _call(self, method: str, path: str, **kw) -> Any:
+        return self._send(method, path, **kw).json()
+
+    def _send(self, method: str, path: str, **kw) -> httpx.Response:
         try:
             # the name the server's certificate must give, whatever address the URL holds
             r = self.http.request(method, path, extensions={"sni_hostname": self.node} if self.node else None, **kw)
@@ -129,7 +132,7 @@ class AgentClient:
             extra = {"held": body["current"]} if r.status_code == 409 and "current" in body else {}
             raise AgentError(f"{method} {path}: {r.status_code} {body.get('type')}: {body.get('message')}",
                              status_code=r.status_code, **extra)
-        return r.json()
+        return r
 
     def peer_certificate(self) -> bytes:
         """The certificate (DER) the agent presents on this client's connection (a new client: a new one)."""
@@ -155,3 +158,7 @@ class AgentClient:
 
     def apply(self) -> dict:
         return self._call("POST", "/v1/apply")
+
+    def metrics(self) -> str:
+        """The agent's Prometheus metrics (text exposition format), as a scrape reads them."""
+        return self._send("GET", "/metrics").text

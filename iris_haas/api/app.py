@@ -6,17 +6,19 @@ import logging
 import threading
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from iris_haas import __version__
 from iris_haas.api import deps, schemas, ui
 from iris_haas.api.deps import AdminDep, CoordinatorDep
+from iris_haas.api.metrics import CoordinatorMetrics
 from iris_haas.api.routes import events, hosts, inventory, nsi, reservations, tenants
 from iris_haas.contract.errors import IrisError
 from iris_haas.control.engine import Coordinator
@@ -99,9 +101,10 @@ def declare_errors(router: APIRouter) -> APIRouter:
 
 def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval: float | None = None,
                heartbeat_s: float = 15.0, stream_lasts_s: float = 300.0,
-               webhook_allow_private: bool = False) -> FastAPI:
+               webhook_allow_private: bool = False, metrics_public: bool = False) -> FastAPI:
     """The API; with ``scheduler_interval``, also the scheduler and the webhooks' delivery (which
-    only the leader runs): a coordinator without them serves requests only."""
+    only the leader runs): a coordinator without them serves requests only. ``metrics_public``:
+    ``/metrics`` answers without a token (else it takes the admin's)."""
     hooks = Webhooks(coordinator.db, allow_private=webhook_allow_private)
 
     @asynccontextmanager
@@ -132,6 +135,8 @@ def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval
     app.state.webhooks = hooks
     app.state.stream_slots = events.StreamSlots()
     app.state.heartbeat_s, app.state.stream_lasts_s = heartbeat_s, stream_lasts_s
+    app.state.metrics = CoordinatorMetrics(coordinator)
+    app.state.metrics.instrument(app)
 
     @app.exception_handler(IrisError)
     async def _iris_error(_: Request, exc: IrisError):
@@ -184,5 +189,21 @@ def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval
                    events.events, events.webhooks, nsi.requester):
         v1.include_router(declare_errors(router))
     app.include_router(declare_errors(v1))
+    app.include_router(declare_errors(metrics_router(app.state.metrics, public=metrics_public)))
     ui.mount(app)  # the dashboard at /ui/
     return app
+
+
+def metrics_router(metrics: CoordinatorMetrics, *, public: bool) -> APIRouter:
+    """``GET /metrics`` where Prometheus looks by default: the admin token's, or anyone's when ``public``."""
+    router = APIRouter(tags=["meta"])
+    text = {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+            "description": "Prometheus text exposition format"}
+
+    @router.get("/metrics", response_class=Response, responses={200: text},
+                dependencies=[] if public else [Depends(deps.admin)],
+                summary="Prometheus metrics: reservations by NSI state, hosts' generations, latencies")
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router

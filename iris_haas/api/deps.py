@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from iris_haas.api.metrics import CoordinatorMetrics
 from iris_haas.contract.errors import Forbidden, TooManyRequests, Unauthorized
 from iris_haas.control.engine import Coordinator
 from iris_haas.control.inventory import Inventory
@@ -69,6 +70,10 @@ def get_inventory(request: Request) -> Inventory:
     return request.app.state.inventory
 
 
+def get_metrics(request: Request) -> CoordinatorMetrics:
+    return request.app.state.metrics
+
+
 def principal(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
     if creds is None or not creds.credentials:
         raise Unauthorized("missing bearer token")
@@ -99,6 +104,7 @@ def tenant(p: Annotated[Principal, Depends(principal)]) -> Principal:
 
 CoordinatorDep = Annotated[Coordinator, Depends(get_coordinator)]
 InventoryDep = Annotated[Inventory, Depends(get_inventory)]
+MetricsDep = Annotated[CoordinatorMetrics, Depends(get_metrics)]
 PrincipalDep = Annotated[Principal, Depends(principal)]
 AdminDep = Annotated[Principal, Depends(admin)]
 TenantDep = Annotated[Principal, Depends(tenant)]

@@ -56,7 +56,7 @@ def build(settings: Settings, dataplane: DataPlane | None = None, *, scheduler: 
     app = create_app(coordinator, admin_token(settings),
                      scheduler_interval=settings.scheduler_interval_s if scheduler else None,
                      heartbeat_s=settings.events_heartbeat_s, stream_lasts_s=settings.events_stream_s,
-                     webhook_allow_private=settings.webhook_allow_private)
+                     webhook_allow_private=settings.webhook_allow_private, metrics_public=settings.metrics_public)
     return app, coordinator
 
 
@@ -83,8 +83,8 @@ class LocalCoordinator:
         the NSI providers send their callbacks: give ``nsi_reply_url`` there too)."""
         self.port = _free_port()
         self.sockets = [_bound("127.0.0.1", self.port), *(sockets or [])]
-        self.settings = Settings(data_dir=data_dir, hold_timeout_s=hold_timeout_s, scheduler_interval_s=0.2,
-                                 admin_token=None, database_url=None, **settings)
+        self.settings = Settings(**{"data_dir": data_dir, "hold_timeout_s": hold_timeout_s, "scheduler_interval_s": 0.2,
+                                    "admin_token": None, "database_url": None, **settings})
         self.app, self.engine = build(self.settings, dataplane)
         self.url = f"https://localhost:{self.port}" if tls else f"http://127.0.0.1:{self.port}"
         cert, key = tls or (None, None)

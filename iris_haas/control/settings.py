@@ -52,6 +52,8 @@ class Settings(BaseSettings):
                                    "before its client reconnects (with Last-Event-ID; its token is checked again)")
     webhook_allow_private: bool = Field(default=False, description="let webhooks reach addresses that are not "
                                         "public (loopback, private networks, the control network): trials only")
+    metrics_public: bool = Field(default=False, description="serve /metrics without a token (else it takes the "
+                                 "admin token): only where no one but the Prometheus server reaches the port")
 
     nsi_requester_nsa: str = Field(default="urn:ogf:network:iris.example:2026:nsa:iris", max_length=256,
                                    pattern=r"^urn:ogf:network:\S+$", description="Iris's NSA id as an NSI requester "

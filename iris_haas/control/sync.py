@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -190,6 +191,24 @@ class _Batch:
             return self._got
 
 
+class SyncCounts:
+    """What this process's pushes and polls came to, per host and outcome (for the coordinator's
+    metrics: counters only grow, and start from zero with the process, as Prometheus expects)."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, host: str, what: str, outcome: str) -> None:
+        with self._lock:
+            self._counts[(host, what, outcome)] += 1
+
+    def snapshot(self) -> dict[tuple[str, str, str], int]:
+        """(host, push | poll, ok | failed | not_in_sync) -> how many."""
+        with self._lock:
+            return dict(self._counts)
+
+
 class Syncer:
     def __init__(self, db: Database, dataplane: DataPlane, desired: DesiredCache, clock: Callable[[], float],
                  on_refresh: Callable[[Session, dict[str, HostSync]], None] | None = None,
@@ -202,6 +221,7 @@ class Syncer:
         self._host_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self._inflight: dict[str, Future] = {}
+        self.counts = SyncCounts()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -287,6 +307,7 @@ class Syncer:
             except Exception as e:  # any transport or agent error: recorded, retried with backoff
                 ack, error = None, f"{type(e).__name__}: {e}"
                 log.warning("push of generation %s to %s failed: %s", t.state.version, t.host, e)
+            self.counts.add(t.host, "push", "failed" if ack is None else "ok" if ack.in_sync else "not_in_sync")
             if batch is not None and batch.add(t, ack, error):
                 return error
             with self.db.transaction() as s:
@@ -378,7 +399,9 @@ class Syncer:
             ack = self.dataplane.observe(t.host, t.url)
         except Exception as e:  # unreachable: the push path's backoff deals with it
             log.info("poll of %s failed: %s", t.host, e)
+            self.counts.add(t.host, "poll", "failed")
             return
+        self.counts.add(t.host, "poll", "ok")
         with self.db.transaction() as s:
             row = s.get(HostSync, t.host, with_for_update=True)
             if row is None:

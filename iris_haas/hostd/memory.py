@@ -3,7 +3,9 @@
 It holds the ops it was asked to apply as "what is on the host", answers the same questions
 (``apply``, ``plan``, ``status``) and can be broken by hand (:meth:`MemoryHost.lose`) like a real
 host, so API and agent tests exercise reconciliation without OVS or netlink. Its actions are its
-own: an object made, an object removed.
+own: an object made, an object removed. Its counters (:meth:`MemoryHost.stats`) are those a
+test gave it (:meth:`MemoryHost.count`, :meth:`MemoryHost.use`): a host where nothing ran and
+nothing flowed reports zeros for every object it holds.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from iris_haas.contract.ops import DesiredState
+from iris_haas.contract.ops import DesiredState, L1Op
+from iris_haas.hostd.stats import HostStats, PortCounters, port_names
+from iris_haas.linux.cgroup import Usage
+from iris_haas.linux.tc import PORT_CLASS, ClassStats
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class Delete:
 class MemoryHost:
     def __init__(self) -> None:
         self.objects: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.counters: dict[str, PortCounters] = {}
+        self.usage: dict[str, Usage] = {}
 
     def plan(self, desired: DesiredState) -> list[Create | Delete]:
         want = {o.ident(): o.model_dump() for o in desired.ops}
@@ -55,6 +62,29 @@ class MemoryHost:
 
     def status(self, desired: DesiredState) -> tuple[list[dict[str, Any]], list[Create | Delete]]:
         return [dict(v) for v in self.objects.values()], self.plan(desired)
+
+    def stats(self, desired: DesiredState) -> HostStats:
+        """The counters of the objects of ``desired`` this host holds."""
+        out = HostStats()
+        held = [o for o in desired.ops if o.ident() in self.objects]
+        for name in port_names(held):
+            out.ports[name] = self.counters.get(name, PortCounters())
+        for o in held:
+            if isinstance(o, L1Op):
+                out.l1s[o.name] = self.usage.get(o.name, Usage(0.0, 0))
+            elif o.op == "shape":
+                c = self.counters.get(o.port, PortCounters())
+                out.classes[(o.port, PORT_CLASS)] = ClassStats(c.rx_bytes, c.rx_packets, 0)
+        return out
+
+    def count(self, port: str, **counters: int) -> None:
+        """Traffic on a port: add to its counters (``rx_bytes=``, ``tx_packets=``, ...)."""
+        have = self.counters.get(port, PortCounters())
+        self.counters[port] = PortCounters(**{k: getattr(have, k) + counters.get(k, 0) for k in vars(have)})
+
+    def use(self, l1: str, cpu_seconds: float, memory_bytes: int) -> None:
+        """What an L1 has used so far."""
+        self.usage[l1] = Usage(cpu_seconds, memory_bytes)
 
     def close(self) -> None:
         """Nothing held."""

@@ -33,7 +33,7 @@ from iris_haas.contract.ops import (
     inner_mtu,
 )
 from iris_haas.contract.types import L1Kind
-from iris_haas.hostd import storage
+from iris_haas.hostd import stats, storage
 from iris_haas.hostd.actions import (
     AddAddress,
     CreateVeth,
@@ -433,6 +433,10 @@ class Host:
         """(what is really there, what a reconcile would still do)"""
         facts = self.observe(desired)
         return report(facts), plan(desired, facts, self.cfg)
+
+    def stats(self, desired: DesiredState) -> stats.HostStats:
+        """What the objects of ``desired`` used and carried (:mod:`iris_haas.hostd.stats`)."""
+        return stats.measure(desired, self.ctx)
 
     def close(self) -> None:
         self.ctx.ovsdb.close()

@@ -4,7 +4,7 @@ Two layouts, told apart by the root (:func:`version`):
 
 * **v1 / hybrid** (this machine: v1 controllers under ``/sys/fs/cgroup/<controller>``, v2 only
   at ``/sys/fs/cgroup/unified``): one directory per controller, ``cpu/<name>``, ``memory/<name>``,
-  ``pids/<name>``, with ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, ``memory.limit_in_bytes``
+  ``pids/<name>`` (and ``cpuacct/<name>``, where v1 counts CPU time: :func:`usage`), with ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, ``memory.limit_in_bytes``
   (and ``memory.memsw.limit_in_bytes`` where swap is accounted, so swap does not extend the limit),
   ``pids.max``;
 * **v2** (``cgroup.controllers`` at the root): one directory ``<name>`` with ``cpu.max``,
@@ -30,6 +30,9 @@ from iris_haas.linux import proc
 ROOT = Path("/sys/fs/cgroup")
 CFS_PERIOD_US = 100_000
 CONTROLLERS = ("cpu", "memory", "pids")
+# v1 keeps CPU time in a hierarchy of its own (``cpuacct``, unless co-mounted with ``cpu``): the
+# group joins it too where it exists, so its CPU time can be read (:func:`usage`)
+ACCOUNTING = "cpuacct"
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,13 @@ def version(root: Path = ROOT) -> int:
 def dirs(name: str, root: Path = ROOT, ver: int | None = None) -> list[Path]:
     """The group's directories: one per controller (v1), one in all (v2)."""
     ver = ver or version(root)
-    return [root / name] if ver == 2 else [root / c / name for c in CONTROLLERS]
+    if ver == 2:
+        return [root / name]
+    out = [root / c / name for c in CONTROLLERS]
+    acct = root / ACCOUNTING
+    if acct.is_dir() and acct.resolve() != (root / "cpu").resolve():
+        out.append(acct / name)
+    return out
 
 
 def limit_files(name: str, lim: Limits, root: Path = ROOT, ver: int | None = None) -> list[tuple[Path, str]]:
@@ -109,6 +118,53 @@ def read(name: str, root: Path = ROOT) -> Limits | None:
     except OSError:
         return None
     return Limits(cpus=int(quota) / int(period), memory_bytes=int(mem), pids=int(pids))
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a group has used: CPU time since it was made, memory now (None: not offered)."""
+
+    cpu_seconds: float | None
+    memory_bytes: int | None
+
+
+def _number(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _stat_key(path: Path, key: str) -> int | None:
+    try:
+        for line in path.read_text().splitlines():
+            k, _, v = line.partition(" ")
+            if k == key:
+                return int(v)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def usage(name: str, root: Path = ROOT) -> Usage | None:
+    """The group's CPU time and memory as the kernel counts them (its descendants included);
+    None when the group is not there (not made yet, or being removed). Reads a few files: no
+    lock, nothing written."""
+    ver = version(root)
+    if ver == 2:
+        d = root / name
+        if not d.is_dir():
+            return None
+        usec = _stat_key(d / "cpu.stat", "usage_usec")
+        return Usage(usec / 1e6 if usec is not None else None, _number(d / "memory.current"))
+    memory = root / "memory" / name
+    acct = root / ACCOUNTING / name
+    if not acct.is_dir():
+        acct = root / "cpu" / name  # cpu and cpuacct co-mounted
+    if not memory.is_dir() and not acct.is_dir():
+        return None
+    ns = _number(acct / "cpuacct.usage")
+    return Usage(ns / 1e9 if ns is not None else None, _number(memory / "memory.usage_in_bytes"))
 
 
 def pids(name: str, root: Path = ROOT) -> list[int]:

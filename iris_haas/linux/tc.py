@@ -212,3 +212,32 @@ def htb_rates(ns: str | None, ifname: str) -> dict[int, float]:
     return out
 
 
+
+
+@dataclass(frozen=True)
+class ClassStats:
+    """What one htb class has sent (bytes, packets) and dropped, since the class was made."""
+
+    bytes: int
+    packets: int
+    drops: int
+
+
+def class_stats(ns: str | None, ifname: str) -> dict[int, ClassStats]:
+    """class handle -> counters of the htb classes on a link (empty if no link or no htb): the
+    kernel's own (``TCA_STATS2``, as ``tc -s class show`` prints them)."""
+    out: dict[int, ClassStats] = {}
+    with ipr(ns) as h:
+        idx = link_index(h, ifname)
+        if idx is None:
+            return out
+        for c in h.get_classes(index=idx):
+            if c.get_attr("TCA_KIND") != "htb":
+                continue
+            st = c.get_attr("TCA_STATS2")
+            basic = st.get_attr("TCA_STATS_BASIC") if st else None
+            queue = st.get_attr("TCA_STATS_QUEUE") if st else None
+            if basic is None or queue is None:
+                continue
+            out[c["handle"]] = ClassStats(int(basic["bytes"]), int(basic["packets"]), int(queue["drops"]))
+    return out

@@ -44,6 +44,9 @@ EVENTS_LOCK_KEY = 0x1217  # beside the admission lock's and the leader's (contro
 MIGRATE_LOCK_KEY = 0x1218
 
 
+READ_ONLY = "iris_read_only"  # execution option of Database.reading's connections
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
@@ -66,7 +69,8 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # a reader's deferred BEGIN takes no lock: in WAL mode it reads the last commit while a writer writes
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
@@ -272,6 +276,15 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """One unit of work: commit on success, roll back everything on any error."""
         with self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A unit of work that only reads, from one snapshot. On SQLite it waits for no writer (a
+        deferred transaction: WAL lets it read the last commit meanwhile), where :meth:`transaction`
+        would queue behind a long one (the scheduler's tick deriving every host's state)."""
+        with self._sessions() as session, session.begin():
+            session.connection(execution_options={READ_ONLY: True})
             yield session
 
     def admission_lock(self, session: Session) -> None:

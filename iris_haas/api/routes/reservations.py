@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from iris_haas.api import schemas
-from iris_haas.api.deps import AdminDep, CoordinatorDep, PrincipalDep, TenantDep
+from iris_haas.api.deps import AdminDep, CoordinatorDep, MetricsDep, PrincipalDep, TenantDep
 from iris_haas.contract.types import MAX_GB, MAX_MBPS, Cpus, DiskGb, DurationS, L1Kind, MemoryMb, Name
 from iris_haas.control.schemas import ModifyRequest, ReserveRequest, from_epoch, to_epoch
 from iris_haas.managers.base import segment_of
@@ -34,8 +34,9 @@ def public(res: Reservation, tenant: Tenant, resources: list[dict] | None = None
 @reservations.post("", response_model=schemas.ReservationPublic, status_code=status.HTTP_201_CREATED,
                    responses={409: {"model": schemas.ErrorBody, "description": "ReserveFailed: does not fit"}},
                    summary="Reserve (NSI reserve): hold resources until commit, abort or the hold timeout")
-def reserve(body: ReserveRequest, coord: CoordinatorDep, who: TenantDep):
-    res = coord.reserve(who.tenant_id, body)
+def reserve(body: ReserveRequest, coord: CoordinatorDep, who: TenantDep, metrics: MetricsDep):
+    with metrics.admission("reserve"):
+        res = coord.reserve(who.tenant_id, body)
     return public(*coord.get(who.tenant_id, res.id))
 
 
@@ -51,8 +52,9 @@ def show(rid: str, coord: CoordinatorDep, who: PrincipalDep):
 
 @reservations.post("/{rid}/modify", response_model=schemas.ReservationPublic,
                    summary="Modify (NSI reserve with a higher version): extend the end, change count or bandwidth")
-def modify(rid: str, body: ModifyRequest, coord: CoordinatorDep, who: PrincipalDep):
-    coord.modify(who.scope, rid, body)
+def modify(rid: str, body: ModifyRequest, coord: CoordinatorDep, who: PrincipalDep, metrics: MetricsDep):
+    with metrics.admission("modify"):
+        coord.modify(who.scope, rid, body)
     return public(*coord.get(who.scope, rid))
 
 
