@@ -34,11 +34,16 @@ def coord(lab, tmp_path):
         try:
             yield c, admin, tenants
         finally:
-            for r in admin.get("/reservations"):
-                if r["lifecycle_state"] != "Terminated":
-                    admin.post(f"/reservations/{r['id']}/terminate")
-            for h, (_, state) in c.engine.desired_states().items():
-                assert state.ops == [], f"{h} still has desired state"
+            terminate_all(c, admin)
+
+
+def terminate_all(c, admin) -> None:
+    """Terminate what a test left, and check that no host keeps any desired state."""
+    for r in admin.get("/reservations"):
+        if r["lifecycle_state"] != "Terminated":
+            admin.post(f"/reservations/{r['id']}/terminate")
+    for h, (_, state) in c.engine.desired_states().items():
+        assert state.ops == [], f"{h} still has desired state"
 
 
 def l1_request(addresses, mbps=None, kind="netns"):

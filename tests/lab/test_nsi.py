@@ -18,6 +18,7 @@ from iris_haas.lab.upa import lab_nsa, lab_stp
 from iris_haas.lab.wan import Wan
 from iris_haas.linux.runner import SubprocessRunner
 from iris_haas.nsi.requester import Provider
+from tests.lab.test_coordinator_e2e import terminate_all
 from tests.nsi import validator
 
 pytestmark = pytest.mark.lab
@@ -46,11 +47,7 @@ def coord(lab, tmp_path):
         try:
             yield c, admin, tenant
         finally:
-            for r in admin.get("/reservations"):
-                if r["lifecycle_state"] != "Terminated":
-                    admin.post(f"/reservations/{r['id']}/terminate")
-            for h, (_, state) in c.engine.desired_states().items():
-                assert state.ops == [], f"{h} still has desired state"
+            terminate_all(c, admin)
     assert seen and invalid == [], invalid
 
 
