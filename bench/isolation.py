@@ -49,7 +49,7 @@ from iris_haas.lab import escapes, probe, realizer
 from iris_haas.lab import tenants as plan
 from iris_haas.lab.tenants import L1
 from iris_haas.linux import netlink as nl
-from iris_haas.linux import ovsdb
+from iris_haas.linux import ovsdb, proc
 from iris_haas.linux.netns import socket_in_netns
 from iris_haas.linux.proc import read_pid
 
@@ -82,12 +82,6 @@ def l0_fingerprint(lab, node: str, pids: list[int]) -> dict:
     settings a guest's root would write, the modules loaded, whether a process of the L0 is
     traced, and whether the L1's QEMU is still confined (its uid, its sandbox, its cgroup)."""
 
-    def status(pid: int) -> dict[str, str]:
-        try:
-            return dict(ln.split(":\t", 1) for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in ln)
-        except OSError:
-            return {}
-
     def text(path: str) -> str | None:  # None: this kernel has no such file (no module support)
         try:
             return Path(path).read_text()
@@ -95,12 +89,12 @@ def l0_fingerprint(lab, node: str, pids: list[int]) -> dict:
             return None
 
     qemu = kvmdrv.KvmL1(lab.dir / node / "agent" / "l1", host_netns=lab.ns(node))._pid("ak")
-    q = status(qemu) if qemu else {}
+    q = proc.status(qemu) if qemu else {}
     return {
         "core_pattern": text("/proc/sys/kernel/core_pattern"),
         "modules": text("/proc/modules"),
         "release_agents": {str(p): p.read_text() for p in sorted(Path("/sys/fs/cgroup").glob("*/release_agent"))},
-        "traced": {pid: status(pid).get("TracerPid", "").strip() for pid in pids},
+        "traced": {pid: proc.status(pid).get("TracerPid", "") for pid in pids},
         "qemu": (q.get("Uid"), q.get("Seccomp"), q.get("CapBnd")),
     }
 

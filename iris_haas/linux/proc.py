@@ -27,6 +27,16 @@ def alive(pid: int) -> bool:
         return False
 
 
+def status(pid: int) -> dict[str, str]:
+    """``/proc/<pid>/status`` as field -> value (Uid, Seccomp, CapBnd, TracerPid, ...); empty if
+    the process is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {k: v.strip() for k, v in (ln.split(":", 1) for ln in lines if ":" in ln)}
+
+
 def kill_pid(pid: int, timeout: float = 3.0) -> None:
     """SIGTERM one process by PID, SIGKILL if it lingers; tolerant of it being gone."""
     try:

@@ -422,11 +422,6 @@ def _kvm_missing() -> str | None:
     return None
 
 
-def _status(pid: int) -> dict[str, str]:
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return {k: v.strip() for k, v in (ln.split(":", 1) for ln in lines)}
-
-
 def _guest_ready(d: kvm.KvmL1, name: str) -> None:
     deadline = time.monotonic() + 60
     while True:
@@ -501,7 +496,7 @@ def test_kvm_l1_runs_confined_and_its_port_is_shaped_across_a_restart(sandbox):
         pid = d._pid("kv")
         assert pid and d.running("kv") and d.unit("kv") == unit
         # unprivileged, its own user, sandboxed, no capability, in its cgroup with the flavor's limits
-        st = _status(pid)
+        st = proc.status(pid)
         uid = d.uid("kv")
         assert uid and uid >= kvm.UID_BASE and st["Uid"].split() == [str(uid)] * 4 and st["Gid"].split()[0] == str(uid)
         assert st["Seccomp"] == "2" and st["NoNewPrivs"] == "1" and int(st["CapBnd"], 16) == 0
@@ -512,7 +507,7 @@ def test_kvm_l1_runs_confined_and_its_port_is_shaped_across_a_restart(sandbox):
         _guest_ready(d, "kv")
         # the limits hold: QEMU's memory (the guest's RAM with it) is charged to the group, which
         # has the CFS quota on
-        anon = int(_status(pid)["RssAnon"].split()[0]) << 10
+        anon = int(proc.status(pid)["RssAnon"].split()[0]) << 10
         assert anon > 64 << 20 and int(Path(f"/sys/fs/cgroup/memory/{unit}/memory.usage_in_bytes").read_text()) >= anon
         assert int(Path(f"/sys/fs/cgroup/memory/{unit}/memory.max_usage_in_bytes").read_text()) <= kvm.limits(
             vm).memory_bytes
