@@ -38,7 +38,8 @@ def status(pid: int) -> dict[str, str]:
 
 
 def kill_pid(pid: int, timeout: float = 3.0) -> None:
-    """SIGTERM one process by PID, SIGKILL if it lingers; tolerant of it being gone."""
+    """SIGTERM one process by PID, SIGKILL if it lingers, and wait until it is gone; tolerant of
+    it being gone already."""
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -53,6 +54,11 @@ def kill_pid(pid: int, timeout: float = 3.0) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    # a killed process holds its files and mounts until its exit completes: whoever unmounts
+    # what it served next must not find it busy
+    deadline = time.monotonic() + 10.0
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
     _reap(pid)
 
 
