@@ -50,7 +50,7 @@ from iris_haas.managers.crm import ComputeManager
 from iris_haas.managers.nrm import NetworkManager
 from iris_haas.managers.srm import StorageManager
 from iris_haas.nsi.messages import Message
-from iris_haas.nsi.requester import Requester, from_provider
+from iris_haas.nsi.requester import NsiError, Provider, Requester, from_provider
 from iris_haas.store import calendar
 from iris_haas.store.db import Database
 from iris_haas.store.models import (
@@ -133,6 +133,11 @@ class Coordinator:
         self.desired = DesiredCache(self.commit_order)
         self.sync = Syncer(db, self.dataplane, self.desired, clock, on_refresh=self._drain,
                            full_every=full_resync_every)
+        # NSI: a coordinator that comes to lead (its start, a take-over) asks each provider of an
+        # open connection for its state (querySummarySync); a provider not reached is asked again
+        self._leading = False
+        self._nsi_pending: set[Provider] | None = None  # None: not yet known which
+        self._nsi_retry_at = 0.0
 
     def close(self) -> None:
         """Give up the leadership (another coordinator takes over at once) and stop pushing."""
@@ -593,7 +598,11 @@ class Coordinator:
         now = self.clock() if now is None else now
         counts = {"timeouts": 0, "ended": 0, "activated": 0, "warned": 0}
         if not self.lease.held():
+            self._leading = False
             return counts
+        if not self._leading:
+            self._leading, self._nsi_pending = True, None
+        self.reconcile_nsi()
         changed = False
         with self.db.transaction() as s:
             self.db.admission_lock(s)
@@ -727,6 +736,111 @@ class Coordinator:
                                               f"{msg.connection_id}")
         if changed:
             self._push("nsi_forced_end")
+
+    def reconcile_nsi(self) -> int:
+        """querySummarySync of every open connection (held or committed) of an NSI link, at its
+        provider, and each reservation made consistent with what the provider says: what a
+        coordinator that was down (or not leading) missed of its callbacks. Returns how many
+        reservations it changed. A provider not reached stays to be asked, at most every
+        ``poll_interval_s``.
+
+        * the connection gone at the provider (not known, Terminated or Failed): a committed one
+          ends the reservation (Failed, errorEvent); a held one times out the held version;
+        * a held connection the provider no longer holds (its reserveTimeout, a failure): the
+          held version times out (ReserveTimeout, every held child freed: ``reserveAbort``);
+        * a committed connection's provision state is Iris's decision: the provider is sent
+          ``provision`` or ``release`` where it differs from the reservation's;
+        * its data plane (``nsi.active``) is the provider's: taken from the summary, with a
+          ``dataPlaneStateChange`` event (``child: network``, ``reconciled``) where it changed.
+        """
+        if self.nsi is None or (self._nsi_pending is not None and not self._nsi_pending):
+            return 0
+        if time.monotonic() < self._nsi_retry_at:
+            return 0
+        with self.db.transaction() as s:
+            open_ = [(a.reservation_id, a.detail["nsi"]) for a in s.scalars(
+                select(Allocation).where(Allocation.resource_kind == "link", Allocation.status.in_(["held", "committed"])))
+                if "nsi" in a.detail]
+        by_provider: dict[Provider, dict[str, set[str]]] = {}
+        for rid, nsi in open_:
+            by_provider.setdefault(Provider(nsi["provider"], nsi["provider_nsa"]), {}).setdefault(
+                nsi["connection_id"], set()).add(rid)
+        if self._nsi_pending is None:
+            self._nsi_pending = set(by_provider)
+        changed, reservations = False, 0
+        for provider in sorted(self._nsi_pending & set(by_provider), key=lambda p: (p.nsa, p.url)):
+            connections = by_provider[provider]
+            try:
+                answer = self.nsi.query(provider, sorted(connections))
+            except NsiError as e:
+                log.warning("NSI reconciliation with %s: %s; asked again later", provider.nsa, e.message)
+                continue
+            summaries = {x["connection_id"]: x for x in answer.summaries}
+            for rid in sorted(set().union(*connections.values())):
+                done = self._reconcile_reservation(rid, provider, summaries)
+                changed |= done is True
+                reservations += done is not None
+            self._nsi_pending.discard(provider)
+        self._nsi_pending &= set(by_provider)  # one whose connections ended meanwhile is done
+        if self._nsi_pending:
+            self._nsi_retry_at = time.monotonic() + self.poll_interval_s
+        if changed:
+            self._push("nsi_reconcile")
+        return reservations
+
+    def _reconcile_reservation(self, rid: str, provider: Provider, summaries: dict[str, dict]) -> bool | None:
+        """One reservation's connections at ``provider`` made consistent with the provider's
+        summaries (see ``reconcile_nsi``): whether its data plane changed, None if nothing did."""
+        assert self.nsi is not None
+        touched, changed = False, False
+        with self.db.transaction() as s:
+            self.db.admission_lock(s)
+            res = self._load(s, rid, None)
+            mine = [a for a in s.scalars(select(Allocation).where(
+                Allocation.reservation_id == rid, Allocation.resource_kind == "link",
+                Allocation.status.in_(["held", "committed"])).order_by(Allocation.status.desc(), Allocation.id))
+                if a.detail.get("nsi", {}).get("provider_nsa") == provider.nsa]
+            for a in mine:
+                if a.status not in ("held", "committed"):  # freed by an earlier step of this loop
+                    continue
+                nsi = a.detail["nsi"]
+                cid, x = nsi["connection_id"], summaries.get(nsi["connection_id"])
+                child = {"child": "network", "item": a.item, "connection_id": cid, "reconciled": True}
+                states = (f"{x['reservation_state']}, {x['provision_state']}, {x['lifecycle_state']}"
+                          if x else "not known to it")
+                gone = x is None or x["lifecycle_state"] in ("Terminated", "Failed")
+                if a.status == "committed" and gone and res.lifecycle_state == LifecycleState.CREATED:
+                    changed |= self._force_end(s, res, f"NSI provider {provider.nsa} no longer has connection "
+                                               f"{cid} ({states})")
+                    touched = True
+                    break
+                if a.status == "held" and res.reservation_state == ReservationState.HELD and (
+                        gone or x is None or x["reservation_state"] != "ReserveHeld"):
+                    self._event(s, res, "errorEvent", message=f"NSI provider {provider.nsa} no longer holds "
+                                f"connection {cid} at version {a.version} ({states})", **child)
+                    self._timeout(s, res)
+                    touched = True
+                    break
+                if a.status != "committed" or x is None:
+                    continue
+                want = res.provision_state in (ProvisionState.PROVISIONING, ProvisionState.PROVISIONED)
+                step = ("provision" if want and x["provision_state"] == "Released" else
+                        "release" if not want and x["provision_state"] == "Provisioned" else None)
+                if step is not None:
+                    try:
+                        self.nsi.request(provider, step, cid)
+                        log.info("NSI %s of %s: the provider had it %s, the reservation is %s", step, cid,
+                                 x["provision_state"], res.provision_state)
+                        touched = True
+                    except NsiError as e:
+                        log.warning("NSI %s of %s while reconciling: %s", step, cid, e.message)
+                if x["active"] is not None and bool(x["active"]) != bool(nsi.get("active")):
+                    a.detail = {**a.detail, "nsi": {**nsi, "active": bool(x["active"])}}
+                    self._event(s, res, "dataPlaneStateChange", active=bool(x["active"]),
+                                version=res.committed_version, versionConsistent=True, **child)
+                    touched = True
+            self._count(s)
+        return changed if touched else None
 
     # ---------------------------------------------------------------- queries
     def get(self, tenant_id: int | None, rid: str) -> tuple[Reservation, Tenant, list[dict]]:

@@ -11,6 +11,8 @@ requester's replyTo as a callback, after the acknowledgment.
 
 It is an ASGI app (``Provider.app``) that ``iris lab up`` runs with uvicorn in the lab's control
 network (``python -m iris_haas.lab.wan``), with :class:`iris_haas.lab.wan.Wan` as its fabric.
+Beside the NSI endpoint it has one test hook, ``PUT /lab/hold`` (``{"hold_s": 2}``): how long a
+held connection waits for its commit before the provider sends reserveTimeout.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from iris_haas.contract.types import stp_vlans
@@ -255,9 +257,9 @@ class Provider:
 
     def _query(self, req: m.Message, answer: m.Header) -> bytes:
         mine = [c for c in self.connections.values() if c.requester_nsa == req.header.requester_nsa
-                and (not req.connection_ids or c.id in req.connection_ids) and (c.committed or c.held)]
+                and (not req.connection_ids or c.id in req.connection_ids)]
         return m.query_summary_sync_confirmed(answer, [
-            (c.id, c.requester_nsa, c.confirmed(c.committed or c.held), c.states())  # type: ignore[arg-type]
+            (c.id, c.requester_nsa, c.confirmed(x) if (x := c.committed or c.held) else None, c.states())
             for c in mine])
 
     # ------------------------------------------------------------------ timers and the data plane
@@ -350,7 +352,21 @@ class Provider:
                 await task
             await client.aclose()
 
-        return Starlette(routes=[Route("/nsi/provider", provider, methods=["POST"])], lifespan=lifespan)
+        async def hold(request: Request) -> Response:
+            """The lab's test hook (not NSI): set how long a held connection waits for its commit
+            before the provider times it out; answers the previous value."""
+            try:
+                value = float((await request.json())["hold_s"])
+            except (ValueError, KeyError, TypeError):
+                return JSONResponse({"detail": "give hold_s, a number of seconds > 0", "field": "hold_s"}, 422)
+            if not 0 < value <= 86400:
+                return JSONResponse({"detail": "hold_s must be > 0 and <= 86400", "field": "hold_s"}, 422)
+            async with lock:
+                old, self.hold_s = self.hold_s, value
+            return JSONResponse({"hold_s": old})
+
+        return Starlette(routes=[Route("/nsi/provider", provider, methods=["POST"]),
+                                 Route("/lab/hold", hold, methods=["PUT"])], lifespan=lifespan)
 
     def _seen(self, direction: str, data: bytes) -> None:
         if self.tap is not None:

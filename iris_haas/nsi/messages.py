@@ -309,13 +309,15 @@ def error_event(header: Header, connection_id: str, notification_id: int, at: fl
     return envelope(header, el)
 
 
-def query_summary_sync_confirmed(header: Header, summaries: list[tuple[str, str, Criteria, States]]) -> bytes:
-    """(connectionId, requesterNSA, criteria, states) per connection asked about."""
+def query_summary_sync_confirmed(header: Header, summaries: list[tuple[str, str, Criteria | None, States]]) -> bytes:
+    """(connectionId, requesterNSA, criteria, states) per connection asked about; no criteria for
+    a connection that has none left (never committed, its held version aborted or timed out)."""
     el = _el("querySummarySyncConfirmed")
     for cid, requester, c, s in summaries:
         r = _sub(el, "reservation")
         _sub(r, "connectionId", cid)
-        _criteria(r, c)
+        if c is not None:
+            _criteria(r, c)
         _sub(r, "requesterNSA", requester)
         _states(r, s)
     return envelope(header, el)

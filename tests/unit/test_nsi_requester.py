@@ -309,3 +309,45 @@ def test_callbacks_are_matched_by_correlation_and_connection_not_order(sqlite_db
         coord.close()
     assert ok.operation == "reserveConfirmed" and ok.connection_id == mine
     assert tap.invalid == [] and tap.count >= 6
+
+
+def test_a_coordinator_that_comes_to_lead_reconciles_with_query_summary_sync(world):
+    """Callbacks missed (the provider's reply URL unreachable, as while the coordinator is down):
+    a held connection timed out and a provisioned one's data plane taken down at the provider.
+    The next leader's first tick asks the provider (querySummarySync) and follows it: the held
+    version times out, the data plane is the provider's, the provision state Iris's again."""
+    held = world.reserve(100).json()
+    live = world.reserve(200).json()
+    world.ok("POST", f"/reservations/{live['id']}/commit")
+    world.ok("POST", f"/reservations/{live['id']}/provision")
+    cid_held, cid_live = (_network(world.ok("GET", f"/reservations/{r['id']}"))["nsi"]["connection_id"]
+                          for r in (held, live))
+    world.wait_event(live["id"], lambda e: e["detail"].get("connection_id") == cid_live and e["detail"].get("active"))
+    for cid in (cid_held, cid_live):
+        world.provider.connections[cid].reply_to = f"http://127.0.0.1:{_port()}/gone"
+    world.provider.connections[cid_live].provision = "Released"  # as if released behind Iris's back
+    world.provider.hold_s = 0
+    deadline = time.time() + 10
+    while world.provider.connections[cid_held].reservation != "ReserveTimeout" or cid_live in world.circuits.up_now:
+        assert time.time() < deadline, "the provider did not change"
+        time.sleep(0.02)
+    assert world.ok("GET", f"/reservations/{held['id']}")["reservation_state"] == "ReserveHeld"  # missed
+    world.coord._leading = False  # as after a restart or a take-over
+    world.coord.tick()
+    out = world.ok("GET", f"/reservations/{held['id']}")
+    assert out["reservation_state"] == "ReserveTimeout" and out["resources"] == []
+    assert world.provider.connections[cid_held].lifecycle == "Terminated"
+    err = next(e for e in world.events(held["id"]) if e["type"] == "errorEvent")
+    assert err["detail"]["reconciled"] and "no longer holds" in err["detail"]["message"]
+    # the provider was Released, Iris Provisioned: provision again; its data plane comes back up
+    assert world.provider.connections[cid_live].provision == "Provisioned"
+    change = next(e for e in world.events(live["id"]) if e["detail"].get("reconciled"))
+    assert change["type"] == "dataPlaneStateChange" and change["detail"]["active"] is False
+    world.provider.connections[cid_live].reply_to = world.coord.nsi.reply_url  # type: ignore[union-attr]
+    deadline = time.time() + 10
+    while cid_live not in world.circuits.up_now:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    world.coord._leading = False
+    world.coord.tick()
+    assert _network(world.ok("GET", f"/reservations/{live['id']}"))["nsi"]["active"] is True
