@@ -4,6 +4,7 @@ STPs, illegal transitions, each refused with NSI's error id; every answer schema
 from __future__ import annotations
 
 import pytest
+from starlette.testclient import TestClient
 
 from iris_haas.lab.upa import Circuit, Port, Provider
 from iris_haas.nsi import messages as m
@@ -81,3 +82,25 @@ def test_illegal_transitions_and_unknown_connections_are_faults(upa):
     _, [done] = ask(m.generic(h, "reserveCommit", ok.connection_id or ""))
     assert done.operation == "reserveCommitConfirmed"
     assert p.connections[ok.connection_id or ""].reservation == "ReserveStart"
+
+
+def test_the_hold_hook_sets_the_hold_time_and_names_a_bad_field(upa):
+    p, _ = upa
+    with TestClient(p.app(settle_every_s=60)) as http:
+        assert http.put("/lab/hold", json={"hold_s": 2}).json() == {"hold_s": 60.0}
+        assert p.hold_s == 2.0
+        for bad in ({"hold_s": 0}, {"hold_s": "x"}, {}):
+            r = http.put("/lab/hold", json=bad)
+            assert r.status_code == 422 and r.json()["field"] == "hold_s", r.text
+        assert p.hold_s == 2.0
+
+
+def test_query_answers_a_connection_with_no_version_left(upa):
+    p, ask = upa
+    h = m.Header(REQ, PROV)
+    crit = m.Criteria(1, 2e9, 2e9 + 60, 100, f"{A}?vlan=1780-1781", B, "EVTS")
+    ok, _ = ask(m.reserve(h, crit))
+    ask(m.generic(m.Header(REQ, PROV), "reserveAbort", ok.connection_id or ""))
+    out, _ = ask(m.query_summary_sync(m.Header(REQ, PROV), [ok.connection_id or ""]))
+    assert [(s["connection_id"], s["reservation_state"], s["criteria"]) for s in out.summaries] == [
+        (ok.connection_id, "ReserveStart", None)]
