@@ -44,6 +44,8 @@ PACKAGES = ("openssh-server", "iproute2")
 IAAS_STACK = ("openvswitch-switch", "qemu-system-x86")  # an IaaS KVM host's own stack (large)
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 INIT_PATH = "usr/local/sbin/iris-init"  # inside the rootfs
+ARTIFACT = {"lxc": "rootfs", "kvm": "disk.img"}  # what an image of each kind is, in its directory
+DISK_SPARE_MB = 512  # a kvm image's free space (its L1s write into a copy-on-write layer of their own)
 INIT = """#!/bin/sh
 # Iris's init for an L1 booted from an OS image: its own SSH host keys, sshd, then reap.
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -53,6 +55,8 @@ for t in ed25519 ecdsa; do
 done
 mkdir -p /run/sshd
 /usr/sbin/sshd -E /var/log/sshd.log
+# a kvm L1: a root shell on its serial console, which only the L0's agent reaches (a unix socket)
+[ -c /dev/ttyS0 ] && (while :; do setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'; done) &
 trap 'kill -TERM $(cat /run/sshd.pid) 2>/dev/null; exit 0' TERM USR1 PWR
 while :; do sleep 3600 & wait; done
 """
@@ -102,17 +106,20 @@ def debootstrap_cmd(spec: dict[str, Any], target: Path) -> list[str]:
 
 
 def cached(root: Path, spec: dict[str, Any]) -> Path | None:
-    """The rootfs of a complete image of ``spec`` under ``root``, if there is one."""
+    """The image of ``spec`` under ``root`` (an lxc rootfs, a kvm disk), if one is complete."""
     d = Path(root) / digest(spec)
-    return d / "rootfs" if (d / "image.json").exists() else None
+    return d / ARTIFACT[spec["kind"]] if (d / "image.json").exists() else None
 
 
 def build(root: Path, spec: dict[str, Any], progress: Callable[[str], None] = lambda _: None,
           timeout: float = 1800) -> tuple[Path, bool]:
-    """The image of ``spec`` under ``root`` (its rootfs), built unless cached; and whether it
-    was built now. ``progress`` gets each line of the build's output."""
+    """The image of ``spec`` under ``root`` (an lxc rootfs directory; a kvm disk: the lxc
+    image of the same inputs made an ext4 disk), built unless cached; and whether it was built
+    now. ``progress`` gets each line of the build's output."""
+    if spec["kind"] == "kvm":
+        return _build_disk(Path(root), spec, progress, timeout)
     if spec["kind"] != "lxc":
-        raise ImageBuildFailed(f"images of kind {spec['kind']} are not built yet; lxc only")
+        raise ImageBuildFailed(f"no images of kind {spec['kind']}: lxc or kvm")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     name = digest(spec)
@@ -132,6 +139,43 @@ def build(root: Path, spec: dict[str, Any], progress: Callable[[str], None] = la
         shutil.rmtree(root / name, ignore_errors=True)
         os.replace(stage, root / name)
     return root / name / "rootfs", True
+
+
+def _build_disk(root: Path, spec: dict[str, Any], progress: Callable[[str], None],
+                timeout: float) -> tuple[Path, bool]:
+    """A kvm image: the lxc image of the same inputs as a raw ext4 disk (``mkfs.ext4 -d``, ids as
+    they are: the guest has its own kernel), with Iris's init in it."""
+    root.mkdir(parents=True, exist_ok=True)
+    name = digest(spec)
+    with open(root / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        have = cached(root, spec)
+        if have:
+            return have, False
+        t0 = time.monotonic()
+        rootfs, _ = build(root, {**spec, "kind": "lxc"}, progress, timeout)
+        stage = root / f".{name}.tmp"
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir()
+        tree = stage / "tree"
+        subprocess.run(["cp", "-a", str(rootfs), str(tree)], check=True, timeout=300)
+        install_init(tree)
+        (tree / "etc" / "fstab").write_text("/dev/vda / ext4 defaults 0 1\n")
+        size = sum(os.lstat(os.path.join(d, n)).st_blocks * 512 for d, ds, fs in os.walk(tree) for n in (*ds, *fs))
+        with open(stage / "disk.img", "wb") as f:
+            f.truncate(size * 5 // 4 + (DISK_SPARE_MB << 20))
+        progress("I: Making the disk image (mkfs.ext4 -d)")
+        r = subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "iris-root", "-d", str(tree), str(stage / "disk.img")],
+                           capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            raise ImageBuildFailed(f"mkfs.ext4: {r.stderr.strip()}")
+        shutil.rmtree(tree)
+        (stage / "disk.img").chmod(0o644)  # read by the L1s' unprivileged QEMUs (never written)
+        (stage / "image.json").write_text(json.dumps({**spec, "digest": name, "built_s": round(time.monotonic() - t0, 1),
+                                                      "built_at": time.time()}, indent=1) + "\n")
+        shutil.rmtree(root / name, ignore_errors=True)
+        os.replace(stage, root / name)
+    return root / name / "disk.img", True
 
 
 def _debootstrap(spec: dict[str, Any], target: Path, progress: Callable[[str], None], timeout: float) -> None:

@@ -47,6 +47,14 @@ def debian_image():
     return rootfs
 
 
+@pytest.fixture(scope="session")
+def debian_disk(debian_image):
+    """The kvm OS image of the same inputs: that rootfs as an ext4 disk, built once and kept."""
+    spec = images.inputs(kind="kvm", mirror=images.apt_mirror())
+    disk, _ = images.build(Path(realizer.LAB_IMAGE_ROOT), spec)
+    return disk
+
+
 def assert_gone(name: str) -> None:
     assert realizer.leftovers(name) == []
 

@@ -18,7 +18,9 @@ from iris_haas.lab import probe
 from iris_haas.lab.tenants import L1, realize
 from iris_haas.linux import netlink as nl
 from iris_haas.linux.runner import cmd
+from iris_haas.hostd.l1 import kvm as kvmdrv
 from tests.lab.test_compute import _in_l1, _leftovers
+from tests.lab.test_compute_kvm import _kvm_missing
 
 pytestmark = pytest.mark.lab
 
@@ -82,6 +84,38 @@ def test_lxc_l1_from_the_debian_image_takes_the_tenants_ssh_key(image_lab, debia
     # the image stays, as it was
     assert images.cached(debian_image.parent.parent, images.inputs(mirror=images.apt_mirror())) == debian_image
     assert ((debian_image.parent / "image.json").read_text(), sorted(p.name for p in debian_image.iterdir())) == before
+
+
+@pytest.mark.skipif(_kvm_missing() is not None, reason=_kvm_missing() or "")
+def test_kvm_l1_from_the_debian_disk_takes_the_tenants_ssh_key(image_lab, debian_disk, tmp_path):
+    """The same for a kvm L1 (TCG here): the guest boots the image's disk through a layer of its
+    own; the boot time, until ssh answers, is printed."""
+    lab = image_lab
+    key, pub = _keypair(tmp_path, "tenant-a")
+    other, _ = _keypair(tmp_path, "tenant-b")
+    size = debian_disk.stat().st_size, debian_disk.stat().st_mtime
+    n = L1("a", "l0-2", "dk1", "kvm", "10.0.101.25/24", cpus=1, memory_mb=256, ssh_key=pub, image=str(debian_disk))
+    t0 = time.monotonic()
+    res = realize(lab, [n])
+    assert all(r["in_sync"] for r in res.values()), res
+    deadline = time.monotonic() + 120
+    while (got := _ssh(lab.ns("amgmt"), key, "10.0.101.25", "hostname")).returncode != 0:
+        assert time.monotonic() < deadline, got.stderr
+        time.sleep(0.5)
+    print(f"\nkvm L1 booted and ssh answering {time.monotonic() - t0:.1f} s after the desired state was sent")
+    assert got.stdout.strip() == n.name
+    out = _ssh(lab.ns("amgmt"), key, "10.0.101.25", ". /etc/os-release; echo $ID $VERSION_CODENAME; "
+               "ip -4 -o addr show dev eth0; findmnt -n -o SOURCE /")
+    assert out.stdout.splitlines()[0] == "debian bookworm", out
+    assert "10.0.101.25/24" in out.stdout and "/dev/vda" in out.stdout, out
+    refused = _ssh(lab.ns("amgmt"), other, "10.0.101.25", "hostname")
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused
+
+    res = realize(lab, [])
+    assert all(r["in_sync"] for r in res.values()), res
+    assert _leftovers(lab, n) == []
+    assert not (kvmdrv.RUN_ROOT / lab.ns(n.name)).exists()  # its disk layer went with it
+    assert (debian_disk.stat().st_size, debian_disk.stat().st_mtime) == size  # the image was only read
 
 
 def test_an_image_outside_the_agents_image_roots_is_refused(image_lab, tmp_path):

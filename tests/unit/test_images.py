@@ -123,8 +123,8 @@ def test_an_image_is_named_by_the_digest_of_its_inputs(tmp_path):
     assert images.cached(tmp_path, a) is None  # nothing built there
     (tmp_path / f".{images.digest(a)}.tmp" / "rootfs").mkdir(parents=True)  # a build cut short is no image
     assert images.cached(tmp_path, a) is None
-    with pytest.raises(images.ImageBuildFailed, match="lxc only"):
-        images.build(tmp_path, images.inputs(kind="kvm"))
+    with pytest.raises(images.ImageBuildFailed, match="no images of kind vmware"):
+        images.build(tmp_path, images.inputs(kind="vmware"))
 
 
 def test_a_debootstrapped_rootfs_is_fitted_for_an_unprivileged_container(tmp_path):
