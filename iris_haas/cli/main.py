@@ -429,14 +429,16 @@ def image_build(
                                                "the suite")] = None,
     package: Annotated[list[str] | None, typer.Option(help="a further package (repeat)")] = None,
     iaas_stack: Annotated[bool, typer.Option(help="add openvswitch-switch and qemu-system-x86 (large)")] = False,
+    kind: Annotated[L1Kind, typer.Option(help="lxc: a rootfs directory; kvm: that rootfs as an ext4 disk")] = (
+        L1Kind.LXC),
     fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False,
 ):
-    """Build an lxc OS image on this machine (root, debootstrap): Debian with openssh-server and
+    """Build an OS image on this machine (root, debootstrap): Debian with openssh-server and
     iproute2, cached by content (the same inputs are built once). Register it with `iris image add`."""
     from iris_haas.hostd import images
 
     pkgs = [*images.PACKAGES, *(images.IAAS_STACK if iaas_stack else ()), *(package or [])]
-    spec = images.inputs(suite=suite, packages=pkgs, mirror=mirror or images.apt_mirror(suite))
+    spec = images.inputs(kind=kind.value, suite=suite, packages=pkgs, mirror=mirror or images.apt_mirror(suite))
     root = into or Path(data_dir or _settings(None).data_dir) / "images"
     count = {"got": 0}
 
@@ -446,7 +448,7 @@ def image_build(
         if line.startswith(("I: Retrieving ", "I: Extracting ", "I: Unpacking ", "I: Configuring ")) and (
                 not line.startswith(("I: Retrieving ", "I: Extracting ")) or count["got"] % 20 == 0):
             err.print(f"[dim]{escape(line[3:])}[/dim]", highlight=False, soft_wrap=True)
-        elif line.startswith(("W:", "E:")) or "Base system installed" in line:
+        elif line.startswith(("W:", "E:", "I: Making")) or "Base system installed" in line:
             err.print(escape(line), highlight=False, soft_wrap=True)
 
     t0 = datetime.now(UTC)

@@ -1,5 +1,7 @@
 """OS images for L1s, built from Debian's packages (``iris image build``) and cached by content.
 
+A kvm image is the lxc image of the same inputs made a raw ext4 disk (``<root>/<digest>/disk.img``,
+read only: each kvm L1 boots a qcow2 layer of its own over it, see :mod:`iris_haas.hostd.l1.kvm`).
 An lxc image is a Debian root filesystem made by ``debootstrap`` (variant ``minbase``) with the
 packages an IaaS host needs to be adopted (:data:`PACKAGES`: an SSH server and ``iproute2``;
 :data:`IAAS_STACK` adds Open vSwitch and QEMU, large). It is a directory
@@ -17,8 +19,9 @@ refuse every session), and apt's package cache and lists are dropped (``apt-get 
 L1 brings them back).
 
 :data:`INIT` is what an lxc L1 booted from an image runs as its init (the driver writes it into
-the L1's disk, so an image made elsewhere works too): it makes the host keys, starts sshd and
-reaps what the tenant runs.
+the L1's disk, so an image made elsewhere works too; a kvm L1's initramfs puts it on the disk
+before it switches to it): it makes the host keys, starts sshd, gives a kvm L1's serial console a
+shell (the agent's way in) and reaps what the tenant runs.
 """
 
 from __future__ import annotations

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from iris_haas.hostd import images
+from iris_haas.hostd.l1 import kvm as kvmdrv
 from iris_haas.lab import probe
 from iris_haas.lab.tenants import L1, realize
 from iris_haas.linux import netlink as nl
 from iris_haas.linux.runner import cmd
-from iris_haas.hostd.l1 import kvm as kvmdrv
 from tests.lab.test_compute import _in_l1, _leftovers
 from tests.lab.test_compute_kvm import _kvm_missing
 

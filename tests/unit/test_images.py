@@ -165,3 +165,18 @@ def test_the_cli_adds_lists_and_removes_images(tmp_path):
         assert "path" in bad and "Traceback" not in bad
         assert "removed image debian12" in iris("image", "rm", "debian12")
         assert iris("image", "list", "-f", "json").strip() == "[]"
+
+
+def test_a_kvm_l1_from_an_image_boots_its_own_layer_over_the_disk():
+    from iris_haas.hostd.l1 import kvm
+
+    op = L1Op(kind="kvm", name="k1", bridge="iris-b", port="iris0-k1", netns="iris-k1",
+              image="/var/lib/iris/images/d/disk.img")
+    argv = kvm.qemu_cmd(op, kernel="/k", initrd="/i", pidfile="/p", console="/c", accel="tcg",
+                        disk="/run/iris-kvm/iris-k1/disk.qcow2").argv
+    assert argv[argv.index("-drive") + 1].startswith("file=/run/iris-kvm/iris-k1/disk.qcow2,if=virtio,format=qcow2")
+    assert "ROOT=/dev/vda" in kvm.guest_env(op)
+    plain = op.model_copy(update={"image": None})
+    assert "-drive" not in kvm.qemu_cmd(plain, kernel="/k", initrd="/i", pidfile="/p", console="/c", accel="tcg").argv
+    assert "ROOT=''" in kvm.guest_env(plain)
+    assert "switch_root /newroot /usr/local/sbin/iris-init" in kvm.INIT

@@ -12,6 +12,12 @@ static busybox (``busybox-static``), the kernel's modules for virtio-net and 802
 concatenated archives in order) with its own settings: the management address and gateway, the
 tenant's SSH key, the host name. The flavor is QEMU's ``-smp`` and ``-m``.
 
+An L1 that names an OS image (:mod:`iris_haas.hostd.images`, kind kvm: a raw ext4 disk) gets a
+``virtio-blk`` disk, a qcow2 layer of its own over the image (``qemu-img create -b``, in its run
+directory, so it goes with the L1; the image is only read). The same initramfs configures the
+network, then mounts the disk, writes the L1's name, the tenant's key and Iris's init into it,
+moves ``/proc``, ``/sys`` and ``/dev`` there and ``switch_root`` s to that init (sshd).
+
 The network: one ``virtio-net`` NIC on a tap (:data:`TAP`) in the L1's own namespace, wired
 there to the L1's end of its veth (:func:`iris_haas.linux.tc.wire`), whose L0 end the reconciler
 puts on the tenant's bridge like any L1 port (management VLAN native, every other VLAN tagged).
