@@ -7,6 +7,7 @@ leaves nothing of the L1, and the image stays where it was, unchanged.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -125,3 +126,18 @@ def test_an_image_outside_the_agents_image_roots_is_refused(image_lab, tmp_path)
     assert not res["l0-1"]["in_sync"]
     assert [r for r in res["l0-1"]["refused"] if "is not under this host's image roots" in r], res["l0-1"]
     assert not nl.netns_exists(lab.ns(n.name))
+
+
+def test_iris_image_build_finds_the_cached_images(debian_image, debian_disk):
+    """The same inputs are built once: `iris image build` answers the session's images at once."""
+    from typer.testing import CliRunner
+
+    from iris_haas.cli.main import app
+
+    for kind, want in (("lxc", debian_image), ("kvm", debian_disk)):
+        t0 = time.monotonic()
+        r = CliRunner().invoke(app, ["image", "build", "--kind", kind, "--into", str(want.parent.parent), "-f", "json"])
+        assert r.exit_code == 0, r.output
+        got = json.loads(r.stdout)
+        assert (got["path"], got["built"], got["digest"]) == (str(want), False, want.parent.name), got
+        assert time.monotonic() - t0 < 5
