@@ -18,7 +18,7 @@ from iris_haas.contract.config import ConfigError, check_keys, describe, read_to
 from iris_haas.contract.logs import LogFormat, setup_logging
 from iris_haas.contract.ops import DesiredState
 from iris_haas.contract.types import DatapathType, IfName
-from iris_haas.hostd.policy import DEFAULT_POOL_ROOTS, Policy
+from iris_haas.hostd.policy import DEFAULT_IMAGE_ROOTS, DEFAULT_POOL_ROOTS, Policy
 from iris_haas.hostd.reconciler import HostConfig
 from iris_haas.linux import proc
 
@@ -44,6 +44,7 @@ class AgentOptions(BaseModel):
     desired: Path | None = None
     reconcile_s: float = Field(default=30.0, gt=0, le=86400)
     pool_root: list[str] = Field(default_factory=lambda: list(DEFAULT_POOL_ROOTS))
+    image_root: list[str] = Field(default_factory=lambda: list(DEFAULT_IMAGE_ROOTS))
     host_device: list[IfName] = Field(default_factory=list)
     log_format: LogFormat = LogFormat.TEXT
 
@@ -91,6 +92,8 @@ def agent(
                                                       "state and repairs it (default 30)")] = None,
     pool_root: Annotated[list[str] | None, typer.Option(
         help="a directory under which storage pools may be (repeat for several); default /var/lib/iris/pools")] = None,
+    image_root: Annotated[list[str] | None, typer.Option(
+        help="a directory under which L1 OS images may be (repeat for several); default /var/lib/iris/images")] = None,
     host_device: Annotated[list[str] | None, typer.Option(
         help="a device of this host, not Iris's, that may join an Iris bridge (an IaaS gateway's trunk); repeat")] = None,
     log_format: Annotated[LogFormat | None, typer.Option(help="text (default) or json, one object a line")] = None,
@@ -105,7 +108,8 @@ def agent(
         o = AgentOptions.load(config, listen=listen, port=port, node=node, db=db, datapath_type=datapath_type,
                               underlay_mtu=underlay_mtu, state_dir=state_dir, tls_dir=tls_dir, tls_check_s=tls_check_s,
                               insecure_http=insecure_http or None, token_file=token_file, pidfile=pidfile,
-                              desired=desired, reconcile_s=reconcile_s, pool_root=pool_root, host_device=host_device,
+                              desired=desired, reconcile_s=reconcile_s, pool_root=pool_root, image_root=image_root,
+                              host_device=host_device,
                               log_format=log_format)
     except ConfigError as e:
         raise typer.BadParameter(e.message, param_hint="--config" if config else None) from None
@@ -131,7 +135,8 @@ def agent(
             "INSECURE: plain HTTP with a bearer token; anyone on the control network who sees the token is "
             "root on this host. For development only: run with --tls-dir")
     cfg = HostConfig(db=o.db, datapath_type=o.datapath_type, underlay_mtu=o.underlay_mtu)
-    policy = Policy(pool_roots=tuple(o.pool_root), host_devices=frozenset(o.host_device))
+    policy = Policy(pool_roots=tuple(o.pool_root), host_devices=frozenset(o.host_device),
+                    image_roots=tuple(o.image_root))
     ag = make_agent(node or o.listen, cfg, o.state_dir, policy)
     try:
         if once:

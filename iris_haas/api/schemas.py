@@ -193,6 +193,26 @@ class StoragePoolPublic(_Out):
     path: str | None
 
 
+class ImageCreate(_In):
+    """An OS image for one kind of L1, already on every L0 of the site at ``path`` (``iris image
+    build`` makes one and prints its path and digest)."""
+
+    name: Name
+    l1_kind: L1Kind = Field(description="lxc: path is a rootfs directory; kvm: a disk image")
+    path: HostPath = Field(description="where the image is on each L0 (under the agents' image roots)")
+    digest: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of its build inputs")
+    description: str = Field(default="", max_length=256)
+
+
+class ImagePublic(_Out):
+    id: int
+    name: str
+    l1_kind: str
+    path: str
+    digest: str | None
+    description: str
+
+
 class ReservationPublic(BaseModel):
     id: str
     tenant_id: int

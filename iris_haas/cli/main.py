@@ -318,6 +318,9 @@ link_app = _inventory("link", "links", ["id", "name", "kind", "site_a_id", "site
                       "Inter-DC links and their capacity (admin).")
 pool_app = _inventory("pool", "storage-pools", ["id", "name", "site_id", "capacity_gb"], "Storage pools (admin).")
 tenant_app = _inventory("tenant", "tenants", ["id", "name"], "Tenants: IaaS operators (admin).")
+IMAGE_COLUMNS = ["id", "name", "l1_kind", "path", "digest", "description"]
+image_app = _inventory("image", "images", IMAGE_COLUMNS, "OS images an L1 boots (admin adds and removes; tenants "
+                       "list them and name one in --image).")
 
 
 def _created(kind: str, body: dict, columns: list[str], path: str, out: Out) -> dict:
@@ -397,6 +400,68 @@ def gateway_add(
     _created("gateway", {"name": name, "site": site, "underlay_address": underlay_address,
                          "fabric_address": fabric_address, "uplink": uplink, "agent_url": agent_url},
              ["id", "name", "site_id", "underlay_address"], "gateways", Out.of(fmt, column, as_json))
+
+
+@image_app.command("add")
+def image_add(
+    name: str,
+    path: Annotated[str, typer.Option(help="where the image is on every L0 (lxc: a rootfs directory; under the "
+                                      "agents' image roots)")],
+    l1_kind: Annotated[L1Kind, typer.Option(help="the L1 kind it boots: lxc or kvm")] = L1Kind.LXC,
+    digest: Annotated[str | None, typer.Option(help="its content digest (iris image build prints it)")] = None,
+    description: Annotated[str, typer.Option()] = "",
+    fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False,
+):
+    """Register an OS image that compute items may name."""
+    body: dict[str, Any] = {"name": name, "l1_kind": l1_kind, "path": path, "description": description}
+    if digest:
+        body["digest"] = digest
+    _created("image", body, IMAGE_COLUMNS, "images", Out.of(fmt, column, as_json))
+
+
+@image_app.command("build")
+def image_build(
+    data_dir: DataDir = None,
+    into: Annotated[Path | None, typer.Option(help="the image cache (default DATA_DIR/images); images are "
+                                              "DIGEST/rootfs there")] = None,
+    suite: Annotated[str, typer.Option(help="the Debian suite")] = "bookworm",
+    mirror: Annotated[str | None, typer.Option(help="the Debian mirror; default: this machine's apt mirror for "
+                                               "the suite")] = None,
+    package: Annotated[list[str] | None, typer.Option(help="a further package (repeat)")] = None,
+    iaas_stack: Annotated[bool, typer.Option(help="add openvswitch-switch and qemu-system-x86 (large)")] = False,
+    kind: Annotated[L1Kind, typer.Option(help="lxc: a rootfs directory; kvm: that rootfs as an ext4 disk")] = (
+        L1Kind.LXC),
+    fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False,
+):
+    """Build an OS image on this machine (root, debootstrap): Debian with openssh-server and
+    iproute2, cached by content (the same inputs are built once). Register it with `iris image add`."""
+    from iris_haas.hostd import images
+
+    pkgs = [*images.PACKAGES, *(images.IAAS_STACK if iaas_stack else ()), *(package or [])]
+    spec = images.inputs(kind=kind.value, suite=suite, packages=pkgs, mirror=mirror or images.apt_mirror(suite))
+    root = into or Path(data_dir or _settings(None).data_dir) / "images"
+    count = {"got": 0}
+
+    def progress(line: str) -> None:
+        if line.startswith("I: Retrieving "):
+            count["got"] += 1
+        if line.startswith(("I: Retrieving ", "I: Extracting ", "I: Unpacking ", "I: Configuring ")) and (
+                not line.startswith(("I: Retrieving ", "I: Extracting ")) or count["got"] % 20 == 0):
+            err.print(f"[dim]{escape(line[3:])}[/dim]", highlight=False, soft_wrap=True)
+        elif line.startswith(("W:", "E:", "I: Making")) or "Base system installed" in line:
+            err.print(escape(line), highlight=False, soft_wrap=True)
+
+    t0 = datetime.now(UTC)
+    if not images.cached(root, spec):
+        err.print(f"image {images.digest(spec)[:12]}: debootstrap {suite} from {spec['mirror']} with "
+                  f"{', '.join(spec['packages'])}", highlight=False, soft_wrap=True)
+    try:
+        rootfs, built = images.build(root, spec, progress)
+    except (IrisError, OSError) as e:
+        raise fail(e, EXIT_ERROR) from None
+    row = {"path": str(rootfs), "digest": images.digest(spec), "built": built,
+           "seconds": round((datetime.now(UTC) - t0).total_seconds(), 1), "packages": spec["packages"]}
+    table([row], ["path", "digest", "built", "seconds"], title="image", out=Out.of(fmt, column, as_json), one=True)
 
 
 @link_app.command("add")
@@ -530,6 +595,8 @@ def reserve(
     address: Annotated[list[str] | None, typer.Option(help="an L1's management address (CIDR), once per L1; "
                                                           "none: DHCP from your side")] = None,
     ssh_key_file: Annotated[Path | None, typer.Option(help="your public SSH key, put into each L1")] = None,
+    image: Annotated[str | None, typer.Option(help="the L1s' OS image (iris image list); default: a small "
+                                              "built-in one without SSH")] = None,
     export_address: Annotated[str | None, typer.Option(help="the volume's NFS server address (CIDR) in your subnet")] = None,
     keep: Annotated[bool, typer.Option(help="keep the volume's data at release")] = False,
     service_model: Annotated[ServiceModel | None, typer.Option(help="a (your L2), b (a pod) or c (routed); "
@@ -545,6 +612,8 @@ def reserve(
     if nodes:
         compute: dict[str, Any] = {"kind": "compute", "count": nodes, "l1_kind": kind, "cpus": cpus,
                                    "memory_mb": memory_mb, "disk_gb": disk_gb, "addresses": address or []}
+        if image:
+            compute["image"] = image
         if ssh_key_file:
             try:
                 compute["ssh_key"] = ssh_key_file.read_text().strip()

@@ -33,7 +33,8 @@ Ops (``op`` is the discriminator):
 ``l1``
     An L1 node (:mod:`iris_haas.hostd.l1`): ``kind`` ``netns`` | ``lxc`` | ``kvm``, with the
     flavor (``cpus``, ``memory_mb``, ``disk_gb``: an lxc L1's rootfs is an image of that size),
-    the management address (``address``, optional ``gateway``) and the tenant's ``ssh_key``. Its one NIC is wired as a ``port`` op would be (``bridge``,
+    the management address (``address``, optional ``gateway``), the tenant's ``ssh_key`` and the OS
+    ``image`` (a path under the agent's image roots; none: the driver's small built-in one). Its one NIC is wired as a ``port`` op would be (``bridge``,
     ``port`` = the L0-side name, ``vlan`` = the tenant's management VLAN, native when ``trunk``):
     the reconciler derives that port op itself (:meth:`L1Op.port_op`), so the L1 never gets a
     second NIC. ``netns`` is the L1's network namespace (every kind; a kvm L1's QEMU runs there,
@@ -148,8 +149,8 @@ class L1Op(_Op):
     memory_mb: MemoryMb = 256
     disk_gb: DiskGb = Field(default=0, description="root disk (lxc: the rootfs image); 0: the smallest")
     ssh_key: SshKey = ""
-
-
+    image: HostPath | None = Field(default=None, description="the OS image on this host (lxc: a rootfs directory "
+                                   "with an SSH server); None: the driver's built-in busybox one")
 
     def port_op(self) -> PortOp:
         """The L1's one NIC as a port op: a veth into the L1's namespace, for every kind (a kvm

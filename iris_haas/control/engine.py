@@ -41,6 +41,7 @@ from iris_haas.contract.types import (
 )
 from iris_haas.control.desired import DesiredCache
 from iris_haas.control.events import tenant_events
+from iris_haas.control.inventory import find_image
 from iris_haas.control.lease import Lease
 from iris_haas.control.schemas import ModifyRequest, ReserveRequest, from_epoch, to_epoch
 from iris_haas.control.states import LIFECYCLE, MACHINES, PROVISION, RESERVATION
@@ -362,6 +363,9 @@ class Coordinator:
 
         def tx(s: Session) -> Outcome:
             site = self._haas_site(s, req.site)
+            for i, item in enumerate(req.items):
+                if item.kind == "compute" and item.image is not None:
+                    find_image(s, item.image, item.l1_kind, f"items.{i}.image")
             model = req.service_model or self._site_model(s, tenant_id)
             res = Reservation(
                 id=uuid.uuid4().hex, tenant_id=tenant_id, site_id=site.id, description=req.description,

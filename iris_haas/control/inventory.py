@@ -17,7 +17,9 @@ from iris_haas.store.db import Database
 from iris_haas.store.models import (
     Allocation,
     Base,
+    Criteria,
     Gateway,
+    Image,
     Link,
     Node,
     Reservation,
@@ -30,6 +32,7 @@ from iris_haas.store.models import (
 
 KINDS: dict[str, type[Base]] = {
     "site": Site, "node": Node, "gateway": Gateway, "link": Link, "storage_pool": StoragePool, "tenant": Tenant,
+    "image": Image,
 }
 
 
@@ -56,6 +59,16 @@ def parse_vlans(spec: str) -> list[tuple[int, int]]:
             raise InvalidInput(f"bad VLAN range {part!r}: IDs are 1-4094, low before high", field="vlans")
         out.append((a, b))
     return out
+
+
+def find_image(s: Session, name: str, l1_kind: str, field: str) -> Image:
+    """The image a compute item names, of its L1 kind; else InvalidInput naming ``field``."""
+    img = s.scalar(select(Image).where(Image.name == name))
+    if img is None:
+        raise InvalidInput(f"no image named {name}", field=field)
+    if img.l1_kind != l1_kind:
+        raise InvalidInput(f"image {name} is for {img.l1_kind} L1s, not {l1_kind}", field=field)
+    return img
 
 
 _M = TypeVar("_M", bound=Any)
@@ -142,6 +155,8 @@ class Inventory:
                     fields[f"{key}_id"] = self._site_id(s, fields.pop(key), key)
             if kind == "link" and fields["site_a_id"] == fields["site_b_id"]:
                 raise InvalidInput("a link joins two different sites", field="site_b")
+            if kind == "image":
+                fields["created_at"] = time.time()
             return self._add(s, model(**fields))
 
     def list(self, kind: str, tenant_id: int | None = None) -> list[Any]:
@@ -172,6 +187,8 @@ class Inventory:
             n = s.scalar(select(Allocation.reservation_id).where(
                 Allocation.resource_kind == resource_kind, Allocation.resource_id == obj.id).limit(1))
             return f"reservation {n}" if n else ""
+        if kind == "image":
+            return self._image_users(s, obj.name)
         if kind == "tenant":
             live = s.scalar(select(Reservation.id).where(
                 Reservation.tenant_id == obj.id, Reservation.lifecycle_state != LifecycleState.TERMINATED).limit(1))
@@ -189,3 +206,13 @@ class Inventory:
                 Reservation.site_id == obj.id, Reservation.lifecycle_state != LifecycleState.TERMINATED).limit(1))
             return f"reservation {live}" if live else ""
         return ""
+
+    def _image_users(self, s: Session, name: str) -> str:
+        """A reservation not yet terminated whose compute item names the image."""
+        rows = s.execute(select(Reservation.id, Criteria.items).join(Criteria, Criteria.reservation_id == Reservation.id)
+                         .where(Reservation.lifecycle_state != LifecycleState.TERMINATED)).all()
+        for rid, items in rows:
+            if any(i.get("kind") == "compute" and i.get("image") == name for i in items or []):
+                return f"reservation {rid}"
+        return ""
+

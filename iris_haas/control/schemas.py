@@ -38,6 +38,8 @@ class ComputeItem(_Item):
     addresses: list[Cidr] = Field(default_factory=list, max_length=1000,
                                   description="management address (CIDR) of each L1, in order; or DHCP from the IaaS")
     ssh_key: SshKey | None = Field(default=None, description="the tenant's public SSH key for its L1s")
+    image: Name | None = Field(default=None, description="a registered OS image of the L1 kind (GET /v1/images); "
+                               "default: the driver's small built-in one (no SSH server)")
 
     @model_validator(mode="after")
     def _enough(self):

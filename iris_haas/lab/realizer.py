@@ -286,6 +286,8 @@ def _wait_upa(lab: Lab, timeout: float) -> None:
 
 # where the lab's storage pools are made (tests and benches create them with mkdtemp here)
 LAB_POOL_ROOT = "/var/tmp"
+# where the lab's L1 OS images are (built once, kept: see iris_haas.hostd.images)
+LAB_IMAGE_ROOT = "/var/cache/iris-test-images"
 
 
 def _start_agents(lab: Lab, r: SubprocessRunner) -> None:
@@ -302,7 +304,7 @@ def _start_agents(lab: Lab, r: SubprocessRunner) -> None:
                       "db": lab.ovs(a.node).db, "datapath_type": lab.topo.datapath_type,
                       "underlay_mtu": lab.topo.underlay_mtu, "state_dir": str(d / "agent"),
                       "tls_dir": str(lab.tls_dir(a.node)), "pidfile": str(pidfile),
-                      "pool_root": [LAB_POOL_ROOT]})
+                      "pool_root": [LAB_POOL_ROOT], "image_root": [LAB_IMAGE_ROOT]})
     if not specs:
         return
     spec = lab.dir / "agents.json"

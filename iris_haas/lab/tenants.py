@@ -43,6 +43,7 @@ class L1:
     disk_gb: int = 0
     ssh_key: str = ""
     mac: str | None = None
+    image: str | None = None  # an OS image's path on the L0 (under the agents' image root)
 
     def port(self) -> str:
         return names.l1_port(self.name)[0]
@@ -96,7 +97,7 @@ def tenants(topo: Topology, l1s: Iterable[L1] = (), volumes: Iterable[Volume] = 
                              kind=n.kind, netns=topo.ns(n.name), vlan=n.vlan or x.mgmt_vlan,
                              trunk=(n.vlan is None) if n.trunk is None else n.trunk, address=n.address, mac=n.mac,
                              cpus=n.cpus, memory_mb=n.memory_mb, disk_gb=n.disk_gb, ssh_key=n.ssh_key,
-                             rate_mbit=n.rate_mbit)
+                             image=n.image, rate_mbit=n.rate_mbit)
                  for n in l1s if n.tenant == x.tenant],
             volumes=[planning.Volume(name=v.name, host=v.node, pool=v.pool, segment=seg, owner=owner,
                                      tenant=x.tenant, l0=l0(topo, v.node), size_mb=v.size_mb, keep=v.keep,

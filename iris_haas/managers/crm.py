@@ -12,7 +12,7 @@ from iris_haas.contract.types import L1Kind, NodeState, ServiceModel
 from iris_haas.managers.base import ActiveView, Context, Offer, Plans, Query, ResourceManager
 from iris_haas.planning import router_interface
 from iris_haas.store import calendar
-from iris_haas.store.models import Meta, Node, next_number
+from iris_haas.store.models import Image, Meta, Node, next_number
 
 
 def _gateway(reservation) -> str | None:
@@ -71,11 +71,17 @@ class ComputeManager(ResourceManager):
                 f"compute item {index}: {item['count']} x {item['l1_kind']} ({need[0]} cpus, {need[1]} MB, "
                 f"{need[2]} GB) do not fit over the interval; {len(kept) + calendar.fit_count(free, need)} would fit"
             )
+        image = {}
+        if item.get("image"):  # checked at reserve; its path is fixed for the reservation's life
+            img = ctx.session.scalar(select(Image).where(Image.name == item["image"]))
+            if img is None:
+                raise ReserveFailed(f"compute item {index}: image {item['image']} was removed")
+            image = {"image": img.path}
         for n, node_id in enumerate(kept + rest):
             l1 = kept_names[n] if n < len(kept_names) else names.l1_name(next_number(ctx.session, "l1"))
             self.hold(
                 ctx, index, node_id,
-                {"node": names_[node_id], "l1": l1, "l1_kind": item["l1_kind"], "n": n},
+                {"node": names_[node_id], "l1": l1, "l1_kind": item["l1_kind"], "n": n, **image},
                 cpus=need[0], memory_mb=need[1], disk_gb=need[2],
             )
 
@@ -100,4 +106,4 @@ class ComputeManager(ResourceManager):
                 vlan=mgmt_vlan, trunk=mgmt_vlan is not None,
                 address=addresses[n] if n < len(addresses) else None,
                 gateway=_gateway(view.reservations[a.reservation_id]), cpus=a.cpus, memory_mb=a.memory_mb,
-                disk_gb=a.disk_gb, ssh_key=item.get("ssh_key") or "", rate_mbit=rate))
+                disk_gb=a.disk_gb, ssh_key=item.get("ssh_key") or "", image=a.detail.get("image"), rate_mbit=rate))

@@ -15,7 +15,7 @@ def plan(t: Tenant) -> list[tuple[str, Op]]:
         out.append((x.l0.host, L1Op(kind=x.kind, name=x.name, bridge=x.segment.bridge, port=l0if, l1_ifname=l1if,
                                     netns=x.netns or x.name, vlan=x.vlan, trunk=x.trunk, mac=x.mac,
                                     address=x.address, gateway=x.gateway, cpus=x.cpus, memory_mb=x.memory_mb,
-                                    disk_gb=x.disk_gb, ssh_key=x.ssh_key, owner=x.owner, tenant=t.name)))
+                                    disk_gb=x.disk_gb, ssh_key=x.ssh_key, image=x.image, owner=x.owner, tenant=t.name)))
         if x.rate_mbit:
             out.append((x.l0.host, ShapeOp(port=l0if, rate_mbit=x.rate_mbit, owner=x.owner, tenant=t.name)))
     return out

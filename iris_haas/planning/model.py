@@ -77,6 +77,7 @@ class L1:
     memory_mb: int = 256
     disk_gb: int = 0
     ssh_key: str = ""
+    image: str | None = None  # the OS image's path on the L0; None: the driver's built-in one
     rate_mbit: float = 0  # egress limit of its NIC; 0: none
 
     @property

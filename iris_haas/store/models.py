@@ -262,6 +262,20 @@ class Allocation(Base):
     )
 
 
+class Image(Base):
+    """An OS image the HaaS admin registered for one kind of L1: where it is on every L0 (``path``:
+    an lxc rootfs directory, a kvm disk image) and its content digest (``iris image build``'s)."""
+
+    __tablename__ = "images"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    l1_kind: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(4096))
+    digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    description: Mapped[str] = mapped_column(String(256), default="")
+    created_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
 class HostSync(Base):
     """One host's desired state as a generation that only grows, and what the host acknowledged."""
 
@@ -319,7 +333,7 @@ class Webhook(Base):
 
 
 __all__ = [
-    "Allocation", "Base", "Criteria", "DATA_PLANE_KEY", "Event", "HostSync", "Meta", "bump_data_plane", "bump_inventory", "Gateway", "Link", "Node",
+    "Allocation", "Base", "Criteria", "DATA_PLANE_KEY", "Event", "HostSync", "Meta", "bump_data_plane", "bump_inventory", "Gateway", "Image", "Link", "Node",
     "TunnelKey", "give_tunnel_key", "next_number",
     "Reservation", "Site", "StoragePool", "Tenant", "Webhook",
 ]

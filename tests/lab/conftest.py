@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from pathlib import Path
 
 import pytest
 
+from iris_haas.hostd import images
 from iris_haas.lab import realizer, tenants
 from iris_haas.linux import netlink as nl
 from iris_haas.linux.netns import processes_in
@@ -34,6 +36,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.lab)
             if why:
                 item.add_marker(pytest.mark.skip(reason=why))
+
+
+@pytest.fixture(scope="session")
+def debian_image():
+    """The lxc OS image (Debian minbase with sshd), built once into the lab's image root and kept
+    there, keyed by its inputs: a later session (or CI run) finds it and builds nothing."""
+    spec = images.inputs(mirror=images.apt_mirror())
+    rootfs, _ = images.build(Path(realizer.LAB_IMAGE_ROOT), spec)
+    return rootfs
+
+
+@pytest.fixture(scope="session")
+def debian_disk(debian_image):
+    """The kvm OS image of the same inputs: that rootfs as an ext4 disk, built once and kept."""
+    spec = images.inputs(kind="kvm", mirror=images.apt_mirror())
+    disk, _ = images.build(Path(realizer.LAB_IMAGE_ROOT), spec)
+    return disk
 
 
 def assert_gone(name: str) -> None:

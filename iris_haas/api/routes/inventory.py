@@ -5,7 +5,7 @@
 from fastapi import APIRouter, status
 
 from iris_haas.api import schemas
-from iris_haas.api.deps import AdminDep, CoordinatorDep, InventoryDep
+from iris_haas.api.deps import AdminDep, CoordinatorDep, InventoryDep, PrincipalDep
 
 
 def resource_router(kind: str, path: str, create: type, public: type, tag: str) -> APIRouter:
@@ -41,3 +41,29 @@ pools = resource_router("storage_pool", "storage-pools", schemas.StoragePoolCrea
 def update_node(name: str, body: schemas.NodeUpdate, coord: CoordinatorDep, _: AdminDep):
     """A node going ``down`` ends (Failed) every reservation that still has an L1 on it."""
     return coord.set_node_state(name, body.state)
+
+
+images = APIRouter(prefix="/images", tags=["images"])
+
+
+@images.post("", response_model=schemas.ImagePublic, status_code=status.HTTP_201_CREATED, summary="Register an image")
+def create_image(body: schemas.ImageCreate, inv: InventoryDep, _: AdminDep):
+    """An OS image a compute item may name (``image``), for L1s of its kind."""
+    return inv.create("image", body.model_dump())
+
+
+@images.get("", response_model=list[schemas.ImagePublic], summary="List images")
+def list_images(inv: InventoryDep, _: PrincipalDep):
+    """The images a tenant may name in its compute items (admin and tenants)."""
+    return inv.list("image")
+
+
+@images.get("/{name}", response_model=schemas.ImagePublic, summary="Show an image")
+def get_image(name: str, inv: InventoryDep, _: PrincipalDep):
+    return inv.get("image", name)
+
+
+@images.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove an image")
+def delete_image(name: str, inv: InventoryDep, _: AdminDep):
+    """Refused (409 InUse) while a reservation not yet terminated names it; the files on the L0s stay."""
+    inv.delete("image", name)

@@ -12,6 +12,12 @@ static busybox (``busybox-static``), the kernel's modules for virtio-net and 802
 concatenated archives in order) with its own settings: the management address and gateway, the
 tenant's SSH key, the host name. The flavor is QEMU's ``-smp`` and ``-m``.
 
+An L1 that names an OS image (:mod:`iris_haas.hostd.images`, kind kvm: a raw ext4 disk) gets a
+``virtio-blk`` disk, a qcow2 layer of its own over the image (``qemu-img create -b``, in its run
+directory, so it goes with the L1; the image is only read). The same initramfs configures the
+network, then mounts the disk, writes the L1's name, the tenant's key and Iris's init into it,
+moves ``/proc``, ``/sys`` and ``/dev`` there and ``switch_root`` s to that init (sshd).
+
 The network: one ``virtio-net`` NIC on a tap (:data:`TAP`) in the L1's own namespace, wired
 there to the L1's end of its veth (:func:`iris_haas.linux.tc.wire`), whose L0 end the reconciler
 puts on the tenant's bridge like any L1 port (management VLAN native, every other VLAN tagged).
@@ -53,6 +59,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from iris_haas.contract.ops import L1Op
 from iris_haas.contract.types import L1Kind
+from iris_haas.hostd import images
 from iris_haas.hostd.l1.base import DHCP_SCRIPT, L1Base, L1Failed, spec_of
 from iris_haas.linux import cgroup, proc, tc
 from iris_haas.linux import netlink as nl
@@ -66,8 +73,9 @@ QEMU_OVERHEAD_MB = 128  # measured, see docs/compute.md
 PIDS_BASE = 16  # QEMU's own threads; one more per vCPU
 _initrd_lock = threading.Lock()
 BUSYBOX = "/bin/busybox"
-# the guest's NIC and 802.1Q; their dependencies come from the kernel's modules.dep
-WANTED_MODULES = ["virtio_pci", "virtio_net", "8021q"]
+# the guest's NIC and 802.1Q, and the disk of an L1 booted from an OS image; their dependencies
+# come from the kernel's modules.dep
+WANTED_MODULES = ["virtio_pci", "virtio_net", "8021q", "virtio_blk"]  # ext4: built into Debian's kernels
 
 
 def module_order(modules_dep: str, wanted: list[str]) -> list[str]:
@@ -126,6 +134,22 @@ mkdir -p /root/.ssh && chmod 700 /root/.ssh
 cp /etc/iris/authorized_keys /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys
 # tell the tenant's L2 where the management address now is
 [ -n "$ADDR" ] && (sleep 1; arping -U -c 2 -I eth0 -s "${ADDR%/*}" "${ADDR%/*}" >/dev/null 2>&1) &
+if [ -n "$ROOT" ]; then
+  # an OS image: its disk becomes the root, with the L1's name, key and Iris's init; the network
+  # configured above stays as it is
+  i=0; while [ ! -b "$ROOT" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+  mkdir -p /newroot && mount -t ext4 "$ROOT" /newroot || { echo "IRIS-L1-FAILED: mount $ROOT"; exec sh; }
+  mkdir -p /newroot/root/.ssh && chmod 700 /newroot/root/.ssh
+  cp /etc/iris/authorized_keys /newroot/root/.ssh/authorized_keys && chmod 600 /newroot/root/.ssh/authorized_keys
+  echo "$NAME" > /newroot/etc/hostname
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$NAME" > /newroot/etc/hosts
+  mkdir -p /newroot/usr/local/sbin && cp /etc/iris/iris-init /newroot/usr/local/sbin/iris-init
+  chmod 755 /newroot/usr/local/sbin/iris-init
+  for d in proc sys dev; do mkdir -p /newroot/$d; mount -o move /$d /newroot/$d; done
+  mkdir -p /newroot/dev/pts && mount -t devpts devpts /newroot/dev/pts
+  echo IRIS-L1-READY
+  exec switch_root /newroot /usr/local/sbin/iris-init
+fi
 echo IRIS-L1-READY
 while true; do setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'; done
 """
@@ -167,7 +191,7 @@ def cpio(files: dict[str, bytes | None], executable: Collection[str] = frozenset
 
 
 def guest_env(op: L1Op) -> str:
-    kv = {"NAME": op.name, "ADDR": op.address or "", "GW": op.gateway or ""}
+    kv = {"NAME": op.name, "ADDR": op.address or "", "GW": op.gateway or "", "ROOT": "/dev/vda" if op.image else ""}
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in kv.items())
 
 
@@ -195,7 +219,8 @@ SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=de
 TCG_TB_MIB = 64  # TCG's translation cache; QEMU 7.2's default (up to 1 GiB) would be charged to the L1's cgroup
 
 
-def qemu_cmd(op: L1Op, *, kernel: str, initrd: str, pidfile: str, console: str, accel: str) -> Cmd:
+def qemu_cmd(op: L1Op, *, kernel: str, initrd: str, pidfile: str, console: str, accel: str,
+             disk: str | None = None) -> Cmd:
     """The QEMU command line of one L1 (pure). No ``-daemonize`` (``spawn=deny`` forbids its
     fork) and no ``-runas`` (QEMU 7.2 installs its filter before it changes user, so
     ``elevateprivileges=deny`` kills its own setuid): it is started unprivileged instead
@@ -214,6 +239,8 @@ def qemu_cmd(op: L1Op, *, kernel: str, initrd: str, pidfile: str, console: str, 
                    "guest_csum=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off",
         "-serial", f"unix:{console},server=on,wait=off",
         "-pidfile", pidfile,
+        # an OS image: the L1's own copy-on-write layer over it (the image is only read)
+        *(("-drive", f"file={disk},if=virtio,format=qcow2,cache=writeback,discard=unmap") if disk else ()),
     )
 
 
@@ -298,7 +325,7 @@ class KvmL1(L1Base):
         kernel, mods = find_kernel()
         ver = Path(mods).name
         # named after what goes in, so a changed /init is never served from an old cache
-        h = hashlib.sha1((INIT + DHCP_SCRIPT + " ".join(WANTED_MODULES)).encode()).hexdigest()[:8]
+        h = hashlib.sha1((INIT + DHCP_SCRIPT + images.INIT + " ".join(WANTED_MODULES)).encode()).hexdigest()[:8]
         out = self.dir / f"base-{ver}-{h}.cpio.gz"
         with _initrd_lock:  # several VMs start at once; one builds, the others wait for it
             if not out.exists():
@@ -308,6 +335,7 @@ class KvmL1(L1Base):
     def _build_base(self, mods: str, out: Path) -> None:
         files: dict[str, bytes | None] = {"bin/busybox": Path(BUSYBOX).read_bytes(), "init": INIT.encode(),
                                           "etc/iris/udhcpc.sh": DHCP_SCRIPT.encode(),
+                                          "etc/iris/iris-init": images.INIT.encode(),
                                           "proc": None, "sys": None, "dev": None, "tmp": None}
         order = module_order((Path(mods) / "modules.dep").read_text(), WANTED_MODULES)
         names_ = []
@@ -366,17 +394,33 @@ class KvmL1(L1Base):
         initrd.write_bytes(base.read_bytes() + gzip.compress(vm_cpio(op)))
         os.chown(initrd, uid, uid)
         initrd.chmod(0o400)
+        disk = self._disk(op, run, uid) if op.image else None
         self._tap(op, uid)
         self._wire(op)
         cgroup.create(unit, limits(op))
         c = qemu_cmd(op, kernel=kernel, initrd=str(initrd), pidfile=str(run / "pid"), console=str(run / "console"),
-                     accel=choose_accel())
+                     accel=choose_accel(), disk=disk)
         self.runner.spawn(confined(Cmd(c.argv, op.netns), uid, unit), log=str(self._p(op.name, "log")))
         deadline = time.monotonic() + 10
         while not self._qemu(op.name) or not (run / "console").exists():
             if time.monotonic() > deadline:
                 raise L1Failed(f"{op.name}: qemu did not start: {_tail(self._p(op.name, 'log'))}")
             time.sleep(0.05)
+
+    def _disk(self, op: L1Op, run: Path, uid: int) -> str:
+        """The L1's disk: a qcow2 layer of its own over the OS image (raw, read only), of
+        ``disk_gb`` when given, in its run directory (so it goes with the L1)."""
+        assert op.image
+        image = Path(op.image)
+        if not image.is_file():
+            raise L1Failed(f"{op.name}: image {op.image} is not a kvm disk image (a file)")
+        disk = run / "disk.qcow2"
+        size = [f"{op.disk_gb}G"] if op.disk_gb and (op.disk_gb << 30) > image.stat().st_size else []
+        self.runner.run(cmd("qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", image, disk, *size),
+                        timeout=30)
+        os.chown(disk, uid, uid)
+        disk.chmod(0o600)
+        return str(disk)
 
     def _make_run_dir(self, run: Path) -> int:
         """The L1's run directory, owned by a user of its own: a uid no account and no other L1

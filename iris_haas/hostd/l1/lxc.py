@@ -1,4 +1,5 @@
-"""``lxc`` L1: an unprivileged LXC container (busybox rootfs) in a network namespace of its own.
+"""``lxc`` L1: an unprivileged LXC container (busybox rootfs, or an OS image: a Debian rootfs
+with sshd, see :mod:`iris_haas.hostd.images`) in a network namespace of its own.
 
 What confines it (a tenant is root inside its L1 and assumed hostile):
 
@@ -52,6 +53,7 @@ from pathlib import Path
 from iris_haas.contract import names
 from iris_haas.contract.ops import L1Op
 from iris_haas.contract.types import L1Kind
+from iris_haas.hostd import images
 from iris_haas.hostd.l1.base import L1Base, L1Failed, stop_processes_in_netns
 from iris_haas.linux import cgroup, netns, proc
 from iris_haas.linux import netlink as nl
@@ -91,8 +93,23 @@ def id_map(base: int) -> str:
     return f"0 {base} {ID_COUNT}"
 
 
-def disk_bytes(op: L1Op) -> int:
-    return op.disk_gb << 30 if op.disk_gb else MIN_DISK_MB << 20
+def disk_bytes(op: L1Op, content: int = 0) -> int:
+    """``disk_gb``, or with 0 the smallest disk that holds ``content`` bytes (an OS image's files)
+    with room to spare."""
+    return op.disk_gb << 30 if op.disk_gb else max(MIN_DISK_MB << 20, content * 5 // 4 + (MIN_DISK_MB << 20))
+
+
+def tree_bytes(root: Path) -> int:
+    """What the files under ``root`` take on disk (blocks; a hard link once)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for d, dirs, files in os.walk(root):
+        for n in (*dirs, *files):
+            st = os.lstat(os.path.join(d, n))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
 
 
 def config_lines(op: L1Op, base: int, rootfs: Path, userns: Path, *, unified: bool = False,
@@ -117,7 +134,8 @@ def config_lines(op: L1Op, base: int, rootfs: Path, userns: Path, *, unified: bo
         "lxc.tty.max = 0",
         "lxc.pty.max = 16",
         "lxc.tty.dir =",  # a bind mount cannot be moved inside a user namespace
-        "lxc.signal.halt = SIGUSR1",  # busybox init
+        *([f"lxc.init.cmd = /{images.INIT_PATH}"] if op.image else []),  # an OS image: sshd (see images.INIT)
+        "lxc.signal.halt = SIGUSR1",  # busybox init; Iris's init of an OS image too
         "lxc.signal.reboot = SIGTERM",
         # the L1's own cgroup (the root of its cgroup namespace) writable, every other ro, mounted
         # by LXC although the L1 keeps sys_admin (its busybox init mounts none)
@@ -347,11 +365,18 @@ class LxcL1(L1Base):
             raise L1Failed(f"{op.name}: the container's uid map is {got!r}, not {id_map(base)!r}")
 
     def _make_disk(self, op: L1Op, base: int, cdir: Path) -> None:
-        """The rootfs as a sparse ext4 image of ``disk_gb``, made from a copy of the template with
-        its ids shifted into the L1's range and the tenant's key in ``/root/.ssh``. No journal (the
-        disk does not outlive its L1), no blocks reserved for the host's root."""
+        """The rootfs as a sparse ext4 image of ``disk_gb``, made from a copy of the template (or of
+        the L1's OS image, with Iris's init and the L1's hostname) with its ids shifted into the
+        L1's range and the tenant's key in ``/root/.ssh``. No journal (the disk does not outlive its
+        L1), no blocks reserved for the host's root."""
         stage = cdir / "stage"
-        self.runner.run(cmd("cp", "-a", self._template(), stage), timeout=60)
+        if op.image and not (Path(op.image) / "usr" / "sbin" / "sshd").exists():
+            raise L1Failed(f"{op.name}: image {op.image} is not an lxc rootfs with an SSH server (no usr/sbin/sshd)")
+        self.runner.run(cmd("cp", "-a", op.image or self._template(), stage), timeout=120)
+        if op.image:
+            images.install_init(stage)
+            (stage / "etc" / "hostname").write_text(f"{op.name}\n")
+            (stage / "etc" / "hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{op.name}\n")
         ssh = stage / "root" / ".ssh"
         ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
         (ssh / "authorized_keys").write_text(op.ssh_key + ("\n" if op.ssh_key else ""))
@@ -359,9 +384,9 @@ class LxcL1(L1Base):
         shift_ids(stage, base)
         img = cdir / "disk.img"
         with open(os.open(img, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-            f.truncate(disk_bytes(op))
+            f.truncate(disk_bytes(op, tree_bytes(stage) if op.image else 0))
         self.runner.run(cmd("mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0", "-E",
-                            f"nodiscard,lazy_itable_init=1,root_owner={base}:{base}", "-d", stage, img), timeout=60)
+                            f"nodiscard,lazy_itable_init=1,root_owner={base}:{base}", "-d", stage, img), timeout=120)
         shutil.rmtree(stage)
 
     def _remove_container(self, name: str) -> None:
