@@ -5,21 +5,26 @@ a half-made L1, a scrape while a reconcile pass holds the lock)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from iris_haas.agent.client import AgentClient, AgentError, ClientTls
+from iris_haas.agent.metrics import AgentCollector, Exposition
+from iris_haas.agent.metrics import registry as agent_registry
 from iris_haas.agent.server import Agent, create_app
 from iris_haas.api.app import create_app as create_coordinator_app
 from iris_haas.contract.errors import DataPlaneError
-from iris_haas.contract.ops import DesiredState
+from iris_haas.contract.ops import DesiredState, TunnelOp
 from iris_haas.control.engine import Coordinator
 from iris_haas.control.sync import InMemoryDataPlane
+from iris_haas.hostd.memory import MemoryHost
 from tests.conftest import ADMIN, Api, standard_inventory
 from tests.unit.test_agent_tls import agent, pkis  # noqa: F401 - fixtures: a real agent server on TLS
 
@@ -273,3 +278,25 @@ def test_only_the_coordinator_s_certificate_scrapes_an_agent(pkis, agent):  # no
     url, _, _ = agent
     with AgentClient(url, ClientTls.host(pkis / "l0-2"), node="l0-1", timeout=5) as c, pytest.raises(AgentError):
         c.metrics()
+
+
+def test_the_agent_s_text_is_prometheus_client_s(tmp_path):
+    """The agent writes its text itself (keeping each series' escaped name and labels between
+    scrapes): byte for byte generate_latest's, across scrapes where series come and go and label
+    values need escaping."""
+    host = MemoryHost()
+    ag = Agent("l0-1", host, tmp_path)
+    odd = STATE.model_copy(update={"ops": [*STATE.ops, TunnelOp(name="irisg-b1", bridge="irisb-a", remote_ip="198.18.0.9",
+                                                                 key=9, tenant='bob "the\\n\\\\one"')]})
+    ag.put(odd)
+    host.count("irisp-iris1", rx_bytes=10**12, tx_bytes=3)
+    host.use("iris1", cpu_seconds=0.1 + 0.2, memory_bytes=1)
+    times = itertools.cycle([0.0, 0.25])  # the scrape's duration: the same in both texts
+    collector = AgentCollector("l0-1", lambda: ag.desired, host.stats, clock=lambda: next(times))
+    ours = Exposition(collector)
+    for change in (lambda: None, lambda: host.lose("l1", "iris2"), lambda: ag.put(STATE), lambda: None):
+        change()
+        body = ours.render()
+        assert body == generate_latest(agent_registry(collector))
+        assert list(text_string_to_metric_families(body.decode()))  # and it parses
+    assert len(ours._heads) == sum(1 for line in body.decode().splitlines() if not line.startswith("#"))
