@@ -185,7 +185,7 @@ def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval
         return {"host": host, "ops": [op.model_dump() for op in coord.desired_state(host).ops]}
 
     for router in (tenants.tenants, tenants.sites, inventory.nodes, inventory.gateways, inventory.links,
-                   inventory.pools, reservations.reservations, reservations.availability, hosts.hosts,
+                   inventory.pools, reservations.reservations, reservations.availability, hosts.hosts, hosts.utilization_router,
                    events.events, events.webhooks, nsi.requester):
         v1.include_router(declare_errors(router))
     app.include_router(declare_errors(v1))
