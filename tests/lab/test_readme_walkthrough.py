@@ -2,7 +2,8 @@
 block run in order (each must exit 0) against a coordinator whose data plane is the lab's real
 agents; then, while the reservation is provisioned, the IaaS side pings both L1s across the
 tunnel and copies a file to and from the volume over NFS; after the walk-through's terminate,
-nothing of it answers and the volume is wiped.
+nothing of it answers and the volume is wiped. On the way, ``GET /v1/utilization`` (the
+dashboard's) shows the tenant both L1s as the real agents measure them.
 
 Only what names the lab's own hosts differs from the README: its addresses (the README's
 placeholders, each replaced as a whole word), its gateway's name (the name its agent's
@@ -86,6 +87,11 @@ def test_the_readme_walk_through_against_the_lab(lab, tmp_path):
                 # packets flow: the IaaS management host reaches both L1s across the GRE trunk
                 for ip in L1_ADDRESSES:
                     assert probe.reachable(lab.ns("amgmt"), ip, timeout=15), ip
+                # the dashboard's utilization: the real agents' readings of the L1s' cgroups and ports
+                with coord.client(values["TENANT_TOKEN"]) as tenant:
+                    use = tenant.get("/utilization")
+                assert {u["l1"] for u in use["l1s"] if (u["memory_bytes"] or 0) > 0} == set(l1s), use["l1s"]
+                assert {p["l1"] for p in use["ports"] if p["kind"] == "port"} >= set(l1s), use["ports"]
                 # the volume is exported on the tenant's network, and keeps what is written
                 assert probe.reachable(lab.ns("amgmt"), EXPORT_ADDRESS, timeout=15)
                 assert nfs_round_trip(lab, tmp_path, volume) == (tmp_path / "in").read_bytes()

@@ -23,12 +23,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from iris_haas.agent.metrics import AgentCollector, Exposition
 from iris_haas.api.client import ApiError
 from iris_haas.api.service import LocalCoordinator
-from iris_haas.contract.ops import DesiredState, L1Op
+from iris_haas.contract.ops import L1Op
 from iris_haas.control.sync import InMemoryDataPlane
-from iris_haas.hostd.memory import MemoryHost
+from tests.conftest import MemoryAgents
 
 pytestmark = pytest.mark.unit
 
@@ -244,24 +243,6 @@ def test_a_tenant_sees_its_own_and_the_token_stays_in_the_tab(served, browser):
     WebDriverWait(browser, 5).until(EC.text_to_be_present_in_element((By.ID, "signin-error"), "not accepted"))
     errors = console_errors(browser)
     assert len(errors) == 1 and "/ui/whoami" in errors[0]["message"] and "401" in errors[0]["message"], errors
-
-
-class MemoryAgents(InMemoryDataPlane):
-    """Each host an in-memory host behind the agent's own collector: what ``/v1/utilization``
-    reads is what an agent holding that state reports."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.memory: dict[str, MemoryHost] = {}
-
-    def push(self, host, agent_url, state):
-        ack = super().push(host, agent_url, state)
-        self.memory.setdefault(host, MemoryHost()).apply(state)
-        return ack
-
-    def metrics(self, host, agent_url):
-        held, mh = self.states.get(host, DesiredState()), self.memory.setdefault(host, MemoryHost())
-        return Exposition(AgentCollector(host, lambda: held, mh.stats)).render().decode()
 
 
 def test_utilization_from_the_agents_metrics(tmp_path, browser):
