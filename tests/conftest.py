@@ -17,9 +17,12 @@ import hypothesis  # noqa: F401
 import pytest
 from fastapi.testclient import TestClient
 
+from iris_haas.agent.metrics import AgentCollector, Exposition
 from iris_haas.api.app import create_app
+from iris_haas.contract.ops import DesiredState
 from iris_haas.control.engine import Coordinator
 from iris_haas.control.sync import InMemoryDataPlane
+from iris_haas.hostd.memory import MemoryHost
 from iris_haas.lab.postgres import PostgresServer, pg_bindir
 from iris_haas.store.db import Database
 
@@ -149,3 +152,21 @@ def pytest_collection_modifyitems(config, items):
         for tier in ("unit", "linux", "lab"):
             if tier in parts:
                 item.add_marker(getattr(pytest.mark, tier))
+
+
+class MemoryAgents(InMemoryDataPlane):
+    """Each host an in-memory host behind the agent's own collector: what ``/v1/utilization``
+    reads is what an agent holding that state reports."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.memory: dict[str, MemoryHost] = {}
+
+    def push(self, host, agent_url, state):
+        ack = super().push(host, agent_url, state)
+        self.memory.setdefault(host, MemoryHost()).apply(state)
+        return ack
+
+    def metrics(self, host, agent_url):
+        held, mh = self.states.get(host, DesiredState()), self.memory.setdefault(host, MemoryHost())
+        return Exposition(AgentCollector(host, lambda: held, mh.stats)).render().decode()

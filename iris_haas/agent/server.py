@@ -39,11 +39,10 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from iris_haas.agent.metrics import AgentCollector
-from iris_haas.agent.metrics import registry as metrics_registry
+from iris_haas.agent.metrics import AgentCollector, Exposition
 from iris_haas.contract.errors import IrisError, Unauthorized, VersionConflict
 from iris_haas.contract.ops import DesiredState
 from iris_haas.hostd.actions import WarmUp
@@ -206,7 +205,7 @@ def create_app(agent: Agent, token: str | None) -> FastAPI:
     Auth = Depends(auth)
 
     # the reference the agent holds, read without its lock: a scrape never waits for a reconcile pass
-    metrics = metrics_registry(AgentCollector(agent.node, lambda: agent.desired, agent.host.stats))
+    metrics = Exposition(AgentCollector(agent.node, lambda: agent.desired, agent.host.stats))
 
     @app.exception_handler(IrisError)
     async def _iris_error(_req: Request, e: IrisError):
@@ -234,7 +233,7 @@ def create_app(agent: Agent, token: str | None) -> FastAPI:
 
     @app.get("/metrics", dependencies=[Auth], response_class=Response)
     def prometheus() -> Response:
-        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -186,6 +186,7 @@ def create_app(coordinator: Coordinator, admin_token: str, *, scheduler_interval
 
     for router in (tenants.tenants, tenants.sites, inventory.nodes, inventory.gateways, inventory.links,
                    inventory.pools, inventory.images, reservations.reservations, reservations.availability, hosts.hosts,
+                   hosts.utilization_router,
                    events.events, events.webhooks, nsi.requester):
         v1.include_router(declare_errors(router))
     app.include_router(declare_errors(v1))

@@ -508,11 +508,14 @@ TokenTtl = Annotated[str | None, typer.Option("--token-ttl", help="the token exp
 
 @tenant_app.command("add")
 def tenant_add(name: str, token_ttl: TokenTtl = None,
+               tunnel_key: Annotated[int | None, typer.Option(help="GRE key of the tenant's overlay and trunk, the "
+                                                               "one its IaaS gateway uses; default: assigned")] = None,
                fmt: Fmt = OutputFormat.TABLE, column: Cols = None, as_json: AsJson = False):
     """Create a tenant and print its API token (shown once: `-f value -c token` prints only the token)."""
-    body = {"name": name} | ({"token_ttl_s": _seconds(token_ttl)} if token_ttl else {})
+    body = ({"name": name} | ({"token_ttl_s": _seconds(token_ttl)} if token_ttl else {})
+            | ({"tunnel_key": tunnel_key} if tunnel_key is not None else {}))
     o = Out.of(fmt, column, as_json)
-    got = _created("tenant", body, ["id", "name", "token", "token_expires_at"], "tenants", o)
+    got = _created("tenant", body, ["id", "name", "tunnel_key", "token", "token_expires_at"], "tenants", o)
     if o.table:
         console.print(f"give the tenant its token: IRIS_TOKEN={got['token']}")
 

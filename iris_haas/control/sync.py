@@ -76,6 +76,10 @@ class DataPlane(Protocol):
         """What the host holds now (the generation and whether it matches it), without changing it."""
         ...
 
+    def metrics(self, host: str, agent_url: str | None) -> str:
+        """The host's use and traffic now: its agent's ``/metrics`` (Prometheus text)."""
+        ...
+
 
 class InMemoryDataPlane:
     """Keeps the state each host was last sent (the op objects themselves: a state is immutable
@@ -107,6 +111,10 @@ class InMemoryDataPlane:
     def observe(self, host: str, agent_url: str | None) -> Ack:
         with self._lock:
             return Ack(self.generations.get(host, 0), True)
+
+    def metrics(self, host: str, agent_url: str | None) -> str:
+        """Nothing: the in-memory twin carries no traffic and runs no L1."""
+        return ""
 
     def lose(self, host: str) -> None:
         """The host was rebuilt (a reboot that wiped its state): it holds nothing any more."""
@@ -157,6 +165,12 @@ class AgentDataPlane:
         with self._client(host, agent_url, min(10.0, self.timeout)) as c:
             r = c.state()
         return Ack(int(r.get("version", 0)), bool(r.get("in_sync", False)))
+
+    def metrics(self, host: str, agent_url: str | None) -> str:
+        if not agent_url:
+            return ""
+        with self._client(host, agent_url, min(5.0, self.timeout)) as c:
+            return c.metrics()
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ class Lab:
         """A socket on the control network for a coordinator to take the uPA's callbacks on
         (``LocalCoordinator(sockets=...)``), and the reply URL that names it."""
         ip = self.topo.ctl_ip("ctl")
-        s = socket_in_netns(self.ns("ctl"))
+        s = socket_in_netns(self.ns("ctl"), proto=socket.IPPROTO_TCP)  # so asyncio sets TCP_NODELAY on it
         s.bind((ip, 0))
         return s, f"http://{ip}:{s.getsockname()[1]}/v1/nsi/requester"
 

@@ -5,22 +5,27 @@ a half-made L1, a scrape while a reconcile pass holds the lock)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from iris_haas.agent.client import AgentClient, AgentError, ClientTls
+from iris_haas.agent.metrics import AgentCollector, Exposition
+from iris_haas.agent.metrics import registry as agent_registry
 from iris_haas.agent.server import Agent, create_app
 from iris_haas.api.app import create_app as create_coordinator_app
 from iris_haas.contract.errors import DataPlaneError
-from iris_haas.contract.ops import DesiredState
+from iris_haas.contract.ops import DesiredState, L1Op, TunnelOp
 from iris_haas.control.engine import Coordinator
 from iris_haas.control.sync import InMemoryDataPlane
-from tests.conftest import ADMIN, Api, standard_inventory
+from iris_haas.hostd.memory import MemoryHost
+from tests.conftest import ADMIN, Api, MemoryAgents, standard_inventory
 from tests.unit.test_agent_tls import agent, pkis  # noqa: F401 - fixtures: a real agent server on TLS
 
 pytestmark = pytest.mark.unit
@@ -273,3 +278,63 @@ def test_only_the_coordinator_s_certificate_scrapes_an_agent(pkis, agent):  # no
     url, _, _ = agent
     with AgentClient(url, ClientTls.host(pkis / "l0-2"), node="l0-1", timeout=5) as c, pytest.raises(AgentError):
         c.metrics()
+
+
+def test_the_agent_s_text_is_prometheus_client_s(tmp_path):
+    """The agent writes its text itself (keeping each series' escaped name and labels between
+    scrapes): byte for byte generate_latest's, across scrapes where series come and go and label
+    values need escaping."""
+    host = MemoryHost()
+    ag = Agent("l0-1", host, tmp_path)
+    odd = STATE.model_copy(update={"ops": [*STATE.ops, TunnelOp(name="irisg-b1", bridge="irisb-a", remote_ip="198.18.0.9",
+                                                                 key=9, tenant='bob "the\\n\\\\one"')]})
+    ag.put(odd)
+    host.count("irisp-iris1", rx_bytes=10**12, tx_bytes=3)
+    host.use("iris1", cpu_seconds=0.1 + 0.2, memory_bytes=1)
+    times = itertools.cycle([0.0, 0.25])  # the scrape's duration: the same in both texts
+    collector = AgentCollector("l0-1", lambda: ag.desired, host.stats, clock=lambda: next(times))
+    ours = Exposition(collector)
+    for change in (lambda: None, lambda: host.lose("l1", "iris2"), lambda: ag.put(STATE), lambda: None):
+        change()
+        body = ours.render()
+        assert body == generate_latest(agent_registry(collector))
+        assert list(text_string_to_metric_families(body.decode()))  # and it parses
+    assert len(ours._heads) == sum(1 for line in body.decode().splitlines() if not line.startswith("#"))
+
+
+# ---------------------------------------------------------------- utilization (the dashboard's)
+
+class OneAgentDown(MemoryAgents):
+    def metrics(self, host, agent_url):
+        if host == "haas-gw":
+            raise ConnectionRefusedError(f"{host}: connection refused")
+        return super().metrics(host, agent_url)
+
+
+def test_utilization_reads_the_agents_and_shows_a_tenant_its_own(db, clock):
+    dp = OneAgentDown()
+    c = Coordinator(db, dataplane=dp, clock=clock, push_timeout_s=5, provision_timeout_s=5)
+    try:
+        api = Api(c)
+        standard_inventory(api, nodes=1)
+        for who in ("alice", "bob"):
+            r = reserve(api, who).json()
+            api.ok("POST", f"/reservations/{r['id']}/commit", who)
+            api.ok("POST", f"/reservations/{r['id']}/provision", who)
+        l1 = {o.tenant: o for o in dp.states["l0-0"].ops if isinstance(o, L1Op)}
+        dp.memory["l0-0"].use(l1["alice"].name, cpu_seconds=2.5, memory_bytes=1 << 20)
+        dp.memory["l0-0"].count(l1["alice"].port, rx_bytes=1234)
+        everything = api.ok("GET", "/utilization")
+        assert {u["tenant"] for u in everything["l1s"]} == {"alice", "bob"}
+        alice_l1 = next(u for u in everything["l1s"] if u["tenant"] == "alice")
+        assert (alice_l1["host"], alice_l1["cpu_seconds"], alice_l1["memory_bytes"]) == ("l0-0", 2.5, 1 << 20)
+        port = next(p for p in everything["ports"] if p["port"] == l1["alice"].port)
+        assert (port["l1"], port["rx_bytes"], port["tx_bytes"]) == (l1["alice"].name, 1234, 0)
+        down = [h for h in everything["hosts"] if not h["ok"]]
+        assert [h["host"] for h in down] == ["haas-gw"] and "connection refused" in down[0]["error"]
+        mine = api.ok("GET", "/utilization", "alice")
+        assert [u["l1"] for u in mine["l1s"]] == [l1["alice"].name] and mine["hosts"] == []
+        assert {p["tenant"] for p in mine["ports"]} == {"alice"}
+        assert api.call("GET", "/utilization", None).status_code == 401
+    finally:
+        c.close()

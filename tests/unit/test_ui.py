@@ -25,7 +25,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from iris_haas.api.client import ApiError
 from iris_haas.api.service import LocalCoordinator
+from iris_haas.contract.ops import L1Op
 from iris_haas.control.sync import InMemoryDataPlane
+from tests.conftest import MemoryAgents
 
 pytestmark = pytest.mark.unit
 
@@ -241,3 +243,55 @@ def test_a_tenant_sees_its_own_and_the_token_stays_in_the_tab(served, browser):
     WebDriverWait(browser, 5).until(EC.text_to_be_present_in_element((By.ID, "signin-error"), "not accepted"))
     errors = console_errors(browser)
     assert len(errors) == 1 and "/ui/whoami" in errors[0]["message"] and "401" in errors[0]["message"], errors
+
+
+def test_utilization_from_the_agents_metrics(tmp_path, browser):
+    dp = MemoryAgents()
+    with LocalCoordinator(tmp_path, dataplane=dp, events_heartbeat_s=1.0, events_stream_s=2.0) as c:
+        admin = c.client(c.admin_token)
+        admin.post("/sites", {"name": "haas"})
+        admin.post("/nodes", {"name": "l0-0", "site": "haas", "cpus": 4, "memory_mb": 8192, "disk_gb": 100})
+        admin.post("/gateways", {"name": "gw-haas", "site": "haas", "underlay_address": "198.18.0.1"})
+        tokens = {}
+        for i, name in enumerate(("acme", "bob")):
+            tokens[name] = admin.post("/tenants", {"name": name})["token"]
+            t = c.client(tokens[name])
+            t.post("/sites", {"name": f"{name}-dc", "gateway_underlay": f"198.18.0.{11 + i}"})
+            admin.post("/links", {"name": f"wan-{name}", "site_a": "haas", "site_b": f"{name}-dc", "capacity_mbps": 100})
+            r = t.post("/reservations", {"duration_s": 3600, "items": [{"kind": "compute", "count": 1}]})
+            t.post(f"/reservations/{r['id']}/commit")
+            assert t.post(f"/reservations/{r['id']}/provision")["provision_state"] == "Provisioned"
+        l1s = {o.tenant: o for o in dp.states["l0-0"].ops if isinstance(o, L1Op)}
+        host = dp.memory["l0-0"]
+        acme = l1s["acme"]
+        host.use(acme.name, cpu_seconds=10.0, memory_bytes=256 << 20)
+        host.count(acme.port, rx_bytes=1000, tx_bytes=500)
+
+        sign_in(browser, c.url, c.admin_token)
+        browser.find_element(By.CSS_SELECTOR, '#views button[data-view="utilization"]').click()
+        row = f'#util-l1s tr[data-l1="{acme.name}"]'
+        assert "256.0 MiB" in wait_for(browser, row)[0]["text"]
+        wait_for(browser, f'#util-l1s tr[data-l1="{l1s["bob"].name}"]')  # the admin sees every tenant's
+        port = f'#util-ports tr[data-port="{acme.port}"][data-host="l0-0"]'
+        assert look(browser, f"{port} .rx")[0]["data"]["bytes"] == "1000"
+        # the L1 works and sends: the next reading shows the rates of the change
+        host.use(acme.name, cpu_seconds=15.0, memory_bytes=300 << 20)
+        host.count(acme.port, rx_bytes=5_000_000)
+        WebDriverWait(browser, 12, poll_frequency=0.1).until(
+            lambda d: look(d, f"{port} .rx")[0]["data"]["bytes"] == "5001000")
+        cells = look(browser, f"{port} .rx-rate, {row} .cpu")
+        assert all(x["text"] != "—" for x in cells), cells
+        assert "Mbit/s" in look(browser, f"{port} .rx-rate")[0]["text"]
+        assert "%" in look(browser, f"{row} .cpu")[0]["text"]
+        browser.save_screenshot(str(DOCS / "ui-utilization.png"))
+        assert console_errors(browser) == []
+
+        # a tenant sees its own L1s and ports only
+        browser.find_element(By.ID, "signout").click()
+        sign_in(browser, c.url, tokens["bob"])
+        browser.find_element(By.CSS_SELECTOR, '#views button[data-view="utilization"]').click()
+        wait_for(browser, f'#util-l1s tr[data-l1="{l1s["bob"].name}"]')
+        assert {x["text"].split("\t")[1] for x in look(browser, "#util-l1s tr[data-l1]")} == {"bob"}
+        tenants = {x["text"].split("\t")[2] for x in wait_for(browser, "#util-ports tr[data-port]")}
+        assert tenants == {"bob"}
+        assert console_errors(browser) == []

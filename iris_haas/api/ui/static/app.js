@@ -1,4 +1,4 @@
-// The Iris dashboard: topology, calendar and live events, read from the /v1 API with the
+// The Iris dashboard: topology, calendar, live events and utilization, read from the /v1 API with the
 // token the user pastes. Everything the API says is rendered with textContent (a tenant's
 // description is text, whatever it holds); the page's policy allows no inline script.
 
@@ -422,6 +422,7 @@ async function follow(signal) {
         state.cursor = ev.cursor;
         addToFeed(ev, true);
         refreshSoon(ev.reservation_id);
+        if (ev.type === "dataPlaneStateChange" && util.timer) loadUtilization();
       }
     } catch (e) {
       if (signal.aborted) return;
@@ -434,10 +435,81 @@ async function follow(signal) {
   }
 }
 
+// ------------------------------------------------------------------ utilization: the agents' metrics
+const UTIL_EVERY_MS = 5000;
+const util = { last: null, timer: null, pending: false };
+
+const bytes = (n) => {
+  if (n === null || n === undefined) return "—";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+};
+const bits = (bps) => (bps === null ? "—" : bps >= 1e6 ? `${(bps / 1e6).toFixed(2)} Mbit/s`
+  : `${(bps / 1e3).toFixed(1)} kbit/s`);
+
+// the rate of a counter between the last reading and this one (null: no earlier reading, or reset)
+function rate(prev, key, field, now, dt) {
+  const before = prev && prev.get(key);
+  if (!before || dt <= 0 || before[field] === null || now[field] === null || now[field] < before[field]) return null;
+  return (now[field] - before[field]) / dt;
+}
+
+async function loadUtilization() {
+  if (!state.me || util.pending) return;
+  util.pending = true;
+  try {
+    const u = await get("/v1/utilization");
+    const l1s = new Map(u.l1s.map((x) => [`${x.host}/${x.l1}`, x]));
+    const ports = new Map(u.ports.map((x) => [`${x.host}/${x.port}`, x]));
+    const dt = util.last ? u.at - util.last.at : 0;
+    const prev = util.last;
+    util.last = { at: u.at, l1s, ports };
+    renderUtilization(u, prev, dt);
+  } catch (e) { showError(e); } finally { util.pending = false; }
+}
+
+function renderUtilization(u, prev, dt) {
+  $("#util-at").textContent = `Read at ${new Date(u.at * 1000).toLocaleTimeString()}.`;
+  const l1Rows = u.l1s.map((x) => {
+    const cpu = rate(prev && prev.l1s, `${x.host}/${x.l1}`, "cpu_seconds", x, dt);
+    return el("tr", { "data-l1": x.l1 }, el("td", { text: x.l1 }), el("td", { text: x.tenant }),
+      el("td", { text: x.kind }), el("td", { text: x.host }),
+      el("td", { class: "cpu", text: cpu === null ? "—" : `${(100 * cpu).toFixed(1)} %` }),
+      el("td", { class: "memory", text: bytes(x.memory_bytes) }));
+  });
+  if (!l1Rows.length) l1Rows.push(el("tr", {}, el("td", { colSpan: 6, class: "hint", text: "No L1 reported." })));
+  $("#util-l1s tbody").replaceChildren(...l1Rows);
+  const portRows = u.ports.map((x) => {
+    const key = `${x.host}/${x.port}`;
+    const rx = rate(prev && prev.ports, key, "rx_bytes", x, dt), tx = rate(prev && prev.ports, key, "tx_bytes", x, dt);
+    return el("tr", { "data-port": x.port, "data-host": x.host }, el("td", { text: x.port }), el("td", { text: x.kind }),
+      el("td", { text: x.tenant }), el("td", { text: x.l1 || "—" }), el("td", { text: x.host }),
+      el("td", { class: "rx-rate", text: bits(rx === null ? null : 8 * rx) }),
+      el("td", { class: "tx-rate", text: bits(tx === null ? null : 8 * tx) }),
+      el("td", { class: "rx", "data-bytes": x.rx_bytes, text: bytes(x.rx_bytes) }),
+      el("td", { class: "tx", "data-bytes": x.tx_bytes, text: bytes(x.tx_bytes) }));
+  });
+  if (!portRows.length) portRows.push(el("tr", {}, el("td", { colSpan: 9, class: "hint", text: "No port reported." })));
+  $("#util-ports tbody").replaceChildren(...portRows);
+  const down = u.hosts.filter((h) => !h.ok);
+  $("#util-hosts").textContent = down.length ? `Not read: ${down.map((h) => `${h.host} (${h.error})`).join("; ")}` : "";
+}
+
+function utilizationShown(on) {
+  clearInterval(util.timer);
+  util.timer = null;
+  if (!on) return;
+  loadUtilization();
+  util.timer = setInterval(loadUtilization, UTIL_EVERY_MS);
+}
+
 // ------------------------------------------------------------------ sign in, views
 function showView(name) {
   for (const b of document.querySelectorAll("#views button")) b.setAttribute("aria-pressed", String(b.dataset.view === name));
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== name;
+  utilizationShown(name === "utilization");
 }
 
 async function signIn(token) {
@@ -475,6 +547,8 @@ async function signIn(token) {
 
 function signOut(why) {
   if (state.abort) state.abort.abort();
+  utilizationShown(false);
+  util.last = null;
   sessionStorage.removeItem(TOKEN_KEY);
   Object.assign(state, { token: null, me: null, sites: [], nodes: [], gateways: [], links: [], hosts: [],
     tenants: [], reservations: new Map(), cursor: 0, abort: null });
