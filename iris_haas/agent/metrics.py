@@ -14,18 +14,19 @@ to the next (only those the last scrape wrote, so no more than the host holds), 
 formats only the values. With 1,000 L1s (~8,000 series) that formatting was four fifths of a
 scrape's ~50 ms of CPU (measured with bench/metrics.py); nothing read from the host is kept.
 
-============================================  =========================================
+=============================================  ========================================
 ``iris_l1_cpu_seconds_total``                 an L1's cgroup CPU time (lxc, kvm)
 ``iris_l1_memory_bytes``                      its cgroup's memory now
 ``iris_port_{receive,transmit}_bytes_total``  an OVS port's or tunnel's counters, as the
 ``..._packets_total``, ``..._drop_total``     switch sees them (an L1 port's receive: the L1 sent)
 ``iris_tc_class_{bytes,drops}_total``         an htb class Iris made (an L1's egress limit,
                                               a tenant's limit on a gateway's uplink)
+``iris_export_{receive,transmit}_bytes_total`` an export's bytes, on its server's NIC
 ``iris_agent_info{host}``                     1, with the host's name
 ``iris_agent_desired_generation``             the generation of the desired state held
 ``iris_agent_scrape_errors_total``            sources a scrape could not read (OVSDB down)
 ``iris_agent_scrape_duration_seconds``        how long this scrape took (reading, building)
-============================================  =========================================
+=============================================  ========================================
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from iris_haas.contract.ops import DesiredState, L1Op, PortOp, ShapeOp, TunnelLimitOp, TunnelOp
+from iris_haas.contract.ops import DesiredState, L1Op, PortOp, ShapeOp, TunnelLimitOp, TunnelOp, VolumeOp
 from iris_haas.hostd.stats import HostStats
 from iris_haas.linux import tc
 
@@ -145,6 +146,16 @@ class AgentCollector(Collector):
             cls_bytes.rows.append((labels, s.bytes))
             cls_drops.rows.append((labels, s.drops))
         out += [cls_bytes, cls_drops]
+
+        vol_labels = ("volume", "tenant")
+        exports = [Family(f"iris_export_{d}_bytes", "counter", f"bytes the export's server {done} on its NIC",
+                          vol_labels) for d, _, done in DIRECTIONS]
+        for v in (o for o in desired.ops if isinstance(o, VolumeOp)):
+            b = stats.exports.get(v.name)
+            if b is not None:
+                for fam, n in zip(exports, b, strict=True):
+                    fam.rows.append(((v.name, v.tenant), n))
+        out += exports
 
         out.append(Family("iris_agent_info", "gauge", "this agent's host, as the coordinator names it", ("host",),
                           [((host,), 1)]))

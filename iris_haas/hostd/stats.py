@@ -9,23 +9,25 @@ what the coordinator placed here, and named as the coordinator named it):
   own (:func:`iris_haas.linux.ovsdb.interface_statistics`), as the switch sees them: an L1 port's
   ``rx`` is what the L1 sent;
 * each htb class Iris made (:func:`iris_haas.linux.tc.class_stats`): the egress limit on an L1's
-  end of its NIC, the per-tenant limits on a gateway's uplink.
+  end of its NIC, the per-tenant limits on a gateway's uplink;
+* each export's bytes, as its server's NIC counts them in the export's namespace (nfs-ganesha keeps
+  its own counters behind D-Bus, not a file or netlink; the NIC carries nothing but the export).
 
 It takes no lock and writes nothing: a reconcile pass may be making or removing an L1 at the same
 moment, so whatever is not there (yet, or any more) is left out and the rest is reported, and a
 source that fails as a whole (the OVSDB server down) is named in :attr:`HostStats.errors`.
-Exports are not measured: nfs-ganesha keeps its counters behind D-Bus, not a file or netlink.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from iris_haas.contract import names
-from iris_haas.contract.ops import DesiredState, L1Op, Op, PortOp, ShapeOp, TunnelLimitOp, TunnelOp
+from iris_haas.contract.ops import DesiredState, L1Op, Op, PortOp, ShapeOp, TunnelLimitOp, TunnelOp, VolumeOp
 from iris_haas.contract.types import L1Kind
 from iris_haas.hostd.context import Context
 from iris_haas.hostd.l1.base import nic
@@ -56,6 +58,7 @@ class HostStats:
     l1s: dict[str, cgroup.Usage] = field(default_factory=dict)  # L1 name -> its cgroup's usage
     ports: dict[str, PortCounters] = field(default_factory=dict)  # port or tunnel name -> counters
     classes: dict[tuple[str, int], tc.ClassStats] = field(default_factory=dict)  # (port or uplink, class)
+    exports: dict[str, tuple[int, int]] = field(default_factory=dict)  # volume -> its server NIC's (rx, tx) bytes
     errors: list[str] = field(default_factory=list)  # sources that could not be read at all
 
 
@@ -84,6 +87,20 @@ def _classes(ns: str | None, ifname: str) -> dict[int, tc.ClassStats]:
         return {}
 
 
+def _export_bytes(ns: str, ip: str) -> tuple[int, int] | None:
+    """The bytes received and sent by the link that holds an export's server address: what its
+    clients wrote and read, with the protocol's own overhead (the server's only traffic)."""
+    try:
+        if not nl.netns_exists(ns):
+            return None
+        for dev, ln in nl.links(ns).items():
+            if any(a.split("/")[0] == ip for a in nl.addresses(ns, dev)):
+                return ln["rx_bytes"], ln["tx_bytes"]
+    except (nl.NetlinkFailed, NetlinkError, OSError):  # the namespace went meanwhile
+        pass
+    return None
+
+
 def measure(desired: DesiredState, ctx: Context) -> HostStats:
     out = HostStats()
     for o in desired.ops:
@@ -107,6 +124,10 @@ def measure(desired: DesiredState, ctx: Context) -> HostStats:
         cls = _classes(*end).get(tc.PORT_CLASS)
         if cls is not None:
             out.classes[(s.port, tc.PORT_CLASS)] = cls
+    for v in (o for o in desired.ops if isinstance(o, VolumeOp) and o.netns and o.address):
+        counters = _export_bytes(v.netns, str(ipaddress.ip_interface(v.address).ip))
+        if counters is not None:
+            out.exports[v.name] = counters
     limits = [o for o in desired.ops if isinstance(o, TunnelLimitOp)]
     for uplink in sorted({x.uplink for x in limits}):
         have = _classes(ctx.cfg.netns, uplink)

@@ -190,7 +190,7 @@ def addresses(ns: str | None, ifname: str) -> list[str]:
 
 
 def links(ns: str | None) -> dict[str, dict[str, Any]]:
-    """name -> {index, mtu, up, kind, address, stats} for every link in the namespace."""
+    """name -> {index, mtu, up, kind, address, rx/tx packets and bytes} for every link in the namespace."""
     out = {}
     with ipr(ns) as h:
         for ln in h.get_links():
@@ -205,6 +205,8 @@ def links(ns: str | None) -> dict[str, dict[str, Any]]:
                 "address": ln.get_attr("IFLA_ADDRESS"),
                 "rx_packets": st["rx_packets"] if st else 0,
                 "tx_packets": st["tx_packets"] if st else 0,
+                "rx_bytes": st["rx_bytes"] if st else 0,
+                "tx_bytes": st["tx_bytes"] if st else 0,
             }
     return out
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from iris_haas.api.client import ApiError
 from iris_haas.api.service import LocalCoordinator
@@ -143,6 +144,12 @@ def test_storage_volume_through_the_coordinator(lab, coord, tmp_path):
         assert run(storage.nfs_cp_cmd(lab.ns("amgmt"), str(tmp_path / "in"), url)).returncode == 0
         assert run(storage.nfs_cp_cmd(lab.ns("amgmt"), url, str(tmp_path / "out"))).returncode == 0
         assert (tmp_path / "out").read_bytes() == data
+        # the pool's agent counts the export's bytes: at least what was written and read back
+        with lab.client("l0-2") as agent:
+            m = {(x.name, x.labels.get("volume")): x.value
+                 for f in text_string_to_metric_families(agent.metrics()) for x in f.samples}
+        assert m[("iris_export_receive_bytes_total", vol)] >= len(data)
+        assert m[("iris_export_transmit_bytes_total", vol)] >= len(data)
         # the other tenant, at the same address in its own L2, finds no server
         assert probe.ping(lab.ns("bmgmt"), "10.0.101.80", count=2, wait=0.5) == 0
         tenants["a"].post(f"/reservations/{r['id']}/terminate")
