@@ -124,10 +124,11 @@ def measure(desired: DesiredState, ctx: Context) -> HostStats:
         cls = _classes(*end).get(tc.PORT_CLASS)
         if cls is not None:
             out.classes[(s.port, tc.PORT_CLASS)] = cls
-    for v in (o for o in desired.ops if isinstance(o, VolumeOp) and o.netns and o.address):
-        counters = _export_bytes(v.netns, str(ipaddress.ip_interface(v.address).ip))
-        if counters is not None:
-            out.exports[v.name] = counters
+    for v in (o for o in desired.ops if isinstance(o, VolumeOp)):
+        if v.netns and v.address:  # exported
+            counters = _export_bytes(v.netns, str(ipaddress.ip_interface(v.address).ip))
+            if counters is not None:
+                out.exports[v.name] = counters
     limits = [o for o in desired.ops if isinstance(o, TunnelLimitOp)]
     for uplink in sorted({x.uplink for x in limits}):
         have = _classes(ctx.cfg.netns, uplink)
