@@ -5,6 +5,13 @@ sweep), the same requests run through a naive baseline on an identical copy of t
 interval-overlap query per candidate node, as esi-leap checks availability. Prints one JSON object.
 
     python bench/reservations.py [--nodes 1000] [--reservations 100000] [--requests 400]
+        [--database-url postgresql] [--http [--clients 8]]
+
+``--database-url postgresql`` runs both on a private PostgreSQL server the bench starts (Debian's
+binaries, a Unix socket, stopped by its PID), the baseline on a copy made with ``CREATE DATABASE …
+TEMPLATE``. ``--http`` sends Iris's requests through a real ``iris serve`` (a process of its own,
+uvicorn) with the project's HTTP client, from ``--clients`` threads at once; the baseline stays in
+process (it has no server), so ``speedup`` compares Iris over HTTP with the baseline's direct queries.
 """
 
 from __future__ import annotations
@@ -13,20 +20,26 @@ import argparse
 import json
 import random
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import insert, select  # noqa: E402
+from sqlalchemy import insert, make_url, select  # noqa: E402
 
+from iris_haas.api.client import ApiError, Client  # noqa: E402
 from iris_haas.contract.errors import ReserveFailed  # noqa: E402
 from iris_haas.control.engine import Coordinator  # noqa: E402
+from iris_haas.control.inventory import hash_token, new_token  # noqa: E402
 from iris_haas.control.schemas import ReserveRequest, from_epoch  # noqa: E402
+from iris_haas.lab.postgres import PostgresServer  # noqa: E402
 from iris_haas.store import calendar  # noqa: E402
 from iris_haas.store.db import Database  # noqa: E402
 from iris_haas.store.models import Allocation, Criteria, Node, Reservation, Site, Tenant  # noqa: E402
@@ -35,10 +48,10 @@ YEAR = 365 * 86400.0
 NODE = (32, 131072, 2000)  # cpus, MB, GB per L0
 
 
-def populate(db: Database, nodes: int, reservations: int, t0: float, rng: random.Random) -> None:
+def populate(db: Database, nodes: int, reservations: int, t0: float, rng: random.Random, token: str) -> None:
     with db.transaction() as s:
         site = Site(name="haas", kind="haas")
-        tenant = Tenant(name="bench", token_hash="bench", tunnel_key=1001, created_at=t0)
+        tenant = Tenant(name="bench", token_hash=hash_token(token), tunnel_key=1001, created_at=t0)
         s.add_all([site, tenant])
         s.flush()
         s.execute(insert(Node), [
@@ -92,6 +105,69 @@ def measure_iris(db: Database, reqs, t0: float, tenant_id: int) -> list[float]:
     return lat
 
 
+def body(start: float, end: float, count: int, cpus: int) -> dict:
+    return {"start": from_epoch(start).isoformat(), "end": from_epoch(end).isoformat(), "items": [
+        {"kind": "compute", "count": count, "cpus": cpus, "memory_mb": 4096, "disk_gb": 20}]}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def measure_http(url: str, data_dir: Path, reqs, token: str, clients: int) -> tuple[list[float], float]:
+    """Reserve + commit through ``iris serve`` (its own process) from ``clients`` threads at once;
+    returns every request's latency and the wall time of them all."""
+    port = free_port()
+    log = open(data_dir / "serve.log", "w")  # noqa: SIM115 - closed after the server, below
+    iris = Path(sys.executable).with_name("iris")  # the virtualenv's entry point
+    serve = subprocess.Popen([str(iris), "serve", "--port", str(port), "--database-url", url, "--data-dir",
+                              str(data_dir)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                Client(base, None, timeout=2).get("/health")
+                break
+            except ApiError:
+                if serve.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"iris serve did not start; see {data_dir / 'serve.log'}") from None
+                time.sleep(0.2)
+        lat: list[float] = []
+        lock = threading.Lock()
+
+        def worker(part) -> None:
+            with Client(base, token, timeout=60) as c:
+                for start, end, count, cpus in part:
+                    t = time.perf_counter()
+                    try:
+                        r = c.post("/reservations", body(start, end, count, cpus))
+                        c.post(f"/reservations/{r['id']}/commit")
+                    except ApiError as e:
+                        if e.type != "ReserveFailed":
+                            raise
+                    with lock:
+                        lat.append(time.perf_counter() - t)
+
+        threads = [threading.Thread(target=worker, args=(reqs[i::clients],)) for i in range(clients)]
+        t = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return lat, time.perf_counter() - t
+    finally:
+        serve.terminate()  # our own child, by its PID
+        try:
+            serve.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait()
+        log.close()
+
+
 def naive_reserve(db: Database, start: float, end: float, count: int, cpus: int, tenant_id: int, site_id: int) -> None:
     """The baseline: the same decision, but one overlap query per candidate node."""
     need = (cpus, 4096, 20)
@@ -141,34 +217,68 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--baseline-requests", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--database-url", default="sqlite",
+                    help="sqlite (a file, the default) or postgresql (a private server the bench starts)")
+    ap.add_argument("--http", action="store_true", help="Iris's requests through `iris serve` and its HTTP client")
+    ap.add_argument("--clients", type=int, default=8, help="with --http: concurrent clients")
     args = ap.parse_args()
+    kind = args.database_url.split(":")[0].split("+")[0]
+    if kind not in ("sqlite", "postgresql") or (kind == "postgresql" and args.database_url != "postgresql"):
+        ap.error("--database-url: sqlite or postgresql (the bench starts its own server)")
+    if args.clients < 1:
+        ap.error("--clients: at least 1")
     rng = random.Random(args.seed)
-    t0 = 2_000_000_000.0
+    # a server's clock is the real one: book from tomorrow on (in process, a fixed clock)
+    t0 = time.time() + 86400 if args.http else 2_000_000_000.0
+    token = new_token()
     tmp = Path(tempfile.mkdtemp(prefix="iris-bench-"))
+    pg = PostgresServer() if kind == "postgresql" else None
     try:
-        path = tmp / "iris.db"
-        db = Database(f"sqlite:///{path}")
-        db.migrate()
+        if pg is not None:
+            pg.start()
+            url = pg.fresh_database()
+        else:
+            url = f"sqlite:///{tmp / 'iris.db'}"
+        db = Database(url)
+        if pg is None:
+            db.migrate()  # (the server's fresh database is a copy of a migrated template)
         t = time.perf_counter()
-        populate(db, args.nodes, args.reservations, t0, rng)
+        populate(db, args.nodes, args.reservations, t0, rng, token)
         populate_s = time.perf_counter() - t
+        if pg is not None:  # the statistics autovacuum would gather on a live database, now
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                c.exec_driver_sql("ANALYZE")
         db.dispose()
-        shutil.copy(path, tmp / "naive.db")
+        if pg is not None:  # the baseline's identical copy
+            admin = Database(pg.url("postgres"))
+            with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                c.exec_driver_sql(f"CREATE DATABASE iris_naive TEMPLATE {make_url(url).database}")
+            admin.dispose()
+            naive_url = pg.url("iris_naive")
+        else:
+            shutil.copy(tmp / "iris.db", tmp / "naive.db")
+            naive_url = f"sqlite:///{tmp / 'naive.db'}"
         reqs = requests(args.requests, t0, rng)
 
-        db = Database(f"sqlite:///{path}")
+        db = Database(url)
         with db.transaction() as s:
             tenant_id = s.scalar(select(Tenant.id))
             site_id = s.scalar(select(Site.id))
-        t = time.perf_counter()
-        ours = measure_iris(db, reqs, t0, tenant_id)
-        ours_total = time.perf_counter() - t
-        db.dispose()
+        if args.http:
+            db.dispose()
+            ours, ours_total = measure_http(url, tmp, reqs, token, args.clients)
+        else:
+            t = time.perf_counter()
+            ours = measure_iris(db, reqs, t0, tenant_id)
+            ours_total = time.perf_counter() - t
+            db.dispose()
 
-        naive_db = Database(f"sqlite:///{tmp / 'naive.db'}")
+        naive_db = Database(naive_url)
         naive = measure_naive(naive_db, reqs[: args.baseline_requests], tenant_id, site_id)
         naive_db.dispose()
     finally:
+        if pg is not None:
+            pg.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     p99, base_p99 = pct(ours, 99), pct(naive, 99)
     print(json.dumps({
@@ -181,7 +291,9 @@ def main() -> None:
         "baseline_p50_ms": round(pct(naive, 50), 2),
         "baseline_p99_ms": round(base_p99, 2),
         "speedup": round(base_p99 / p99, 1),
-        "database": "sqlite",
+        "database": kind,
+        "http": args.http,
+        "clients": args.clients if args.http else 0,
         "populate_s": round(populate_s, 1),
     }))
 
