@@ -119,35 +119,22 @@ def build(root: Path, spec: dict[str, Any], progress: Callable[[str], None] = la
     """The image of ``spec`` under ``root`` (an lxc rootfs directory; a kvm disk: the lxc
     image of the same inputs made an ext4 disk), built unless cached; and whether it was built
     now. ``progress`` gets each line of the build's output."""
+    root = Path(root)
     if spec["kind"] == "kvm":
-        return _build_disk(Path(root), spec, progress, timeout)
+        return _build_once(root, spec, lambda stage: _make_disk(root, spec, stage, progress, timeout))
     if spec["kind"] != "lxc":
         raise ImageBuildFailed(f"no images of kind {spec['kind']}: lxc or kvm")
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    name = digest(spec)
-    with open(root / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        have = cached(root, spec)
-        if have:
-            return have, False
-        stage = root / f".{name}.tmp"
-        shutil.rmtree(stage, ignore_errors=True)
-        stage.mkdir()
-        t0 = time.monotonic()
+
+    def make_rootfs(stage: Path) -> None:
         _debootstrap(spec, stage / "rootfs", progress, timeout)
         _fit_for_lxc(stage / "rootfs")
-        (stage / "image.json").write_text(json.dumps({**spec, "digest": name, "built_s": round(time.monotonic() - t0, 1),
-                                                      "built_at": time.time()}, indent=1) + "\n")
-        shutil.rmtree(root / name, ignore_errors=True)
-        os.replace(stage, root / name)
-    return root / name / "rootfs", True
+
+    return _build_once(root, spec, make_rootfs)
 
 
-def _build_disk(root: Path, spec: dict[str, Any], progress: Callable[[str], None],
-                timeout: float) -> tuple[Path, bool]:
-    """A kvm image: the lxc image of the same inputs as a raw ext4 disk (``mkfs.ext4 -d``, ids as
-    they are: the guest has its own kernel), with Iris's init in it."""
+def _build_once(root: Path, spec: dict[str, Any], make: Callable[[Path], None]) -> tuple[Path, bool]:
+    """Under the image's lock: the cached image, or ``make`` fills a staging directory that then
+    becomes the image (its ``image.json`` last, so an image with one is complete)."""
     root.mkdir(parents=True, exist_ok=True)
     name = digest(spec)
     with open(root / f".{name}.lock", "w") as lock:
@@ -155,30 +142,37 @@ def _build_disk(root: Path, spec: dict[str, Any], progress: Callable[[str], None
         have = cached(root, spec)
         if have:
             return have, False
-        t0 = time.monotonic()
-        rootfs, _ = build(root, {**spec, "kind": "lxc"}, progress, timeout)
         stage = root / f".{name}.tmp"
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir()
-        tree = stage / "tree"
-        subprocess.run(["cp", "-a", str(rootfs), str(tree)], check=True, timeout=300)
-        install_init(tree)
-        (tree / "etc" / "fstab").write_text("/dev/vda / ext4 defaults 0 1\n")
-        size = sum(os.lstat(os.path.join(d, n)).st_blocks * 512 for d, ds, fs in os.walk(tree) for n in (*ds, *fs))
-        with open(stage / "disk.img", "wb") as f:
-            f.truncate(size * 5 // 4 + (DISK_SPARE_MB << 20))
-        progress("I: Making the disk image (mkfs.ext4 -d)")
-        r = subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "iris-root", "-d", str(tree), str(stage / "disk.img")],
-                           capture_output=True, text=True, timeout=300)
-        if r.returncode != 0:
-            raise ImageBuildFailed(f"mkfs.ext4: {r.stderr.strip()}")
-        shutil.rmtree(tree)
-        (stage / "disk.img").chmod(0o644)  # read by the L1s' unprivileged QEMUs (never written)
+        t0 = time.monotonic()
+        make(stage)
         (stage / "image.json").write_text(json.dumps({**spec, "digest": name, "built_s": round(time.monotonic() - t0, 1),
                                                       "built_at": time.time()}, indent=1) + "\n")
         shutil.rmtree(root / name, ignore_errors=True)
         os.replace(stage, root / name)
-    return root / name / "disk.img", True
+    return root / name / ARTIFACT[spec["kind"]], True
+
+
+def _make_disk(root: Path, spec: dict[str, Any], stage: Path, progress: Callable[[str], None],
+               timeout: float) -> None:
+    """A kvm image: the lxc image of the same inputs as a raw ext4 disk (``mkfs.ext4 -d``, ids as
+    they are: the guest has its own kernel), with Iris's init in it."""
+    rootfs, _ = build(root, {**spec, "kind": "lxc"}, progress, timeout)
+    tree = stage / "tree"
+    subprocess.run(["cp", "-a", str(rootfs), str(tree)], check=True, timeout=300)
+    install_init(tree)
+    (tree / "etc" / "fstab").write_text("/dev/vda / ext4 defaults 0 1\n")
+    size = sum(os.lstat(os.path.join(d, n)).st_blocks * 512 for d, ds, fs in os.walk(tree) for n in (*ds, *fs))
+    with open(stage / "disk.img", "wb") as f:
+        f.truncate(size * 5 // 4 + (DISK_SPARE_MB << 20))
+    progress("I: Making the disk image (mkfs.ext4 -d)")
+    r = subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "iris-root", "-d", str(tree), str(stage / "disk.img")],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise ImageBuildFailed(f"mkfs.ext4: {r.stderr.strip()}")
+    shutil.rmtree(tree)
+    (stage / "disk.img").chmod(0o644)  # read by the L1s' unprivileged QEMUs (never written)
 
 
 def _debootstrap(spec: dict[str, Any], target: Path, progress: Callable[[str], None], timeout: float) -> None:
