@@ -39,6 +39,15 @@ def _ssh(ns: str, key: Path, ip: str, *argv: str) -> subprocess.CompletedProcess
     return subprocess.run(c.full_argv(), capture_output=True, text=True, timeout=30)
 
 
+def _ssh_when_up(ns: str, key: Path, ip: str, *, timeout: float, every: float) -> subprocess.CompletedProcess:
+    """``hostname`` over ssh, tried until it succeeds (the test fails after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while (got := _ssh(ns, key, ip, "hostname")).returncode != 0:
+        assert time.monotonic() < deadline, got.stderr
+        time.sleep(every)
+    return got
+
+
 @pytest.fixture
 def image_lab(lab, tenants):
     realize(lab, [])
@@ -59,10 +68,7 @@ def test_lxc_l1_from_the_debian_image_takes_the_tenants_ssh_key(image_lab, debia
     res = realize(lab, [n])
     assert all(r["in_sync"] for r in res.values()), res
     assert probe.reachable(lab.ns("amgmt"), "10.0.101.23", timeout=10)
-    deadline = time.monotonic() + 20  # sshd makes its host keys at the L1's first start
-    while (got := _ssh(lab.ns("amgmt"), key, "10.0.101.23", "hostname")).returncode != 0:
-        assert time.monotonic() < deadline, got.stderr
-        time.sleep(0.2)
+    got = _ssh_when_up(lab.ns("amgmt"), key, "10.0.101.23", timeout=20, every=0.2)  # sshd makes its keys first
     print(f"\nL1 in sync and ssh answering {time.monotonic() - t0:.1f} s after the desired state was sent")
     assert got.stdout.strip() == n.name
     # a Debian host, root, its management address on its one NIC
@@ -99,10 +105,7 @@ def test_kvm_l1_from_the_debian_disk_takes_the_tenants_ssh_key(image_lab, debian
     t0 = time.monotonic()
     res = realize(lab, [n])
     assert all(r["in_sync"] for r in res.values()), res
-    deadline = time.monotonic() + 120
-    while (got := _ssh(lab.ns("amgmt"), key, "10.0.101.25", "hostname")).returncode != 0:
-        assert time.monotonic() < deadline, got.stderr
-        time.sleep(0.5)
+    got = _ssh_when_up(lab.ns("amgmt"), key, "10.0.101.25", timeout=120, every=0.5)
     print(f"\nkvm L1 booted and ssh answering {time.monotonic() - t0:.1f} s after the desired state was sent")
     assert got.stdout.strip() == n.name
     out = _ssh(lab.ns("amgmt"), key, "10.0.101.25", ". /etc/os-release; echo $ID $VERSION_CODENAME; "
