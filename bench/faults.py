@@ -23,7 +23,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from iris_haas.api.client import ApiError, Client
+from iris_haas.api.service import free_port
 from iris_haas.lab import audit, realizer
 from iris_haas.lab.postgres import PostgresServer
 from iris_haas.lab.register import register
@@ -41,11 +41,6 @@ from iris_haas.linux.runner import SubprocessRunner, cmd
 
 ADMIN = "faults-admin-" + secrets.token_hex(8)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Coordinator:

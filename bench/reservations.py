@@ -20,7 +20,6 @@ import argparse
 import json
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import insert, make_url, select  # noqa: E402
 
 from iris_haas.api.client import ApiError, Client  # noqa: E402
+from iris_haas.api.service import free_port  # noqa: E402
 from iris_haas.contract.errors import ReserveFailed  # noqa: E402
 from iris_haas.control.engine import Coordinator  # noqa: E402
 from iris_haas.control.inventory import hash_token, new_token  # noqa: E402
@@ -109,11 +109,6 @@ def body(start: float, end: float, count: int, cpus: int) -> dict:
     return {"start": from_epoch(start).isoformat(), "end": from_epoch(end).isoformat(), "items": [
         {"kind": "compute", "count": count, "cpus": cpus, "memory_mb": 4096, "disk_gb": 20}]}
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def measure_http(url: str, data_dir: Path, reqs, token: str, clients: int) -> tuple[list[float], float]:

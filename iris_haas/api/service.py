@@ -70,7 +70,8 @@ def _bound(host: str, port: int) -> socket.socket:
     return s
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port free now (for a server started next)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -84,7 +85,7 @@ class LocalCoordinator:
         """``tls``: (certificate, key) to serve HTTPS with; its certificate must name ``localhost``.
         ``sockets``: bound sockets it serves on as well (one in the lab's control network, where
         the NSI providers send their callbacks: give ``nsi_reply_url`` there too)."""
-        self.port = _free_port()
+        self.port = free_port()
         self.sockets = [_bound("127.0.0.1", self.port), *(sockets or [])]
         self.settings = Settings(**{"data_dir": data_dir, "hold_timeout_s": hold_timeout_s, "scheduler_interval_s": 0.2,
                                     "admin_token": None, "database_url": None, **settings})
