@@ -93,9 +93,10 @@ def _export_bytes(ns: str, ip: str) -> tuple[int, int] | None:
     try:
         if not nl.netns_exists(ns):
             return None
-        for dev, ln in nl.links(ns).items():
-            if any(a.split("/")[0] == ip for a in nl.addresses(ns, dev)):
-                return ln["rx_bytes"], ln["tx_bytes"]
+        dev = nl.link_with_address(ns, ip)
+        ln = nl.links(ns).get(dev) if dev is not None else None  # (None: it went meanwhile)
+        if ln is not None:
+            return ln["rx_bytes"], ln["tx_bytes"]
     except (nl.NetlinkFailed, NetlinkError, OSError):  # the namespace went meanwhile
         pass
     return None
