@@ -10,16 +10,18 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as _netns
+from pyroute2.netlink import NETLINK_ROUTE
 from pyroute2.netlink.exceptions import NetlinkError
 
 from iris_haas.contract.errors import IrisError
-from iris_haas.linux.netns import NETNS_DIR
+from iris_haas.linux.netns import NETNS_DIR, socket_in_netns
 from iris_haas.linux.runner import Cmd, cmd
 
 
@@ -29,7 +31,11 @@ class NetlinkFailed(IrisError):
 
 @contextmanager
 def ipr(ns: str | None = None) -> Iterator[IPRoute]:
-    with (IPRoute(netns=ns) if ns else IPRoute()) as h:
+    """A netlink handle, in namespace ``ns`` if given. Its socket is made by a thread that enters
+    the namespace (:func:`socket_in_netns`), not by pyroute2's own ``netns=``, which forks a child
+    process for each handle: 17 ms and a fork of the agent each time, 0.7 ms this way."""
+    sock = socket_in_netns(ns, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE) if ns else None
+    with (IPRoute(fileno=sock.detach()) if sock else IPRoute()) as h:
         yield h
 
 

@@ -12,10 +12,12 @@ import ctypes
 import os
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 
 
 def path(name: str) -> str:
@@ -34,26 +36,32 @@ def enter_netns(name: str) -> None:
         os.close(fd)
 
 
-def socket_in_netns(netns: str, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM,
-                    proto: int = 0) -> socket.socket:
-    """A socket that lives in namespace ``netns`` whatever thread uses it: a short-lived thread
-    enters the namespace and makes it (a socket stays in the namespace it was made in)."""
-    made: list[socket.socket] = []
+def run_in_netns(netns: str, fn: Callable[[], T]) -> T:
+    """``fn()`` run by a short-lived thread that entered namespace ``netns``: what it makes there
+    (a socket, a tap by ioctl) stays there, and the calling thread never changes namespace."""
+    done: list[T] = []
     failed: list[BaseException] = []
 
-    def make() -> None:
+    def run() -> None:
         try:
             enter_netns(netns)
-            made.append(socket.socket(family, type, proto))
+            done.append(fn())
         except BaseException as e:  # handed to the caller's thread
             failed.append(e)
 
-    t = threading.Thread(target=make, name=f"setns-{netns}")
+    t = threading.Thread(target=run, name=f"setns-{netns}")
     t.start()
     t.join()
     if failed:
         raise failed[0]
-    return made[0]
+    return done[0]
+
+
+def socket_in_netns(netns: str, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM,
+                    proto: int = 0) -> socket.socket:
+    """A socket that lives in namespace ``netns`` whatever thread uses it (a socket stays in the
+    namespace it was made in)."""
+    return run_in_netns(netns, lambda: socket.socket(family, type, proto))
 
 
 def _identity(p: str) -> tuple[int, int] | None:

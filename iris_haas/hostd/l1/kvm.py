@@ -61,7 +61,7 @@ from iris_haas.contract.ops import L1Op
 from iris_haas.contract.types import L1Kind
 from iris_haas.hostd import images
 from iris_haas.hostd.l1.base import DHCP_SCRIPT, L1Base, L1Failed, spec_of
-from iris_haas.linux import cgroup, proc, tc
+from iris_haas.linux import cgroup, netns, proc, tc
 from iris_haas.linux import netlink as nl
 from iris_haas.linux.runner import Cmd, cmd
 
@@ -372,13 +372,16 @@ class KvmL1(L1Base):
         """The tap in the L1's namespace, owned by the L1's user (so its unprivileged QEMU may
         attach to it; changing the link still needs a capability QEMU does not have)."""
         assert op.netns
-        with nl.ipr(op.netns) as h:
-            if nl.link_index(h, TAP) is None:
-                try:
-                    h.link("add", ifname=TAP, kind="tuntap", mode="tap", uid=uid, gid=uid)
-                except NetlinkError as e:
-                    raise L1Failed(f"{op.name}: tap {TAP}: {e}") from e
-            h.link("set", index=nl.link_index(h, TAP), state="up", mtu=op.mtu)
+
+        def make() -> None:  # in the namespace: pyroute2 makes a tap by ioctl, in its caller's namespace
+            with nl.ipr() as h:
+                if nl.link_index(h, TAP) is None:
+                    try:
+                        h.link("add", ifname=TAP, kind="tuntap", mode="tap", uid=uid, gid=uid)
+                    except NetlinkError as e:
+                        raise L1Failed(f"{op.name}: tap {TAP}: {e}") from e
+                h.link("set", index=nl.link_index(h, TAP), state="up", mtu=op.mtu)
+        netns.run_in_netns(op.netns, make)
 
     def _wire(self, op: L1Op) -> None:
         assert op.netns and op.l1_ifname
