@@ -199,7 +199,8 @@ def main() -> int:
                     reps = min(args.repeats, args.kvm16_repeats) if kind == "kvm" and count >= 16 else args.repeats
                     tmo = max(args.timeout, 10.0 * count) if kind == "kvm" else args.timeout
                     xs = [one_run(lab, tenant, kind, count, tmo) for _ in range(reps)]
-                    out["kinds"][kind][str(count)] = {"p50_s": pct(xs, 0.5), "p95_s": pct(xs, 0.95), "n": len(xs)}
+                    out["kinds"][kind][str(count)] = {"p50_s": pct(xs, 0.5), "p95_s": pct(xs, 0.95), "n": len(xs),
+                                                      "samples_s": [round(x, 2) for x in xs]}
                 except Exception as e:  # noqa: BLE001 - report, release, go on with the next
                     out["kinds"][kind][str(count)] = {"error": str(e)[:300]}
                     reset(lab)

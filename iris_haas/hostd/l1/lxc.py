@@ -19,9 +19,9 @@ What confines it (a tenant is root inside its L1 and assumed hostile):
   on a v1 or hybrid host, v2 keys on a unified one (:func:`iris_haas.linux.cgroup.version`); the container's
   cgroup directories are named after its namespace (``iris-...``), so they are found and removed
   by name.
-* **disk_gb**: the rootfs is a sparse ext4 image of that size (made with ``mkfs.ext4 -d`` from
-  a copy of the template whose ids are shifted into the L1's range), loop-mounted ``nodev`` by
-  the driver; writing past it fails with ENOSPC.
+* **disk_gb**: the rootfs is a sparse ext4 image of that size (a copy of one made once with
+  ``mkfs.ext4 -d`` from the template or the OS image, its ids then shifted into the L1's range),
+  loop-mounted ``nodev`` by the driver; writing past it fails with ENOSPC.
 
 Its network namespace is the L1's named one (``/run/netns/<netns>``), made by :meth:`LxcL1.prepare`
 *inside the L1's user namespace* before the reconciler wires the NIC into it, and the container
@@ -41,6 +41,7 @@ by the PID in the container's pidfile.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import stat
@@ -62,6 +63,7 @@ from iris_haas.linux.runner import Cmd, CommandFailed, cmd
 CFS_PERIOD_US = 100_000
 TEMPLATE = "_iris_template"  # not a valid L1 name, so never an L1
 _template_lock = threading.Lock()
+_disk_lock = threading.Lock()
 CGROUP_ROOT = cgroup.ROOT
 LXC_CONFIG = Path("/usr/share/lxc/config")
 ID_BASE = 1_000_000  # above the ranges /etc/subuid usually hands out (100000, 165536, ...)
@@ -325,6 +327,7 @@ class LxcL1(L1Base):
         with _template_lock:
             if not (tdir / "config").exists():
                 shutil.rmtree(tdir, ignore_errors=True)
+                shutil.rmtree(self.dir / "disks", ignore_errors=True)  # made from the template before
                 self.lxcpath.mkdir(parents=True, exist_ok=True)
                 base = self.dir / "base.conf"
                 base.write_text("lxc.net.0.type = empty\n")
@@ -340,10 +343,11 @@ class LxcL1(L1Base):
                 d.chmod(0o711)
             elif not d.stat().st_mode & stat.S_IXOTH:
                 raise L1Failed(f"{d} must be searchable by others (o+x): the L1's root reaches its rootfs through it")
-        self._make_disk(op, base, cdir)
+        self._make_disk(op, cdir)
         rootfs = cdir / "rootfs"
         rootfs.mkdir()
         self.runner.run(cmd("mount", "-o", "loop,nodev", cdir / "disk.img", rootfs), timeout=20)
+        self._personalize(op, base, rootfs)
         lines = config_lines(op, base, rootfs, self._userns_file(op.name), unified=cgroup.version() == 2,
                              apparmor=apparmor_enabled(), kvm=Path("/dev/kvm").exists())
         (cdir / "config").write_text("\n".join(lines) + "\n")
@@ -364,30 +368,44 @@ class LxcL1(L1Base):
         if got != id_map(base):
             raise L1Failed(f"{op.name}: the container's uid map is {got!r}, not {id_map(base)!r}")
 
-    def _make_disk(self, op: L1Op, base: int, cdir: Path) -> None:
-        """The rootfs as a sparse ext4 image of ``disk_gb``, made from a copy of the template (or of
-        the L1's OS image, with Iris's init and the L1's hostname) with its ids shifted into the
-        L1's range and the tenant's key in ``/root/.ssh``. No journal (the disk does not outlive its
-        L1), no blocks reserved for the host's root."""
-        stage = cdir / "stage"
+    def _make_disk(self, op: L1Op, cdir: Path) -> None:
+        """The L1's disk: a sparse copy of its source's pristine disk (:meth:`_pristine_disk`)."""
+        self.runner.run(cmd("cp", "--sparse=always", self._pristine_disk(op), cdir / "disk.img"), timeout=60)
+        (cdir / "disk.img").chmod(0o600)
+
+    def _pristine_disk(self, op: L1Op) -> Path:
+        """A sparse ext4 image of ``disk_gb`` holding the busybox template or the L1's OS image, ids
+        unchanged, made once per source and size with ``mkfs.ext4 -d``. No journal (a disk does not
+        outlive its L1), no blocks reserved for the host's root. Copying it and shifting the ids of
+        the copy's files in place costs a fraction of copying the tree and making a file system of
+        it for each L1."""
         if op.image and not (Path(op.image) / "usr" / "sbin" / "sshd").exists():
             raise L1Failed(f"{op.name}: image {op.image} is not an lxc rootfs with an SSH server (no usr/sbin/sshd)")
-        self.runner.run(cmd("cp", "-a", op.image or self._template(), stage), timeout=120)
+        src = Path(op.image) if op.image else self._template()
+        img = self.dir / "disks" / f"{hashlib.sha256(str(src).encode()).hexdigest()}-{op.disk_gb}.img"
+        with _disk_lock:
+            if not img.exists():
+                img.parent.mkdir(parents=True, exist_ok=True)
+                tmp = img.with_suffix(".tmp")
+                with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                    f.truncate(disk_bytes(op, tree_bytes(src) if op.image else 0))
+                self.runner.run(cmd("mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0", "-E",
+                                    "nodiscard,lazy_itable_init=1", "-d", src, tmp), timeout=300)
+                os.replace(tmp, img)
+        return img
+
+    def _personalize(self, op: L1Op, base: int, rootfs: Path) -> None:
+        """The mounted copy made the L1's: (an OS image) Iris's init and the L1's hostname, the
+        tenant's key in ``/root/.ssh``, every id shifted into the L1's range."""
         if op.image:
-            images.install_init(stage)
-            (stage / "etc" / "hostname").write_text(f"{op.name}\n")
-            (stage / "etc" / "hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{op.name}\n")
-        ssh = stage / "root" / ".ssh"
+            images.install_init(rootfs)
+            (rootfs / "etc" / "hostname").write_text(f"{op.name}\n")
+            (rootfs / "etc" / "hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{op.name}\n")
+        ssh = rootfs / "root" / ".ssh"
         ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
         (ssh / "authorized_keys").write_text(op.ssh_key + ("\n" if op.ssh_key else ""))
         (ssh / "authorized_keys").chmod(0o600)
-        shift_ids(stage, base)
-        img = cdir / "disk.img"
-        with open(os.open(img, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-            f.truncate(disk_bytes(op, tree_bytes(stage) if op.image else 0))
-        self.runner.run(cmd("mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0", "-E",
-                            f"nodiscard,lazy_itable_init=1,root_owner={base}:{base}", "-d", stage, img), timeout=120)
-        shutil.rmtree(stage)
+        shift_ids(rootfs, base)
 
     def _remove_container(self, name: str) -> None:
         """Stop the container and remove its directory, its disk and the disk's mount."""
