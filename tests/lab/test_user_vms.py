@@ -1,0 +1,110 @@
+"""Real user VMs: QEMU guests the IaaS deploys over SSH, on an IaaS host and on an lxc L1 alike.
+
+The IaaS management host (``amgmt``) logs into an IaaS host of its DC (a namespace with sshd) and
+into an lxc L1 booted from the OS image with the IaaS stack (Open vSwitch, QEMU), prepares the
+L1's own bridge, and deploys on each, through the same code, a QEMU guest (TCG, this machine's
+kernel and a busybox initramfs) on guest VLAN 733. Both answer a ping from an IaaS user VM on that
+VLAN in the IaaS DC; the one in the L1 across the GRE trunk. Destroyed, they leave no process,
+tap, OVS port or directory on their hosts; the L1's release leaves nothing, the image stays.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from iris_haas.hostd import images
+from iris_haas.lab import iaas, probe, uservm
+from iris_haas.lab.tenants import L1, realize
+from iris_haas.linux import netlink as nl
+from tests.lab.test_compute import _in_l1, _leftovers
+
+pytestmark = pytest.mark.lab
+
+GUEST_VLAN = 733
+
+
+def _keypair(d: Path, name: str) -> tuple[Path, str]:
+    key = d / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@iaas", "-f", str(key)], check=True)
+    return key, (d / f"{name}.pub").read_text().strip()
+
+
+def _when_up(host: uservm.HostSsh, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (p := host.run("hostname", check=False, timeout=15)).returncode != 0:
+        assert time.monotonic() < deadline, p.stderr
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def vm_lab(lab, tenants, tmp_path):
+    """tenant a's IaaS host h1 with sshd letting in the management host's key, and an IaaS user
+    VM (a namespace) on h1 on the guest VLAN."""
+    realize(lab, [])
+    nl.flush_neighbours(lab.ns("amgmt"), "eth0")
+    key, pub = _keypair(tmp_path, "iaas-mgmt")
+    h = iaas.add_iaas_host(lab, "a", "h1", "10.0.101.51/24")
+    sshd = None
+    try:
+        sshd = uservm.Sshd(h.netns, "10.0.101.51", lab.dir / "ah1-sshd", pub).start()
+        peer = h.add_vm(iaas.UserVM("h1vm", lab.ns("h1vm"), GUEST_VLAN, "10.7.0.11/24", "02:00:00:07:00:11"))
+        host = uservm.HostSsh(lab.ns("amgmt"), key, "10.0.101.51", workdir=str(lab.dir / "ah1-uvm"), ovs_db=h.ovs.db)
+        yield lab, key, pub, host, peer
+    finally:
+        realize(lab, [])
+        if sshd:
+            sshd.stop()
+        iaas.remove_iaas_host(lab, "a", h)
+
+
+def test_a_qemu_user_vm_deployed_over_ssh_on_an_lxc_l1_and_on_an_iaas_host_answers_on_its_vlan(vm_lab, iaas_image):
+    lab, key, pub, iaas_host, peer = vm_lab
+    tpl = uservm.Template.local(lab.dir)
+    owner = "iaas:a"
+    n = L1("a", "l0-1", "uv1", "lxc", "10.0.101.26/24", cpus=1, memory_mb=512, ssh_key=pub, image=str(iaas_image))
+    res = realize(lab, [n])
+    assert all(r["in_sync"] for r in res.values()), res
+    # the IaaS stack's one device, and only that: /dev/net/tun (no /dev/kvm on this machine)
+    assert _in_l1(lab, n, "test", "-c", "/dev/net/tun").returncode == 0
+    l1 = uservm.HostSsh(lab.ns("amgmt"), key, "10.0.101.26", workdir="/var/lib/iris-uvm",
+                        ovs_db="unix:/run/iris-ovs/db.sock")
+    _when_up(l1, timeout=30)
+    uservm.prepare_host(l1, n.nic(), lab.topo.tenant("a").mgmt_vlan, owner)
+
+    vms = []
+    try:
+        for host, name, mac, addr in ((l1, "uvm1", "52:54:00:07:00:31", "10.7.0.31/24"),
+                                      (iaas_host, "uvm2", "52:54:00:07:00:32", "10.7.0.32/24")):
+            t0 = time.monotonic()
+            vm = uservm.deploy_user_vm(host, tpl, name, GUEST_VLAN, mac, addr, owner=owner)
+            vms.append(vm)
+            uservm.wait_answers(peer.netns, vm.ip, timeout=60)
+            print(f"\n{name} on {host.ip}: answers {time.monotonic() - t0:.1f} s after the deploy call")
+            assert vm.qmp("query-status")["return"]["status"] == "running"
+            assert probe.ping(peer.netns, vm.ip, count=3) == 3
+            assert mac in probe.arping(peer.netns, "eth0", vm.ip, count=1)
+            # a guest VLAN: the management server (VLAN 101) does not see it
+            assert probe.arping(lab.ns("amgmt"), "eth0", vm.ip, count=1, deadline=1) == []
+        # QEMU runs inside the L1 (the container's process, in its namespace), unprivileged on the L0
+        pid_in_l1 = l1.run(f"cat {vms[0].vmdir}/pid").stdout.decode().strip()
+        assert pid_in_l1 == str(vms[0].pid)
+        for vm in vms:
+            vm.destroy()
+            assert vm.leftovers() == [], vm.leftovers()
+            assert probe.ping(peer.netns, vm.ip, count=1) == 0
+        vms = []
+    finally:
+        for vm in vms:
+            vm.destroy()
+        uservm.unprepare_host(l1)
+
+    res = realize(lab, [])
+    assert all(r["in_sync"] for r in res.values()), res
+    assert _leftovers(lab, n) == []
+    assert images.cached(iaas_image.parent.parent,
+                         images.inputs(packages=[*images.PACKAGES, *images.IAAS_STACK],
+                                       mirror=images.apt_mirror())) == iaas_image
