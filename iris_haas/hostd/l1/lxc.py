@@ -350,7 +350,7 @@ class LxcL1(L1Base):
         self.runner.run(cmd("mount", "-o", "loop,nodev", cdir / "disk.img", rootfs), timeout=20)
         lines = config_lines(op, base, rootfs, self._userns_file(op.name), unified=cgroup.version() == 2,
                              apparmor=apparmor_enabled(), kvm=Path("/dev/kvm").exists(),
-                             iaas_stack=bool(op.image) and images.has_iaas_stack(Path(op.image)))
+                             iaas_stack=images.has_iaas_stack(Path(op.image)) if op.image else False)
         (cdir / "config").write_text("\n".join(lines) + "\n")
         pidfile = self._pidfile(op.name)
         pidfile.unlink(missing_ok=True)
