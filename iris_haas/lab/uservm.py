@@ -264,10 +264,12 @@ class UserVm:
 def deploy_user_vm(host: HostSsh, tpl: Template, name: str, vlan: int, mac: str, address: str, *,
                    owner: str, memory_mb: int = GUEST_MEMORY_MB) -> UserVm:
     """Deploy one user VM on ``host``: the template staged (once), then the tap, the port on
-    ``vlan`` and QEMU, through one SSH session; returns at once (the guest boots on)."""
+    ``vlan`` and QEMU, through one SSH session; returns at once (the guest boots on). A name
+    whose tap name would not fit is refused before anything is made."""
+    tap = tap_name(name)
     kernel, initrd = stage_template(host, tpl)
     vmdir = f"{host.workdir}/iris-{name}"
-    q = qemu_argv(name, kernel=kernel, initrd=initrd, vmdir=vmdir, tap=tap_name(name), mac=mac, address=address,
+    q = qemu_argv(name, kernel=kernel, initrd=initrd, vmdir=vmdir, tap=tap, mac=mac, address=address,
                   memory_mb=memory_mb)
     vm = UserVm(host, name, vlan, mac, address, pid=0)
     try:

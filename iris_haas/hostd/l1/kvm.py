@@ -73,9 +73,9 @@ QEMU_OVERHEAD_MB = 128  # measured, see docs/compute.md
 PIDS_BASE = 16  # QEMU's own threads; one more per vCPU
 _initrd_lock = threading.Lock()
 BUSYBOX = "/bin/busybox"
-# the guest's NIC and 802.1Q, and the disk of an L1 booted from an OS image; their dependencies
-# come from the kernel's modules.dep
-WANTED_MODULES = ["virtio_pci", "virtio_net", "8021q", "virtio_blk"]  # ext4: built into Debian's kernels
+# the guest's NIC and 802.1Q, the disk of an L1 booted from an OS image, and tun (the taps of the
+# IaaS's own hypervisor in the L1); their dependencies come from the kernel's modules.dep
+WANTED_MODULES = ["virtio_pci", "virtio_net", "8021q", "virtio_blk", "tun"]  # ext4: built into Debian's kernels
 
 
 def module_order(modules_dep: str, wanted: list[str]) -> list[str]:
