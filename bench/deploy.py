@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from iris_haas.hostd import images
-from iris_haas.lab import iaas, realizer, uservm
+from iris_haas.lab import iaas, probe, realizer, uservm
 from iris_haas.lab import tenants as plan
 from iris_haas.lab.tenants import L1
 
@@ -59,7 +59,7 @@ def measure(host: uservm.HostSsh, tpl: uservm.Template, peer_ns: str, runs: int,
         t0 = time.monotonic()
         vm = uservm.deploy_user_vm(host, tpl, f"{tag}{i}", VLAN, mac, addr, owner=OWNER)
         try:
-            uservm.wait_answers(peer_ns, vm.ip, timeout=timeout)
+            probe.first_reply(peer_ns, vm.ip, timeout=timeout)
             out.append(round(time.monotonic() - t0, 2))
         finally:
             vm.destroy()
@@ -117,7 +117,7 @@ def main() -> int:
                                     OWNER)
                 uservm.stage_template(hst, tpl)
                 hosts[n.kind] = hst
-            except (uservm.DeployFailed, RuntimeError, subprocess.TimeoutExpired) as e:
+            except (uservm.DeployFailed, RuntimeError, TimeoutError, subprocess.TimeoutExpired) as e:
                 if n.kind == "lxc":
                     raise
                 out["haas_kvm_error"] = f"the kvm L1: {type(e).__name__}: {str(e)[-400:]}"
@@ -127,7 +127,7 @@ def main() -> int:
         if "kvm" in hosts:
             try:
                 samples["kvm"] = measure(hosts["kvm"], tpl, peer.netns, args.runs, args.kvm_timeout, "dpk")
-            except (uservm.DeployFailed, RuntimeError, subprocess.TimeoutExpired) as e:
+            except (uservm.DeployFailed, RuntimeError, TimeoutError, subprocess.TimeoutExpired) as e:
                 out["haas_kvm_error"] = f"{type(e).__name__}: {str(e)[-400:]}"
         p50 = {k: round(statistics.median(v), 2) for k, v in samples.items()}
         out.update({"iaas_s": p50["iaas"], "haas_lxc_s": p50["lxc"], "haas_kvm_s": p50.get("kvm"),

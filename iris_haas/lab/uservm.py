@@ -262,15 +262,16 @@ class UserVm:
 
 
 def deploy_user_vm(host: HostSsh, tpl: Template, name: str, vlan: int, mac: str, address: str, *,
-                   owner: str, memory_mb: int = GUEST_MEMORY_MB) -> UserVm:
+                   owner: str, memory_mb: int = GUEST_MEMORY_MB, incoming: str | None = None) -> UserVm:
     """Deploy one user VM on ``host``: the template staged (once), then the tap, the port on
-    ``vlan`` and QEMU, through one SSH session; returns at once (the guest boots on). A name
-    whose tap name would not fit is refused before anything is made."""
+    ``vlan`` and QEMU, through one SSH session; returns at once (the guest boots on). With
+    ``incoming`` (a QEMU migration URI), QEMU waits there for a migration instead of booting. A
+    name whose tap name would not fit is refused before anything is made."""
     tap = tap_name(name)
     kernel, initrd = stage_template(host, tpl)
     vmdir = f"{host.workdir}/iris-{name}"
     q = qemu_argv(name, kernel=kernel, initrd=initrd, vmdir=vmdir, tap=tap, mac=mac, address=address,
-                  memory_mb=memory_mb)
+                  memory_mb=memory_mb, incoming=incoming)
     vm = UserVm(host, name, vlan, mac, address, pid=0)
     try:
         out = host.run(deploy_script(host, name, vlan=vlan, owner=owner, qemu=q), timeout=60)
@@ -279,6 +280,36 @@ def deploy_user_vm(host: HostSsh, tpl: Template, name: str, vlan: int, mac: str,
         raise
     vm.pid = int(out.stdout.decode().split()[-1])
     return vm
+
+
+def migrate(vm: UserVm, dst: HostSsh, tpl: Template, *, owner: str, port: int = 49152,
+            timeout: float = 120) -> tuple[UserVm, dict]:
+    """Live-migrate ``vm`` to ``dst`` with QEMU's own migration, as libvirt does: the destination
+    started with ``-incoming`` on the same guest VLAN (same name, MAC, address), then QMP
+    ``migrate`` on the source to the destination's management address, and the source, once
+    ``completed``, quit and removed. The destination QEMU announces the VM (RARP) so the bridges
+    on the path learn its new place. Returns the VM on ``dst`` and the source's last
+    ``query-migrate`` (``total-time``, ``downtime`` in ms)."""
+    new = deploy_user_vm(dst, tpl, vm.name, vm.vlan, vm.mac, vm.address, owner=owner,
+                         incoming=f"tcp:{dst.ip}:{port}")
+    try:
+        deadline = time.monotonic() + 10
+        while "error" in (got := vm.qmp("migrate", uri=f"tcp:{dst.ip}:{port}")):
+            if time.monotonic() > deadline:  # the destination listens a moment after it started
+                raise DeployFailed(f"migrate {vm.name}: {got}")
+            time.sleep(0.1)
+        deadline = time.monotonic() + timeout
+        while (st := vm.qmp("query-migrate")["return"]).get("status") != "completed":
+            if st.get("status") in ("failed", "cancelled") or time.monotonic() > deadline:
+                raise DeployFailed(f"migrate {vm.name} to {dst.ip}: {st}")
+            time.sleep(0.1)
+        if new.qmp("query-status")["return"]["status"] != "running":
+            raise DeployFailed(f"{vm.name} does not run on {dst.ip} after the migration")
+    except Exception:
+        new.destroy()  # the VM stays where it was
+        raise
+    vm.destroy()
+    return new, st
 
 
 def prepare_host(host: HostSsh, nic: str, mgmt_vlan: int, owner: str, rundir: str = "/run/iris-ovs") -> None:
@@ -303,15 +334,6 @@ def unprepare_host(host: HostSsh, rundir: str = "/run/iris-ovs") -> None:
     """Stop the host's OVS started by :func:`prepare_host` (by its pidfiles) and remove its files."""
     host.run(f"for d in ovs-vswitchd ovsdb-server; do [ -e {rundir}/$d.pid ] && kill $(cat {rundir}/$d.pid) "
              f"2>/dev/null; done; sleep 0.2; rm -rf {rundir} {host.workdir}; true", check=False)
-
-
-def wait_answers(ns: str, ip: str, timeout: float) -> float:
-    """Seconds until ``ip`` answers a ping from namespace ``ns``; raises after ``timeout``."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if probe.ping(ns, ip, count=1, wait=0.5) == 1:
-            return time.monotonic() - t0
-    raise DeployFailed(f"{ip} did not answer from {ns} in {timeout}s")
 
 
 class Sshd:

@@ -6,10 +6,13 @@ L1's own bridge, and deploys on each, through the same code, a QEMU guest (TCG, 
 kernel and a busybox initramfs) on guest VLAN 733. Both answer a ping from an IaaS user VM on that
 VLAN in the IaaS DC; the one in the L1 across the GRE trunk. Destroyed, they leave no process,
 tap, OVS port or directory on their hosts; the L1's release leaves nothing, the image stays.
+Then a running one migrates live from the IaaS host to an lxc L1 and back under a ping.
 """
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +23,7 @@ from iris_haas.hostd import images
 from iris_haas.lab import iaas, probe, uservm
 from iris_haas.lab.tenants import L1, realize
 from iris_haas.linux import netlink as nl
+from iris_haas.linux.runner import cmd
 from tests.lab.test_compute import _in_l1, _leftovers
 
 pytestmark = pytest.mark.lab
@@ -82,7 +86,7 @@ def test_a_qemu_user_vm_deployed_over_ssh_on_an_lxc_l1_and_on_an_iaas_host_answe
             t0 = time.monotonic()
             vm = uservm.deploy_user_vm(host, tpl, name, GUEST_VLAN, mac, addr, owner=owner)
             vms.append(vm)
-            uservm.wait_answers(peer.netns, vm.ip, timeout=60)
+            probe.first_reply(peer.netns, vm.ip, timeout=60)
             print(f"\n{name} on {host.ip}: answers {time.monotonic() - t0:.1f} s after the deploy call")
             assert vm.qmp("query-status")["return"]["status"] == "running"
             assert probe.ping(peer.netns, vm.ip, count=3) == 3
@@ -108,3 +112,63 @@ def test_a_qemu_user_vm_deployed_over_ssh_on_an_lxc_l1_and_on_an_iaas_host_answe
     assert images.cached(iaas_image.parent.parent,
                          images.inputs(packages=[*images.PACKAGES, *images.IAAS_STACK],
                                        mirror=images.apt_mirror())) == iaas_image
+
+
+def test_a_running_qemu_user_vm_migrates_live_to_an_lxc_l1_and_back_under_a_ping(vm_lab, iaas_image):
+    """QEMU's own live migration (QMP ``migrate``, the destination started with ``-incoming`` on
+    the same guest VLAN) from the IaaS host to an lxc L1 and back, across the GRE trunk, while an
+    IaaS user VM pings the VM every 0.1 s: it keeps its MAC and address, and < 5 % of the pings
+    are lost."""
+    lab, key, pub, iaas_host, peer = vm_lab
+    tpl = uservm.Template.local(lab.dir)
+    owner = "iaas:a"
+    n = L1("a", "l0-3", "uv2", "lxc", "10.0.101.27/24", cpus=1, memory_mb=512, ssh_key=pub, image=str(iaas_image))
+    res = realize(lab, [n])
+    assert all(r["in_sync"] for r in res.values()), res
+    l1 = uservm.HostSsh(lab.ns("amgmt"), key, "10.0.101.27", workdir="/var/lib/iris-uvm",
+                        ovs_db="unix:/run/iris-ovs/db.sock")
+    _when_up(l1, timeout=30)
+    uservm.prepare_host(l1, n.nic(), lab.topo.tenant("a").mgmt_vlan, owner)
+    uservm.stage_template(l1, tpl)  # the template on both hosts, as an IaaS keeps it on its hosts
+    mac = "52:54:00:07:00:33"
+    handles = []
+    ping = None
+    try:
+        vm = uservm.deploy_user_vm(iaas_host, tpl, "uvm3", GUEST_VLAN, mac, "10.7.0.33/24", owner=owner)
+        handles.append(vm)
+        probe.first_reply(peer.netns, vm.ip, timeout=60)
+        ping = subprocess.Popen(cmd("ping", "-n", "-i", "0.1", "-W", "1", vm.ip, netns=peer.netns).full_argv(),
+                                stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        steps = []
+        for dst in (l1, iaas_host):
+            t0 = time.monotonic()
+            src = vm
+            vm, st = uservm.migrate(vm, dst, tpl, owner=owner)
+            handles.append(vm)
+            steps.append((dst.ip, round(time.monotonic() - t0, 2), st.get("total-time"), st.get("downtime")))
+            assert src.leftovers() == [], src.leftovers()  # nothing of it stays where it was
+            assert (vm.host, vm.mac, vm.address) == (dst, mac, "10.7.0.33/24")
+            assert vm.qmp("query-status")["return"]["status"] == "running"
+            time.sleep(1.0)
+            assert probe.arping(peer.netns, "eth0", vm.ip, count=1) == [mac]  # same MAC, new place
+        ping.send_signal(signal.SIGINT)
+        out, _ = ping.communicate(timeout=10)
+        m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+        assert m, out
+        sent, got = int(m.group(1)), int(m.group(2))
+        print(f"\nmigrations (dst, s, total ms, downtime ms): {steps}; pings {got}/{sent}")
+        assert sent >= 20 and (sent - got) / sent < 0.05, out
+        vm.destroy()
+        assert [x for h in handles for x in h.leftovers()] == []
+        handles = []
+    finally:
+        if ping and ping.poll() is None:
+            ping.kill()
+            ping.wait()
+        for h in handles:
+            h.destroy()
+        uservm.unprepare_host(l1)
+    res = realize(lab, [])
+    assert all(r["in_sync"] for r in res.values()), res
+    assert _leftovers(lab, n) == []
