@@ -5,7 +5,8 @@ namespace with sshd) and an IaaS user VM on guest VLAN 733 that pings; on the Ha
 (on ``l0-1``) and a kvm L1 (on ``l0-2``, TCG here), both booted from the OS image with the IaaS
 stack (Open vSwitch, QEMU; built once into the lab's image root and kept), their own bridge
 prepared over SSH (:func:`iris_haas.lab.uservm.prepare_host`). On each of the three hosts,
-``--runs`` times: :func:`iris_haas.lab.uservm.deploy_user_vm` (over SSH from the IaaS management
+``--runs`` times (the IaaS host's and the lxc L1's runs interleaved, so the machine's other load
+falls on both alike): :func:`iris_haas.lab.uservm.deploy_user_vm` (over SSH from the IaaS management
 host: a tap on the host's bridge on VLAN 733 and a QEMU TCG guest, this machine's kernel and a
 busybox initramfs) and the time until the IaaS user VM's ping is answered; then the VM is
 destroyed. The template is copied to each host once before the runs (an IaaS's template on the
@@ -51,23 +52,21 @@ def when_up(host: uservm.HostSsh, timeout: float) -> None:
         time.sleep(0.5)
 
 
-def measure(host: uservm.HostSsh, tpl: uservm.Template, peer_ns: str, runs: int, timeout: float,
-            tag: str) -> list[float]:
-    out = []
-    for i in range(runs):
-        mac, addr = f"52:54:00:07:01:{0x40 + i:02x}", f"10.7.1.{40 + i}/24"
-        t0 = time.monotonic()
-        vm = uservm.deploy_user_vm(host, tpl, f"{tag}{i}", VLAN, mac, addr, owner=OWNER)
-        try:
-            probe.first_reply(peer_ns, vm.ip, timeout=timeout)
-            out.append(round(time.monotonic() - t0, 2))
-        finally:
-            vm.destroy()
-        left = vm.leftovers()
-        if left:
-            raise RuntimeError(f"{tag}{i} left {left}")
-        print(f"{tag}{i}: {out[-1]} s", file=sys.stderr)
-    return out
+def deploy_once(host: uservm.HostSsh, tpl: uservm.Template, peer_ns: str, i: int, timeout: float, tag: str) -> float:
+    """One deploy, timed from the call until the VM's first answer; then the VM destroyed."""
+    mac, addr = f"52:54:00:07:01:{0x40 + i:02x}", f"10.7.1.{40 + i}/24"
+    t0 = time.monotonic()
+    vm = uservm.deploy_user_vm(host, tpl, f"{tag}{i}", VLAN, mac, addr, owner=OWNER)
+    try:
+        probe.first_reply(peer_ns, vm.ip, timeout=timeout)
+        dt = round(time.monotonic() - t0, 2)
+    finally:
+        vm.destroy()
+    left = vm.leftovers()
+    if left:
+        raise RuntimeError(f"{tag}{i} left {left}")
+    print(f"{tag}{i}: {dt} s", file=sys.stderr)
+    return dt
 
 
 def main() -> int:
@@ -122,11 +121,14 @@ def main() -> int:
                     raise
                 out["haas_kvm_error"] = f"the kvm L1: {type(e).__name__}: {str(e)[-400:]}"
         uservm.stage_template(hosts["iaas"], tpl)
-        samples["iaas"] = measure(hosts["iaas"], tpl, peer.netns, args.runs, 60, "dpi")
-        samples["lxc"] = measure(hosts["lxc"], tpl, peer.netns, args.runs, 60, "dpl")
+        samples = {"iaas": [], "lxc": []}
+        for i in range(args.runs):  # interleaved, so the machine's other load falls on both alike
+            samples["iaas"].append(deploy_once(hosts["iaas"], tpl, peer.netns, i, 60, "dpi"))
+            samples["lxc"].append(deploy_once(hosts["lxc"], tpl, peer.netns, i, 60, "dpl"))
         if "kvm" in hosts:
             try:
-                samples["kvm"] = measure(hosts["kvm"], tpl, peer.netns, args.runs, args.kvm_timeout, "dpk")
+                samples["kvm"] = [deploy_once(hosts["kvm"], tpl, peer.netns, i, args.kvm_timeout, "dpk")
+                                  for i in range(args.runs)]
             except (uservm.DeployFailed, RuntimeError, TimeoutError, subprocess.TimeoutExpired) as e:
                 out["haas_kvm_error"] = f"{type(e).__name__}: {str(e)[-400:]}"
         p50 = {k: round(statistics.median(v), 2) for k, v in samples.items()}

@@ -133,13 +133,7 @@ def guest_initrd(out_dir: Path) -> Path:
         return out
     files: dict[str, bytes | None] = {"bin/busybox": Path(kvm.BUSYBOX).read_bytes(), "init": GUEST_INIT.encode(),
                                       "proc": None, "sys": None, "dev": None, "tmp": None}
-    order = kvm.module_order((Path(mods) / "modules.dep").read_text(), GUEST_MODULES)
-    loaded = []
-    for m in order:
-        n = Path(m).name.split(".ko")[0] + ".ko"
-        files[f"lib/modules/{n}"] = kvm.read_module(Path(mods) / m)
-        loaded.append(n)
-    files["etc/iris/modules"] = " ".join(loaded).encode()
+    files.update(kvm.module_files(mods, GUEST_MODULES))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_bytes(gzip.compress(kvm.cpio(files, executable={"bin/busybox", "init"}), 6))

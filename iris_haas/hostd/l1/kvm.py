@@ -115,6 +115,20 @@ def read_module(path: Path) -> bytes:
     return data
 
 
+def module_files(mods: str, wanted: list[str]) -> dict[str, bytes | None]:
+    """An initramfs's kernel modules: ``wanted`` and their dependencies from the module directory
+    ``mods`` (decompressed) under ``lib/modules/``, and ``etc/iris/modules`` listing them in load
+    order (what :data:`INIT` loads)."""
+    files: dict[str, bytes | None] = {}
+    loaded = []
+    for m in module_order((Path(mods) / "modules.dep").read_text(), wanted):
+        n = Path(m).name.split(".ko")[0] + ".ko"
+        files[f"lib/modules/{n}"] = read_module(Path(mods) / m)
+        loaded.append(n)
+    files["etc/iris/modules"] = " ".join(loaded).encode()
+    return files
+
+
 INIT = r"""#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /root /etc /usr/bin /sbin /usr/sbin
 /bin/busybox --install -s
@@ -337,13 +351,7 @@ class KvmL1(L1Base):
                                           "etc/iris/udhcpc.sh": DHCP_SCRIPT.encode(),
                                           "etc/iris/iris-init": images.INIT.encode(),
                                           "proc": None, "sys": None, "dev": None, "tmp": None}
-        order = module_order((Path(mods) / "modules.dep").read_text(), WANTED_MODULES)
-        names_ = []
-        for m in order:
-            n = Path(m).name.split(".ko")[0] + ".ko"
-            files[f"lib/modules/{n}"] = read_module(Path(mods) / m)
-            names_.append(n)
-        files["etc/iris/modules"] = " ".join(names_).encode()
+        files.update(module_files(mods, WANTED_MODULES))
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(gzip.compress(cpio(files, executable={"bin/busybox", "init", "etc/iris/udhcpc.sh"}), 6))
