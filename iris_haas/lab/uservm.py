@@ -276,17 +276,23 @@ def deploy_user_vm(host: HostSsh, tpl: Template, name: str, vlan: int, mac: str,
     return vm
 
 
+MIGRATE_BYTES_PER_S = 16 << 20  # the migration stream's cap: it shares the management VLAN and the trunk
+
+
 def migrate(vm: UserVm, dst: HostSsh, tpl: Template, *, owner: str, port: int = 49152,
-            timeout: float = 120) -> tuple[UserVm, dict]:
+            max_bandwidth: int = MIGRATE_BYTES_PER_S, timeout: float = 120) -> tuple[UserVm, dict]:
     """Live-migrate ``vm`` to ``dst`` with QEMU's own migration, as libvirt does: the destination
     started with ``-incoming`` on the same guest VLAN (same name, MAC, address), then QMP
     ``migrate`` on the source to the destination's management address, and the source, once
-    ``completed``, quit and removed. The destination QEMU announces the VM (RARP) so the bridges
-    on the path learn its new place. Returns the VM on ``dst`` and the source's last
+    ``completed``, quit and removed. The stream is capped at ``max_bandwidth`` bytes/s (QMP
+    ``migrate-set-parameters``): uncapped, it fills the userspace switches on its path and the
+    VM's own packets are dropped while it runs. The destination QEMU announces the VM (RARP) so
+    the bridges on the path learn its new place. Returns the VM on ``dst`` and the source's last
     ``query-migrate`` (``total-time``, ``downtime`` in ms)."""
     new = deploy_user_vm(dst, tpl, vm.name, vm.vlan, vm.mac, vm.address, owner=owner,
                          incoming=f"tcp:{dst.ip}:{port}")
     try:
+        vm.qmp("migrate-set-parameters", **{"max-bandwidth": max_bandwidth})
         deadline = time.monotonic() + 10
         while "error" in (got := vm.qmp("migrate", uri=f"tcp:{dst.ip}:{port}")):
             if time.monotonic() > deadline:  # the destination listens a moment after it started

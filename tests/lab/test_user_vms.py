@@ -137,12 +137,13 @@ def test_a_running_qemu_user_vm_migrates_live_to_an_lxc_l1_and_back_under_a_ping
         vm = uservm.deploy_user_vm(iaas_host, tpl, "uvm3", GUEST_VLAN, mac, "10.7.0.33/24", owner=owner)
         handles.append(vm)
         probe.first_reply(peer.netns, vm.ip, timeout=60)
-        ping = subprocess.Popen(cmd("ping", "-n", "-i", "0.1", "-W", "1", vm.ip, netns=peer.netns).full_argv(),
+        ping = subprocess.Popen(cmd("ping", "-n", "-D", "-O", "-i", "0.1", "-W", "1", vm.ip, netns=peer.netns).full_argv(),
                                 stdout=subprocess.PIPE, text=True)
         time.sleep(1.0)
         steps = []
         for dst in (l1, iaas_host):
             t0 = time.monotonic()
+            print(f"\nmigration to {dst.ip} starts at {time.time():.2f}")
             src = vm
             vm, st = uservm.migrate(vm, dst, tpl, owner=owner)
             handles.append(vm)
@@ -157,7 +158,8 @@ def test_a_running_qemu_user_vm_migrates_live_to_an_lxc_l1_and_back_under_a_ping
         m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
         assert m, out
         sent, got = int(m.group(1)), int(m.group(2))
-        print(f"\nmigrations (dst, s, total ms, downtime ms): {steps}; pings {got}/{sent}")
+        lost = [ln for ln in out.splitlines() if "no answer yet" in ln]
+        print(f"\nmigrations (dst, s, total ms, downtime ms): {steps}; pings {got}/{sent}; lost: {lost}")
         assert sent >= 20 and (sent - got) / sent < 0.05, out
         vm.destroy()
         assert [x for h in handles for x in h.leftovers()] == []
