@@ -2,7 +2,7 @@
 # Installs the Debian packages Iris and its lab need, only those missing.
 # Idempotent: a second run finds everything and does nothing.
 set -euo pipefail
-PKGS=(openvswitch-switch openssh-client iperf3 ethtool iproute2 iputils-ping arping traceroute procps postgresql python3-venv lxc busybox-static qemu-system-x86 qemu-utils nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils e2fsprogs debootstrap stress-ng gcc libc6-dev chromium chromium-driver)
+PKGS=(openvswitch-switch openssh-client openssh-server iperf3 ethtool iproute2 iputils-ping arping traceroute procps postgresql python3-venv lxc busybox-static qemu-system-x86 qemu-utils nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils e2fsprogs debootstrap stress-ng gcc libc6-dev chromium chromium-driver)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

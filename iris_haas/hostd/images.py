@@ -215,6 +215,15 @@ def _fit_for_lxc(rootfs: Path) -> None:
     (rootfs / "etc" / "hostname").write_text("localhost\n")
 
 
+IAAS_STACK_BINARIES = ("usr/sbin/ovs-vswitchd", "usr/bin/qemu-system-x86_64")  # what IAAS_STACK installs
+
+
+def has_iaas_stack(rootfs: Path) -> bool:
+    """Whether an lxc image carries an IaaS's hypervisor stack (Open vSwitch or QEMU), so its L1
+    gets the devices that stack needs (``/dev/net/tun``; see :mod:`iris_haas.hostd.l1.lxc`)."""
+    return any((Path(rootfs) / b).exists() for b in IAAS_STACK_BINARIES)
+
+
 def install_init(rootfs: Path) -> None:
     """Write :data:`INIT` into a rootfs (an L1's copy of its image)."""
     p = rootfs / INIT_PATH

@@ -40,6 +40,18 @@ def reachable(ns: str, ip: str, timeout: float = 8.0) -> bool:
     return False
 
 
+def first_reply(ns: str, ip: str, timeout: float, wait: float = 0.2) -> float:
+    """Seconds until ``ip`` answers a ping from namespace ``ns``: one echo request at a time,
+    each waiting ``wait`` (finer than :func:`reachable`, whose tries wait a second each, for
+    timing a guest's boot; one ``ping`` with a short interval would fill the unresolved
+    neighbour's queue and give up); TimeoutError after ``timeout``."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if ping(ns, ip, count=1, wait=wait) == 1:
+            return time.monotonic() - t0
+    raise TimeoutError(f"{ip} did not answer from {ns} in {timeout}s")
+
+
 def rtt_ms(ns: str, ip: str, count: int = 20) -> float:
     c = cmd("ping", "-n", "-q", "-c", str(count), "-i", "0.05", "-W", "1", ip, netns=ns)
     p = _run(c.full_argv(), timeout=count + 10)

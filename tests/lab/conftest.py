@@ -55,6 +55,14 @@ def debian_disk(debian_image):
     return disk
 
 
+@pytest.fixture(scope="session")
+def iaas_image():
+    """The lxc OS image with the IaaS's hypervisor stack (Open vSwitch, QEMU), built once and kept."""
+    spec = images.inputs(packages=[*images.PACKAGES, *images.IAAS_STACK], mirror=images.apt_mirror())
+    rootfs, _ = images.build(Path(realizer.LAB_IMAGE_ROOT), spec)
+    return rootfs
+
+
 def assert_gone(name: str) -> None:
     assert realizer.leftovers(name) == []
 

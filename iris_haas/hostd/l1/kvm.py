@@ -73,9 +73,9 @@ QEMU_OVERHEAD_MB = 128  # measured, see docs/compute.md
 PIDS_BASE = 16  # QEMU's own threads; one more per vCPU
 _initrd_lock = threading.Lock()
 BUSYBOX = "/bin/busybox"
-# the guest's NIC and 802.1Q, and the disk of an L1 booted from an OS image; their dependencies
-# come from the kernel's modules.dep
-WANTED_MODULES = ["virtio_pci", "virtio_net", "8021q", "virtio_blk"]  # ext4: built into Debian's kernels
+# the guest's NIC and 802.1Q, the disk of an L1 booted from an OS image, and tun (the taps of the
+# IaaS's own hypervisor in the L1); their dependencies come from the kernel's modules.dep
+WANTED_MODULES = ["virtio_pci", "virtio_net", "8021q", "virtio_blk", "tun"]  # ext4: built into Debian's kernels
 
 
 def module_order(modules_dep: str, wanted: list[str]) -> list[str]:
@@ -113,6 +113,20 @@ def read_module(path: Path) -> bytes:
     if path.name.endswith(".zst"):
         raise L1Failed(f"{path}: zstd-compressed modules are not supported")
     return data
+
+
+def module_files(mods: str, wanted: list[str]) -> dict[str, bytes | None]:
+    """An initramfs's kernel modules: ``wanted`` and their dependencies from the module directory
+    ``mods`` (decompressed) under ``lib/modules/``, and ``etc/iris/modules`` listing them in load
+    order (what :data:`INIT` loads)."""
+    files: dict[str, bytes | None] = {}
+    loaded = []
+    for m in module_order((Path(mods) / "modules.dep").read_text(), wanted):
+        n = Path(m).name.split(".ko")[0] + ".ko"
+        files[f"lib/modules/{n}"] = read_module(Path(mods) / m)
+        loaded.append(n)
+    files["etc/iris/modules"] = " ".join(loaded).encode()
+    return files
 
 
 INIT = r"""#!/bin/busybox sh
@@ -337,13 +351,7 @@ class KvmL1(L1Base):
                                           "etc/iris/udhcpc.sh": DHCP_SCRIPT.encode(),
                                           "etc/iris/iris-init": images.INIT.encode(),
                                           "proc": None, "sys": None, "dev": None, "tmp": None}
-        order = module_order((Path(mods) / "modules.dep").read_text(), WANTED_MODULES)
-        names_ = []
-        for m in order:
-            n = Path(m).name.split(".ko")[0] + ".ko"
-            files[f"lib/modules/{n}"] = read_module(Path(mods) / m)
-            names_.append(n)
-        files["etc/iris/modules"] = " ".join(names_).encode()
+        files.update(module_files(mods, WANTED_MODULES))
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(gzip.compress(cpio(files, executable={"bin/busybox", "init", "etc/iris/udhcpc.sh"}), 6))

@@ -28,8 +28,10 @@ Its network namespace is the L1's named one (``/run/netns/<netns>``), made by :m
 joins both (``lxc.namespace.share.user``/``.net``). So the tenant's root is root over its own NIC
 (bridges, VLANs and taps of its IaaS, as on any KVM host) and over nothing else: the namespace
 holds exactly that NIC and ``lo``, never a route or a bridge towards the L0's control network.
-For the IaaS's own hypervisor: ``/dev/net/tun``, ``/dev/kvm`` where the host has it (bound in and
-allowed in the devices cgroup), and its own cgroup subtree writable (``cgroup:mixed``), no more.
+For the IaaS's own hypervisor, only when the L1's OS image carries it (Open vSwitch or QEMU,
+:func:`iris_haas.hostd.images.has_iaas_stack`): ``/dev/net/tun``, ``/dev/kvm`` where the host has
+it (bound in and allowed in the devices cgroup); every L1 has its own cgroup subtree writable
+(``cgroup:mixed``), no more.
 
 Containers live in a private LXC path (``<state_dir>/lxc``), never in the host's default
 ``/var/lib/lxc``, so ``lxc-ls`` of the host is not touched and teardown removes a directory.
@@ -115,9 +117,11 @@ def tree_bytes(root: Path) -> int:
 
 
 def config_lines(op: L1Op, base: int, rootfs: Path, userns: Path, *, unified: bool = False,
-                 apparmor: bool = False, kvm: bool = False) -> list[str]:
+                 apparmor: bool = False, kvm: bool = False, iaas_stack: bool = False) -> list[str]:
     """The container's whole configuration (pure): LXC's common one, then Iris's. Its cgroups are
-    named after its namespace."""
+    named after its namespace. Only an L1 whose image carries the IaaS's hypervisor stack
+    (``iaas_stack``) gets the devices its VMs need: ``/dev/net/tun``, and ``/dev/kvm`` when
+    ``kvm`` (the host has it)."""
     cg, v = op.netns, "cgroup2" if unified else "cgroup"
     limits = ([f"lxc.cgroup2.cpu.max = {op.cpus * CFS_PERIOD_US} {CFS_PERIOD_US}",
                f"lxc.cgroup2.memory.max = {op.memory_mb}M",
@@ -126,7 +130,7 @@ def config_lines(op: L1Op, base: int, rootfs: Path, userns: Path, *, unified: bo
                f"lxc.cgroup.cpu.cfs_quota_us = {op.cpus * CFS_PERIOD_US}",
                f"lxc.cgroup.memory.limit_in_bytes = {op.memory_mb}M",
                f"lxc.cgroup.pids.max = {PIDS_MAX}"])
-    devices = [("/dev/net/tun", "c 10:200")] + ([("/dev/kvm", "c 10:232")] if kvm else [])
+    devices = ([("/dev/net/tun", "c 10:200")] + ([("/dev/kvm", "c 10:232")] if kvm else [])) if iaas_stack else []
     return [
         f"lxc.include = {LXC_CONFIG}/common.conf",
         "# --- iris",
@@ -349,7 +353,8 @@ class LxcL1(L1Base):
         self.runner.run(cmd("mount", "-o", "loop,nodev", cdir / "disk.img", rootfs), timeout=20)
         self._personalize(op, base, rootfs)
         lines = config_lines(op, base, rootfs, self._userns_file(op.name), unified=cgroup.version() == 2,
-                             apparmor=apparmor_enabled(), kvm=Path("/dev/kvm").exists())
+                             apparmor=apparmor_enabled(), kvm=Path("/dev/kvm").exists(),
+                             iaas_stack=images.has_iaas_stack(Path(op.image)) if op.image else False)
         (cdir / "config").write_text("\n".join(lines) + "\n")
         pidfile = self._pidfile(op.name)
         pidfile.unlink(missing_ok=True)
