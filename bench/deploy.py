@@ -44,14 +44,6 @@ OWNER = "iaas:a"
 L1_ADDRS = {"lxc": "10.0.101.36", "kvm": "10.0.101.37"}
 
 
-def when_up(host: uservm.HostSsh, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while host.run("true", check=False, timeout=20).returncode != 0:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{host.ip} does not answer ssh")
-        time.sleep(0.5)
-
-
 def deploy_once(host: uservm.HostSsh, tpl: uservm.Template, peer_ns: str, i: int, timeout: float, tag: str) -> float:
     """One deploy, timed from the call until the VM's first answer; then the VM destroyed."""
     mac, addr = f"52:54:00:07:01:{0x40 + i:02x}", f"10.7.1.{40 + i}/24"
@@ -83,9 +75,7 @@ def main() -> int:
     name = "bd" + secrets.token_hex(2)
     lab = realizer.load(None, name=name)
     scratch = Path(tempfile.mkdtemp(prefix="iris-deploy-"))
-    key = scratch / "iaas-mgmt"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    pub = (scratch / "iaas-mgmt.pub").read_text().strip()
+    key, pub = uservm.keypair(scratch, "iaas-mgmt")
     out: dict = {"runs": args.runs}
     samples: dict[str, list[float]] = {}
     sshd = None
@@ -110,7 +100,7 @@ def main() -> int:
             hst = uservm.HostSsh(mgmt, key, L1_ADDRS[n.kind], workdir="/var/lib/iris-uvm",
                                  ovs_db="unix:/run/iris-ovs/db.sock")
             try:
-                when_up(hst, timeout=180)
+                uservm.ssh_when_up(mgmt, key, hst.ip, timeout=180, every=0.5)
                 out["l1_ready_s"][n.kind] = round(time.monotonic() - t0, 1)
                 uservm.prepare_host(hst, n.nic() if n.kind == "lxc" else "eth0", lab.topo.tenant("a").mgmt_vlan,
                                     OWNER)

@@ -29,10 +29,9 @@ import time
 from pathlib import Path
 
 from iris_haas.hostd import images
-from iris_haas.lab import realizer
+from iris_haas.lab import realizer, uservm
 from iris_haas.lab import tenants as plan
 from iris_haas.lab.tenants import L1
-from iris_haas.linux.runner import cmd
 
 BENCHES = ("cpu", "get", "fork", "switch")
 ADDRS = {"lxc": "10.0.101.33", "kvm": "10.0.101.34"}
@@ -54,10 +53,8 @@ def score(yaml_text: str, bench: str) -> float:
 
 
 def ssh(ns: str, key: Path, ip: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    c = cmd("ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
-            "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", f"root@{ip}", command,
-            netns=ns)
-    return subprocess.run(c.full_argv(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(uservm.ssh_cmd(ns, key, ip, command).full_argv(), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def main() -> int:
@@ -75,9 +72,7 @@ def main() -> int:
     name = "bo" + secrets.token_hex(2)
     lab = realizer.load(None, name=name)
     scratch = Path(tempfile.mkdtemp(prefix="iris-overhead-"))
-    key = scratch / "tenant"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    pub = (scratch / "tenant.pub").read_text().strip()
+    key, pub = uservm.keypair(scratch, "tenant")
     out: dict = {}
     try:
         realizer.up(lab, ephemeral=True)
@@ -88,12 +83,8 @@ def main() -> int:
         res = plan.realize(lab, nodes)
         if not all(r["in_sync"] for r in res.values()):
             raise RuntimeError(f"the L1s did not come up: {res}")
-        for kind, ip in ADDRS.items():
-            deadline = time.monotonic() + 120
-            while ssh(lab.ns("amgmt"), key, ip, "true").returncode != 0:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the {kind} L1 does not answer ssh")
-                time.sleep(0.5)
+        for ip in ADDRS.values():
+            uservm.ssh_when_up(lab.ns("amgmt"), key, ip, timeout=120, every=0.5)
         scores: dict[str, dict[str, float]] = {"l0": {}, "lxc": {}, "kvm": {}}
         for bench in BENCHES:
             c = stress_cmd(bench, args.seconds)

@@ -42,7 +42,7 @@ from iris_haas.hostd.l1 import kvm
 from iris_haas.lab import probe
 from iris_haas.linux import ovs
 from iris_haas.linux.proc import kill_pid
-from iris_haas.linux.runner import SubprocessRunner, cmd
+from iris_haas.linux.runner import Cmd, SubprocessRunner, cmd
 
 BRIDGE = "iris-cloudbr0"
 TEMPLATES = "templates"  # under the host's work directory
@@ -87,6 +87,33 @@ class DeployFailed(RuntimeError):
     pass
 
 
+def keypair(d: Path, name: str) -> tuple[Path, str]:
+    """A fresh ed25519 key pair ``d/name`` (no passphrase): the private key's path, the public key."""
+    key = Path(d) / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@iaas", "-f", str(key)], check=True)
+    return key, (Path(d) / f"{name}.pub").read_text().strip()
+
+
+def ssh_cmd(client_ns: str, key: Path, ip: str, command: str) -> Cmd:
+    """``command`` run as root on ``ip`` over SSH with ``key``, from namespace ``client_ns`` (no
+    prompts, no known-hosts file: the lab's hosts are made anew each time)."""
+    return cmd("ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+               "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+               f"root@{ip}", command, netns=client_ns)
+
+
+def ssh_when_up(client_ns: str, key: Path, ip: str, *, timeout: float, every: float = 0.2) -> subprocess.CompletedProcess:
+    """``hostname`` over SSH, tried every ``every`` s until it succeeds (a host booting, its sshd
+    making its keys); its result. :class:`DeployFailed` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    c = ssh_cmd(client_ns, key, ip, "hostname").full_argv()
+    while (got := subprocess.run(c, capture_output=True, text=True, timeout=30)).returncode != 0:
+        if time.monotonic() > deadline:
+            raise DeployFailed(f"{ip} does not answer ssh: {got.stderr.strip()[-300:]}")
+        time.sleep(every)
+    return got
+
+
 @dataclass(frozen=True)
 class HostSsh:
     """A host as the IaaS management host sees it: where its ssh client runs (``client_ns``),
@@ -101,9 +128,7 @@ class HostSsh:
     bridge: str = BRIDGE
 
     def argv(self, command: str) -> list[str]:
-        return cmd("ssh", "-i", self.key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
-                   "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
-                   f"root@{self.ip}", command, netns=self.client_ns).full_argv()
+        return ssh_cmd(self.client_ns, self.key, self.ip, command).full_argv()
 
     def run(self, script: str, *, timeout: float = 60, stdin: bytes | None = None,
             check: bool = True) -> subprocess.CompletedProcess:

@@ -16,36 +16,17 @@ import pytest
 
 from iris_haas.hostd import images
 from iris_haas.hostd.l1 import kvm as kvmdrv
-from iris_haas.lab import probe
+from iris_haas.lab import probe, uservm
 from iris_haas.lab.tenants import L1, realize
 from iris_haas.linux import netlink as nl
-from iris_haas.linux.runner import cmd
 from tests.lab.test_compute import _in_l1, _leftovers
 from tests.lab.test_compute_kvm import _kvm_missing
 
 pytestmark = pytest.mark.lab
 
 
-def _keypair(d: Path, name: str) -> tuple[Path, str]:
-    key = d / name
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@iaas", "-f", str(key)], check=True)
-    return key, (d / f"{name}.pub").read_text().strip()
-
-
-def _ssh(ns: str, key: Path, ip: str, *argv: str) -> subprocess.CompletedProcess:
-    c = cmd("ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
-            "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", f"root@{ip}", *argv,
-            netns=ns)
-    return subprocess.run(c.full_argv(), capture_output=True, text=True, timeout=30)
-
-
-def _ssh_when_up(ns: str, key: Path, ip: str, *, timeout: float, every: float) -> subprocess.CompletedProcess:
-    """``hostname`` over ssh, tried until it succeeds (the test fails after ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while (got := _ssh(ns, key, ip, "hostname")).returncode != 0:
-        assert time.monotonic() < deadline, got.stderr
-        time.sleep(every)
-    return got
+def _ssh(ns: str, key: Path, ip: str, command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(uservm.ssh_cmd(ns, key, ip, command).full_argv(), capture_output=True, text=True, timeout=30)
 
 
 @pytest.fixture
@@ -60,15 +41,15 @@ def image_lab(lab, tenants):
 
 def test_lxc_l1_from_the_debian_image_takes_the_tenants_ssh_key(image_lab, debian_image, tmp_path):
     lab = image_lab
-    key, pub = _keypair(tmp_path, "tenant-a")
-    other, _ = _keypair(tmp_path, "tenant-b")
+    key, pub = uservm.keypair(tmp_path, "tenant-a")
+    other, _ = uservm.keypair(tmp_path, "tenant-b")
     before = (debian_image.parent / "image.json").read_text(), sorted(p.name for p in debian_image.iterdir())
     n = L1("a", "l0-1", "dn1", "lxc", "10.0.101.23/24", cpus=1, memory_mb=256, ssh_key=pub, image=str(debian_image))
     t0 = time.monotonic()
     res = realize(lab, [n])
     assert all(r["in_sync"] for r in res.values()), res
     assert probe.reachable(lab.ns("amgmt"), "10.0.101.23", timeout=10)
-    got = _ssh_when_up(lab.ns("amgmt"), key, "10.0.101.23", timeout=20, every=0.2)  # sshd makes its keys first
+    got = uservm.ssh_when_up(lab.ns("amgmt"), key, "10.0.101.23", timeout=20, every=0.2)  # sshd makes its keys first
     print(f"\nL1 in sync and ssh answering {time.monotonic() - t0:.1f} s after the desired state was sent")
     assert got.stdout.strip() == n.name
     # a Debian host, root, its management address on its one NIC
@@ -98,14 +79,14 @@ def test_kvm_l1_from_the_debian_disk_takes_the_tenants_ssh_key(image_lab, debian
     """The same for a kvm L1 (TCG here): the guest boots the image's disk through a layer of its
     own; the boot time, until ssh answers, is printed."""
     lab = image_lab
-    key, pub = _keypair(tmp_path, "tenant-a")
-    other, _ = _keypair(tmp_path, "tenant-b")
+    key, pub = uservm.keypair(tmp_path, "tenant-a")
+    other, _ = uservm.keypair(tmp_path, "tenant-b")
     size = debian_disk.stat().st_size, debian_disk.stat().st_mtime
     n = L1("a", "l0-2", "dk1", "kvm", "10.0.101.25/24", cpus=1, memory_mb=256, ssh_key=pub, image=str(debian_disk))
     t0 = time.monotonic()
     res = realize(lab, [n])
     assert all(r["in_sync"] for r in res.values()), res
-    got = _ssh_when_up(lab.ns("amgmt"), key, "10.0.101.25", timeout=120, every=0.5)
+    got = uservm.ssh_when_up(lab.ns("amgmt"), key, "10.0.101.25", timeout=120, every=0.5)
     print(f"\nkvm L1 booted and ssh answering {time.monotonic() - t0:.1f} s after the desired state was sent")
     assert got.stdout.strip() == n.name
     out = _ssh(lab.ns("amgmt"), key, "10.0.101.25", ". /etc/os-release; echo $ID $VERSION_CODENAME; "

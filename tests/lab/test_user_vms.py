@@ -31,17 +31,16 @@ pytestmark = pytest.mark.lab
 GUEST_VLAN = 733
 
 
-def _keypair(d: Path, name: str) -> tuple[Path, str]:
-    key = d / name
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@iaas", "-f", str(key)], check=True)
-    return key, (d / f"{name}.pub").read_text().strip()
-
-
-def _when_up(host: uservm.HostSsh, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while (p := host.run("hostname", check=False, timeout=15)).returncode != 0:
-        assert time.monotonic() < deadline, p.stderr
-        time.sleep(0.2)
+def _iaas_l1(lab, key: Path, pub: str, image: Path, node: str, name: str, ip: str) -> tuple[L1, uservm.HostSsh]:
+    """An lxc L1 of tenant a booted from ``image`` (the IaaS stack), logged into from the IaaS
+    management host and prepared as an IaaS host (its own OVS, the guests' bridge on its NIC)."""
+    n = L1("a", node, name, "lxc", f"{ip}/24", cpus=1, memory_mb=512, ssh_key=pub, image=str(image))
+    res = realize(lab, [n])
+    assert all(r["in_sync"] for r in res.values()), res
+    host = uservm.HostSsh(lab.ns("amgmt"), key, ip, workdir="/var/lib/iris-uvm", ovs_db="unix:/run/iris-ovs/db.sock")
+    uservm.ssh_when_up(host.client_ns, host.key, host.ip, timeout=30)
+    uservm.prepare_host(host, n.nic(), lab.topo.tenant("a").mgmt_vlan, "iaas:a")
+    return n, host
 
 
 @pytest.fixture
@@ -50,7 +49,7 @@ def vm_lab(lab, tenants, tmp_path):
     VM (a namespace) on h1 on the guest VLAN."""
     realize(lab, [])
     nl.flush_neighbours(lab.ns("amgmt"), "eth0")
-    key, pub = _keypair(tmp_path, "iaas-mgmt")
+    key, pub = uservm.keypair(tmp_path, "iaas-mgmt")
     h = iaas.add_iaas_host(lab, "a", "h1", "10.0.101.51/24")
     sshd = None
     try:
@@ -69,15 +68,9 @@ def test_a_qemu_user_vm_deployed_over_ssh_on_an_lxc_l1_and_on_an_iaas_host_answe
     lab, key, pub, iaas_host, peer = vm_lab
     tpl = uservm.Template.local(lab.dir)
     owner = "iaas:a"
-    n = L1("a", "l0-1", "uv1", "lxc", "10.0.101.26/24", cpus=1, memory_mb=512, ssh_key=pub, image=str(iaas_image))
-    res = realize(lab, [n])
-    assert all(r["in_sync"] for r in res.values()), res
+    n, l1 = _iaas_l1(lab, key, pub, iaas_image, "l0-1", "uv1", "10.0.101.26")
     # the IaaS stack's one device, and only that: /dev/net/tun (no /dev/kvm on this machine)
     assert _in_l1(lab, n, "test", "-c", "/dev/net/tun").returncode == 0
-    l1 = uservm.HostSsh(lab.ns("amgmt"), key, "10.0.101.26", workdir="/var/lib/iris-uvm",
-                        ovs_db="unix:/run/iris-ovs/db.sock")
-    _when_up(l1, timeout=30)
-    uservm.prepare_host(l1, n.nic(), lab.topo.tenant("a").mgmt_vlan, owner)
 
     vms = []
     try:
@@ -122,13 +115,7 @@ def test_a_running_qemu_user_vm_migrates_live_to_an_lxc_l1_and_back_under_a_ping
     lab, key, pub, iaas_host, peer = vm_lab
     tpl = uservm.Template.local(lab.dir)
     owner = "iaas:a"
-    n = L1("a", "l0-3", "uv2", "lxc", "10.0.101.27/24", cpus=1, memory_mb=512, ssh_key=pub, image=str(iaas_image))
-    res = realize(lab, [n])
-    assert all(r["in_sync"] for r in res.values()), res
-    l1 = uservm.HostSsh(lab.ns("amgmt"), key, "10.0.101.27", workdir="/var/lib/iris-uvm",
-                        ovs_db="unix:/run/iris-ovs/db.sock")
-    _when_up(l1, timeout=30)
-    uservm.prepare_host(l1, n.nic(), lab.topo.tenant("a").mgmt_vlan, owner)
+    n, l1 = _iaas_l1(lab, key, pub, iaas_image, "l0-3", "uv2", "10.0.101.27")
     uservm.stage_template(l1, tpl)  # the template on both hosts, as an IaaS keeps it on its hosts
     mac = "52:54:00:07:00:33"
     handles = []
