@@ -20,6 +20,7 @@ L1 port (L1 side)   ``iris1-<L1>``                         ``iris1-iris2s``
 volume              ``iris-v<volume no>``                  ``iris-v1b``
 export namespace    ``irisv<volume no>``, NIC ``v<no>``    ``irisv1b``, ``irisp-v1b``
 router namespace    ``irisr<segment no>``, legs ``r<no>s``, ``r<no>i``   ``irisr2a``
+NSI circuit end     ``irisc<vlan>``, patch ``irisc<vlan>u``/``p``  ``irisc1780``
 ==================  =====================================  ==========================
 
 A tunnel's ``<peer>`` says where it goes: ``x<site>`` (the trunk to an IaaS gateway),
@@ -124,6 +125,17 @@ def volume_netns(volume_no: int) -> str:
 def volume_nic(volume_no: int) -> str:
     """Names the export's veth pair (:func:`l1_port`)."""
     return f"v{b36(volume_no)}"
+
+
+def circuit_bridge(vlan: int) -> str:
+    """A gateway's end of an NSI circuit: the bridge holding the circuit's address. A VLAN is one
+    circuit's on a gateway's WAN port (the provider's admission), so the VLAN names it."""
+    return fits(f"{PREFIX}c{vlan}")
+
+
+def circuit_patch(vlan: int) -> tuple[str, str]:
+    """(on the uplink's bridge, on the circuit's bridge): the patch ports joining them."""
+    return fits(f"{circuit_bridge(vlan)}u"), fits(f"{circuit_bridge(vlan)}p")
 
 
 def router_netns(segment_no: int) -> str:

@@ -39,6 +39,12 @@ Ops (``op`` is the discriminator):
     the reconciler derives that port op itself (:meth:`L1Op.port_op`), so the L1 never gets a
     second NIC. ``netns`` is the L1's network namespace (every kind; a kvm L1's QEMU runs there,
     its tap wired to the NIC's L1 end, and the guest has a network stack of its own).
+``circuit``
+    A gateway's end of an NSI circuit (a VLAN the WAN provider carries between two gateways'
+    WAN ports): the bridge ``name`` (``names.circuit_bridge``) holding ``address`` and, as a
+    patch port on the bridge that holds ``uplink``, an access port on ``vlan``. A tunnel whose
+    ``local_ip`` is that address then leaves tagged with ``vlan`` on the uplink (the userspace
+    datapath sends a tunnel through the bridge that holds its route's address).
 ``volume``
     A volume of ``size_mb`` MiB (or ``size_gb`` GiB) in the storage pool ``pool`` (a directory on
     this host), formatted and mounted on the host and, when ``netns`` is set, exported over NFS
@@ -131,6 +137,14 @@ class TunnelLimitOp(_Op):
         return (self.op, self.uplink, self.remote_ip)
 
 
+class CircuitOp(_Op):
+    op: Literal["circuit"] = "circuit"
+    name: IfName
+    uplink: IfName = Field(description="the NIC towards the WAN provider, a port of an OVS bridge")
+    vlan: Vlan
+    address: Cidr
+
+
 class L1Op(_Op):
     op: Literal["l1"] = "l1"
     kind: L1Kind
@@ -189,7 +203,7 @@ class VolumeOp(_Op):
         return self.size_mb or self.size_gb * 1024
 
 
-Op = Annotated[BridgeOp | TunnelOp | PortOp | ShapeOp | TunnelLimitOp | L1Op | VolumeOp, Field(discriminator="op")]
+Op = Annotated[BridgeOp | TunnelOp | PortOp | ShapeOp | TunnelLimitOp | CircuitOp | L1Op | VolumeOp, Field(discriminator="op")]
 
 
 class DesiredState(BaseModel):

@@ -282,6 +282,13 @@ class Coordinator:
             rows = {r.host: r for r in s.scalars(select(HostSync).where(HostSync.host.in_(list(generations))))}
         return {h: h in rows and rows[h].acked >= g and rows[h].in_sync for h, g in generations.items()}
 
+    def _renumbered(self, generations: dict[str, int]) -> bool:
+        """Whether any of these hosts has been given a generation past the one named."""
+        with self.db.transaction() as s:
+            rows = dict(s.execute(select(HostSync.host, HostSync.generation).where(
+                HostSync.host.in_(list(generations)))).all())
+        return any(rows.get(h, 0) > g for h, g in generations.items())
+
     def _hosts_of(self, targets: dict[str, Target], res: Reservation, tenant: Tenant) -> dict[str, int]:
         """The hosts a reservation's data plane is on (its own ops, and its tenant's bridge and
         tunnels on its segment), each with the generation that carries it. Read from the tenant's
@@ -479,9 +486,20 @@ class Coordinator:
             self._count(s)
             failpoints.hit("provision.before_commit")
         failpoints.hit("provision.after_commit")
+        deadline = time.monotonic() + self.provision_timeout_s
         targets, results = self._push("provision", self.provision_timeout_s, tenants=[tenant.id])
         mine = self._hosts_of(targets, res, tenant) if active else {}
         missing = sorted(h for h, ok in self._acked(mine).items() if not ok)
+        for _ in range(3):
+            # a newer state was numbered for a host meanwhile (a provider's dataPlaneStateChange,
+            # another reservation's change): the host was right not to settle on ours; the
+            # reservation waits for that one instead, within the same bound
+            if not missing or time.monotonic() >= deadline or not self._renumbered({h: mine[h] for h in missing}):
+                break
+            targets, again = self._push("provision", deadline - time.monotonic(), tenants=[tenant.id])
+            results.update(again)
+            mine = self._hosts_of(targets, res, tenant)
+            missing = sorted(h for h, ok in self._acked(mine).items() if not ok)
 
         def finish(s: Session):
             res = self._load(s, rid, tenant_id)
@@ -722,6 +740,10 @@ class Coordinator:
             res = self._load(s, found.reservation_id, None)
             child = {"child": "network", "item": found.item, "connection_id": msg.connection_id}
             if msg.operation == "dataPlaneStateChange":
+                if bool(found.detail["nsi"].get("active")) != bool(msg.active):
+                    # the gateways carry the tenant's trunk in the circuit only while it is up
+                    s.info.setdefault("data_plane_tenants", set()).add(res.tenant_id)
+                    changed = True
                 found.detail = {**found.detail, "nsi": {**found.detail["nsi"], "active": bool(msg.active)}}
                 self._event(s, res, "dataPlaneStateChange", active=bool(msg.active), version=res.committed_version,
                             versionConsistent=bool(msg.consistent), **child)
@@ -738,8 +760,9 @@ class Coordinator:
                 if msg.event == "forcedEnd" and res.lifecycle_state == LifecycleState.CREATED:
                     changed = self._force_end(s, res, f"NSI provider {msg.header.provider_nsa} ended connection "
                                               f"{msg.connection_id}")
+            self._count(s)
         if changed:
-            self._push("nsi_forced_end")
+            self._push(f"nsi_{msg.operation}", tenants=[res.tenant_id])
 
     def reconcile_nsi(self) -> int:
         """querySummarySync of every open connection (held or committed) of an NSI link, at its
@@ -840,9 +863,10 @@ class Coordinator:
                         log.warning("NSI %s of %s while reconciling: %s", step, cid, e.message)
                 if x["active"] is not None and bool(x["active"]) != bool(nsi.get("active")):
                     a.detail = {**a.detail, "nsi": {**nsi, "active": bool(x["active"])}}
+                    s.info.setdefault("data_plane_tenants", set()).add(res.tenant_id)
                     self._event(s, res, "dataPlaneStateChange", active=bool(x["active"]),
                                 version=res.committed_version, versionConsistent=True, **child)
-                    touched = True
+                    touched = changed = True
             self._count(s)
         return changed if touched else None
 

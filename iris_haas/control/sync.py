@@ -333,6 +333,8 @@ class Syncer:
         row = row if row is not None else s.get(HostSync, t.host, with_for_update=True)
         if row is None:
             return error
+        if ack is not None and ack.generation < row.acked:
+            return None  # a newer generation's acknowledgement was recorded first: it stands
         if ack is not None:
             row.acked = max(row.acked, min(ack.generation, row.generation))
             row.in_sync = ack.in_sync and ack.generation >= row.generation

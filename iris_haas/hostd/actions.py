@@ -12,6 +12,7 @@ import abc
 from dataclasses import dataclass
 
 from iris_haas.contract import failpoints
+from iris_haas.contract.errors import DataPlaneError
 from iris_haas.contract.ops import L1Op
 from iris_haas.contract.types import L1Kind
 from iris_haas.hostd.context import Context, HostAction
@@ -75,6 +76,37 @@ class AddAddress(HostAction):
 
     def __str__(self) -> str:
         return f"add address {self.cidr} on {_where(self.netns, self.ifname)}"
+
+
+@dataclass(frozen=True)
+class CircuitUp(HostAction):
+    """An NSI circuit's end: its bridge's own device up with the circuit's address (after the
+    OVSDB transaction made the bridge)."""
+
+    name: str
+    cidr: str
+
+    def apply(self, ctx: Context) -> None:
+        nl.set_link(ctx.cfg.netns, self.name, up=True)
+        nl.ensure_addr(ctx.cfg.netns, self.name, self.cidr)
+
+    def __str__(self) -> str:
+        return f"circuit end {self.name} up with {self.cidr}"
+
+
+@dataclass(frozen=True)
+class CircuitUnplaced(HostAction):
+    """A circuit whose uplink is no port of an OVS bridge here: nothing can carry it. Planned
+    last, so the rest of the pass applies; the host stays out of sync, saying why."""
+
+    name: str
+    uplink: str
+
+    def apply(self, ctx: Context) -> None:
+        raise DataPlaneError(f"circuit {self.name}: uplink {self.uplink} is not a port of an OVS bridge on this host")
+
+    def __str__(self) -> str:
+        return f"circuit {self.name}: no OVS bridge holds uplink {self.uplink}"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,13 @@
 
 One OVS bridge on each side holds the DC's trunk uplink and one GRE port to the other gateway.
 The GRE port has no tag and no trunks, so every VLAN 1-4094 crosses with its 802.1Q tag inside
-GRE: the IaaS may pick guest VLAN IDs at run time without telling anyone (paper §6.3).
+GRE: the IaaS may pick guest VLAN IDs at run time without telling anyone.
+
+Over an NSI circuit (``circuit_vlan``: the VLAN the provider chose, in the reservation's
+``resources``) the GRE runs between the circuit's two ends instead of the public addresses: the
+gateway holds the circuit's end (a bridge with the IaaS end's address, patched to the bridge of
+its WAN NIC as an access port on the circuit's VLAN), and the tunnel leaves tagged into the
+circuit. The WAN NIC must then be a port of an OVS bridge.
 
 :func:`iaas_gateway_ops` is the IaaS side as an op list (what ``iris agent run --desired`` applies);
 :func:`iaas_gateway_script` renders the same configuration as shell commands for an operator to
@@ -16,11 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from iris_haas.contract import names
-from iris_haas.contract.ops import BridgeOp, DesiredState, PortOp, TunnelLimitOp, TunnelOp, gre_overhead
+from iris_haas.contract.ops import BridgeOp, CircuitOp, DesiredState, PortOp, TunnelLimitOp, TunnelOp, gre_overhead
 from iris_haas.hostd.context import HostConfig
-from iris_haas.hostd.reconciler import Wanted, ovsdb_changes
+from iris_haas.hostd.reconciler import Wanted, circuit_rows, ovsdb_changes
 from iris_haas.linux import ovs, tc
 from iris_haas.linux.ovsdb import OvsState
+from iris_haas.planning import circuit_ends
 
 
 @dataclass(frozen=True)
@@ -35,17 +42,26 @@ class GatewaySpec:
     rate_mbit: float | None = None  # optional limit for IaaS -> HaaS traffic
     local_ip: str | None = None
     datapath_type: str = "system"
+    circuit_vlan: int | None = None  # the trunk runs in this NSI circuit (needs wan_port)
 
 
 def iaas_gateway_ops(g: GatewaySpec) -> DesiredState:
     owner = f"gateway:{g.tenant}"
+    remote, local = g.haas_gateway_ip, g.local_ip
     ops: list = [
         BridgeOp(name=g.bridge, owner=owner, tenant=g.tenant, datapath_type=g.datapath_type),  # type: ignore[arg-type]
         PortOp(bridge=g.bridge, name=g.trunk_port, owner=owner, tenant=g.tenant),
-        TunnelOp(bridge=g.bridge, name=g.tunnel, remote_ip=g.haas_gateway_ip, key=g.key, local_ip=g.local_ip,
-                 mesh=False, owner=owner, tenant=g.tenant),
     ]
-    if g.rate_mbit and g.wan_port:
+    if g.circuit_vlan is not None:
+        if not g.wan_port:
+            raise ValueError("a trunk over an NSI circuit needs the WAN NIC (wan_port)")
+        haas, iaas = circuit_ends(g.circuit_vlan)
+        remote, local = haas.split("/")[0], iaas.split("/")[0]
+        ops.append(CircuitOp(name=names.circuit_bridge(g.circuit_vlan), uplink=g.wan_port, vlan=g.circuit_vlan,
+                             address=iaas, owner=owner, tenant=g.tenant))
+    ops.append(TunnelOp(bridge=g.bridge, name=g.tunnel, remote_ip=remote, key=g.key, local_ip=local,
+                        mesh=False, owner=owner, tenant=g.tenant))
+    if g.rate_mbit and g.wan_port and g.circuit_vlan is None:
         ops.append(TunnelLimitOp(uplink=g.wan_port, remote_ip=g.haas_gateway_ip, rate_mbit=g.rate_mbit,
                                  owner=owner, tenant=g.tenant))
     return DesiredState(ops=ops)
@@ -53,7 +69,7 @@ def iaas_gateway_ops(g: GatewaySpec) -> DesiredState:
 
 def iaas_gateway_script(g: GatewaySpec, db: str = "unix:/var/run/openvswitch/db.sock") -> str:
     owner = f"gateway:{g.tenant}"
-    rows = ovsdb_changes(Wanted.of(iaas_gateway_ops(g).ops), OvsState(), HostConfig(db=db))
+    rows = ovsdb_changes(Wanted.of(iaas_gateway_ops(g).ops), OvsState(), HostConfig(db=db, datapath_type=g.datapath_type))
     c = ovs.txn(db, *[s for row in rows for s in row.vsctl()])
     ovh = gre_overhead(True)
     lines = [
@@ -71,6 +87,8 @@ def iaas_gateway_script(g: GatewaySpec, db: str = "unix:/var/run/openvswitch/db.
     ]
     if g.wan_port:
         lines.append(f"ip link set dev {g.wan_port} mtu {1500 + ovh}")
+    if g.circuit_vlan is not None and g.wan_port:
+        lines += _circuit_lines(g, db)
     lines += [
         "# Hosts whose traffic crosses an OVS *userspace* datapath (DPDK / netdev) must turn TX",
         "# checksum offload off (ethtool -K IF tx off); with the kernel datapath nothing is needed.",
@@ -95,6 +113,26 @@ def iaas_gateway_script(g: GatewaySpec, db: str = "unix:/var/run/openvswitch/db.
             f"{g.haas_gateway_ip}/32 flowid {classid}",
         ]
     return "\n".join(lines) + "\n"
+
+
+_UPLINK_BRIDGE = "IRISUPLINKBRIDGE"  # stands for the bridge of the WAN NIC, found when the script runs
+
+
+def _circuit_lines(g: GatewaySpec, db: str) -> list[str]:
+    """The circuit's end: the patch port on the WAN NIC's bridge (found at run time), and the
+    circuit's address on its bridge's own device (the transaction above made the bridge)."""
+    assert g.circuit_vlan is not None and g.wan_port
+    [c] = [o for o in iaas_gateway_ops(g).ops if isinstance(o, CircuitOp)]
+    patch = circuit_rows(c, HostConfig(db=db, datapath_type=g.datapath_type), _UPLINK_BRIDGE)[-1]  # the patch on the uplink's bridge
+    txn = str(ovs.txn(db, *patch.vsctl())).replace(_UPLINK_BRIDGE, '"$uplink_bridge"')
+    return [
+        f"# NSI circuit on VLAN {g.circuit_vlan}: the tunnel runs between the circuit's ends ({c.address} here);",
+        f"# its end is patched, as an access port on VLAN {g.circuit_vlan}, to the bridge of {g.wan_port}:",
+        f"uplink_bridge=$(ovs-vsctl --db={db} port-to-br {g.wan_port})",
+        txn,
+        f"ip link set dev {c.name} up",
+        f"ip address replace {c.address} dev {c.name}",
+    ]
 
 
 def _split(command: str) -> list[str]:

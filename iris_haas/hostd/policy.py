@@ -7,7 +7,8 @@ this host; an L1 boots an OS image only from under this host's image roots. An o
 the host's own) is touched only when this host's operator named it (``host_devices``: an IaaS
 gateway's bridge, tunnel and trunk towards its own switches). A refused op is reported with its
 reason and left out; the rest of the desired state applies. A per-tenant limit on an uplink
-(``tunnel_limit``) only adds tc classes under the uplink's root and is not refused.
+(``tunnel_limit``) only adds tc classes under the uplink's root and is not refused, nor is an NSI
+circuit's end (``circuit``): a bridge of Iris's and one patch port of Iris's on the uplink's bridge.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iris_haas.contract.ops import BridgeOp, L1Op, Op, PortOp, ShapeOp, TunnelOp, VolumeOp
+from iris_haas.contract.ops import BridgeOp, CircuitOp, L1Op, Op, PortOp, ShapeOp, TunnelOp, VolumeOp
 
 PREFIX = "iris"
 DEFAULT_POOL_ROOTS = ("/var/lib/iris/pools",)
@@ -31,7 +32,7 @@ class Policy:
     def refusal(self, op: Op) -> str | None:
         """Why this host will not do ``op``; None when it will."""
         names: list[tuple[str, str]] = []
-        if isinstance(op, BridgeOp):
+        if isinstance(op, BridgeOp | CircuitOp):
             names = [("name", op.name)]
         elif isinstance(op, TunnelOp | PortOp):
             names = [("bridge", op.bridge), ("name", op.name)]

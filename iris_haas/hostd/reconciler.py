@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from iris_haas.contract import names
 from iris_haas.contract.ops import (
     BridgeOp,
+    CircuitOp,
     DesiredState,
     L1Op,
     Op,
@@ -36,6 +37,8 @@ from iris_haas.contract.types import L1Kind
 from iris_haas.hostd import stats, storage
 from iris_haas.hostd.actions import (
     AddAddress,
+    CircuitUnplaced,
+    CircuitUp,
     CreateVeth,
     DeleteLink,
     DeleteNetns,
@@ -70,6 +73,7 @@ class Facts:
     uplinks: dict[str, dict[int, float]] = field(default_factory=dict)  # uplink -> htb class -> Mbit/s
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # L1 name -> {kind, spec, running}
     volumes: dict[str, storage.VolumeFacts] = field(default_factory=dict)
+    circuits: dict[str, list[str]] = field(default_factory=dict)  # circuit bridge -> its addresses
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Wanted:
     limits: list[TunnelLimitOp]
     l1s: list[L1Op]
     volumes: list[VolumeOp]
+    circuits: list[CircuitOp] = field(default_factory=list)
 
     @classmethod
     def of(cls, ops: Sequence[Op]) -> Wanted:
@@ -93,7 +98,8 @@ class Wanted:
                    shapes={o.port: o for o in ops if isinstance(o, ShapeOp)},
                    limits=[o for o in ops if isinstance(o, TunnelLimitOp)],
                    l1s=[o for o in ops if isinstance(o, L1Op)],
-                   volumes=[o for o in ops if isinstance(o, VolumeOp)])
+                   volumes=[o for o in ops if isinstance(o, VolumeOp)],
+                   circuits=[o for o in ops if isinstance(o, CircuitOp)])
 
 
 def with_l1_ports(ops: Sequence[Op]) -> list[Op]:
@@ -107,7 +113,7 @@ def l1_ifname(p: PortOp) -> str:
 
 # ---------------------------------------------------------------- the rows an op wants
 
-def _ids(o: BridgeOp | PortOp | TunnelOp, **extra: str) -> dict[str, str]:
+def _ids(o: BridgeOp | PortOp | TunnelOp | CircuitOp, **extra: str) -> dict[str, str]:
     d = {names.OWNER: o.owner, names.OP: o.op, names.TENANT: o.tenant}
     d.update({k: v for k, v in extra.items() if v})
     return d
@@ -125,6 +131,41 @@ def port_rows(o: PortOp | TunnelOp) -> tuple[dict[str, Any], dict[str, Any]]:
                 ovs.gre_columns(remote_ip=o.remote_ip, key=o.key, local_ip=o.local_ip))
     vlan_mode = "trunk" if o.vlan is None else "native-untagged" if o.trunk else "access"
     return ovs.port_columns(tag=o.vlan, vlan_mode=vlan_mode, external_ids=_ids(o, **{L1_NETNS: o.l1_netns or ""})), {}
+
+
+def circuit_rows(c: CircuitOp, cfg: HostConfig, uplink_bridge: str | None) -> list[ovs.AddBridge | ovs.AddPort]:
+    """An NSI circuit's end: its bridge, the patch port on it and, on ``uplink_bridge`` (the bridge
+    holding the uplink; None: none does), the patch port that is an access port on the circuit's
+    VLAN."""
+    up, down = names.circuit_patch(c.vlan)
+    ids = _ids(c)
+    rows: list[ovs.AddBridge | ovs.AddPort] = [
+        ovs.AddBridge(c.name, ovs.bridge_columns(datapath_type=cfg.datapath_type, external_ids=ids)),
+        ovs.AddPort(c.name, down, ovs.port_columns(external_ids=ids), ovs.patch_columns(up))]
+    if uplink_bridge:
+        rows.append(ovs.AddPort(uplink_bridge, up, ovs.port_columns(tag=c.vlan, vlan_mode="access", external_ids=ids),
+                                ovs.patch_columns(down)))
+    return rows
+
+
+def _uplink_bridge(c: CircuitOp, st: OvsState) -> str | None:
+    return (st.ports.get(c.uplink) or {}).get("bridge")
+
+
+def _circuit_changes(w: Wanted, st: OvsState, cfg: HostConfig) -> list[ovs.Change]:
+    """The circuits' rows that are missing or differ."""
+    out: list[ovs.Change] = []
+    for c in w.circuits:
+        for row in circuit_rows(c, cfg, _uplink_bridge(c, st)):
+            if isinstance(row, ovs.AddBridge):
+                ok = matches(row.columns, st.bridges.get(row.name)) and matches(row.interface, st.interfaces.get(row.name))
+            else:
+                have = st.ports.get(row.name)
+                ok = bool(have and have.get("bridge") == row.bridge and matches(row.columns, have)
+                          and matches(row.interface, st.interfaces.get(row.name)))
+            if not ok:
+                out.append(row)
+    return out
 
 
 # ---------------------------------------------------------------- decision (pure)
@@ -173,9 +214,9 @@ def plan_links(w: Wanted, facts: Facts, cfg: HostConfig) -> list[HostAction]:
 
 def released_ports(w: Wanted, st: OvsState) -> list[dict[str, Any]]:
     """Rows of ports and tunnels Iris made that no op wants any more."""
-    want = {o.name for o in w.ports} | {o.name for o in w.tunnels}
+    want = {o.name for o in w.ports} | {o.name for o in w.tunnels} | {p for c in w.circuits for p in names.circuit_patch(c.vlan)}
     return [row for name, row in sorted(st.ports.items())
-            if row.get("external_ids", {}).get(names.OP) in ("port", "tunnel") and name not in want]
+            if row.get("external_ids", {}).get(names.OP) in ("port", "tunnel", "circuit") and name not in want]
 
 
 def stale_ports(w: Wanted, st: OvsState) -> list[PortOp | TunnelOp]:
@@ -194,9 +235,9 @@ def stale_ports(w: Wanted, st: OvsState) -> list[PortOp | TunnelOp]:
 def ovsdb_changes(w: Wanted, st: OvsState, cfg: HostConfig) -> list[ovs.Change]:
     """Every OVSDB change of a pass: released rows out, then bridges, ports and tunnels in."""
     changes: list[ovs.Change] = [ovs.DelPort(row["name"]) for row in released_ports(w, st)]
-    want_bridges = {b.name for b in w.bridges}
+    want_bridges = {b.name for b in w.bridges} | {c.name for c in w.circuits}
     changes += [ovs.DelBridge(name) for name, row in sorted(st.bridges.items())
-                if row.get("external_ids", {}).get(names.OP) == "bridge" and name not in want_bridges]
+                if row.get("external_ids", {}).get(names.OP) in ("bridge", "circuit") and name not in want_bridges]
     for b in w.bridges:
         cols = bridge_row(b, cfg)
         if not matches(cols, st.bridges.get(b.name)):
@@ -206,6 +247,7 @@ def ovsdb_changes(w: Wanted, st: OvsState, cfg: HostConfig) -> list[ovs.Change]:
         if row is not None and row.get("bridge") not in (None, o.bridge):
             changes.append(ovs.DelPort(o.name))  # a port moves bridge by being made again
         changes.append(ovs.AddPort(o.bridge, o.name, *port_rows(o)))
+    changes += _circuit_changes(w, st, cfg)
     for uplink in sorted({lim.uplink for lim in w.limits}):
         row = st.ports.get(uplink)
         if row is not None and not row.get("qos"):
@@ -266,6 +308,19 @@ def plan_tc(w: Wanted, facts: Facts, cfg: HostConfig) -> list[HostAction]:
     return out
 
 
+def plan_circuits(w: Wanted, facts: Facts) -> tuple[list[HostAction], list[HostAction]]:
+    """(after the OVSDB transaction: each circuit's end up with its address; last: the circuits
+    no OVS bridge here can carry)."""
+    up: list[HostAction] = []
+    unplaced: list[HostAction] = []
+    for c in w.circuits:
+        if not (facts.links.get(c.name) or {}).get("up") or c.address not in facts.circuits.get(c.name, []):
+            up.append(CircuitUp(c.name, c.address))
+        if _uplink_bridge(c, facts.ovs) is None:
+            unplaced.append(CircuitUnplaced(c.name, c.uplink))
+    return up, unplaced
+
+
 def plan_warmup(w: Wanted, st: OvsState, cfg: HostConfig) -> list[HostAction]:
     if not cfg.warmup:
         return []
@@ -278,10 +333,11 @@ def plan(desired: DesiredState, facts: Facts, cfg: HostConfig) -> list[HostActio
     l1 = plan_l1(w.l1s, facts)
     # volumes: released before the network (their namespace still exists), served after it
     vol_pre, vol_post = storage.plan(w.volumes, facts.volumes, cfg.storage_dir)
+    circuits_up, unplaced = plan_circuits(w, facts)
     return [*vol_pre, *l1.destroy, *l1.prepare,
-            *plan_links(w, facts, cfg), *plan_ovsdb(w, facts.ovs, cfg), *l1.start,
+            *plan_links(w, facts, cfg), *plan_ovsdb(w, facts.ovs, cfg), *circuits_up, *l1.start,
             *plan_released_links(w, facts), *plan_tc(w, facts, cfg),
-            *vol_post, *plan_warmup(w, facts.ovs, cfg)]
+            *vol_post, *plan_warmup(w, facts.ovs, cfg), *unplaced]
 
 
 # ---------------------------------------------------------------- side effects
@@ -296,6 +352,8 @@ def observe(desired: DesiredState | None, ctx: Context) -> Facts:
         facts.nodes.update(drv.list())
     if cfg.storage_dir:
         facts.volumes = storage.observe(w.volumes, cfg.storage_dir)
+    facts.circuits = {name: nl.addresses(cfg.netns, name) for name, row in st.bridges.items()
+                      if (row.get("external_ids") or {}).get(names.OP) == "circuit" and name in links}
     for p in w.ports:
         if p.l1_netns:
             facts.l1[p.name] = _observe_l1_link(p.l1_netns, l1_ifname(p))
@@ -363,6 +421,11 @@ def report(facts: Facts) -> list[dict[str, Any]]:
         ids = b.get("external_ids") or {}
         if ids.get(names.OP) == "bridge":
             out.append({"op": "bridge", "name": name, "datapath_type": b.get("datapath_type") or "",
+                        "owner": ids.get(names.OWNER, ""), "tenant": ids.get(names.TENANT, "")})
+        elif ids.get(names.OP) == "circuit":
+            patch = facts.ovs.ports.get(f"{name}u") or {}  # names.circuit_patch: on the uplink's bridge
+            out.append({"op": "circuit", "name": name, "vlan": patch.get("tag"), "uplink_bridge": patch.get("bridge"),
+                        "addresses": facts.circuits.get(name, []), "up": (facts.links.get(name) or {}).get("up", False),
                         "owner": ids.get(names.OWNER, ""), "tenant": ids.get(names.TENANT, "")})
     for name, p in sorted(facts.ovs.ports.items()):
         ids = p.get("external_ids") or {}

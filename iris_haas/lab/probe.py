@@ -78,31 +78,50 @@ def tcp_connect(ns: str, ip: str, port: int, timeout: float = 2.0) -> bool:
 
 
 class Sniffer:
-    """Source MACs of every frame received on one interface of a namespace, while active."""
+    """Source and destination MACs of every frame received on one interface of a namespace, while
+    active, and each frame's VLAN (None: untagged). The kernel hands a received frame's 802.1Q tag
+    apart from its bytes (``PACKET_AUXDATA``); a tag still inside the frame is read there."""
+
+    _SOL_PACKET, _PACKET_AUXDATA, _TP_STATUS_VLAN_VALID = 263, 8, 0x10
 
     def __init__(self, ns: str, dev: str):
         import socket
         import threading
 
         self.sock = socket_in_netns(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        self.sock.setsockopt(self._SOL_PACKET, self._PACKET_AUXDATA, 1)
         self.sock.bind((dev, 0))
         self.sock.settimeout(0.1)
         self.frames: list[tuple[str, str]] = []  # (src MAC, dst MAC)
+        self.vlans: list[int | None] = []  # each frame's VLAN, in the same order
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._loop, daemon=True)
+
+    def _vlan(self, data: bytes, ancillary: list) -> int | None:
+        import struct
+
+        for level, kind, aux in ancillary:
+            if (level, kind) == (self._SOL_PACKET, self._PACKET_AUXDATA) and len(aux) >= 20:
+                status, _, _, _, _, tci = struct.unpack_from("IIIHHH", aux)
+                if status & self._TP_STATUS_VLAN_VALID:
+                    return tci & 0x0FFF
+        if data[12:14] in (b"\x81\x00", b"\x88\xa8"):
+            return int.from_bytes(data[14:16], "big") & 0x0FFF
+        return None
 
     def _loop(self):
         import socket
 
         while not self._stop.is_set():
             try:
-                data, addr = self.sock.recvfrom(65535)
+                data, ancillary, _, addr = self.sock.recvmsg(65535, socket.CMSG_SPACE(32))
             except TimeoutError:
                 continue
             except OSError:
                 return
             if addr[2] == socket.PACKET_OUTGOING:
                 continue
+            self.vlans.append(self._vlan(data, ancillary))
             self.frames.append((data[6:12].hex(":"), data[0:6].hex(":")))
 
     def __enter__(self):

@@ -66,6 +66,11 @@ def gre_columns(*, remote_ip: str, key: int | None = None, local_ip: str | None 
     return {"type": "gre", "options": options}
 
 
+def patch_columns(peer: str) -> dict[str, Any]:
+    """The Interface of a patch port: one end of a link between two bridges of one OVS."""
+    return {"type": "patch", "options": {"peer": peer}}
+
+
 # ---------------------------------------------------------------- changes
 
 def _value(v: Any) -> str:

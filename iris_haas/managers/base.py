@@ -22,7 +22,7 @@ from iris_haas.contract import names
 from iris_haas.contract.types import ServiceModel
 from iris_haas.planning.model import L0, Segment
 from iris_haas.store import calendar
-from iris_haas.store.models import Allocation, Criteria, Gateway, Node, Reservation, Site, StoragePool, Tenant
+from iris_haas.store.models import Allocation, Criteria, Gateway, Link, Node, Reservation, Site, StoragePool, Tenant
 
 
 @dataclass
@@ -73,14 +73,17 @@ class Fleet:
     nodes: dict[int, Node]
     gateways: list[Gateway]
     pools: dict[int, StoragePool]
+    nsi_sites: frozenset[int] = frozenset()  # the sites with an NSI link: reached through circuits only
 
     @classmethod
     def load(cls, session: Session) -> Fleet:
+        nsi = session.execute(select(Link.site_a_id, Link.site_b_id).where(Link.kind == "nsi")).all()
         return cls(tenants={t.id: t for t in session.scalars(select(Tenant))},
                    sites={x.id: x for x in session.scalars(select(Site))},
                    nodes={n.id: n for n in session.scalars(select(Node))},
                    gateways=list(session.scalars(select(Gateway).order_by(Gateway.id))),
-                   pools={p.id: p for p in session.scalars(select(StoragePool))})
+                   pools={p.id: p for p in session.scalars(select(StoragePool))},
+                   nsi_sites=frozenset(x for pair in nsi for x in pair))
 
 
 class ActiveView:
@@ -107,7 +110,7 @@ class ActiveView:
             select(Criteria.reservation_id, Criteria.items).join(Reservation, committed).where(*active)).all())
         fleet = fleet if fleet is not None else Fleet.load(session)
         self.tenants, self.sites, self.nodes = fleet.tenants, fleet.sites, fleet.nodes
-        self.gateways, self.pools = fleet.gateways, fleet.pools
+        self.gateways, self.pools, self.nsi_sites = fleet.gateways, fleet.pools, fleet.nsi_sites
         self._by_name = {n.name: n for n in self.nodes.values()}
         self._sites_of: dict[int, list[Site]] = {}
         for x in self.sites.values():

@@ -195,17 +195,24 @@ class NetworkManager(ResourceManager):
     def plan(self, view: ActiveView, plans: Plans) -> None:
         """Per tenant with active reservations: the HaaS gateways of the sites its reservations are
         at, its IaaS sites with the sum of its active bandwidth towards each (the limit on the
-        inter-DC tunnel), and, for each model (c) reservation, its router."""
+        inter-DC tunnel) or, for a site with an NSI link, the circuit its trunk runs in (the
+        lowest VLAN of the tenant's connections to it whose data plane the provider has up), and,
+        for each model (c) reservation, its router."""
         for a in view.allocations:
             view.plan_of(plans, a)  # every tenant with an active allocation is planned
         for tid, t in plans.items():
             tenant = view.tenants[tid]
             mine = view.by_tenant.get(tid, [])
             rate_to: dict[str, float] = {}
+            circuits: dict[str, list[int]] = {}  # site -> the VLANs of its circuits the provider has up
             for a in mine:
                 if a.resource_kind == "link":
                     rate_to[a.detail["tenant_site"]] = rate_to.get(a.detail["tenant_site"], 0) + a.mbps
-            t.sites = [planning.IaasSite(id=x.id, gateway=x.gateway_underlay, rate_mbit=rate_to.get(x.name, 0))
+                    nsi = a.detail.get("nsi") or {}
+                    if nsi.get("active") and nsi.get("vlan"):
+                        circuits.setdefault(a.detail["tenant_site"], []).append(nsi["vlan"])
+            t.sites = [planning.IaasSite(id=x.id, gateway=x.gateway_underlay, rate_mbit=rate_to.get(x.name, 0),
+                                         nsi=x.id in view.nsi_sites, circuit_vlan=min(circuits.get(x.name, [0])) or None)
                        for x in view.tenant_sites(tenant) if x.gateway_underlay]
             t.gateways = [planning.HaasGateway(id=g.id, host=g.name, uplink=g.uplink,
                                                fabric=g.fabric_address or g.underlay_address)

@@ -21,11 +21,12 @@ from iris_haas.planning.model import (
     Segment,
     Tenant,
     Volume,
+    circuit_ends,
     router_interface,
 )
 
-__all__ = ["L0", "L1", "HaasGateway", "IaasSite", "Router", "Segment", "Tenant", "Volume", "by_host", "desired",
-           "plan_tenant", "put", "router_interface"]
+__all__ = ["L0", "L1", "HaasGateway", "IaasSite", "Router", "Segment", "Tenant", "Volume", "by_host", "circuit_ends",
+           "desired", "plan_tenant", "put", "router_interface"]
 
 
 def plan_tenant(t: Tenant) -> list[tuple[str, Op]]:

@@ -49,11 +49,31 @@ class HaasGateway:
 
 @dataclass(frozen=True)
 class IaasSite:
-    """One of the tenant's IaaS data centers: its gateway ends the tenant's inter-DC trunk."""
+    """One of the tenant's IaaS data centers: its gateway ends the tenant's inter-DC trunk.
+
+    With ``nsi`` the site is reached through NSI circuits only (the tenant's bandwidth to it comes
+    from an NSI provider): the trunk runs inside ``circuit_vlan``'s circuit while the provider
+    has it up, and there is no trunk at all otherwise (no best-effort path)."""
 
     id: int  # names the trunk (x<id>)
     gateway: str  # the IaaS gateway's underlay address
     rate_mbit: float = 0  # the tenant's limit on the inter-DC tunnel towards it; 0: none
+    nsi: bool = False
+    circuit_vlan: int | None = None  # the VLAN of the NSI circuit the trunk runs in (its data plane up)
+
+
+# Each NSI circuit is a point-to-point L2 path between two gateways' WAN ports on one VLAN; its two
+# ends take a /30 of this block derived from the VLAN (a VLAN is one circuit's on a port): the HaaS
+# gateway the first host, the IaaS gateway the second. Private to the circuit, never routed.
+CIRCUIT_BLOCK = ipaddress.ip_network("198.18.64.0/18")
+
+
+def circuit_ends(vlan: int) -> tuple[str, str]:
+    """(the HaaS end, the IaaS end) of the circuit on ``vlan``, as address/prefix."""
+    if not 1 <= vlan <= 4094:
+        raise ValueError(f"VLAN {vlan} is not in 1-4094")
+    base = int(CIRCUIT_BLOCK.network_address) + 4 * vlan
+    return (f"{ipaddress.ip_address(base + 1)}/30", f"{ipaddress.ip_address(base + 2)}/30")
 
 
 @dataclass(frozen=True)

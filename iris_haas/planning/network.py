@@ -7,6 +7,11 @@
   L0, so the mesh grows and shrinks with the L0s that hold the segment's L1s and volume exports.
   Mesh tunnels are OVS ``protected`` ports: a frame never goes from one mesh tunnel to another
   (split horizon), so the full mesh needs no spanning tree.
+* A site reached through an NSI provider (``IaasSite.nsi``) has no best-effort trunk: while the
+  provider has the circuit up, each gateway holds the circuit's end (a ``circuit`` op: its
+  address on the circuit's VLAN, out of the gateway's uplink) and the trunk's GRE runs between
+  the circuit's two ends, so the tenant's frames cross the WAN inside the circuit only. The
+  circuit's capacity is the provider's to enforce; Iris adds no limit of its own on it.
 * Model (b): a pod is a segment of its own (own bridge, own key), trunked like the tenant's.
   Model (c): a routed segment has no trunk; a router on the first gateway joins it to the tenant's
   own L2, which must then be there.
@@ -18,8 +23,8 @@ subnets on both never meet.
 from __future__ import annotations
 
 from iris_haas.contract import names
-from iris_haas.contract.ops import BridgeOp, Op, PortOp, TunnelLimitOp, TunnelOp
-from iris_haas.planning.model import L0, Segment, Tenant
+from iris_haas.contract.ops import BridgeOp, CircuitOp, Op, PortOp, TunnelLimitOp, TunnelOp
+from iris_haas.planning.model import L0, IaasSite, Segment, Tenant, circuit_ends
 
 
 def segments(t: Tenant) -> list[Segment]:
@@ -37,18 +42,35 @@ def mesh_members(t: Tenant, seg: Segment) -> list[L0]:
     return sorted(l0s, key=lambda n: n.id)
 
 
+def trunk_ends(site: IaasSite, first: bool) -> tuple[str, str | None] | None:
+    """(remote, local) addresses of a gateway's trunk to the site: the site's gateway's underlay
+    address, or the circuit's two ends (on the first HaaS gateway: a circuit ends on one port);
+    None where an NSI site has no circuit up."""
+    if not site.nsi:
+        return site.gateway, None
+    if site.circuit_vlan is None or not first:
+        return None
+    haas, iaas = circuit_ends(site.circuit_vlan)
+    return iaas.split("/")[0], haas.split("/")[0]
+
+
 def plan(t: Tenant) -> list[tuple[str, Op]]:
     out: list[tuple[str, Op]] = []
     owner = t.owner
     for gw in t.gateways:
         for site in t.sites:
-            if site.rate_mbit:
+            if site.nsi and site.circuit_vlan is not None and gw is t.gateways[0]:
+                out.append((gw.host, CircuitOp(name=names.circuit_bridge(site.circuit_vlan), uplink=gw.uplink,
+                                               vlan=site.circuit_vlan, address=circuit_ends(site.circuit_vlan)[0],
+                                               owner=owner, tenant=t.name)))
+            elif site.rate_mbit and not site.nsi:
                 out.append((gw.host, TunnelLimitOp(uplink=gw.uplink, remote_ip=site.gateway, rate_mbit=site.rate_mbit,
                                                    owner=owner, tenant=t.name)))
     for seg in segments(t):
-        def tunnel(peer: str, remote: str, mesh: bool = True, seg: Segment = seg) -> TunnelOp:
+        def tunnel(peer: str, remote: str, mesh: bool = True, seg: Segment = seg, local: str | None = None
+                   ) -> TunnelOp:
             return TunnelOp(bridge=seg.bridge, name=names.segment_tunnel(seg.name, peer), remote_ip=remote,
-                            key=seg.key, mesh=mesh, owner=owner, tenant=t.name)
+                            local_ip=local, key=seg.key, mesh=mesh, owner=owner, tenant=t.name)
 
         # The tunnel towards a member is the same op on every host that has one (its name says
         # the peer, not the host): made once, so a mesh of k members costs k ops, not k * k.
@@ -59,7 +81,9 @@ def plan(t: Tenant) -> list[tuple[str, Op]]:
         for gw in t.gateways:
             out.append((gw.host, bridge_op))
             for site in ([] if seg.routed else t.sites):
-                out.append((gw.host, tunnel(names.trunk_peer(site.id), site.gateway, mesh=False)))
+                ends = trunk_ends(site, gw is t.gateways[0])
+                if ends is not None:
+                    out.append((gw.host, tunnel(names.trunk_peer(site.id), ends[0], mesh=False, local=ends[1])))
             out += [(gw.host, op) for _, op in to_l0]
         for n in members:
             out.append((n.host, bridge_op))
