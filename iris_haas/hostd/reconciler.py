@@ -14,6 +14,7 @@ ports) carries ``iris-owner`` but no ``iris-op`` and is left alone.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -133,14 +134,23 @@ def port_rows(o: PortOp | TunnelOp) -> tuple[dict[str, Any], dict[str, Any]]:
     return ovs.port_columns(tag=o.vlan, vlan_mode=vlan_mode, external_ids=_ids(o, **{L1_NETNS: o.l1_netns or ""})), {}
 
 
+def circuit_mac(cidr: str) -> str:
+    """A locally administered MAC made of the circuit end's IPv4 address: 02:00 and its 4 bytes."""
+    return "02:00:" + ipaddress.ip_interface(cidr).ip.packed.hex(":")
+
+
 def circuit_rows(c: CircuitOp, cfg: HostConfig, uplink_bridge: str | None) -> list[ovs.AddBridge | ovs.AddPort]:
     """An NSI circuit's end: its bridge, the patch port on it and, on ``uplink_bridge`` (the bridge
     holding the uplink; None: none does), the patch port that is an access port on the circuit's
-    VLAN."""
+    VLAN. The bridge's MAC is its address's (``circuit_mac``): an end made again after the circuit
+    went down and up keeps it, so the other end's tunnel, which keeps the MAC it learnt, still
+    reaches it."""
     up, down = names.circuit_patch(c.vlan)
     ids = _ids(c)
+    bridge = {**ovs.bridge_columns(datapath_type=cfg.datapath_type, external_ids=ids),
+              "other_config": {"hwaddr": circuit_mac(c.address)}}
     rows: list[ovs.AddBridge | ovs.AddPort] = [
-        ovs.AddBridge(c.name, ovs.bridge_columns(datapath_type=cfg.datapath_type, external_ids=ids)),
+        ovs.AddBridge(c.name, bridge),
         ovs.AddPort(c.name, down, ovs.port_columns(external_ids=ids), ovs.patch_columns(up))]
     if uplink_bridge:
         rows.append(ovs.AddPort(uplink_bridge, up, ovs.port_columns(tag=c.vlan, vlan_mode="access", external_ids=ids),

@@ -66,13 +66,18 @@ def gateway_config(
     rate_mbit: Annotated[float | None, typer.Option(help="limit IaaS -> HaaS traffic (Mbit/s)")] = None,
     datapath_type: Annotated[DatapathType, typer.Option(help="system (kernel) or netdev (userspace)")] = (
         DatapathType.SYSTEM),
+    circuit_vlan: Annotated[int | None, typer.Option(
+        min=1, max=4094, help="run the trunk inside this NSI circuit (the VLAN in the reservation's resources, nsi.vlan; "
+        "needs --wan-port, a port of an OVS bridge)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the op list for `iris agent run --desired`")] = False,
 ) -> None:
     """Print the IaaS gateway's configuration (paper figure 5): commands, or ops for an agent."""
     from iris_haas.hostd.gateway import GatewaySpec, iaas_gateway_ops, iaas_gateway_script
 
     g = GatewaySpec(tenant=tenant, haas_gateway_ip=haas_gateway, key=key, trunk_port=trunk_port, wan_port=wan_port,
-                    bridge=bridge, rate_mbit=rate_mbit, datapath_type=datapath_type)
+                    bridge=bridge, rate_mbit=rate_mbit, datapath_type=datapath_type, circuit_vlan=circuit_vlan)
+    if circuit_vlan is not None and not wan_port:
+        raise typer.BadParameter("a trunk inside an NSI circuit needs the WAN NIC", param_hint="--wan-port")
     if as_json:
         typer.echo(iaas_gateway_ops(g).model_dump_json(indent=2))
     else:

@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from iris_haas.agent.client import AgentClient, AgentError, ClientTls
@@ -187,7 +187,7 @@ def up(lab: Lab, *, agents: bool = True, timeout: float = 30.0, ephemeral: bool 
             list(ex.map(lambda h: r.run(nl.tx_offload_off_cmd(h.ns, h.ifname)), p.hosts))
         # the IaaS side, built once: each gateway gets Iris's generated configuration
         with _pool(len(lab.topo.iaas)) as ex:
-            list(ex.map(lambda x: _iaas_gateway(lab, x.tenant, r), lab.topo.iaas))
+            list(ex.map(lambda x: iaas_gateway(lab, x.tenant, r), lab.topo.iaas))
         times["iaas"] = time.monotonic() - t0
         if agents:
             _wait_agents(lab, timeout)
@@ -246,12 +246,14 @@ def _ovs_node(lab: Lab, o, r: SubprocessRunner) -> None:
             nl.ensure_addr(o.ns, b.name, b.addr)
 
 
-def _iaas_gateway(lab: Lab, tenant: str, r: SubprocessRunner) -> None:
+def iaas_gateway(lab: Lab, tenant: str, r: SubprocessRunner | None = None, *, circuit_vlan: int | None = None) -> None:
+    """The tenant's IaaS gateway configured as its operator would with `iris gateway-config`: the
+    trunk over the internet, or inside the NSI circuit on ``circuit_vlan``."""
     node = f"{tenant}gw"
     cfg = HostConfig(db=lab.ovs(node).db, netns=lab.ns(node), datapath_type=lab.topo.datapath_type,
                      underlay_mtu=lab.topo.underlay_mtu)
-    with HostDriver(cfg, r) as h:
-        h.apply(iaas_gateway_ops(lab.gateway_spec(tenant)))
+    with HostDriver(cfg, r or SubprocessRunner()) as h:
+        h.apply(iaas_gateway_ops(replace(lab.gateway_spec(tenant), circuit_vlan=circuit_vlan)))
 
 
 def _start_upa(lab: Lab, r: SubprocessRunner) -> None:

@@ -9,8 +9,9 @@ the circuit's rate, chosen by a classic-BPF filter on the frame's VLAN id.
 This kernel has no VLAN devices, no bridge VLAN filtering, no flower, matchall or basic
 classifier and no police or drop action; a cBPF program reading the frame's VLAN tag (the
 kernel's ancillary ``vlan_tci``: a tagged frame is untagged into it on receive) is what it has to
-tell VLANs apart. So a VLAN of no circuit is not stopped at the switch, and the uPA's own
-bookkeeping (a VLAN is one circuit's on a port) is what keeps circuits apart.
+tell VLANs apart. A tagged frame of no circuit is dropped at the switch: a last filter sends any
+tagged frame the circuits' filters did not take to a class whose queue holds nothing (``pfifo
+limit 0``), so a VLAN crosses the WAN only while a circuit holds it.
 
 A circuit's filter has the VLAN as its preference and its class the VLAN as its minor: one VLAN
 on one port is one circuit's, so both are unique by construction and name it to remove it.
@@ -43,6 +44,16 @@ def vlan_program(vlan: int) -> str:
     return f"{len(insns)}," + ",".join(insns)
 
 
+def tagged_program() -> str:
+    """tc's ``bytecode`` for: the frame carries a VLAN tag (any)."""
+    insns = [_LD_VLAN_TAG_PRESENT, "21 1 0 0", "6 0 0 4294967295", "6 0 0 0"]  # no tag: reject, else accept
+    return f"{len(insns)}," + ",".join(insns)
+
+
+DROP_MINOR = 0xFFF  # not a VLAN: the class of tagged frames no circuit holds, whose queue holds none
+DROP_PREF = 5000  # after every circuit's filter (their preference is their VLAN, 1-4094)
+
+
 def burst_bytes(mbps: int) -> int:
     """A few ms at the rate (htb's default burst is too small at 100+ Mbit/s)."""
     return max(15_000, mbps * 1_000_000 // 8 // 250)
@@ -56,11 +67,22 @@ class Wan:
     def _tc(self, *argv: object, ok: tuple[int, ...] = (0,)) -> str:
         return self.runner.run(cmd("tc", *argv, netns=self.netns, ok=ok))
 
+    def seal(self, port: str) -> None:
+        """The port's htb root (unclassified frames, the gateways' best-effort underlay, pass
+        unshaped) and its drop of every tagged frame no circuit holds. Idempotent."""
+        if '"htb"' not in self._tc("-j", "qdisc", "show", "dev", port, "root"):
+            self._tc("qdisc", "replace", "dev", port, "root", "handle", "1:", "htb", "default", "0")
+        self._tc("class", "replace", "dev", port, "parent", "1:", "classid", f"1:{DROP_MINOR:x}", "htb",
+                 "rate", "8bit", "ceil", "8bit")
+        self._tc("qdisc", "replace", "dev", port, "parent", f"1:{DROP_MINOR:x}", "handle", f"{DROP_MINOR:x}:",
+                 "pfifo", "limit", "0")
+        self._tc("filter", "replace", "dev", port, "parent", "1:", "pref", DROP_PREF, "handle", 1, "bpf",
+                 "bytecode", tagged_program(), "classid", f"1:{DROP_MINOR:x}")
+
     def up(self, c: Circuit) -> None:
         rate, burst = f"{c.mbps}mbit", burst_bytes(c.mbps)
         for port in (c.a.ifname, c.b.ifname):
-            if '"htb"' not in self._tc("-j", "qdisc", "show", "dev", port, "root"):
-                self._tc("qdisc", "replace", "dev", port, "root", "handle", "1:", "htb", "default", "0")
+            self.seal(port)
             self._tc("class", "replace", "dev", port, "parent", "1:", "classid", f"1:{c.vlan:x}", "htb",
                      "rate", rate, "ceil", rate, "burst", burst, "cburst", burst)
             self._tc("filter", "replace", "dev", port, "parent", "1:", "pref", c.vlan, "handle", 1, "bpf",
@@ -82,7 +104,7 @@ class Wan:
             for f in filters:
                 flowid = f.get("options", {}).get("flowid", "")
                 handle = 0x10000 | int(flowid.partition(":")[2] or "0", 16)
-                if f.get("kind") == "bpf" and flowid.startswith("1:") and handle in rates:
+                if f.get("kind") == "bpf" and flowid.startswith("1:") and handle in rates and f["pref"] != DROP_PREF:
                     out[port][int(f["pref"])] = rates[handle]
         return out
 
@@ -100,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no lab {args.lab} is up")
     gateways = ["hgw", *(f"{x.tenant}gw" for x in lab.topo.iaas)]
     ports = lab_ports(lab.name, gateways, args.capacity_mbps)
-    provider = Provider(lab_nsa(lab.name), ports, Wan(lab.ns("inet"), SubprocessRunner()), hold_s=args.hold_s)
+    wan = Wan(lab.ns("inet"), SubprocessRunner())
+    for p in ports:
+        wan.seal(p.ifname)
+    provider = Provider(lab_nsa(lab.name), ports, wan, hold_s=args.hold_s)
     logging.basicConfig(level=logging.INFO)
     uvicorn.run(provider.app(), host=lab.topo.ctl_ip("ctl"), port=UPA_PORT, log_level="warning")
     return 0

@@ -36,7 +36,7 @@ SCHEMA = "Open_vSwitch"
 # on every port and would keep the connection thread busy for nothing.
 COLUMNS = {
     "Open_vSwitch": ["bridges", "next_cfg", "cur_cfg"],  # the wait for ovs-vswitchd reads these
-    "Bridge": ["name", "ports", "datapath_type", "external_ids"],
+    "Bridge": ["name", "ports", "datapath_type", "external_ids", "other_config"],
     "Port": ["name", "interfaces", "tag", "trunks", "vlan_mode", "protected", "external_ids", "qos"],
     "Interface": ["name", "type", "options", "mtu_request", "ofport", "error"],
     "QoS": ["type", "external_ids"],

@@ -17,6 +17,7 @@ from iris_haas.agent.client import _NetnsBackend
 from iris_haas.api.client import ApiError
 from iris_haas.api.service import LocalCoordinator
 from iris_haas.control.sync import AgentDataPlane
+from iris_haas.lab import probe, realizer
 from iris_haas.lab.register import register
 from iris_haas.lab.upa import UPA_PORT, lab_nsa, lab_stp
 from iris_haas.lab.wan import Wan
@@ -119,6 +120,59 @@ def test_nsi_reservation_through_the_lab_provider(lab, coord):
     assert vlan not in wan.circuits(["agw"])["agw"]
     a.post(f"/reservations/{r['id']}/terminate")
     assert _summary(c, lab, cid)["lifecycle_state"] == "Terminated"
+
+
+@contextmanager
+def _iaas_gateway_on_circuit(lab, vlan: int):
+    """Tenant a's IaaS gateway told to run the trunk inside the circuit on ``vlan`` (what its
+    operator does with `iris gateway-config --circuit-vlan`); as the lab made it again after."""
+    realizer.iaas_gateway(lab, "a", circuit_vlan=vlan)
+    try:
+        yield
+    finally:
+        realizer.iaas_gateway(lab, "a")
+
+
+def _crossing(lab, vlan: int, seconds: float = 2.0) -> list[int | None]:
+    """The VLANs of the frames that reach the HaaS gateway's WAN port while the IaaS management
+    host pings the L1 for ``seconds``, and whether any ping was answered."""
+    with probe.Sniffer(lab.ns("hgw"), "up") as sniff:
+        answered = probe.ping(lab.ns("amgmt"), "10.0.101.61", count=int(seconds / 0.2), wait=0.5, interval=0.2)
+    return [v for v in sniff.vlans if v == vlan] + ([-1] if answered else [])
+
+
+def _active(a, rid: str, cid: str, active: bool) -> None:
+    _wait(lambda: any(e["type"] == "dataPlaneStateChange" and e["detail"].get("connection_id") == cid
+                      and e["detail"]["active"] is active for e in a.get(f"/reservations/{rid}/events")))
+
+
+def test_the_trunk_crosses_the_wan_only_inside_the_provisioned_circuit_at_its_rate(lab, coord):
+    """No frame of the tenant's crosses the WAN before provision or after release; while the
+    connection is provisioned, the trunk runs in its VLAN and the WAN holds it to the capacity
+    reserved (Iris adds no shaping of its own on an NSI trunk)."""
+    _, _, a = coord
+    mbps = 60
+    r = a.post("/reservations", body(mbps))
+    nsi = _nsi_of(a, r["id"])
+    cid, vlan = nsi["connection_id"], nsi["vlan"]
+    a.post(f"/reservations/{r['id']}/commit")
+    with _iaas_gateway_on_circuit(lab, vlan):
+        assert _crossing(lab, vlan) == []  # committed, not provisioned: nothing crosses
+        a.post(f"/reservations/{r['id']}/provision")
+        _active(a, r["id"], cid, True)
+        assert probe.reachable(lab.ns("amgmt"), "10.0.101.61")
+        crossed = _crossing(lab, vlan)
+        assert -1 in crossed and crossed.count(vlan) >= 5, crossed  # answered, and inside the circuit
+        l1 = next(x["l1"] for x in a.get(f"/reservations/{r['id']}")["resources"] if "l1" in x)
+        with probe.Iperf3Server(l1):
+            up = probe.iperf3(lab.ns("amgmt"), "10.0.101.61", seconds=4)
+            down = probe.iperf3(lab.ns("amgmt"), "10.0.101.61", seconds=4, reverse=True)
+        for goodput in (up, down):  # held by the WAN's circuit, in each direction
+            assert 0.6 * mbps <= goodput <= 1.05 * mbps, (up, down)
+        a.post(f"/reservations/{r['id']}/release")
+        _active(a, r["id"], cid, False)
+        assert _crossing(lab, vlan) == []  # released: nothing crosses, whatever the IaaS side sends
+    a.post(f"/reservations/{r['id']}/terminate")
 
 
 def test_the_provider_refusing_fails_the_reservation_and_frees_the_compute(lab, coord):

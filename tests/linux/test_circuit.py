@@ -12,7 +12,7 @@ from iris_haas import planning
 from iris_haas.contract import names
 from iris_haas.contract.ops import DesiredState, PortOp
 from iris_haas.hostd.gateway import GatewaySpec, iaas_gateway_ops, iaas_gateway_script
-from iris_haas.hostd.reconciler import HostConfig
+from iris_haas.hostd.reconciler import HostConfig, circuit_mac
 from iris_haas.lab import probe
 from iris_haas.linux import netlink as nl
 from iris_haas.linux import ovs, ovsdb
@@ -67,6 +67,8 @@ def test_the_trunk_crosses_the_wan_only_inside_the_circuit(sandbox):
     up, down = names.circuit_patch(VLAN)
     assert st.ports[up]["bridge"] == "br-phy" and st.ports[up]["tag"] == VLAN and st.ports[down]["bridge"] == "irisc1785"
     assert nl.addresses(g1, "irisc1785") == [haas_end]
+    # made again after the circuit went down and up, the end keeps its MAC: the far end's tunnel keeps the one it learnt
+    assert nl.links(g1)["irisc1785"]["address"] == circuit_mac(haas_end) == "02:00:c6:12:5b:e5"  # 198.18.91.229
     with probe.Sniffer(g2, "up") as sniff:
         assert probe.reachable(h1, "10.1.0.2")
         assert probe.ping(h1, "10.1.0.2", count=5, interval=0.1) == 5
