@@ -6,7 +6,7 @@ import pytest
 
 from iris_haas import planning
 from iris_haas.contract.errors import DataPlaneError
-from iris_haas.contract.ops import BridgeOp, L1Op, PortOp, ShapeOp, TunnelLimitOp, TunnelOp, VolumeOp
+from iris_haas.contract.ops import BridgeOp, CircuitOp, L1Op, PortOp, ShapeOp, TunnelLimitOp, TunnelOp, VolumeOp
 from iris_haas.contract.types import L1Kind
 
 pytestmark = pytest.mark.unit
@@ -100,3 +100,24 @@ def test_two_decisions_for_one_object_are_refused_not_merged():
     a, b = tenant("a", 1001, "198.18.0.11", site=1), tenant("a", 1002, "198.18.0.11", site=1)  # two keys
     with pytest.raises(DataPlaneError, match="two different ops"):
         planning.desired([a, b])
+
+
+def test_a_site_of_an_nsi_link_is_trunked_only_inside_its_circuit_while_it_is_up():
+    def site(vlan):
+        return planning.IaasSite(id=7, gateway="198.18.0.11", rate_mbit=100, nsi=True, circuit_vlan=vlan)
+
+    t = planning.Tenant("a", planning.Segment.of("a", 1001), gateways=[GW], sites=[site(None)])
+    t.l1s = [l1(t, "a1", 1)]
+    st = planning.desired([t])
+    assert [o for o in st["hgw"] if isinstance(o, TunnelOp) and not o.mesh] == []  # no best-effort path
+    assert not any(isinstance(o, CircuitOp | TunnelLimitOp) for o in st["hgw"])
+    t.sites = [site(1780)]
+    st = planning.desired([t])
+    haas, iaas = planning.circuit_ends(1780)
+    assert (haas, iaas) == ("198.18.91.209/30", "198.18.91.210/30")
+    [c] = [o for o in st["hgw"] if isinstance(o, CircuitOp)]
+    assert (c.name, c.uplink, c.vlan, c.address) == ("irisc1780", "up", 1780, haas)
+    [trunk] = [o for o in st["hgw"] if isinstance(o, TunnelOp) and not o.mesh]
+    assert (trunk.remote_ip, trunk.local_ip, trunk.key) == ("198.18.91.210", "198.18.91.209", 1001)
+    assert not any(isinstance(o, TunnelLimitOp) for o in st["hgw"])  # the provider holds the rate
+    assert not any(isinstance(o, CircuitOp) for h in st if h != "hgw" for o in st[h])
