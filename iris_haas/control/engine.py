@@ -138,6 +138,7 @@ class Coordinator:
         # open connection for its state (querySummarySync); a provider not reached is asked again
         self._leading = False
         self._nsi_pending: set[Provider] | None = None  # None: not yet known which
+        self._asking: set[str] = set()  # reservations whose providers this coordinator is asking now
         self._nsi_retry_at = 0.0
 
     def close(self) -> None:
@@ -208,9 +209,94 @@ class Coordinator:
             self._event(s, res, "errorEvent", message=e.message, version=res.version, **_provider_error(e))
             e.extra["reservation_id"] = res.id
             return e
+        network = self.managers.get("network")
+        if isinstance(network, NetworkManager) and network.checking(ctx):
+            self._asking.add(res.id)  # ReserveChecking until its providers answer: ``_ask_providers``
+            return None
         self._transition(s, res, "reservation", "reserve_ok")
         res.hold_expires_at = now + self.hold_timeout_s
         return None
+
+    def _ask_providers(self, res: Reservation) -> Reservation:
+        """A reservation left in ReserveChecking by its NSI items: each connection is asked of its
+        provider outside any transaction (the reservation visible as ReserveChecking meanwhile,
+        nothing else waiting on it; each ask bounded by the requester's timeout), then the answers
+        decide: every connection confirmed, ReserveHeld; any refused, ReserveFailed with the
+        provider's error, every held sibling aborted (the confirmed connections too). A
+        reservation that ended meanwhile keeps its end; what the providers confirmed for it is
+        terminated."""
+        network = self.managers.get("network")
+        if res.reservation_state != ReservationState.CHECKING or not isinstance(network, NetworkManager):
+            return res
+        rid = res.id
+        try:
+            with self.db.transaction() as s:
+                r = self._load(s, rid, None)
+                ctx = self._context(s, r, r.version)
+                calls = [(a.id, network.ask(ctx, a)) for a in network.checking(ctx)]
+            answers = [(aid, call()) for aid, call in calls]
+        except BaseException:
+            self._asking.discard(rid)  # the lead's reconciliation ends it
+            raise
+        new = {x["connection_id"] for _, x in answers if isinstance(x, dict) and x.pop("new")}
+        now = self.clock()
+
+        def tx(s: Session):
+            r = self._load(s, rid, None)
+            ctx = self._context(s, r, r.version)
+            held = {a.id: a for a in network.checking(ctx)}
+            if r.reservation_state != ReservationState.CHECKING or set(held) != {aid for aid, _ in answers}:
+                for _, x in answers:
+                    if isinstance(x, dict) and x["connection_id"] in new:
+                        network.forget(x)
+                return Outcome(r)
+            for aid, x in answers:
+                if isinstance(x, dict):
+                    held[aid].detail = {**held[aid].detail, "nsi": x}
+            failed = next((x for _, x in answers if isinstance(x, ReserveFailed)), None)
+            if failed is not None:
+                for m in self._involved(r):  # the confirmed connections are aborted with the rest
+                    m.abort(ctx)
+                self._transition(s, r, "reservation", "reserve_fail")
+                self._event(s, r, "errorEvent", message=failed.message, version=r.version, **_provider_error(failed))
+                failed.extra["reservation_id"] = r.id
+                return Outcome(r, failed)
+            self._transition(s, r, "reservation", "reserve_ok")
+            r.hold_expires_at = now + self.hold_timeout_s
+            return Outcome(r)
+
+        try:
+            return self._run(tx, admission=True, step="reserve_checked")
+        finally:
+            self._asking.discard(rid)
+
+    def _fail_stale_checking(self) -> int:
+        """Reservations left in ReserveChecking by a coordinator that stopped while it asked their
+        providers (none of this one's own asks): ReserveFailed, everything held freed. A
+        connection the provider confirmed meanwhile is unknown to Iris; the provider's own hold
+        timer ends it."""
+        with self.db.transaction() as s:
+            stale = [r for r in s.scalars(select(Reservation.id).where(
+                Reservation.reservation_state == ReservationState.CHECKING)) if r not in self._asking]
+
+        def fail(rid: str):
+            def tx(s: Session):
+                res = self._load(s, rid, None)
+                if res.reservation_state != ReservationState.CHECKING or rid in self._asking:
+                    return Outcome(res)
+                ctx = self._context(s, res, res.version)
+                for m in self._involved(res):
+                    m.abort(ctx)
+                self._transition(s, res, "reservation", "reserve_fail")
+                self._event(s, res, "errorEvent", version=res.version, reconciled=True,
+                            message="the coordinator stopped while it waited for the NSI provider's answer; "
+                                    "nothing of this version is held")
+                return Outcome(res)
+            return tx
+
+        for rid in stale:
+            self._run(fail(rid), admission=True, step="reserve_stale")
+        return len(stale)
 
     def _sync(self, s: Session, res: Reservation, now: float) -> bool:
         """Set whether the data plane is active: only while Provisioned and start <= now < end.
@@ -388,7 +474,7 @@ class Coordinator:
             s.flush()
             return Outcome(res, self._check(s, res, now))
 
-        return self._run(tx, admission=True, step="reserve")
+        return self._ask_providers(self._run(tx, admission=True, step="reserve"))
 
     def modify(self, tenant_id: int | None, rid: str, req: ModifyRequest) -> Reservation:
         now = self.clock()
@@ -428,7 +514,7 @@ class Coordinator:
             s.flush()
             return Outcome(res, self._check(s, res, now))
 
-        return self._run(tx, admission=True, step="modify")
+        return self._ask_providers(self._run(tx, admission=True, step="modify"))
 
     def commit(self, tenant_id: int | None, rid: str) -> Reservation:
         now = self.clock()
@@ -784,10 +870,12 @@ class Coordinator:
             return 0
         if time.monotonic() < self._nsi_retry_at:
             return 0
+        if self._nsi_pending is None:
+            self._fail_stale_checking()
         with self.db.transaction() as s:
             open_ = [(a.reservation_id, a.detail["nsi"]) for a in s.scalars(
                 select(Allocation).where(Allocation.resource_kind == "link", Allocation.status.in_(["held", "committed"])))
-                if "nsi" in a.detail]
+                if "connection_id" in a.detail.get("nsi", {})]
         by_provider: dict[Provider, dict[str, set[str]]] = {}
         for rid, nsi in open_:
             by_provider.setdefault(Provider(nsi["provider"], nsi["provider_nsa"]), {}).setdefault(
@@ -826,7 +914,7 @@ class Coordinator:
             mine = [a for a in s.scalars(select(Allocation).where(
                 Allocation.reservation_id == rid, Allocation.resource_kind == "link",
                 Allocation.status.in_(["held", "committed"])).order_by(Allocation.status.desc(), Allocation.id))
-                if a.detail.get("nsi", {}).get("provider_nsa") == provider.nsa]
+                if a.detail.get("nsi", {}).get("provider_nsa") == provider.nsa and "connection_id" in a.detail["nsi"]]
             for a in mine:
                 if a.status not in ("held", "committed"):  # freed by an earlier step of this loop
                     continue

@@ -11,6 +11,7 @@ with their VLAN.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -79,35 +80,52 @@ class NetworkManager(ResourceManager):
         self.nsi = nsi  # without it, an nsi link refuses every reservation
 
     def _nsi(self, ctx: Context, *statuses: str) -> list[Allocation]:
-        return [a for a in self._allocations(ctx) if "nsi" in a.detail and a.status in statuses]
+        """The allocations of connections a provider confirmed (one still checking has no connectionId)."""
+        return [a for a in self._allocations(ctx) if "connection_id" in a.detail.get("nsi", {}) and a.status in statuses]
 
-    def _reserve_nsi(self, ctx: Context, index: int, link: Link, mbps: int) -> dict:
-        """NSI reserve over the link's STPs; the connection held on reserveConfirmed, ReserveFailed
-        on reserveFailed, a fault or no answer in time (the provider's errorId and text in it)."""
-        if self.nsi is None:
-            raise ReserveFailed(f"network item {index}: link {link.name} is an NSI link and this coordinator has no "
-                                "NSI requester configured")
+    def checking(self, ctx: Context) -> list[Allocation]:
+        """This version's connections not yet asked of their provider (``nsi.checking``)."""
+        return [a for a in self._allocations(ctx, status="held", version=ctx.reservation.version)
+                if (a.detail.get("nsi") or {}).get("checking")]
+
+    def ask(self, ctx: Context, a: Allocation) -> Callable[[], dict | ReserveFailed]:
+        """The NSI reserve of a connection still checking, as a call to make outside any
+        transaction (it waits for the provider, at most the requester's timeout): it answers the
+        connection's record (held on reserveConfirmed), or the refusal (reserveFailed, a fault, no
+        answer in time; the provider's errorId and text in it). A modify of a committed connection
+        is a reserve on its connectionId, at the new version."""
+        assert self.nsi is not None
+        nsi = self.nsi
+        link = ctx.session.get_one(Link, a.detail["nsi"]["link_id"])
         assert link.nsi_provider and link.nsi_provider_nsa and link.source_stp and link.dest_stp
         provider = Provider(link.nsi_provider, link.nsi_provider_nsa)
-        # a modify of a committed connection is a reserve on the same connectionId, at the new version
-        previous = next((a.detail["nsi"] for a in self._allocations(ctx, status="committed", item=index)
-                         if "nsi" in a.detail), None)
-        criteria = messages.Criteria(version=ctx.reservation.version, start=ctx.start, end=ctx.end, capacity_mbps=mbps,
+        previous = next((x.detail["nsi"] for x in self._allocations(ctx, status="committed", item=a.item)
+                         if "connection_id" in x.detail.get("nsi", {})), None)
+        criteria = messages.Criteria(version=ctx.reservation.version, start=ctx.start, end=ctx.end, capacity_mbps=a.mbps,
                                      source_stp=link.source_stp, dest_stp=link.dest_stp,
                                      service_type=link.service_type or "")
-        try:
-            ok = self.nsi.reserve(provider, criteria, global_reservation_id=f"urn:uuid:{_uuid(ctx.reservation.id)}",
-                                  description=f"iris reservation {ctx.reservation.id} item {index}",
-                                  connection_id=previous["connection_id"] if previous else None)
-        except NsiError as e:
-            if e.connection_id and previous is None:  # the provider keeps a failed connection until told
-                self._forget(provider, e.connection_id)
-            raise ReserveFailed(f"network item {index}: {e.message}", **_refused(e)) from None
-        confirmed = ok.criteria or criteria
-        return {"connection_id": ok.connection_id, "provider": provider.url, "provider_nsa": provider.nsa,
-                "source_stp": confirmed.source_stp, "dest_stp": confirmed.dest_stp,
-                "vlan": _vlan(confirmed.source_stp), "service_type": confirmed.service_type,
-                "active": bool(previous and previous.get("active"))}
+        rid, index = ctx.reservation.id, a.item
+
+        def call() -> dict | ReserveFailed:
+            try:
+                ok = nsi.reserve(provider, criteria, global_reservation_id=f"urn:uuid:{_uuid(rid)}",
+                                 description=f"iris reservation {rid} item {index}",
+                                 connection_id=previous["connection_id"] if previous else None)
+            except NsiError as e:
+                if e.connection_id and previous is None:  # the provider keeps a failed connection until told
+                    self._forget(provider, e.connection_id)
+                return ReserveFailed(f"network item {index}: {e.message}", **_refused(e))
+            confirmed = ok.criteria or criteria
+            return {"connection_id": ok.connection_id, "provider": provider.url, "provider_nsa": provider.nsa,
+                    "source_stp": confirmed.source_stp, "dest_stp": confirmed.dest_stp,
+                    "vlan": _vlan(confirmed.source_stp), "service_type": confirmed.service_type,
+                    "active": bool(previous and previous.get("active")), "new": previous is None}
+
+        return call
+
+    def forget(self, nsi: dict) -> None:
+        """terminate a connection a provider confirmed that Iris will never use."""
+        self._forget(provider_of(nsi), nsi["connection_id"])
 
     def reserve(self, ctx: Context, index: int, item: dict) -> None:
         site = tenant_site(ctx.session, ctx.tenant, item.get("tenant_site"))
@@ -125,7 +143,12 @@ class NetworkManager(ResourceManager):
         link = next(link for link in links if link.id == chosen[0])
         detail: dict = {"link": link.name, "tenant_site": site.name}
         if link.kind == "nsi":
-            detail["nsi"] = self._reserve_nsi(ctx, index, link, mbps)
+            if self.nsi is None:
+                raise ReserveFailed(f"network item {index}: link {link.name} is an NSI link and this coordinator has "
+                                    "no NSI requester configured")
+            # asked of the provider once this is stored (ReserveChecking), outside the transaction: see ``ask``
+            detail["nsi"] = {"checking": True, "link_id": link.id, "provider": link.nsi_provider,
+                             "provider_nsa": link.nsi_provider_nsa}
         self.hold(ctx, index, link.id, detail, mbps=mbps)
 
     def _each(self, allocations: list[Allocation], operation: str, *, strict: bool) -> None:
