@@ -55,6 +55,7 @@ Ops (``op`` is the discriminator):
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -234,3 +235,17 @@ def gre_overhead(keyed: bool = True) -> int:
 def inner_mtu(underlay_mtu: int, wanted: int = 1500, keyed: bool = True) -> int:
     """The largest L1 MTU that still fits through a GRE tunnel over ``underlay_mtu``."""
     return min(wanted, underlay_mtu - gre_overhead(keyed))
+
+
+# Each NSI circuit is a point-to-point L2 path between two gateways' WAN ports on one VLAN; its two
+# ends take a /30 of this block derived from the VLAN (a VLAN is one circuit's on a port): the HaaS
+# gateway the first host, the IaaS gateway the second. Private to the circuit, never routed.
+CIRCUIT_BLOCK = ipaddress.ip_network("198.18.64.0/18")
+
+
+def circuit_ends(vlan: int) -> tuple[str, str]:
+    """(the HaaS end, the IaaS end) of the circuit on ``vlan``, as address/prefix."""
+    if not 1 <= vlan <= 4094:
+        raise ValueError(f"VLAN {vlan} is not in 1-4094")
+    base = int(CIRCUIT_BLOCK.network_address) + 4 * vlan
+    return (f"{ipaddress.ip_address(base + 1)}/30", f"{ipaddress.ip_address(base + 2)}/30")

@@ -22,12 +22,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from iris_haas.contract import names
-from iris_haas.contract.ops import BridgeOp, CircuitOp, DesiredState, PortOp, TunnelLimitOp, TunnelOp, gre_overhead
+from iris_haas.contract.ops import (
+    BridgeOp,
+    CircuitOp,
+    DesiredState,
+    PortOp,
+    TunnelLimitOp,
+    TunnelOp,
+    circuit_ends,
+    gre_overhead,
+)
 from iris_haas.hostd.context import HostConfig
 from iris_haas.hostd.reconciler import Wanted, circuit_rows, ovsdb_changes
 from iris_haas.linux import ovs, tc
 from iris_haas.linux.ovsdb import OvsState
-from iris_haas.planning import circuit_ends
 
 
 @dataclass(frozen=True)

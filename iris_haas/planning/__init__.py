@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from iris_haas.contract.errors import DataPlaneError
-from iris_haas.contract.ops import Op
+from iris_haas.contract.ops import Op, circuit_ends
 from iris_haas.planning import compute, network, storage
 from iris_haas.planning.model import (
     L0,
@@ -21,7 +21,6 @@ from iris_haas.planning.model import (
     Segment,
     Tenant,
     Volume,
-    circuit_ends,
     router_interface,
 )
 

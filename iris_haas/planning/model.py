@@ -62,20 +62,6 @@ class IaasSite:
     circuit_vlan: int | None = None  # the VLAN of the NSI circuit the trunk runs in (its data plane up)
 
 
-# Each NSI circuit is a point-to-point L2 path between two gateways' WAN ports on one VLAN; its two
-# ends take a /30 of this block derived from the VLAN (a VLAN is one circuit's on a port): the HaaS
-# gateway the first host, the IaaS gateway the second. Private to the circuit, never routed.
-CIRCUIT_BLOCK = ipaddress.ip_network("198.18.64.0/18")
-
-
-def circuit_ends(vlan: int) -> tuple[str, str]:
-    """(the HaaS end, the IaaS end) of the circuit on ``vlan``, as address/prefix."""
-    if not 1 <= vlan <= 4094:
-        raise ValueError(f"VLAN {vlan} is not in 1-4094")
-    base = int(CIRCUIT_BLOCK.network_address) + 4 * vlan
-    return (f"{ipaddress.ip_address(base + 1)}/30", f"{ipaddress.ip_address(base + 2)}/30")
-
-
 @dataclass(frozen=True)
 class L1:
     """An L1 node on an L0, with one NIC on its segment: ``vlan`` native and, with ``trunk``, every

@@ -23,8 +23,8 @@ subnets on both never meet.
 from __future__ import annotations
 
 from iris_haas.contract import names
-from iris_haas.contract.ops import BridgeOp, CircuitOp, Op, PortOp, TunnelLimitOp, TunnelOp
-from iris_haas.planning.model import L0, IaasSite, Segment, Tenant, circuit_ends
+from iris_haas.contract.ops import BridgeOp, CircuitOp, Op, PortOp, TunnelLimitOp, TunnelOp, circuit_ends
+from iris_haas.planning.model import L0, IaasSite, Segment, Tenant
 
 
 def segments(t: Tenant) -> list[Segment]:
