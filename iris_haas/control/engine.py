@@ -233,11 +233,17 @@ class Coordinator:
             with self.db.transaction() as s:
                 r = self._load(s, rid, None)
                 ctx = self._context(s, r, r.version)
-                calls = [(a.id, network.ask(ctx, a)) for a in network.checking(ctx)]
-            answers = [(aid, call()) for aid, call in calls]
+                calls = [(a.id, a.item, network.ask(ctx, a)) for a in network.checking(ctx)]
         except BaseException:
             self._asking.discard(rid)  # the lead's reconciliation ends it
             raise
+        answers: list[tuple[int, dict | ReserveFailed]] = []
+        for aid, item, call in calls:
+            try:
+                answers.append((aid, call()))
+            except Exception as e:  # noqa: BLE001 - whatever went wrong on the way to the provider: a refusal
+                log.exception("NSI reserve of network item %s of %s", item, rid)
+                answers.append((aid, ReserveFailed(f"network item {item}: the NSI request failed: {type(e).__name__}")))
         new = {x["connection_id"] for _, x in answers if isinstance(x, dict) and x.pop("new")}
         now = self.clock()
 
