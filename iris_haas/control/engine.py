@@ -209,8 +209,7 @@ class Coordinator:
             self._event(s, res, "errorEvent", message=e.message, version=res.version, **_provider_error(e))
             e.extra["reservation_id"] = res.id
             return e
-        network = self.managers.get("network")
-        if isinstance(network, NetworkManager) and network.checking(ctx):
+        if any(a.resource_kind == "link" and "checking" in a.detail.get("nsi", {}) for a in ctx.held):
             self._asking.add(res.id)  # ReserveChecking until its providers answer: ``_ask_providers``
             return None
         self._transition(s, res, "reservation", "reserve_ok")
