@@ -172,7 +172,8 @@ def run(console: Console, *, out: Path = Path("."), quick: bool = False) -> int:
                  + (", kvm L1s" if kvm_l1s else "") + " from the IaaS image")
             fleet = qemu.Fleet()
             stack.callback(fleet.close)
-            qres = _qemu_tables(console, check, lab, admin, tenant["a"], hosts, fleet, data_dir, kvm_l1s)
+            qres = _qemu_tables(console, check, lab, admin, tenant["a"], hosts, fleet, data_dir, kvm_l1s,
+                                a_iaas.netns)
             res["a-vms"] = qres
             extra_l1s = [x["l1"] for x in qres["resources"] if "l1" in x]
             m = qemu.measure(fleet, count=10 if quick else 20, seconds=seconds)
@@ -181,7 +182,7 @@ def run(console: Console, *, out: Path = Path("."), quick: bool = False) -> int:
             if not kvm_l1s:
                 for label in ("IaaS-HaaS(K)", "HaaS(K)-HaaS(K)"):
                     report["not_measured"][label] = "quick mode: no kvm L1 (its user VM boots TCG inside TCG, minutes)"
-            report["user_vms"] = {"boot_s": fleet.boot_s, "guest": "QEMU TCG, 1 vCPU, "
+            report["user_vms"] = {"boot_s": fleet.boot_s, "retransmits": m["retransmits"], "guest": "QEMU TCG, 1 vCPU, "
                                   f"{uservm.GUEST_MEMORY_MB} MB, this machine's kernel, busybox and iperf3"}
             console.print(_matrix_table(report))
             want = [lb for lb, *_ in qemu.PAIRS if "(K)" not in lb or kvm_l1s]
@@ -246,7 +247,7 @@ def run(console: Console, *, out: Path = Path("."), quick: bool = False) -> int:
 
 
 def _qemu_tables(console: Console, check: Checks, lab, admin, tenant, iaas_hosts: dict, fleet: qemu.Fleet,
-                 data_dir: Path, kvm_l1s: int) -> dict:
+                 data_dir: Path, kvm_l1s: int, peer_ns: str) -> dict:
     """Tenant a's IaaS logs into two of its IaaS hosts and into the L1s of a second reservation
     (lxc, and ``kvm_l1s`` kvm, from the IaaS image) and deploys a QEMU user VM on each (see
     :mod:`iris_haas.demo.qemu`); returns the reservation once the VMs that could boot answer."""
@@ -286,6 +287,9 @@ def _qemu_tables(console: Console, check: Checks, lab, admin, tenant, iaas_hosts
             fleet.hosts[k] = host
         for n, k in enumerate(("i1", "i2", "l1", "l2")):
             fleet.deploy(k, f"aq{k}", tpl, GUEST_VLAN, n + 1)
+    with console.status("the QEMU guests on the IaaS hosts and lxc L1s boot (TCG)"):
+        for k in ("i1", "i2", "l1", "l2"):
+            fleet.wait(f"aq{k}", peer_ns, timeout=90)
     with console.status("log into the kvm L1s over SSH (TCG: a boot takes a while), their bridge, their VMs"):
         for n, k in enumerate(sorted(k for k in l1 if k.startswith("k"))):
             host, nic = l1[k]
@@ -301,9 +305,10 @@ def _qemu_tables(console: Console, check: Checks, lab, admin, tenant, iaas_hosts
     check(f"a: {len(l1)} L1s from the IaaS image (lxc{', kvm' if kvm_l1s else ''}) provisioned; the IaaS management "
           "host logs into each over SSH and prepares its bridge", all(k in fleet.hosts for k in l1),
           "s from reserve to SSH: " + ", ".join(f"{k} {v}" for k, v in up.items()))
-    with console.status("the QEMU guests boot (TCG; in a kvm L1 TCG inside TCG)"):
-        for name in sorted(fleet.vms, key=lambda v: "k" in v):  # the kvm L1s' VMs last, they are slowest
-            fleet.wait(name, timeout=420 if "k" in name[2:] else 90)
+    with console.status("the QEMU guests in the kvm L1s boot (TCG inside TCG)"):
+        for name in fleet.vms:
+            if name not in fleet.boot_s and name not in fleet.errors:
+                fleet.wait(name, peer_ns, timeout=420)
     check(f"{len(fleet.vms)} QEMU user VMs deployed over SSH answer on their serial shell",
           len(fleet.boot_s) == len(fleet.vms) == len(l1) + 2,
           "s from deploy: " + ", ".join(f"{k} {v}" for k, v in fleet.boot_s.items()))

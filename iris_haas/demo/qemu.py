@@ -19,7 +19,7 @@ from pathlib import Path
 
 from iris_haas.contract import names
 from iris_haas.hostd import images
-from iris_haas.lab import realizer, uservm
+from iris_haas.lab import probe, realizer, uservm
 
 OWNER = "iaas:a"
 L1_WORKDIR, L1_OVS_DB = "/var/lib/iris-uvm", "unix:/run/iris-ovs/db.sock"
@@ -65,18 +65,26 @@ class Fleet:
         vm.deployed_at = time.monotonic()  # type: ignore[attr-defined]
         return vm
 
-    def wait(self, name: str, timeout: float) -> bool:
-        """Until the guest's shell answers (its boot done); its boot time in :attr:`boot_s`."""
+    def wait(self, name: str, peer_ns: str, timeout: float) -> bool:
+        """Until the guest answers a ping from ``peer_ns`` on its VLAN (its boot time, from the
+        deploy call, in :attr:`boot_s`: a ping costs its host nothing, unlike an SSH login into a
+        kvm L1 under TCG), then its serial shell."""
         vm = self.vms[name]
-        deadline = time.monotonic() + timeout
+        try:
+            probe.first_reply(peer_ns, vm.ip, timeout=timeout)
+            self.boot_s[name] = round(time.monotonic() - vm.deployed_at, 1)  # type: ignore[attr-defined]
+        except TimeoutError:
+            self.errors[name] = f"{name} did not answer a ping {timeout:.0f} s after its deploy"
+            return False
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if vm.shell("true", timeout=3)[0] == 0:
-                    self.boot_s[name] = round(time.monotonic() - vm.deployed_at, 1)  # type: ignore[attr-defined]
+                if vm.shell("true", timeout=5)[0] == 0:
                     return True
             except uservm.DeployFailed:
                 time.sleep(1)
-        self.errors[name] = f"{name} did not answer on its serial shell in {timeout:.0f} s"
+        del self.boot_s[name]
+        self.errors[name] = f"{name} answers a ping but not on its serial shell"
         return False
 
     def destroy(self) -> list[str]:
@@ -108,7 +116,7 @@ def l1_host(mgmt_ns: str, key: Path, resource: dict, address: str) -> tuple[user
 
 def measure(fleet: Fleet, *, count: int, seconds: float, rtt_only: set[str] = frozenset()) -> dict:
     """RTT and goodput of each pair whose two VMs answer; the rest in ``not_measured``."""
-    out: dict = {"rtt_ms": {}, "goodput_mbps": {}, "not_measured": {}}
+    out: dict = {"rtt_ms": {}, "goodput_mbps": {}, "retransmits": {}, "not_measured": {}}
     for label, a, b in PAIRS:
         if a not in fleet.vms or b not in fleet.vms or a not in fleet.boot_s or b not in fleet.boot_s:
             why = "; ".join(fleet.errors.get(x, f"{x} not deployed") for x in (a, b) if x not in fleet.boot_s)
@@ -117,8 +125,8 @@ def measure(fleet: Fleet, *, count: int, seconds: float, rtt_only: set[str] = fr
         try:
             out["rtt_ms"][label] = round(uservm.guest_rtt_ms(fleet.vms[a], fleet.vms[b].ip, count=count), 3)
             if label not in rtt_only:
-                out["goodput_mbps"][label] = round(
-                    uservm.guest_goodput_mbps(fleet.vms[a], fleet.vms[b], seconds=seconds), 1)
+                mbps, retransmits = uservm.guest_iperf3(fleet.vms[a], fleet.vms[b], seconds=seconds)
+                out["goodput_mbps"][label], out["retransmits"][label] = round(mbps, 1), retransmits
         except uservm.DeployFailed as e:
             out["not_measured"][label] = str(e)[-300:]
     return out

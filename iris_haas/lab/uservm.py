@@ -469,9 +469,10 @@ def guest_rtt_ms(src: UserVm, ip: str, *, count: int = 10, interval: float = 0.2
     return float(m.group(1))
 
 
-def guest_goodput_mbps(client: UserVm, server: UserVm, *, seconds: float = 3, port: int = 5201) -> float:
+def guest_iperf3(client: UserVm, server: UserVm, *, seconds: float = 3, port: int = 5201) -> tuple[float, int]:
     """TCP goodput (Mbit/s, what the receiver got) from the guest ``client`` to the guest
-    ``server``: iperf3 inside both (the server one-off, in the background)."""
+    ``server``, and the sender's retransmitted segments: iperf3 inside both (the server one-off,
+    in the background)."""
     rc, out = server.shell(f"iperf3 -s -1 -D -p {port}", timeout=20)
     if rc != 0:
         raise DeployFailed(f"{server.name}: iperf3 -s exited {rc}: {out[-300:]}")
@@ -483,7 +484,7 @@ def guest_goodput_mbps(client: UserVm, server: UserVm, *, seconds: float = 3, po
         except ValueError:
             res = {"error": out[-300:]}
         if "error" not in res:
-            return res["end"]["sum_received"]["bits_per_second"] / 1e6
+            return res["end"]["sum_received"]["bits_per_second"] / 1e6, int(res["end"]["sum_sent"].get("retransmits", 0))
         if time.monotonic() > deadline or "refused" not in str(res["error"]):  # the server starting
             raise DeployFailed(f"{client.name} -> {server.ip}: iperf3: {res['error']}")
         time.sleep(0.5)
