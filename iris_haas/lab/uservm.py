@@ -110,6 +110,17 @@ sys.stderr.write("no answer: %r" % buf[-300:]); sys.exit(124)
 """
 
 
+# GRO off on a NIC (SIOCETHTOOL, ETHTOOL_SGRO) with the host's python3 (the image has no ethtool):
+# a userspace OVS reads the NIC through a packet socket one MTU at a time, so segments the
+# kernel merged on receive (a kvm L1's virtio-net does) would reach it cut and be lost
+GRO_OFF = r"""
+import ctypes, fcntl, socket, struct, sys
+v = ctypes.create_string_buffer(struct.pack("II", 0x2c, 0))
+fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0x8946,
+            struct.pack("16sP", sys.argv[1].encode(), ctypes.addressof(v)) + bytes(16))
+"""
+
+
 class DeployFailed(RuntimeError):
     pass
 
@@ -397,7 +408,8 @@ def migrate(vm: UserVm, dst: HostSsh, tpl: Template, *, owner: str, port: int = 
 
 def prepare_host(host: HostSsh, nic: str, mgmt_vlan: int, owner: str, rundir: str = "/run/iris-ovs") -> None:
     """The host's own Open vSwitch (the image's), the guests' bridge on its NIC: management VLAN
-    native, guest VLANs tagged (what the operator sets up before CloudStack's "add host").
+    native, guest VLANs tagged, the NIC's GRO off (:data:`GRO_OFF`): what the operator sets up
+    before CloudStack's "add host").
     Idempotent. The database is then ``unix:<rundir>/db.sock`` (give it as ``HostSsh.ovs_db``)."""
     inst = ovs.OvsInstance(Path(rundir), None, owner)
     env = " ".join(f"{k}={v}" for k, v in inst._env().items())
@@ -407,6 +419,7 @@ def prepare_host(host: HostSsh, nic: str, mgmt_vlan: int, owner: str, rundir: st
     for c in inst.start_cmds():
         lines.append(f"  {env} {c}" if c.argv[0] != "ovsdb-tool" else f"  [ -e {rundir}/conf.db ] || {c}")
     lines.append("fi")
+    lines.append(f"python3 -c {shlex.quote(GRO_OFF)} {nic}")
     lines.append(str(ovs.txn(inst.db, *ovs.add_bridge(host.bridge, datapath_type="netdev", external_ids=ids),
                              *ovs.add_port(host.bridge, nic, tag=mgmt_vlan, vlan_mode="native-untagged",
                                            external_ids=ids))))
