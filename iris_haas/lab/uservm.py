@@ -409,7 +409,7 @@ def migrate(vm: UserVm, dst: HostSsh, tpl: Template, *, owner: str, port: int = 
 def prepare_host(host: HostSsh, nic: str, mgmt_vlan: int, owner: str, rundir: str = "/run/iris-ovs") -> None:
     """The host's own Open vSwitch (the image's), the guests' bridge on its NIC: management VLAN
     native, guest VLANs tagged, the NIC's GRO off (:data:`GRO_OFF`): what the operator sets up
-    before CloudStack's "add host").
+    before CloudStack's "add host".
     Idempotent. The database is then ``unix:<rundir>/db.sock`` (give it as ``HostSsh.ovs_db``)."""
     inst = ovs.OvsInstance(Path(rundir), None, owner)
     env = " ".join(f"{k}={v}" for k, v in inst._env().items())
