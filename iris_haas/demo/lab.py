@@ -386,7 +386,7 @@ def _charts(report: dict, out: Path, console: Console) -> list[str]:
     labels = _labels(report)
     x = range(len(labels))
     series = (("QEMU user VMs (TCG), this machine", m), ("namespaces (data path alone)", report.get("datapath", {})),
-              ("paper (1 GbE, KVM, 2013)", report["paper"]))
+              ("paper (1 GbE, 2013)", report["paper"]))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, key, unit in ((axes[0], "rtt_ms", "RTT (ms, log)"), (axes[1], "goodput_mbps", "goodput (Mbit/s)")):
         for j, (name, src) in enumerate(series):
