@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 from contextlib import ExitStack
@@ -300,7 +301,7 @@ def _qemu_tables(console: Console, check: Checks, lab, admin, tenant, iaas_hosts
                 fleet.prepared.append(host)
                 fleet.hosts[k] = host
                 fleet.deploy(k, f"aq{k}", tpl, GUEST_VLAN, n + 5)
-            except (uservm.DeployFailed, OSError) as e:
+            except (uservm.DeployFailed, OSError, subprocess.TimeoutExpired) as e:
                 fleet.errors[f"aq{k}"] = f"kvm L1 {k}: {type(e).__name__}: {str(e)[-300:]}"
     check(f"a: {len(l1)} L1s from the IaaS image (2 lxc, {kvm_l1s} kvm) provisioned; the IaaS management "
           "host logs into each over SSH and prepares its bridge", all(k in fleet.hosts for k in l1),

@@ -54,15 +54,16 @@ class Fleet:
     vms: dict[str, uservm.UserVm] = field(default_factory=dict)
     hosts: dict[str, uservm.HostSsh] = field(default_factory=dict)
     prepared: list[uservm.HostSsh] = field(default_factory=list)
+    deployed_at: dict[str, float] = field(default_factory=dict)
     boot_s: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     stack: ExitStack = field(default_factory=ExitStack)
 
     def deploy(self, host_key: str, name: str, tpl: uservm.Template, vlan: int, i: int) -> uservm.UserVm:
+        t0 = time.monotonic()
         vm = uservm.deploy_user_vm(self.hosts[host_key], tpl, name, vlan, f"52:54:00:1a:00:{0x40 + i:02x}",
                                    f"10.1.0.{40 + i}/24", owner=OWNER)
-        self.vms[name] = vm
-        vm.deployed_at = time.monotonic()  # type: ignore[attr-defined]
+        self.vms[name], self.deployed_at[name] = vm, t0
         return vm
 
     def wait(self, name: str, peer_ns: str, timeout: float) -> bool:
@@ -72,7 +73,7 @@ class Fleet:
         vm = self.vms[name]
         try:
             probe.first_reply(peer_ns, vm.ip, timeout=timeout)
-            self.boot_s[name] = round(time.monotonic() - vm.deployed_at, 1)  # type: ignore[attr-defined]
+            self.boot_s[name] = round(time.monotonic() - self.deployed_at[name], 1)
         except TimeoutError:
             self.errors[name] = f"{name} did not answer a ping {timeout:.0f} s after its deploy"
             return False
