@@ -4,13 +4,13 @@ A coordinator (SQLite) and the lab with its agents; the HaaS inventory registere
 API; two tenants register their IaaS sites. Tenant A reserves two LXC L1 nodes and 200 Mbit/s
 for ten minutes (service model a), commits and provisions; the IaaS's own software (a stand-in
 for CloudStack's KVM agent) runs user VMs (namespaces) on a guest VLAN on both sides, for the
-shaped rate and the data path alone. Then the paper's tables 4 and 5 as a matrix between real
-QEMU user VMs the IaaS deploys over SSH (:mod:`iris_haas.demo.qemu`) on two IaaS hosts and on
-L1s of a second reservation booted from the IaaS image: two lxc, two kvm (one in the quick
-mode): RTT and goodput measured from inside the guests. Tenant B does the same with the same VLAN IDs and subnets; the demo checks
-both are isolated and that no L1 reaches the control network. Then release, terminate, tear down.
-It writes ``report.json`` and PNG charts beside the paper's numbers, and exits non-zero if any
-check failed.
+shaped rate and the data path alone. Tenant B does the same with the same VLAN IDs and subnets.
+Then the paper's tables 4 and 5 as a matrix between real QEMU user VMs that tenant a's IaaS
+deploys over SSH (:mod:`iris_haas.demo.qemu`) on two IaaS hosts and on the L1s of a second
+reservation booted from the IaaS image (two lxc, two kvm; one kvm in the quick mode): RTT and
+goodput measured from inside the guests. The demo checks both tenants are isolated and that no
+L1 reaches the control network. Then release, terminate, tear down. It writes ``report.json``
+and PNG charts beside the paper's numbers, and exits non-zero if any check failed.
 """
 
 from __future__ import annotations
