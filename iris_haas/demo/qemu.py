@@ -127,7 +127,7 @@ def measure(fleet: Fleet, *, count: int, seconds: float, rtt_only: set[str] = fr
             out["rtt_ms"][label] = round(uservm.guest_rtt_ms(fleet.vms[a], fleet.vms[b].ip, count=count), 3)
             if label not in rtt_only:
                 mbps, retransmits = uservm.guest_iperf3(fleet.vms[a], fleet.vms[b], seconds=seconds)
-                out["goodput_mbps"][label], out["retransmits"][label] = round(mbps, 1), retransmits
+                out["goodput_mbps"][label], out["retransmits"][label] = round(mbps, 3), retransmits
         except uservm.DeployFailed as e:
             out["not_measured"][label] = str(e)[-300:]
     return out
