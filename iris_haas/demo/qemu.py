@@ -2,7 +2,7 @@
 
 Tenant a's IaaS management host logs into two hosts of its IaaS DC (namespaces with sshd) and
 into L1s it reserved booted from the OS image with the IaaS stack (Open vSwitch, QEMU): two lxc
-L1s and two kvm L1s (one in the quick mode; QEMU's TCG here, no KVM on this machine). On each
+L1s and two kvm L1s (none in the quick mode; QEMU's TCG here, no KVM on this machine). On each
 it prepares the host's own bridge and deploys one QEMU user VM on the guest VLAN
 (:mod:`iris_haas.lab.uservm`: this machine's kernel, a busybox initramfs with iperf3). The pairs
 are measured from inside the guests, through their serial shell: busybox ``ping`` for the RTT,
