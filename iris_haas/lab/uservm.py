@@ -31,7 +31,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 import shlex
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -61,9 +63,13 @@ ip link set lo up
 ip link set eth0 up
 [ -n "$ADDR" ] && ip addr add "$ADDR" dev eth0
 [ -n "$ADDR" ] && arping -U -c 2 -I eth0 -s "${ADDR%/*}" "${ADDR%/*}" >/dev/null 2>&1
+# the IaaS's way into its guest (what a guest agent is for): a root shell on the second serial
+# port, a unix socket of QEMU's on the host (:meth:`UserVm.shell`); no network service
+(while true; do setsid sh -c 'exec sh </dev/ttyS1 >/dev/ttyS1 2>&1'; done) &
 echo IRIS-UVM-READY
 while true; do sleep 3600; done
 """
+GUEST_TOOLS = ["iperf3"]  # this machine's binaries, with their shared libraries, in the guest
 # a QMP client for the host's python3 (the IaaS stack's Open vSwitch brings it): one command,
 # its "return" printed as JSON
 QMP_CLIENT = r"""
@@ -80,6 +86,38 @@ json.loads(f.readline())
 call({"execute": "qmp_capabilities"})
 m = call(json.loads(sys.argv[2]))
 print(json.dumps(m)); sys.exit(0 if "return" in m else 1)
+"""
+# a client of the guest's serial shell for the host's python3: one command, its output printed,
+# its exit status this script's (the command's echo carries "TAG=$?", never "TAG=<digits>")
+SHELL_CLIENT = r"""
+import re, socket, sys, time
+tag = "IRISSH%d" % (int(time.time() * 1000) % 10**9)
+s = socket.socket(socket.AF_UNIX); s.settimeout(0.5); s.connect(sys.argv[1])
+s.sendall(("\n%s; echo %s=$?\n" % (sys.argv[2], tag)).encode())
+deadline, buf, pat = time.monotonic() + float(sys.argv[3]), b"", re.compile((tag + r"=(\d+)").encode())
+while time.monotonic() < deadline:
+    try:
+        c = s.recv(65536)
+    except socket.timeout:
+        continue
+    if not c:
+        break
+    buf += c
+    m = pat.search(buf)
+    if m:
+        sys.stdout.write(buf[:m.start()].decode(errors="replace").replace("\r", "")); sys.exit(int(m.group(1)))
+sys.stderr.write("no answer: %r" % buf[-300:]); sys.exit(124)
+"""
+
+
+# GRO off on a NIC (SIOCETHTOOL, ETHTOOL_SGRO) with the host's python3 (the image has no ethtool):
+# a userspace OVS reads the NIC through a packet socket one MTU at a time, so segments the
+# kernel merged on receive (a kvm L1's virtio-net does) would reach it cut and be lost
+GRO_OFF = r"""
+import ctypes, fcntl, socket, struct, sys
+v = ctypes.create_string_buffer(struct.pack("II", 0x2c, 0))
+fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0x8946,
+            struct.pack("16sP", sys.argv[1].encode(), ctypes.addressof(v)) + bytes(16))
 """
 
 
@@ -148,20 +186,40 @@ def tap_name(vm: str) -> str:
     return names.ifname("u", vm)
 
 
+def binary_files(names_: list[str]) -> dict[str, bytes]:
+    """This machine's executables ``names_`` (found on PATH) and every shared library they load,
+    the dynamic loader included (``ldd``), each at the path it is loaded from: what an initramfs
+    needs to run them. :class:`DeployFailed` if one is missing."""
+    files: dict[str, bytes] = {}
+    for n in names_:
+        exe = shutil.which(n)
+        if exe is None:
+            raise DeployFailed(f"{n} is not installed on this machine (the guest's tools come from it)")
+        files[exe.lstrip("/")] = Path(exe).read_bytes()
+        out = subprocess.run(["ldd", exe], capture_output=True, text=True, check=True).stdout
+        for lib in re.findall(r"(/\S+) \(0x", out):  # "libx.so => /lib/.../libx.so (0x..)", "/lib64/ld-... (0x..)"
+            files[lib.lstrip("/")] = Path(lib).resolve().read_bytes()
+    return files
+
+
 def guest_initrd(out_dir: Path) -> Path:
-    """The guest's initramfs (busybox, virtio-net's modules, :data:`GUEST_INIT`) for this
-    machine's Debian kernel, built once into ``out_dir`` under a name of its content's inputs."""
+    """The guest's initramfs (busybox, virtio-net's modules, :data:`GUEST_TOOLS` with their
+    libraries, :data:`GUEST_INIT`) for this machine's Debian kernel, built once into ``out_dir``
+    under a name of its content's inputs."""
     _, mods = kvm.find_kernel()
-    h = hashlib.sha1((GUEST_INIT + " ".join(GUEST_MODULES)).encode()).hexdigest()[:8]
+    tools = binary_files(GUEST_TOOLS)
+    h = hashlib.sha1((GUEST_INIT + " ".join(GUEST_MODULES)).encode()
+                     + b"".join(hashlib.sha1(v).digest() for _, v in sorted(tools.items()))).hexdigest()[:8]
     out = Path(out_dir) / f"iris-uvm-{Path(mods).name}-{h}.cpio.gz"
     if out.exists():
         return out
     files: dict[str, bytes | None] = {"bin/busybox": Path(kvm.BUSYBOX).read_bytes(), "init": GUEST_INIT.encode(),
                                       "proc": None, "sys": None, "dev": None, "tmp": None}
+    files.update(tools)
     files.update(kvm.module_files(mods, GUEST_MODULES))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(gzip.compress(kvm.cpio(files, executable={"bin/busybox", "init"}), 6))
+    tmp.write_bytes(gzip.compress(kvm.cpio(files, executable={"bin/busybox", "init", *tools}), 6))
     tmp.replace(out)
     return out
 
@@ -208,7 +266,7 @@ def qemu_argv(name: str, *, kernel: str, initrd: str, vmdir: str, tap: str, mac:
         "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
         "-device", f"virtio-net-pci,netdev=n0,mac={mac},romfile=,csum=off,gso=off,"
                    "guest_csum=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off",
-        "-serial", f"file:{vmdir}/console", "-qmp", f"unix:{vmdir}/qmp,server=on,wait=off",
+        "-serial", f"file:{vmdir}/console", "-serial", f"unix:{vmdir}/shell,server=on,wait=off", "-qmp", f"unix:{vmdir}/qmp,server=on,wait=off",
         "-pidfile", f"{vmdir}/pid", "-daemonize",
         *(("-incoming", incoming) if incoming else ()),
     ]
@@ -252,6 +310,17 @@ class UserVm:
         p = self.host.run(f"python3 -c {shlex.quote(QMP_CLIENT)} {self.vmdir}/qmp {shlex.quote(json.dumps(c))} "
                           f"{timeout}", timeout=timeout + 15)
         return json.loads(p.stdout.decode())
+
+    def shell(self, command: str, timeout: float = 30) -> tuple[int, str]:
+        """``command`` run by the guest's shell (its second serial port, QEMU's unix socket
+        ``shell`` in the VM's directory, reached through the host over SSH); (exit status, output).
+        :class:`DeployFailed` when the guest does not answer within ``timeout``."""
+        p = self.host.run(f"python3 -c {shlex.quote(SHELL_CLIENT)} {self.vmdir}/shell {shlex.quote(command)} "
+                          f"{timeout}", timeout=timeout + 20, check=False)
+        if p.returncode == 124 or p.returncode == 255:
+            raise DeployFailed(f"{self.name}: no answer from its shell to {command!r}: "
+                               f"{p.stderr.decode(errors='replace')[-300:]}")
+        return p.returncode, p.stdout.decode(errors="replace")
 
     def destroy(self) -> None:
         """QEMU quits (QMP), then its port, tap and directory go. Tolerant: what is gone is gone."""
@@ -339,7 +408,8 @@ def migrate(vm: UserVm, dst: HostSsh, tpl: Template, *, owner: str, port: int = 
 
 def prepare_host(host: HostSsh, nic: str, mgmt_vlan: int, owner: str, rundir: str = "/run/iris-ovs") -> None:
     """The host's own Open vSwitch (the image's), the guests' bridge on its NIC: management VLAN
-    native, guest VLANs tagged (what the operator sets up before CloudStack's "add host").
+    native, guest VLANs tagged, the NIC's GRO off (:data:`GRO_OFF`): what the operator sets up
+    before CloudStack's "add host".
     Idempotent. The database is then ``unix:<rundir>/db.sock`` (give it as ``HostSsh.ovs_db``)."""
     inst = ovs.OvsInstance(Path(rundir), None, owner)
     env = " ".join(f"{k}={v}" for k, v in inst._env().items())
@@ -349,6 +419,7 @@ def prepare_host(host: HostSsh, nic: str, mgmt_vlan: int, owner: str, rundir: st
     for c in inst.start_cmds():
         lines.append(f"  {env} {c}" if c.argv[0] != "ovsdb-tool" else f"  [ -e {rundir}/conf.db ] || {c}")
     lines.append("fi")
+    lines.append(f"python3 -c {shlex.quote(GRO_OFF)} {nic}")
     lines.append(str(ovs.txn(inst.db, *ovs.add_bridge(host.bridge, datapath_type="netdev", external_ids=ids),
                              *ovs.add_port(host.bridge, nic, tag=mgmt_vlan, vlan_mode="native-untagged",
                                            external_ids=ids))))
@@ -398,3 +469,40 @@ class Sshd:
         if self.pid:
             kill_pid(self.pid)
             self.pid = None
+
+
+# how long a guest's command may take beyond its own duration: a guest in a kvm L1 here is TCG
+# inside TCG, where starting iperf3 (its libraries linked at each start) took over 20 s once
+GUEST_SLACK_S = 120
+
+
+def guest_rtt_ms(src: UserVm, ip: str, *, count: int = 10, interval: float = 0.2) -> float:
+    """The mean RTT (ms) of ``count`` pings from inside the guest ``src`` (busybox ``ping``) to
+    ``ip``, after one ping that resolves its ARP. :class:`DeployFailed` if none was answered."""
+    src.shell(f"ping -c 1 -W 5 {ip} >/dev/null", timeout=GUEST_SLACK_S)
+    rc, out = src.shell(f"ping -q -c {count} -i {interval} -W 5 {ip}", timeout=count * interval + GUEST_SLACK_S)
+    m = re.search(r"min/avg/max = [\d.]+/([\d.]+)/[\d.]+ ms", out)
+    if rc != 0 or not m:
+        raise DeployFailed(f"{src.name} -> {ip}: ping exited {rc}: {out[-300:]}")
+    return float(m.group(1))
+
+
+def guest_iperf3(client: UserVm, server: UserVm, *, seconds: float = 3, port: int = 5201) -> tuple[float, int]:
+    """TCP goodput (Mbit/s, what the receiver got) from the guest ``client`` to the guest
+    ``server``, and the sender's retransmitted segments: iperf3 inside both (the server one-off,
+    in the background)."""
+    rc, out = server.shell(f"iperf3 -s -1 -D -p {port}", timeout=GUEST_SLACK_S)
+    if rc != 0:
+        raise DeployFailed(f"{server.name}: iperf3 -s exited {rc}: {out[-300:]}")
+    deadline = time.monotonic() + 10
+    while True:
+        rc, out = client.shell(f"iperf3 -c {server.ip} -p {port} -t {seconds:g} -J", timeout=seconds + GUEST_SLACK_S)
+        try:
+            res = json.loads(out[out.index("{"):out.rindex("}") + 1])
+        except ValueError:
+            res = {"error": out[-300:]}
+        if "error" not in res:
+            return res["end"]["sum_received"]["bits_per_second"] / 1e6, int(res["end"]["sum_sent"].get("retransmits", 0))
+        if time.monotonic() > deadline or "refused" not in str(res["error"]):  # the server starting
+            raise DeployFailed(f"{client.name} -> {server.ip}: iperf3: {res['error']}")
+        time.sleep(0.5)

@@ -28,6 +28,8 @@ def test_qemu_runs_tcg_on_the_vms_tap_with_its_mac_and_address_and_qmp():
     assert any(x.startswith("virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01,") for x in a)
     assert "iris.addr=10.7.0.31/24" in s and "-qmp unix:/d/qmp,server=on,wait=off" in s
     assert "-pidfile /d/pid -daemonize" in s and "-incoming" not in a
+    # ttyS0 the console's file, ttyS1 the guest's shell on a unix socket (UserVm.shell)
+    assert "-serial file:/d/console -serial unix:/d/shell,server=on,wait=off" in s
     assert uservm.qemu_argv("v", kernel="k", initrd="i", vmdir="d", tap="t", mac="m", address="a",
                             incoming="tcp:0:4444")[-2:] == ["-incoming", "tcp:0:4444"]
 
@@ -49,7 +51,7 @@ def test_names_of_what_a_deploy_makes_carry_the_prefix_and_fit():
         uservm.tap_name("a-rather-long-user-vm-name")
 
 
-def test_the_guest_initramfs_has_busybox_init_and_virtio_net(tmp_path):
+def test_the_guest_initramfs_has_busybox_init_virtio_net_and_iperf3_with_its_libraries(tmp_path):
     try:
         kvm.find_kernel()
     except kvm.L1Failed:
@@ -59,7 +61,17 @@ def test_the_guest_initramfs_has_busybox_init_and_virtio_net(tmp_path):
     data = gzip.decompress(p.read_bytes())
     for name in (b"init\0", b"bin/busybox\0", b"virtio_net.ko\0", b"etc/iris/modules\0"):
         assert name in data
-    assert b"iris.addr=" in data
+    assert b"iris.addr=" in data and b"/dev/ttyS1" in data
+    tools = uservm.binary_files(["iperf3"])
+    assert "usr/bin/iperf3" in tools and "lib64/ld-linux-x86-64.so.2" in tools
+    assert any("libiperf.so" in f for f in tools) and any(f.endswith("/libc.so.6") for f in tools)
+    for f, content in tools.items():
+        assert f.encode() + b"\0" in data and content[:4] == b"\x7fELF"
+
+
+def test_a_tool_missing_on_this_machine_is_refused():
+    with pytest.raises(uservm.DeployFailed, match="not installed"):
+        uservm.binary_files(["iris-no-such-tool"])
 
 
 def test_only_an_image_with_the_iaas_stack_gives_an_lxc_l1_its_devices(tmp_path):
