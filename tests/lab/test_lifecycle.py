@@ -70,7 +70,7 @@ def test_a_failure_half_way_through_up_leaves_nothing(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("injected failure after OVS and agents started")
 
-    monkeypatch.setattr(realizer, "_iaas_gateway", boom)
+    monkeypatch.setattr(realizer, "iaas_gateway", boom)
     try:
         with pytest.raises(RuntimeError, match="injected"):
             realizer.up(lab, ephemeral=True)
