@@ -92,6 +92,7 @@ class World:
         self.coord, self.provider, self.circuits, self.tap = coord, provider, circuits, tap
         self.http = httpx.Client(base_url=f"{url}/v1", timeout=30, headers={"Authorization": f"Bearer {ADMIN}"})
         self.tenant: dict = {}
+        self.tokens: dict[str, str] = {}
 
     def call(self, method: str, path: str, who: str = "alice", **kw) -> httpx.Response:
         return self.http.request(method, path, headers=self.tenant if who == "alice" else None, **kw)
@@ -237,29 +238,55 @@ def test_a_forged_notification_is_ignored(world):
     assert world.ok("GET", f"/reservations/{res['id']}")["reservation_state"] == "ReserveHeld"
 
 
-def test_a_provider_that_never_answers_fails_the_child_in_bounded_time(sqlite_db):
-    """It acknowledges, then never confirms: the reserve fails after the requester's bound."""
+@contextmanager
+def silent_provider(sqlite_db, timeout_s: float, tenants: tuple[str, ...] = ("alice",)) -> Iterator[World]:
+    """A coordinator (its requester bound ``timeout_s``) on real HTTP with one L0, tenant alice's
+    IaaS site over an NSI link to a provider that acknowledges every request and confirms none;
+    the world's tenant is alice, ``world.tokens`` every tenant's token."""
     async def silent(request: Request) -> Response:
         req = m.parse(await request.body())
         return Response(m.reserve_response(req.header.answer(), m.new_correlation_id()), media_type=m.CONTENT_TYPE)
 
     coord_port = _port()
-    requester = Requester(REQ, f"http://127.0.0.1:{coord_port}/v1/nsi/requester", timeout_s=0.5)
+    requester = Requester(REQ, f"http://127.0.0.1:{coord_port}/v1/nsi/requester", timeout_s=timeout_s)
     coord = Coordinator(sqlite_db, dataplane=InMemoryDataPlane(), nsi=requester)
     with serve(Starlette(routes=[Route("/nsi", silent, methods=["POST"])]), _port()) as purl, \
             serve(create_app(coord, ADMIN), coord_port) as url:
         w = World(coord, None, Circuits(), url, Tap())  # type: ignore[arg-type]
         w.ok("POST", "/sites", "admin", json={"name": "haas"})
-        token = w.ok("POST", "/tenants", "admin", json={"name": "alice"})["token"]
-        w.tenant = {"Authorization": f"Bearer {token}"}
+        w.ok("POST", "/nodes", "admin", json={"name": "l0-0", "site": "haas", "cpus": 8, "memory_mb": 16384,
+                                               "disk_gb": 500, "underlay_address": "198.18.10.10"})
+        w.tokens = {n: w.ok("POST", "/tenants", "admin", json={"name": n})["token"] for n in tenants}
+        w.tenant = {"Authorization": f"Bearer {w.tokens['alice']}"}
         w.ok("POST", "/sites", json={"name": "iaas-alice", "gateway_underlay": "198.18.0.11"})
         w.ok("POST", "/links", "admin", json={
             "name": "wan", "site_a": "haas", "site_b": "iaas-alice", "capacity_mbps": 1000, "kind": "nsi",
             "nsi_provider": f"{purl}/nsi", "nsi_provider_nsa": PROV, "source_stp": DC1, "dest_stp": DC2})
+        try:
+            yield w
+        finally:
+            coord.close()
+
+
+def reserve_in_background(w: World, answer: list[httpx.Response]) -> tuple[threading.Thread, dict]:
+    """Alice's reservation of an L1 and 5 Mb/s over the NSI link, sent from a thread (its answer
+    appended to ``answer``); the reservation as soon as it is listed."""
+    t = threading.Thread(target=lambda: answer.append(w.call("POST", "/reservations", json={
+        "duration_s": 60, "items": [{"kind": "compute", "count": 1}, {"kind": "network", "bandwidth_mbps": 5}]})))
+    t.start()
+    deadline = time.monotonic() + 2
+    while not (mine := w.ok("GET", "/reservations")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(mine) == 1, mine
+    return t, mine[0]
+
+
+def test_a_provider_that_never_answers_fails_the_child_in_bounded_time(sqlite_db):
+    """It acknowledges, then never confirms: the reserve fails after the requester's bound."""
+    with silent_provider(sqlite_db, timeout_s=0.5) as w:
         t0 = time.monotonic()
         r = w.call("POST", "/reservations", json={"duration_s": 60, "items": [{"kind": "network", "bandwidth_mbps": 5}]})
         took = time.monotonic() - t0
-        coord.close()
     assert r.status_code == 409 and "did not confirm reserve within 0.5 s" in r.json()["message"], r.text
     assert took < 5
 
@@ -267,45 +294,21 @@ def test_a_provider_that_never_answers_fails_the_child_in_bounded_time(sqlite_db
 def test_reserve_checking_is_visible_while_the_provider_is_asked_and_blocks_no_one(sqlite_db):
     """A provider slow to confirm: the reservation is ReserveChecking meanwhile, and another
     tenant's reservation is admitted and held without waiting for that provider."""
-    async def slow(request: Request) -> Response:  # acknowledges, confirms nothing
-        req = m.parse(await request.body())
-        return Response(m.reserve_response(req.header.answer(), m.new_correlation_id()), media_type=m.CONTENT_TYPE)
-
-    coord_port = _port()
-    requester = Requester(REQ, f"http://127.0.0.1:{coord_port}/v1/nsi/requester", timeout_s=3)
-    coord = Coordinator(sqlite_db, dataplane=InMemoryDataPlane(), nsi=requester)
-    with serve(Starlette(routes=[Route("/nsi", slow, methods=["POST"])]), _port()) as purl, \
-            serve(create_app(coord, ADMIN), coord_port) as url:
-        w = World(coord, None, Circuits(), url, Tap())  # type: ignore[arg-type]
-        w.ok("POST", "/sites", "admin", json={"name": "haas"})
-        w.ok("POST", "/nodes", "admin", json={"name": "l0-0", "site": "haas", "cpus": 8, "memory_mb": 16384,
-                                               "disk_gb": 500, "underlay_address": "198.18.10.10"})
-        tokens = [w.ok("POST", "/tenants", "admin", json={"name": n})["token"] for n in ("alice", "bob")]
-        w.tenant = {"Authorization": f"Bearer {tokens[0]}"}
-        w.ok("POST", "/sites", json={"name": "iaas-alice", "gateway_underlay": "198.18.0.11"})
-        w.ok("POST", "/links", "admin", json={
-            "name": "wan", "site_a": "haas", "site_b": "iaas-alice", "capacity_mbps": 1000, "kind": "nsi",
-            "nsi_provider": f"{purl}/nsi", "nsi_provider_nsa": PROV, "source_stp": DC1, "dest_stp": DC2})
-        answer: list[httpx.Response] = []
-        t = threading.Thread(target=lambda: answer.append(w.call("POST", "/reservations", json={
-            "duration_s": 60, "items": [{"kind": "compute", "count": 1}, {"kind": "network", "bandwidth_mbps": 5}]})))
-        t.start()
-        deadline = time.monotonic() + 2
-        while not (mine := w.ok("GET", "/reservations")) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert [r["reservation_state"] for r in mine] == ["ReserveChecking"], mine
-        nsi = _network(w.ok("GET", f"/reservations/{mine[0]['id']}"))["nsi"]
+    answer: list[httpx.Response] = []
+    with silent_provider(sqlite_db, timeout_s=3, tenants=("alice", "bob")) as w:
+        t, mine = reserve_in_background(w, answer)
+        assert mine["reservation_state"] == "ReserveChecking", mine
+        nsi = _network(w.ok("GET", f"/reservations/{mine['id']}"))["nsi"]
         assert nsi["checking"] is True and "connection_id" not in nsi
-        bob = {"Authorization": f"Bearer {tokens[1]}"}
+        bob = {"Authorization": f"Bearer {w.tokens['bob']}"}
         t0 = time.monotonic()
         other = w.http.post("/reservations", headers=bob, json={"duration_s": 60, "items": [
             {"kind": "compute", "count": 1}]})
         assert other.status_code == 201 and other.json()["reservation_state"] == "ReserveHeld", other.text
         assert time.monotonic() - t0 < 1.5  # not behind the provider's answer
-        assert w.ok("GET", f"/reservations/{mine[0]['id']}")["reservation_state"] == "ReserveChecking"
+        assert w.ok("GET", f"/reservations/{mine['id']}")["reservation_state"] == "ReserveChecking"
         t.join(timeout=10)
-        failed = w.ok("GET", f"/reservations/{mine[0]['id']}")
-        coord.close()
+        failed = w.ok("GET", f"/reservations/{mine['id']}")
     r = answer[0]
     assert r.status_code == 409 and "did not confirm reserve within 3 s" in r.json()["message"], r.text
     assert failed["reservation_state"] == "ReserveFailed" and failed["resources"] == [], failed
@@ -314,33 +317,11 @@ def test_reserve_checking_is_visible_while_the_provider_is_asked_and_blocks_no_o
 def test_a_reservation_left_checking_by_a_stopped_coordinator_fails_at_the_next_lead(sqlite_db):
     """Coordinator A stops while it asks a provider that never confirms; B, coming to lead on the
     same database, fails what A left in ReserveChecking and frees what it held."""
-    async def silent(request: Request) -> Response:
-        req = m.parse(await request.body())
-        return Response(m.reserve_response(req.header.answer(), m.new_correlation_id()), media_type=m.CONTENT_TYPE)
-
-    coord_port = _port()
-    a = Coordinator(sqlite_db, dataplane=InMemoryDataPlane(), nsi=Requester(
-        REQ, f"http://127.0.0.1:{coord_port}/v1/nsi/requester", timeout_s=3))
-    with serve(Starlette(routes=[Route("/nsi", silent, methods=["POST"])]), _port()) as purl, \
-            serve(create_app(a, ADMIN), coord_port) as url:
-        w = World(a, None, Circuits(), url, Tap())  # type: ignore[arg-type]
-        w.ok("POST", "/sites", "admin", json={"name": "haas"})
-        w.ok("POST", "/nodes", "admin", json={"name": "l0-0", "site": "haas", "cpus": 8, "memory_mb": 16384,
-                                               "disk_gb": 500, "underlay_address": "198.18.10.10"})
-        w.tenant = {"Authorization": f"Bearer {w.ok('POST', '/tenants', 'admin', json={'name': 'alice'})['token']}"}
-        w.ok("POST", "/sites", json={"name": "iaas-alice", "gateway_underlay": "198.18.0.11"})
-        w.ok("POST", "/links", "admin", json={
-            "name": "wan", "site_a": "haas", "site_b": "iaas-alice", "capacity_mbps": 1000, "kind": "nsi",
-            "nsi_provider": f"{purl}/nsi", "nsi_provider_nsa": PROV, "source_stp": DC1, "dest_stp": DC2})
-        t = threading.Thread(target=lambda: w.call("POST", "/reservations", json={
-            "duration_s": 60, "items": [{"kind": "compute", "count": 1}, {"kind": "network", "bandwidth_mbps": 5}]}))
-        t.start()
-        deadline = time.monotonic() + 2
-        while not (mine := w.ok("GET", "/reservations")) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        rid = mine[0]["id"]
-        assert mine[0]["reservation_state"] == "ReserveChecking"
-        a.lease.release()  # A stops leading while it still waits
+    with silent_provider(sqlite_db, timeout_s=3) as w:
+        t, mine = reserve_in_background(w, [])
+        rid = mine["id"]
+        assert mine["reservation_state"] == "ReserveChecking"
+        w.coord.lease.release()  # A stops leading while it still waits
         b = Coordinator(sqlite_db, dataplane=InMemoryDataPlane(), nsi=Requester(REQ, "http://127.0.0.1:9/", timeout_s=1))
         b.tick()
         res, _, resources = b.get(None, rid)
@@ -351,7 +332,6 @@ def test_a_reservation_left_checking_by_a_stopped_coordinator_fails_at_the_next_
         res, _, _ = b.get(None, rid)
         assert res.reservation_state == "ReserveFailed"  # A's late answer changed nothing
         b.close()
-        a.close()
 
 
 def test_modify_is_a_reserve_of_the_same_connection(world):
