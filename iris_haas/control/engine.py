@@ -203,18 +203,24 @@ class Coordinator:
             for index, item in enumerate(res.criteria_at(res.version).items):
                 self.managers[item["kind"]].reserve(ctx, index, item)
         except ReserveFailed as e:
-            for m in self._involved(res):  # a child failed: abort the held siblings
-                m.abort(ctx)
-            self._transition(s, res, "reservation", "reserve_fail")
-            self._event(s, res, "errorEvent", message=e.message, version=res.version, **_provider_error(e))
-            e.extra["reservation_id"] = res.id
-            return e
+            return self._reserve_failed(s, res, ctx, e)
         if any(a.resource_kind == "link" and "checking" in a.detail.get("nsi", {}) for a in ctx.held):
             self._asking.add(res.id)  # ReserveChecking until its providers answer: ``_ask_providers``
             return None
         self._transition(s, res, "reservation", "reserve_ok")
         res.hold_expires_at = now + self.hold_timeout_s
         return None
+
+    def _reserve_failed(self, s: Session, res: Reservation, ctx: Context, e: ReserveFailed, **detail) -> ReserveFailed:
+        """ReserveChecking -> ReserveFailed: every held child aborted (a failed child's siblings,
+        the connections a provider confirmed), an errorEvent with ``e``'s message and provider
+        error."""
+        for m in self._involved(res):
+            m.abort(ctx)
+        self._transition(s, res, "reservation", "reserve_fail")
+        self._event(s, res, "errorEvent", message=e.message, version=res.version, **_provider_error(e), **detail)
+        e.extra["reservation_id"] = res.id
+        return e
 
     def _ask_providers(self, res: Reservation) -> Reservation:
         """A reservation left in ReserveChecking by its NSI items: each connection is asked of its
@@ -260,12 +266,7 @@ class Coordinator:
                     held[aid].detail = {**held[aid].detail, "nsi": x}
             failed = next((x for _, x in answers if isinstance(x, ReserveFailed)), None)
             if failed is not None:
-                for m in self._involved(r):  # the confirmed connections are aborted with the rest
-                    m.abort(ctx)
-                self._transition(s, r, "reservation", "reserve_fail")
-                self._event(s, r, "errorEvent", message=failed.message, version=r.version, **_provider_error(failed))
-                failed.extra["reservation_id"] = r.id
-                return Outcome(r, failed)
+                return Outcome(r, self._reserve_failed(s, r, ctx, failed))
             self._transition(s, r, "reservation", "reserve_ok")
             r.hold_expires_at = now + self.hold_timeout_s
             return Outcome(r)
@@ -289,13 +290,9 @@ class Coordinator:
                 res = self._load(s, rid, None)
                 if res.reservation_state != ReservationState.CHECKING or rid in self._asking:
                     return Outcome(res)
-                ctx = self._context(s, res, res.version)
-                for m in self._involved(res):
-                    m.abort(ctx)
-                self._transition(s, res, "reservation", "reserve_fail")
-                self._event(s, res, "errorEvent", version=res.version, reconciled=True,
-                            message="the coordinator stopped while it waited for the NSI provider's answer; "
-                                    "nothing of this version is held")
+                self._reserve_failed(s, res, self._context(s, res, res.version), ReserveFailed(
+                    "the coordinator stopped while it waited for the NSI provider's answer; nothing of this version "
+                    "is held"), reconciled=True)
                 return Outcome(res)
             return tx
 
