@@ -162,20 +162,19 @@ def _uplink_bridge(c: CircuitOp, st: OvsState) -> str | None:
     return (st.ports.get(c.uplink) or {}).get("bridge")
 
 
+def _holds(st: OvsState, change: ovs.AddBridge | ovs.AddPort) -> bool:
+    """Whether OVSDB already holds what ``change`` would write (a port on its bridge)."""
+    if isinstance(change, ovs.AddBridge):
+        row = st.bridges.get(change.name)
+    else:
+        row = st.ports.get(change.name)
+        row = row if row and row.get("bridge") == change.bridge else None
+    return matches(change.columns, row) and matches(change.interface, st.interfaces.get(change.name))
+
+
 def _circuit_changes(w: Wanted, st: OvsState, cfg: HostConfig) -> list[ovs.Change]:
     """The circuits' rows that are missing or differ."""
-    out: list[ovs.Change] = []
-    for c in w.circuits:
-        for row in circuit_rows(c, cfg, _uplink_bridge(c, st)):
-            if isinstance(row, ovs.AddBridge):
-                ok = matches(row.columns, st.bridges.get(row.name)) and matches(row.interface, st.interfaces.get(row.name))
-            else:
-                have = st.ports.get(row.name)
-                ok = bool(have and have.get("bridge") == row.bridge and matches(row.columns, have)
-                          and matches(row.interface, st.interfaces.get(row.name)))
-            if not ok:
-                out.append(row)
-    return out
+    return [row for c in w.circuits for row in circuit_rows(c, cfg, _uplink_bridge(c, st)) if not _holds(st, row)]
 
 
 # ---------------------------------------------------------------- decision (pure)
@@ -234,10 +233,7 @@ def stale_ports(w: Wanted, st: OvsState) -> list[PortOp | TunnelOp]:
     out: list[PortOp | TunnelOp] = []
     ops: list[PortOp | TunnelOp] = [*w.ports, *w.tunnels]
     for o in ops:
-        row = st.ports.get(o.name)
-        port, iface = port_rows(o)
-        if not (row and row.get("bridge") == o.bridge and matches(port, row)
-                and matches(iface, st.interfaces.get(o.name))):
+        if not _holds(st, ovs.AddPort(o.bridge, o.name, *port_rows(o))):
             out.append(o)
     return out
 
