@@ -77,7 +77,8 @@ def iaas_gateway_ops(g: GatewaySpec) -> DesiredState:
 
 def iaas_gateway_script(g: GatewaySpec, db: str = "unix:/var/run/openvswitch/db.sock") -> str:
     owner = f"gateway:{g.tenant}"
-    rows = ovsdb_changes(Wanted.of(iaas_gateway_ops(g).ops), OvsState(), HostConfig(db=db, datapath_type=g.datapath_type))
+    ops, cfg = iaas_gateway_ops(g).ops, HostConfig(db=db, datapath_type=g.datapath_type)
+    rows = ovsdb_changes(Wanted.of(ops), OvsState(), cfg)
     c = ovs.txn(db, *[s for row in rows for s in row.vsctl()])
     ovh = gre_overhead(True)
     lines = [
@@ -95,8 +96,8 @@ def iaas_gateway_script(g: GatewaySpec, db: str = "unix:/var/run/openvswitch/db.
     ]
     if g.wan_port:
         lines.append(f"ip link set dev {g.wan_port} mtu {1500 + ovh}")
-    if g.circuit_vlan is not None and g.wan_port:
-        lines += _circuit_lines(g, db)
+    for c in (o for o in ops if isinstance(o, CircuitOp)):
+        lines += _circuit_lines(c, cfg)
     lines += [
         "# Hosts whose traffic crosses an OVS *userspace* datapath (DPDK / netdev) must turn TX",
         "# checksum offload off (ethtool -K IF tx off); with the kernel datapath nothing is needed.",
@@ -126,17 +127,15 @@ def iaas_gateway_script(g: GatewaySpec, db: str = "unix:/var/run/openvswitch/db.
 _UPLINK_BRIDGE = "IRISUPLINKBRIDGE"  # stands for the bridge of the WAN NIC, found when the script runs
 
 
-def _circuit_lines(g: GatewaySpec, db: str) -> list[str]:
+def _circuit_lines(c: CircuitOp, cfg: HostConfig) -> list[str]:
     """The circuit's end: the patch port on the WAN NIC's bridge (found at run time), and the
     circuit's address on its bridge's own device (the transaction above made the bridge)."""
-    assert g.circuit_vlan is not None and g.wan_port
-    [c] = [o for o in iaas_gateway_ops(g).ops if isinstance(o, CircuitOp)]
-    patch = circuit_rows(c, HostConfig(db=db, datapath_type=g.datapath_type), _UPLINK_BRIDGE)[-1]  # the patch on the uplink's bridge
-    txn = str(ovs.txn(db, *patch.vsctl())).replace(_UPLINK_BRIDGE, '"$uplink_bridge"')
+    patch = circuit_rows(c, cfg, _UPLINK_BRIDGE)[-1]  # the patch on the uplink's bridge
+    txn = str(ovs.txn(cfg.db, *patch.vsctl())).replace(_UPLINK_BRIDGE, '"$uplink_bridge"')
     return [
-        f"# NSI circuit on VLAN {g.circuit_vlan}: the tunnel runs between the circuit's ends ({c.address} here);",
-        f"# its end is patched, as an access port on VLAN {g.circuit_vlan}, to the bridge of {g.wan_port}:",
-        f"uplink_bridge=$(ovs-vsctl --db={db} port-to-br {g.wan_port})",
+        f"# NSI circuit on VLAN {c.vlan}: the tunnel runs between the circuit's ends ({c.address} here);",
+        f"# its end is patched, as an access port on VLAN {c.vlan}, to the bridge of {c.uplink}:",
+        f"uplink_bridge=$(ovs-vsctl --db={cfg.db} port-to-br {c.uplink})",
         txn,
         f"ip link set dev {c.name} up",
         f"ip address replace {c.address} dev {c.name}",

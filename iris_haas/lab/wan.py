@@ -67,10 +67,13 @@ class Wan:
     def _tc(self, *argv: object, ok: tuple[int, ...] = (0,)) -> str:
         return self.runner.run(cmd("tc", *argv, netns=self.netns, ok=ok))
 
+    def _sealed(self, port: str) -> bool:
+        return '"htb"' in self._tc("-j", "qdisc", "show", "dev", port, "root")
+
     def seal(self, port: str) -> None:
         """The port's htb root (unclassified frames, the gateways' best-effort underlay, pass
         unshaped) and its drop of every tagged frame no circuit holds. Idempotent."""
-        if '"htb"' not in self._tc("-j", "qdisc", "show", "dev", port, "root"):
+        if not self._sealed(port):
             self._tc("qdisc", "replace", "dev", port, "root", "handle", "1:", "htb", "default", "0")
         self._tc("class", "replace", "dev", port, "parent", "1:", "classid", f"1:{DROP_MINOR:x}", "htb",
                  "rate", "8bit", "ceil", "8bit")
@@ -82,7 +85,8 @@ class Wan:
     def up(self, c: Circuit) -> None:
         rate, burst = f"{c.mbps}mbit", burst_bytes(c.mbps)
         for port in (c.a.ifname, c.b.ifname):
-            self.seal(port)
+            if not self._sealed(port):  # sealed when the provider started; again if its root went since
+                self.seal(port)
             self._tc("class", "replace", "dev", port, "parent", "1:", "classid", f"1:{c.vlan:x}", "htb",
                      "rate", rate, "ceil", rate, "burst", burst, "cburst", burst)
             self._tc("filter", "replace", "dev", port, "parent", "1:", "pref", c.vlan, "handle", 1, "bpf",
