@@ -96,8 +96,8 @@ def iaas_gateway_script(g: GatewaySpec, db: str = "unix:/var/run/openvswitch/db.
     ]
     if g.wan_port:
         lines.append(f"ip link set dev {g.wan_port} mtu {1500 + ovh}")
-    for c in (o for o in ops if isinstance(o, CircuitOp)):
-        lines += _circuit_lines(c, cfg)
+    for circuit in (o for o in ops if isinstance(o, CircuitOp)):
+        lines += _circuit_lines(circuit, cfg)
     lines += [
         "# Hosts whose traffic crosses an OVS *userspace* datapath (DPDK / netdev) must turn TX",
         "# checksum offload off (ethtool -K IF tx off); with the kernel datapath nothing is needed.",
