@@ -279,14 +279,19 @@ def _qemu_tables(console: Console, check: Checks, lab, admin, tenant, iaas_hosts
         l1[f"{x['l1_kind'][0]}{x['n'] + 1}"] = qemu.l1_host(mgmt, key, x, item["addresses"][x["n"]])
     mgmt_vlan = lab.topo.tenant("a").mgmt_vlan
     up = {}
+
+    def adopt(k: str, timeout: float, every: float) -> None:
+        """The IaaS logs into L1 ``k`` once it answers and prepares its bridge: a host of its own."""
+        host, nic = l1[k]
+        uservm.ssh_when_up(mgmt, key, host.ip, timeout=timeout, every=every)
+        up[k] = round(time.monotonic() - t0, 1)
+        uservm.prepare_host(host, nic, mgmt_vlan, qemu.OWNER)
+        fleet.prepared.append(host)
+        fleet.hosts[k] = host
+
     with console.status("log into the lxc L1s over SSH, their own bridge, the VMs on the IaaS hosts and lxc L1s"):
         for k in ("l1", "l2"):
-            host, nic = l1[k]
-            uservm.ssh_when_up(mgmt, key, host.ip, timeout=60, every=0.5)
-            up[k] = round(time.monotonic() - t0, 1)
-            uservm.prepare_host(host, nic, mgmt_vlan, qemu.OWNER)
-            fleet.prepared.append(host)
-            fleet.hosts[k] = host
+            adopt(k, timeout=60, every=0.5)
         for n, k in enumerate(("i1", "i2", "l1", "l2")):
             fleet.deploy(k, f"aq{k}", tpl, GUEST_VLAN, n + 1)
     with console.status("the QEMU guests on the IaaS hosts and lxc L1s boot (TCG)"):
@@ -294,13 +299,8 @@ def _qemu_tables(console: Console, check: Checks, lab, admin, tenant, iaas_hosts
             fleet.wait(f"aq{k}", peer_ns, timeout=90)
     with console.status("log into the kvm L1s over SSH (TCG: a boot takes a while), their bridge, their VMs"):
         for n, k in enumerate(sorted(k for k in l1 if k.startswith("k"))):
-            host, nic = l1[k]
             try:
-                uservm.ssh_when_up(mgmt, key, host.ip, timeout=300, every=1)
-                up[k] = round(time.monotonic() - t0, 1)
-                uservm.prepare_host(host, nic, mgmt_vlan, qemu.OWNER)
-                fleet.prepared.append(host)
-                fleet.hosts[k] = host
+                adopt(k, timeout=300, every=1)
                 fleet.deploy(k, f"aq{k}", tpl, GUEST_VLAN, n + 5)
             except (uservm.DeployFailed, OSError, subprocess.TimeoutExpired) as e:
                 fleet.errors[f"aq{k}"] = f"kvm L1 {k}: {type(e).__name__}: {str(e)[-300:]}"
