@@ -56,6 +56,7 @@ from iris_haas.hostd.actions import (
 from iris_haas.hostd.context import Context, HostAction, HostConfig
 from iris_haas.hostd.l1 import L1Driver, L1Failed
 from iris_haas.hostd.l1.base import matches as l1_matches
+from iris_haas.hostd.l1.base import spec_of
 from iris_haas.linux import netlink as nl
 from iris_haas.linux import ovs, tc
 from iris_haas.linux.ovsdb import OvsState, matches
@@ -72,7 +73,7 @@ class Facts:
     links: dict[str, dict[str, Any]]
     l1: dict[str, dict[str, Any]] = field(default_factory=dict)  # port name -> {exists, mtu, rate, addrs}
     uplinks: dict[str, dict[int, float]] = field(default_factory=dict)  # uplink -> htb class -> Mbit/s
-    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # L1 name -> {kind, spec, running}
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # L1 name -> {kind, spec, running, keeps_disk}
     volumes: dict[str, storage.VolumeFacts] = field(default_factory=dict)
     circuits: dict[str, list[str]] = field(default_factory=dict)  # circuit bridge -> its addresses
 
@@ -196,7 +197,8 @@ def plan_l1(l1s: Sequence[L1Op], facts: Facts) -> L1Steps:
         have = facts.nodes.get(name)
         if l1_matches(o, have):
             continue
-        if have and have.get("kind") == o.kind:  # there but different, or stopped: made again
+        restart = bool(have and have.get("keeps_disk") and have.get("spec") == spec_of(o))
+        if have and have.get("kind") == o.kind and not restart:  # there but different, or stopped: made again
             steps.destroy.append(L1Destroy(o.kind, name))
         steps.prepare.append(L1Prepare(o))
         steps.start.append(L1Start(o))

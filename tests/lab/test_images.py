@@ -8,6 +8,8 @@ leaves nothing of the L1, and the image stays where it was, unchanged.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -95,6 +97,28 @@ def test_kvm_l1_from_the_debian_disk_takes_the_tenants_ssh_key(image_lab, debian
     assert "10.0.101.25/24" in out.stdout and "/dev/vda" in out.stdout, out
     refused = _ssh(lab.ns("amgmt"), other, "10.0.101.25", "hostname")
     assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused
+
+    # a burst of disk I/O: QEMU's I/O threads stay within their bound, under the L1's pids limit
+    # (past it QEMU could not make a thread and aborted: the L1 was lost)
+    pidfile = kvmdrv.RUN_ROOT / lab.ns(n.name) / "pid"
+    pid = int(pidfile.read_text())
+    burst = subprocess.Popen(uservm.ssh_cmd(lab.ns("amgmt"), key, "10.0.101.25",
+                                            "for i in $(seq 48); do dd if=/dev/zero of=/var/tmp/f$i bs=64k count=32 "
+                                            "oflag=direct 2>/dev/null & done; wait; echo kept > /root/mark; sync").full_argv())
+    peak = 0
+    while burst.poll() is None:
+        peak = max(peak, len(list(Path(f"/proc/{pid}/task").iterdir())))
+        time.sleep(0.02)
+    assert burst.returncode == 0 and int(pidfile.read_text()) == pid, burst.returncode
+    print(f"\nQEMU's threads under the burst: at most {peak} (pids limit {kvmdrv.PIDS_BASE + n.cpus})")
+    assert 3 < peak <= kvmdrv.THREAD_POOL_MAX + 3 + n.cpus
+    # QEMU killed: the agent starts the L1 again on its own disk, as a machine restarts
+    os.kill(pid, signal.SIGKILL)
+    res = realize(lab, [n])
+    assert all(r["in_sync"] for r in res.values()), res
+    uservm.ssh_when_up(lab.ns("amgmt"), key, "10.0.101.25", timeout=120, every=0.5)
+    assert int(pidfile.read_text()) != pid
+    assert _ssh(lab.ns("amgmt"), key, "10.0.101.25", "cat /root/mark").stdout.strip() == "kept"
 
     res = realize(lab, [])
     assert all(r["in_sync"] for r in res.values()), res

@@ -204,6 +204,19 @@ def test_plan_creates_keeps_recreates_and_destroys():
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize("keeps_disk, same_spec, want", [
+    (True, True, ["prepare kvm L1 kv", "start kvm L1 kv"]),  # started again on its disk
+    (True, False, ["destroy kvm L1 kv", "prepare kvm L1 kv", "start kvm L1 kv"]),  # a new flavor: made anew
+    (False, True, ["destroy kvm L1 kv", "prepare kvm L1 kv", "start kvm L1 kv"]),  # nothing of it kept
+])
+def test_a_stopped_l1_is_started_again_on_its_disk_only_with_its_spec_unchanged(keeps_disk, same_spec, want):
+    o = op("kv", kind="kvm", cpus=1, memory_mb=128)
+    had = o if same_spec else o.model_copy(update={"memory_mb": 256})
+    facts = _facts({"kv": {"kind": "kvm", "spec": spec_of(had), "running": False, "keeps_disk": keeps_disk}})
+    assert [str(a) for s in plan_l1([o], facts) for a in s] == want
+
+
+@pytest.mark.unit
 def test_one_failing_l1_does_not_stop_the_others_and_is_reported(tmp_path):
     cfg = HostConfig(db="unix:/nonexistent", l1_dir=str(tmp_path), warmup=False)
     twin = MemoryL1(L1Kind.LXC, fail={"bad"})
@@ -524,10 +537,13 @@ def test_kvm_l1_runs_confined_and_its_port_is_shaped_across_a_restart(sandbox):
         assert tc.htb_rates(vm_ns, vm.l1_ifname) == {tc.PORT_CLASS: 5.0}
         shaped = _goodput_mbit(d, "kv", rx_ns, "10.5.0.3")
         assert 3.5 < shaped <= 5.25, (base, shaped)
+        # QEMU killed: the same L1 is started again, as a machine restarts (its run directory,
+        # where a disk would be, its user), not destroyed and made anew
         os.kill(pid, signal.SIGKILL)
-        assert [str(a) for a in host.plan(state(5))] == ["destroy kvm L1 kv", "prepare kvm L1 kv", "start kvm L1 kv"]
+        assert [str(a) for a in host.plan(state(5))] == ["prepare kvm L1 kv", "start kvm L1 kv"]
         host.apply(state(5))
         assert host.plan(state(5)) == []
+        assert d.uid("kv") == uid and d._pid("kv") != pid
         _guest_ready(d, "kv")
         again = _goodput_mbit(d, "kv", rx_ns, "10.5.0.3")
         assert 3.5 < again <= 5.25, (base, shaped, again)

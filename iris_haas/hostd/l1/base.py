@@ -148,7 +148,13 @@ class L1Base(L1Driver):
             return []
 
     def list(self) -> dict[str, dict[str, Any]]:
-        return {n: {"kind": self.kind, "spec": self._load_spec(n), "running": self.running(n)} for n in self.names()}
+        return {n: {"kind": self.kind, "spec": self._load_spec(n), "running": self.running(n),
+                    "keeps_disk": self.keeps_disk(n)} for n in self.names()}
+
+    def keeps_disk(self, name: str) -> bool:
+        """Whether the L1, stopped with its spec unchanged, is started again on its own disk (as
+        a machine restarts) rather than made anew: only a kvm L1's disk is kept so far."""
+        return False
 
     @abc.abstractmethod
     def running(self, name: str) -> bool: ...

@@ -42,6 +42,7 @@ import fcntl
 import gzip
 import hashlib
 import io
+import logging
 import os
 import pwd
 import re
@@ -65,12 +66,18 @@ from iris_haas.linux import cgroup, netns, proc, tc
 from iris_haas.linux import netlink as nl
 from iris_haas.linux.runner import Cmd, cmd
 
+log = logging.getLogger("iris.agent.kvm")
+
 QEMU = "qemu-system-x86_64"
 TAP = "iris-tap"  # in the L1's own namespace, so one name serves every L1
 RUN_ROOT = Path("/run/iris-kvm")
 UID_BASE, UID_RANGE = 0x49520000, 1 << 16  # the L1s' users: no account, no subuid range (100000+)
 QEMU_OVERHEAD_MB = 128  # measured, see docs/compute.md
-PIDS_BASE = 16  # QEMU's own threads; one more per vCPU
+# QEMU's block I/O runs in a pool of worker threads, up to 64 by default; a thread it cannot make
+# is fatal (it aborts: "qemu_thread_create: Resource temporarily unavailable"), so under the pids
+# limit a burst of disk I/O in the guest killed the L1. The pool is bounded below the limit.
+THREAD_POOL_MAX = 8
+PIDS_BASE = 16  # the main thread, RCU's, THREAD_POOL_MAX workers and a margin; one more per vCPU
 _initrd_lock = threading.Lock()
 BUSYBOX = "/bin/busybox"
 # the guest's NIC and 802.1Q, the disk of an L1 booted from an OS image, and tun (the taps of the
@@ -247,6 +254,7 @@ def qemu_cmd(op: L1Op, *, kernel: str, initrd: str, pidfile: str, console: str, 
         "-smp", str(op.cpus), "-m", str(op.memory_mb),
         "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
         "-sandbox", SANDBOX,
+        "-object", f"main-loop,id=iris-main,thread-pool-max={THREAD_POOL_MAX}",
         "-kernel", kernel, "-initrd", initrd, "-append", append,
         "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no",
         "-device", f"virtio-net-pci,netdev=n0,mac={mac_of(op)},romfile=,csum=off,gso=off,"
@@ -302,6 +310,10 @@ class KvmL1(L1Base):
         Under ``/run``, since the driver's own state directory may not be traversable by it."""
         unit = self.unit(name)
         return RUN_ROOT / unit if unit else None
+
+    def keeps_disk(self, name: str) -> bool:
+        run = self.run_dir(name)
+        return run is not None and run.is_dir()
 
     def _pid(self, name: str) -> int | None:
         run = self.run_dir(name)
@@ -365,10 +377,18 @@ class KvmL1(L1Base):
     def start(self, op: L1Op) -> None:
         if not op.netns or not op.l1_ifname or not nl.netns_exists(op.netns):
             raise L1Failed(f"{op.name}: namespace {op.netns} or its NIC missing (its NIC was not wired)")
-        if self._qemu(op.name) and self._load_spec(op.name) == spec_of(op):
+        same = self._load_spec(op.name) == spec_of(op)
+        if self._qemu(op.name) and same:
             self._wire(op)  # the same VM, its NIC made again by a repair: plugged in again
             return
-        self.destroy(op.name, keep_spec=True)  # a changed spec, or a half-made L1: start afresh
+        if same and self.keeps_disk(op.name):
+            # the same L1 whose QEMU exited (a guest's poweroff or panic, QEMU's own end): booted
+            # again on its own disk, as a machine restarts; why it ended stays in its log
+            log.warning("kvm L1 %s: QEMU had exited; starting it again on its disk: %s",
+                        op.name, _tail(self._p(op.name, "log")) or "nothing in its log")
+            cgroup.remove(op.netns)  # whatever of it is left
+        else:
+            self.destroy(op.name, keep_spec=True)  # a changed spec, or a half-made L1: start afresh
         try:
             self._start(op)
         except Exception as e:
@@ -405,7 +425,7 @@ class KvmL1(L1Base):
         initrd.write_bytes(base.read_bytes() + gzip.compress(vm_cpio(op)))
         os.chown(initrd, uid, uid)
         initrd.chmod(0o400)
-        disk = self._disk(op, run, uid) if op.image else None
+        disk = (str(run / "disk.qcow2") if (run / "disk.qcow2").exists() else self._disk(op, run, uid)) if op.image else None
         self._tap(op, uid)
         self._wire(op)
         cgroup.create(unit, limits(op))
@@ -439,6 +459,8 @@ class KvmL1(L1Base):
         the run directories are the record of which uids are taken (a lock keeps two agents of
         one host from taking the same one at once)."""
         RUN_ROOT.mkdir(mode=0o711, exist_ok=True)
+        if run.is_dir():  # the L1 starting again: its user, who owns its disk, stays
+            return run.stat().st_uid
         with open(RUN_ROOT / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             taken = {d.stat().st_uid for d in RUN_ROOT.iterdir() if d.is_dir() and d != run}
