@@ -259,7 +259,7 @@ def qemu_argv(name: str, *, kernel: str, initrd: str, vmdir: str, tap: str, mac:
     """The user VM's QEMU command line on the host (pure): TCG, the template's kernel, its NIC on
     ``tap``, QMP on a unix socket in its directory, daemonized with a pidfile."""
     return [
-        kvm.QEMU, "-name", f"iris-{name}", "-machine", "pc", "-accel", f"tcg,tb-size={TCG_TB_MIB}", "-cpu", "max",
+        kvm.QEMU, "-name", f"iris-{name}", "-machine", "pc", "-accel", f"tcg,tb-size={TCG_TB_MIB}", "-cpu", "qemu64",
         "-smp", "1", "-m", str(memory_mb), "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
         "-no-reboot", "-kernel", kernel, "-initrd", initrd,
         "-append", f"console=ttyS0 quiet panic=-1 rdinit=/init iris.addr={address}",
@@ -268,6 +268,8 @@ def qemu_argv(name: str, *, kernel: str, initrd: str, vmdir: str, tap: str, mac:
                    "guest_csum=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off",
         "-serial", f"file:{vmdir}/console", "-serial", f"unix:{vmdir}/shell,server=on,wait=off", "-qmp", f"unix:{vmdir}/qmp,server=on,wait=off",
         "-pidfile", f"{vmdir}/pid", "-daemonize",
+        # its stderr (kept: -D keeps a daemon's stderr open) and the guest's errors seen by QEMU
+        "-d", "guest_errors", "-D", f"{vmdir}/guest-errors.log",
         *(("-incoming", incoming) if incoming else ()),
     ]
 
@@ -282,7 +284,7 @@ def deploy_script(host: HostSsh, name: str, *, vlan: int, owner: str, qemu: list
         f"ip tuntap add dev {tap} mode tap",
         f"ip link set {tap} up",
         host.vsctl(*ovs.add_port(host.bridge, tap, tag=vlan, vlan_mode="access", external_ids={names.OWNER: owner})),
-        " ".join(shlex.quote(a) for a in qemu),
+        " ".join(shlex.quote(a) for a in qemu) + f" 2>>{vmdir}/qemu.log",
         f"cat {vmdir}/pid",
     ])
 
@@ -337,6 +339,12 @@ class UserVm:
             f"rm -rf {self.vmdir}",
         ]))
 
+    def log_tail(self, n: int = 600) -> str:
+        """The end of QEMU's own messages (its stderr, ``qemu.log``, and the guest's errors it saw,
+        ``guest-errors.log``, in the VM's directory)."""
+        p = self.host.run(f"cat {self.vmdir}/qemu.log {self.vmdir}/guest-errors.log 2>/dev/null | tail -c {n}", check=False)
+        return p.stdout.decode(errors="replace").strip() or "(nothing)"
+
     def leftovers(self) -> list[str]:
         """What of the VM is still on the host (its process, tap, OVS port, directory)."""
         tap = tap_name(self.name)
@@ -370,7 +378,7 @@ def deploy_user_vm(host: HostSsh, tpl: Template, name: str, vlan: int, mac: str,
     return vm
 
 
-MIGRATE_BYTES_PER_S = 16 << 20  # the migration stream's cap: it shares the management VLAN and the trunk
+MIGRATE_BYTES_PER_S = 8 << 20  # the migration stream's cap: it shares the management VLAN and the trunk
 
 
 def migrate(vm: UserVm, dst: HostSsh, tpl: Template, *, owner: str, port: int = 49152,
@@ -397,8 +405,14 @@ def migrate(vm: UserVm, dst: HostSsh, tpl: Template, *, owner: str, port: int = 
             if st.get("status") in ("failed", "cancelled") or time.monotonic() > deadline:
                 raise DeployFailed(f"migrate {vm.name} to {dst.ip}: {st}")
             time.sleep(0.1)
-        if new.qmp("query-status")["return"]["status"] != "running":
-            raise DeployFailed(f"{vm.name} does not run on {dst.ip} after the migration")
+        try:
+            status = new.qmp("query-status")["return"]["status"]
+        except DeployFailed:
+            status = "exited"
+        if status != "running":  # the source, paused, runs on: the VM stays where it was (as libvirt does)
+            vm.qmp("cont")
+            raise DeployFailed(f"{vm.name} does not run on {dst.ip} after the migration ({status}); it runs on on "
+                               f"{vm.host.ip}. QEMU there: {new.log_tail()}")
     except Exception:
         new.destroy()  # the VM stays where it was
         raise

@@ -28,6 +28,9 @@ def test_qemu_runs_tcg_on_the_vms_tap_with_its_mac_and_address_and_qmp():
     assert any(x.startswith("virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01,") for x in a)
     assert "iris.addr=10.7.0.31/24" in s and "-qmp unix:/d/qmp,server=on,wait=off" in s
     assert "-pidfile /d/pid -daemonize" in s and "-incoming" not in a
+    # a named CPU model, the same on every host, whose whole state QEMU migrates (not "max")
+    assert "-cpu qemu64" in s
+    assert "-d guest_errors -D /d/guest-errors.log" in s  # the daemon keeps its stderr (qemu.log)
     # ttyS0 the console's file, ttyS1 the guest's shell on a unix socket (UserVm.shell)
     assert "-serial file:/d/console -serial unix:/d/shell,server=on,wait=off" in s
     assert uservm.qemu_argv("v", kernel="k", initrd="i", vmdir="d", tap="t", mac="m", address="a",
@@ -42,7 +45,7 @@ def test_the_deploy_script_puts_the_tap_on_the_guest_vlan_of_the_hosts_bridge_th
     assert lines[4].startswith("ovs-vsctl --db=unix:/run/iris-ovs/db.sock")
     assert "--may-exist add-port iris-cloudbr0 irisu-uvm1" in lines[4] and "tag=733" in lines[4]
     assert "vlan_mode=access" in lines[4] and "iris-owner" in lines[4] and "iaas:a" in lines[4]
-    assert lines[5] == "qemu-system-x86_64 -name 'x y'" and lines[6] == "cat /var/lib/iris-uvm/iris-uvm1/pid"
+    assert lines[5] == "qemu-system-x86_64 -name 'x y' 2>>/var/lib/iris-uvm/iris-uvm1/qemu.log" and lines[6] == "cat /var/lib/iris-uvm/iris-uvm1/pid"
 
 
 def test_names_of_what_a_deploy_makes_carry_the_prefix_and_fit():
