@@ -259,7 +259,9 @@ def qemu_cmd(op: L1Op, *, kernel: str, initrd: str, pidfile: str, console: str, 
         "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no",
         "-device", f"virtio-net-pci,netdev=n0,mac={mac_of(op)},romfile=,csum=off,gso=off,"
                    "guest_csum=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off",
-        "-serial", f"unix:{console},server=on,wait=off",
+        # the console: a socket for the agent, and everything on it kept in console.log
+        "-chardev", f"socket,id=con0,path={console},server=on,wait=off,logfile={console}.log,logappend=on",
+        "-serial", "chardev:con0",
         "-pidfile", pidfile,
         # an OS image: the L1's own copy-on-write layer over it (the image is only read)
         *(("-drive", f"file={disk},if=virtio,format=qcow2,cache=writeback,discard=unmap") if disk else ()),
@@ -384,8 +386,9 @@ class KvmL1(L1Base):
         if same and self.keeps_disk(op.name):
             # the same L1 whose QEMU exited (a guest's poweroff or panic, QEMU's own end): booted
             # again on its own disk, as a machine restarts; why it ended stays in its log
-            log.warning("kvm L1 %s: QEMU had exited; starting it again on its disk: %s",
-                        op.name, _tail(self._p(op.name, "log")) or "nothing in its log")
+            log.warning("kvm L1 %s: QEMU had exited; starting it again on its disk. QEMU: %s. Its console: %s",
+                        op.name, _tail(self._p(op.name, "log")) or "(nothing)",
+                        _tail(RUN_ROOT / op.netns / "console.log") or "(nothing)")
             cgroup.remove(op.netns)  # whatever of it is left
         else:
             self.destroy(op.name, keep_spec=True)  # a changed spec, or a half-made L1: start afresh
