@@ -411,7 +411,7 @@ def migrate(vm: UserVm, dst: HostSsh, tpl: Template, *, owner: str, port: int = 
             status = "exited"
         if status != "running":  # the source, paused, runs on: the VM stays where it was (as libvirt does)
             vm.qmp("cont")
-            raise DeployFailed(f"{vm.name} does not run on {dst.ip} after the migration ({status}); it runs on on "
+            raise DeployFailed(f"{vm.name} does not run on {dst.ip} after the migration ({status}); it runs on at "
                                f"{vm.host.ip}. QEMU there: {new.log_tail()}")
     except Exception:
         new.destroy()  # the VM stays where it was

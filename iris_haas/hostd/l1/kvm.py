@@ -73,9 +73,9 @@ TAP = "iris-tap"  # in the L1's own namespace, so one name serves every L1
 RUN_ROOT = Path("/run/iris-kvm")
 UID_BASE, UID_RANGE = 0x49520000, 1 << 16  # the L1s' users: no account, no subuid range (100000+)
 QEMU_OVERHEAD_MB = 128  # measured, see docs/compute.md
-# QEMU's block I/O runs in a pool of worker threads, up to 64 by default; a thread it cannot make
-# is fatal (it aborts: "qemu_thread_create: Resource temporarily unavailable"), so under the pids
-# limit a burst of disk I/O in the guest killed the L1. The pool is bounded below the limit.
+# QEMU's block I/O runs in a pool of worker threads, up to 64 by default, and a thread it cannot
+# make is fatal (it aborts: "qemu_thread_create: Resource temporarily unavailable"), so the pool
+# is bounded below the L1's pids limit.
 THREAD_POOL_MAX = 8
 PIDS_BASE = 16  # the main thread, RCU's, THREAD_POOL_MAX workers and a margin; one more per vCPU
 _initrd_lock = threading.Lock()
@@ -428,7 +428,7 @@ class KvmL1(L1Base):
         initrd.write_bytes(base.read_bytes() + gzip.compress(vm_cpio(op)))
         os.chown(initrd, uid, uid)
         initrd.chmod(0o400)
-        disk = (str(run / "disk.qcow2") if (run / "disk.qcow2").exists() else self._disk(op, run, uid)) if op.image else None
+        disk = self._disk(op, run, uid) if op.image else None
         self._tap(op, uid)
         self._wire(op)
         cgroup.create(unit, limits(op))
@@ -443,12 +443,15 @@ class KvmL1(L1Base):
 
     def _disk(self, op: L1Op, run: Path, uid: int) -> str:
         """The L1's disk: a qcow2 layer of its own over the OS image (raw, read only), of
-        ``disk_gb`` when given, in its run directory (so it goes with the L1)."""
+        ``disk_gb`` when given, in its run directory (so it goes with the L1); the one it has
+        when it starts again."""
         assert op.image
         image = Path(op.image)
         if not image.is_file():
             raise L1Failed(f"{op.name}: image {op.image} is not a kvm disk image (a file)")
         disk = run / "disk.qcow2"
+        if disk.exists():
+            return str(disk)
         size = [f"{op.disk_gb}G"] if op.disk_gb and (op.disk_gb << 30) > image.stat().st_size else []
         self.runner.run(cmd("qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", image, disk, *size),
                         timeout=30)
