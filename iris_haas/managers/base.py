@@ -224,7 +224,7 @@ class ResourceManager(ABC):
         usage = calendar.overlapping(q.session, self.resource_kind, q.start, float("inf"))
         return Offer(capacities, {r: iv for r, iv in usage.items() if r in capacities}, need, count, report)
 
-    def free(self, ctx: Context, capacities: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
+    def free(self, ctx: Context, capacities: dict[int, tuple[int, ...]]) -> calendar.Free:
         """Free capacity of these resources over [ctx.start, ctx.end): capacity minus the calendar's
         peak (this reservation's committed version excluded, since the new one replaces it) minus
         what this reserve call has already held for sibling items."""

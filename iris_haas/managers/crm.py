@@ -27,15 +27,15 @@ class ComputeManager(ResourceManager):
     drains = True
 
     def __init__(self) -> None:
-        # (site, L1 kind) -> (inventory generation, capacities, names): admission reads the node
-        # table again only after an inventory change, by any process sharing the database
-        self._nodes: dict[tuple[int, str], tuple[int | None, dict, dict]] = {}
+        # (site, L1 kind) -> (inventory generation, capacities, names, ids by capacity): admission
+        # reads the node table again only after an inventory change, by any process sharing the database
+        self._nodes: dict[tuple[int, str], tuple[int | None, dict, dict, list[int]]] = {}
 
-    def candidates(self, ctx: Context, l1_kind: str) -> tuple[dict[int, tuple[int, ...]], dict[int, str]]:
+    def candidates(self, ctx: Context, l1_kind: str) -> tuple[dict[int, tuple[int, ...]], dict[int, str], list[int]]:
         return self._candidates(ctx.session, ctx.reservation.site_id, l1_kind)
 
     def _candidates(self, session: Session, site_id: int, l1_kind: str) -> tuple[dict[int, tuple[int, ...]],
-                                                                                 dict[int, str]]:
+                                                                                 dict[int, str], list[int]]:
         generation = session.scalar(select(Meta.value).where(Meta.key == "inventory"))
         key = (site_id, l1_kind)
         cached = self._nodes.get(key)
@@ -45,12 +45,13 @@ class ComputeManager(ResourceManager):
                     Node.site_id == site_id, Node.state == NodeState.AVAILABLE, Node.supports(l1_kind)
                 )
             ).all()
-            cached = (generation, {i: (c, m, d) for i, _, c, m, d in nodes}, {i: name for i, name, *_ in nodes})
+            caps: dict[int, tuple[int, ...]] = {i: (c, m, d) for i, _, c, m, d in nodes}
+            cached = (generation, caps, {i: name for i, name, *_ in nodes}, calendar.rank(caps))
             self._nodes[key] = cached
-        return dict(cached[1]), cached[2]
+        return cached[1], cached[2], cached[3]  # shared: read only (free capacity is a copy of it)
 
     def reserve(self, ctx: Context, index: int, item: dict) -> None:
-        caps, names_ = self.candidates(ctx, item["l1_kind"])
+        caps, names_, ranked = self.candidates(ctx, item["l1_kind"])
         if not caps:
             raise ReserveFailed(f"no available L0 node at site {ctx.haas_site.name} supports L1 kind {item['l1_kind']}")
         free = self.free(ctx, caps)
@@ -65,7 +66,7 @@ class ComputeManager(ResourceManager):
             free[a.resource_id] = tuple(f[d] - need[d] for d in range(3))
             kept.append(a.resource_id)
         kept_names = [a.detail["l1"] for a in previous[: len(kept)]]  # an L1 that stays keeps its name
-        rest = calendar.place(free, need, item["count"] - len(kept))
+        rest = calendar.place(free, need, item["count"] - len(kept), ranked)
         if rest is None:
             raise ReserveFailed(
                 f"compute item {index}: {item['count']} x {item['l1_kind']} ({need[0]} cpus, {need[1]} MB, "
@@ -86,7 +87,7 @@ class ComputeManager(ResourceManager):
             )
 
     def availability(self, q: Query, item: dict) -> Offer:
-        caps, _ = self._candidates(q.session, q.site.id, item["l1_kind"])
+        caps, _, _ = self._candidates(q.session, q.site.id, item["l1_kind"])
         need = (item["cpus"], item["memory_mb"], item["disk_gb"])
         return self._offer(q, caps, need, item["count"], lambda free: {"count_fit": calendar.fit_count(free, need)})
 

@@ -8,8 +8,9 @@ dimension separately is the same as for each instant, since all new allocations 
 from __future__ import annotations
 
 import heapq
+import operator
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -28,8 +29,31 @@ DIMENSIONS: dict[str, tuple[str, ...]] = {
 Interval = tuple[float, float, tuple[int, ...]]
 
 
+class Free(dict[int, tuple[int, ...]]):
+    """Free capacity per resource, made as a copy of the capacities: it remembers which entries
+    were set since (``changed``), so :func:`place` need not look at the thousands of resources
+    that are still wholly free."""
+
+    def __init__(self, capacities: dict[int, tuple[int, ...]]):
+        super().__init__(capacities)
+        self.changed: set[int] = set()
+
+    def __setitem__(self, key: int, value: tuple[int, ...]) -> None:
+        self.changed.add(key)
+        super().__setitem__(key, value)
+
+
+def rank(capacities: Mapping[int, tuple[int, ...]]) -> list[int]:
+    """Resource ids from the largest capacity down (ties: the lower id first), as :func:`place`
+    prefers them when wholly free."""
+    return sorted(capacities, key=lambda rid: (tuple(-x for x in capacities[rid]), rid))
+
+
 def peak(intervals: Iterable[Interval], lo: float, hi: float, dims: int) -> tuple[int, ...]:
     """Per dimension, the largest sum of amounts over any instant in [lo, hi) (half-open)."""
+    if isinstance(intervals, list) and len(intervals) == 1:  # most resources in a busy calendar
+        s, e, amount = intervals[0]
+        return tuple(amount) if max(s, lo) < min(e, hi) else (0,) * dims
     events: list[tuple[float, int, tuple[int, ...]]] = []
     for s, e, amount in intervals:
         s, e = max(s, lo), min(e, hi)
@@ -76,8 +100,8 @@ def overlapping(
     if resource_ids is not None:
         q = q.where(Allocation.resource_id.in_(list(resource_ids)))
     grouped: dict[int, list[Interval]] = defaultdict(list)
-    for row in session.execute(q):
-        grouped[row[0]].append((row[1], row[2], tuple(row[3:])))
+    for rid, s, e, *amount in session.execute(q).tuples():
+        grouped[rid].append((s, e, tuple(amount)))
     # an ended reservation's L1 or volume that its host has not yet confirmed gone still takes
     # its room there, over any interval: nothing is overbooked on the real machine
     drain = select(Allocation.resource_id, *cols).where(Allocation.resource_kind == kind,
@@ -94,14 +118,13 @@ def free_capacity(
     usage: dict[int, list[Interval]],
     start: float,
     end: float,
-) -> dict[int, tuple[int, ...]]:
+) -> Free:
     """Capacity minus peak usage over [start, end), per resource."""
-    out = dict(capacities)  # most resources have nothing in the interval: their capacity is free
+    out = Free(capacities)  # most resources have nothing in the interval: their capacity is free
     for rid, intervals in usage.items():
         cap = capacities.get(rid)
         if cap is not None:
-            used = peak(intervals, start, end, len(cap))
-            out[rid] = tuple(c - u for c, u in zip(cap, used))
+            out[rid] = tuple(map(operator.sub, cap, peak(intervals, start, end, len(cap))))
     return out
 
 
@@ -114,15 +137,31 @@ def fit_count(free: dict[int, tuple[int, ...]], need: tuple[int, ...]) -> int:
     return total
 
 
-def place(free: dict[int, tuple[int, ...]], need: tuple[int, ...], count: int) -> list[int] | None:
+def place(free: dict[int, tuple[int, ...]], need: tuple[int, ...], count: int,
+          ranked: Sequence[int] | None = None) -> list[int] | None:
     """Choose resources for ``count`` units of ``need``, each on the freest resource that fits.
 
     Returns the chosen resource ids (a resource may appear more than once), or None if they
     do not fit. Greedy is exact here: every unit is identical and spans the whole interval,
     so the units fit if and only if the per-resource counts add up to ``count``.
+
+    With ``ranked`` (:func:`rank` of the capacities ``free`` was made from, a :class:`Free`), only
+    the changed resources and the first ``count`` wholly free ones that fit are looked at: the
+    same choice, without a pass over every resource.
     """
     dims = range(len(need))
-    fits = [(f, rid) for rid, f in free.items() if all(f[d] >= need[d] for d in dims)]
+    if ranked is not None and isinstance(free, Free):
+        fits = [(free[rid], rid) for rid in free.changed if all(free[rid][d] >= need[d] for d in dims)]
+        whole = 0
+        for rid in ranked:
+            if whole == count:
+                break
+            f = free[rid]
+            if rid not in free.changed and all(f[d] >= need[d] for d in dims):
+                fits.append((f, rid))
+                whole += 1
+    else:
+        fits = [(f, rid) for rid, f in free.items() if all(f[d] >= need[d] for d in dims)]
     # Each of the ``count`` freest fitting resources takes at least one unit, so looking further
     # never changes whether the units fit; it only costs time with thousands of resources.
     top = heapq.nlargest(count, fits, key=lambda x: (x[0], -x[1]))

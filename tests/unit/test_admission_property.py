@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from iris_haas.contract.errors import IrisError, ReserveFailed
 from iris_haas.control.schemas import ModifyRequest, ReserveRequest, from_epoch
+from iris_haas.store import calendar
 from iris_haas.store.db import Database
 from iris_haas.store.models import Allocation, Link, Node, Site, StoragePool, Tenant
 from tests.conftest import T0, Clock, make_coordinator
@@ -154,3 +155,18 @@ def test_never_overbooks(tmp_path, template, node_cpus, link_cap, pool_cap, sequ
                     assert used <= cap[0], f"{kind} {rid} overbooked at t={t - T0}: {used} > {cap[0]}"
     finally:
         db.dispose()
+
+
+@settings(max_examples=300, deadline=None)
+@given(caps=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=1, max_size=12),
+       used=st.dictionaries(st.integers(0, 11), st.tuples(st.integers(0, 6), st.integers(0, 6)), max_size=12),
+       need=st.tuples(st.integers(0, 3), st.integers(1, 3)), count=st.integers(1, 8))
+def test_placement_from_the_ranked_capacities_chooses_as_a_pass_over_every_resource(caps, used, need, count):
+    """``place`` with ``ranked`` looks only at the changed resources and the first wholly free
+    ones; it must choose exactly what a pass over every resource chooses."""
+    capacities = dict(enumerate(caps))
+    free = calendar.Free(capacities)
+    for rid, (a, b) in used.items():
+        if rid in free:
+            free[rid] = (free[rid][0] - a, free[rid][1] - b)
+    assert calendar.place(free, need, count, calendar.rank(capacities)) == calendar.place(dict(free), need, count)
