@@ -254,14 +254,6 @@ def main() -> None:
         else:
             shutil.copy(tmp / "iris.db", tmp / "naive.db")
             naive_url = f"sqlite:///{tmp / 'naive.db'}"
-        # The baseline is what a naive manager would have: its overlap query per node on the
-        # (kind, node, start) index. Iris's covering calendar index goes from its copy: SQLite's
-        # planner, without statistics, would otherwise scan that index from the calendar's start.
-        naive_db = Database(naive_url)
-        with naive_db.engine.connect() as c:
-            c.exec_driver_sql("DROP INDEX ix_alloc_calendar")
-            c.commit()
-        naive_db.dispose()
         reqs = requests(args.requests, t0, rng)
 
         db = Database(url)
@@ -278,6 +270,12 @@ def main() -> None:
             db.dispose()
 
         naive_db = Database(naive_url)
+        # The baseline is what a naive manager would have: its overlap query per node on the
+        # (kind, node, start) index. Iris's covering calendar index goes from its copy: SQLite's
+        # planner, without statistics, would otherwise scan that index from the calendar's start.
+        with naive_db.engine.connect() as c:
+            c.exec_driver_sql("DROP INDEX ix_alloc_calendar")
+            c.commit()
         naive = measure_naive(naive_db, reqs[: args.baseline_requests], tenant_id, site_id)
         naive_db.dispose()
     finally:

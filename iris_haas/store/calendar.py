@@ -150,18 +150,21 @@ def place(free: dict[int, tuple[int, ...]], need: tuple[int, ...], count: int,
     same choice, without a pass over every resource.
     """
     dims = range(len(need))
+
+    def holds(f: tuple[int, ...]) -> bool:
+        return all(f[d] >= need[d] for d in dims)
+
     if ranked is not None and isinstance(free, Free):
-        fits = [(free[rid], rid) for rid in free.changed if all(free[rid][d] >= need[d] for d in dims)]
+        fits = [(f, rid) for rid in free.changed if holds(f := free[rid])]
         whole = 0
         for rid in ranked:
             if whole == count:
                 break
-            f = free[rid]
-            if rid not in free.changed and all(f[d] >= need[d] for d in dims):
+            if rid not in free.changed and holds(f := free[rid]):
                 fits.append((f, rid))
                 whole += 1
     else:
-        fits = [(f, rid) for rid, f in free.items() if all(f[d] >= need[d] for d in dims)]
+        fits = [(f, rid) for rid, f in free.items() if holds(f)]
     # Each of the ``count`` freest fitting resources takes at least one unit, so looking further
     # never changes whether the units fit; it only costs time with thousands of resources.
     top = heapq.nlargest(count, fits, key=lambda x: (x[0], -x[1]))
