@@ -355,7 +355,7 @@ class Coordinator:
                 s.delete(a)
 
     def _draining(self) -> bool:
-        with self.db.transaction() as s:
+        with self.db.reading() as s:
             # by kind and status, so the index (resource_kind, status) answers it without a scan
             return s.scalar(select(Allocation.id).where(Allocation.resource_kind.in_(["node", "pool"]),
                                                         Allocation.status == calendar.DRAINING).limit(1)) is not None

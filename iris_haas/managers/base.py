@@ -228,9 +228,8 @@ class ResourceManager(ABC):
         """Free capacity of these resources over [ctx.start, ctx.end): capacity minus the calendar's
         peak (this reservation's committed version excluded, since the new one replaces it) minus
         what this reserve call has already held for sibling items."""
-        usage = calendar.overlapping(ctx.session, self.resource_kind, ctx.start, ctx.end,
-                                     exclude_reservation=ctx.reservation.id)
-        free = calendar.free_capacity(capacities, usage, ctx.start, ctx.end)
+        free = calendar.remaining(capacities, calendar.used(ctx.session, self.resource_kind, ctx.start, ctx.end,
+                                                           exclude_reservation=ctx.reservation.id))
         dims = calendar.DIMENSIONS[self.resource_kind]
         for a in ctx.held:
             if a.resource_kind == self.resource_kind and a.resource_id in free:

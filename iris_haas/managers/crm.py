@@ -78,11 +78,12 @@ class ComputeManager(ResourceManager):
             if img is None:
                 raise ReserveFailed(f"compute item {index}: image {item['image']} was removed")
             image = {"image": img.path}
+        first = next_number(ctx.session, "l1", len(rest)) if rest else 0
+        l1s = kept_names + [names.l1_name(first + n) for n in range(len(rest))]
         for n, node_id in enumerate(kept + rest):
-            l1 = kept_names[n] if n < len(kept_names) else names.l1_name(next_number(ctx.session, "l1"))
             self.hold(
                 ctx, index, node_id,
-                {"node": names_[node_id], "l1": l1, "l1_kind": item["l1_kind"], "n": n, **image},
+                {"node": names_[node_id], "l1": l1s[n], "l1_kind": item["l1_kind"], "n": n, **image},
                 cpus=need[0], memory_mb=need[1], disk_gb=need[2],
             )
 

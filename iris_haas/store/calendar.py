@@ -11,8 +11,9 @@ import heapq
 import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from iris_haas.store.models import Allocation
@@ -34,9 +35,11 @@ class Free(dict[int, tuple[int, ...]]):
     were set since (``changed``), so :func:`place` need not look at the thousands of resources
     that are still wholly free."""
 
-    def __init__(self, capacities: dict[int, tuple[int, ...]]):
+    def __init__(self, capacities: dict[int, tuple[int, ...]], changes: Mapping[int, tuple[int, ...]] | None = None):
         super().__init__(capacities)
-        self.changed: set[int] = set()
+        if changes:
+            super().update(changes)
+        self.changed: set[int] = set(changes or ())
 
     def __setitem__(self, key: int, value: tuple[int, ...]) -> None:
         self.changed.add(key)
@@ -72,6 +75,49 @@ def peak(intervals: Iterable[Interval], lo: float, hi: float, dims: int) -> tupl
     return tuple(best)
 
 
+def _overlap(session: Session, kind: str, start: float, end: float, exclude_reservation: str | None) -> list | None:
+    """The conditions on an allocation of ``kind`` overlapping [start, end), put so that the
+    calendar's index answers them as one range (starts within the longest duration); None when
+    there is no allocation of ``kind`` at all."""
+    longest = session.scalar(
+        select(func.max(Allocation.duration_s)).where(Allocation.resource_kind == kind)
+    )
+    if longest is None:
+        return None
+    where = [
+        Allocation.resource_kind == kind,
+        Allocation.start >= start - longest,
+        Allocation.start < end,
+        Allocation.end > start,
+        Allocation.status != DRAINING,
+    ]
+    if exclude_reservation is not None:
+        where.append(Allocation.reservation_id != exclude_reservation)
+    return where
+
+
+def _rows(session: Session, stmt: Select) -> Sequence[Any]:
+    """The statement's rows as the driver's own tuples, read from its cursor: the calendar reads
+    a thousand rows per request at scale, and making a SQLAlchemy row of each cost more than the
+    query. Run after a query through the session, which has flushed what is pending."""
+    conn = session.connection()
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.construct_params()
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(compiled.string, tuple(params[k] for k in compiled.positiontup or ())
+                       if compiled.positional else params)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def _draining(kind: str) -> tuple:
+    # an ended reservation's L1 or volume that its host has not yet confirmed gone still takes
+    # its room there, over any interval: nothing is overbooked on the real machine
+    return Allocation.resource_kind == kind, Allocation.status == DRAINING
+
+
 def overlapping(
     session: Session,
     kind: str,
@@ -81,36 +127,53 @@ def overlapping(
     exclude_reservation: str | None = None,
     resource_ids: Sequence[int] | None = None,
 ) -> dict[int, list[Interval]]:
-    """All allocations of ``kind`` overlapping [start, end), grouped by resource, in one query."""
-    cols = [getattr(Allocation, c) for c in DIMENSIONS[kind]]
-    longest = session.scalar(
-        select(func.max(Allocation.duration_s)).where(Allocation.resource_kind == kind)
-    )
-    if longest is None:
+    """All allocations of ``kind`` overlapping [start, end), grouped by resource, in one query
+    (the draining ones in another, as if they spanned [start, end))."""
+    where = _overlap(session, kind, start, end, exclude_reservation)
+    if where is None:
         return {}
-    q = select(Allocation.resource_id, Allocation.start, Allocation.end, *cols).where(
-        Allocation.resource_kind == kind,
-        Allocation.start >= start - longest,
-        Allocation.start < end,
-        Allocation.end > start,
-        Allocation.status != DRAINING,
-    )
-    if exclude_reservation is not None:
-        q = q.where(Allocation.reservation_id != exclude_reservation)
+    drain = list(_draining(kind))
     if resource_ids is not None:
-        q = q.where(Allocation.resource_id.in_(list(resource_ids)))
+        where.append(Allocation.resource_id.in_(list(resource_ids)))
+        drain.append(Allocation.resource_id.in_(list(resource_ids)))
+    cols = [getattr(Allocation, c) for c in DIMENSIONS[kind]]
     grouped: dict[int, list[Interval]] = defaultdict(list)
-    for rid, s, e, *amount in session.execute(q).tuples():
+    for rid, s, e, *amount in _rows(session, select(Allocation.resource_id, Allocation.start, Allocation.end, *cols)
+                                    .where(*where)):
         grouped[rid].append((s, e, tuple(amount)))
-    # an ended reservation's L1 or volume that its host has not yet confirmed gone still takes
-    # its room there, over any interval: nothing is overbooked on the real machine
-    drain = select(Allocation.resource_id, *cols).where(Allocation.resource_kind == kind,
-                                                       Allocation.status == DRAINING)
-    if resource_ids is not None:
-        drain = drain.where(Allocation.resource_id.in_(list(resource_ids)))
-    for row in session.execute(drain):
-        grouped[row[0]].append((start, end, tuple(row[1:])))
+    for rid, *amount in _rows(session, select(Allocation.resource_id, *cols).where(*drain)):
+        grouped[rid].append((start, end, tuple(amount)))
     return grouped
+
+
+def used(session: Session, kind: str, start: float, end: float, *,
+         exclude_reservation: str | None = None) -> dict[int, tuple[int, ...]]:
+    """Per resource with anything on it, the peak over [start, end): what :func:`peak` gives
+    for :func:`overlapping`'s intervals, without making an interval of each allocation. Most
+    resources have a single overlapping allocation, and its amount is the peak."""
+    where = _overlap(session, kind, start, end, exclude_reservation)
+    if where is None:
+        return {}
+    cols = [getattr(Allocation, c) for c in DIMENSIONS[kind]]
+    first: dict[int, tuple] = {}
+    more: dict[int, list[tuple]] = {}
+    for row in _rows(session, select(Allocation.resource_id, Allocation.start, Allocation.end, *cols).where(*where)):
+        if row[0] in first:
+            more.setdefault(row[0], [first[row[0]]]).append(row)
+        else:
+            first[row[0]] = row
+    out = {rid: row[3:] for rid, row in first.items()}
+    for rid, rows in more.items():
+        out[rid] = peak([(r[1], r[2], r[3:]) for r in rows], start, end, len(cols))
+    for rid, *amount in _rows(session, select(Allocation.resource_id, *cols).where(*_draining(kind))):
+        out[rid] = tuple(map(operator.add, out[rid], amount)) if rid in out else tuple(amount)
+    return out
+
+
+def remaining(capacities: dict[int, tuple[int, ...]], usage: Mapping[int, tuple[int, ...]]) -> Free:
+    """Capacity minus ``usage`` (a peak per resource), for the resources in ``capacities``."""
+    return Free(capacities, {rid: tuple(map(operator.sub, cap, u))
+                             for rid, u in usage.items() if (cap := capacities.get(rid)) is not None})
 
 
 def free_capacity(
@@ -120,12 +183,8 @@ def free_capacity(
     end: float,
 ) -> Free:
     """Capacity minus peak usage over [start, end), per resource."""
-    out = Free(capacities)  # most resources have nothing in the interval: their capacity is free
-    for rid, intervals in usage.items():
-        cap = capacities.get(rid)
-        if cap is not None:
-            out[rid] = tuple(map(operator.sub, cap, peak(intervals, start, end, len(cap))))
-    return out
+    return remaining(capacities, {rid: peak(intervals, start, end, len(cap)) for rid, intervals in usage.items()
+                                  if (cap := capacities.get(rid)) is not None})
 
 
 def fit_count(free: dict[int, tuple[int, ...]], need: tuple[int, ...]) -> int:
@@ -152,7 +211,7 @@ def place(free: dict[int, tuple[int, ...]], need: tuple[int, ...], count: int,
     dims = range(len(need))
 
     def holds(f: tuple[int, ...]) -> bool:
-        return all(f[d] >= need[d] for d in dims)
+        return all(map(operator.ge, f, need))
 
     if ranked is not None and isinstance(free, Free):
         fits = [(f, rid) for rid in free.changed if holds(f := free[rid])]

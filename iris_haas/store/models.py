@@ -44,11 +44,12 @@ def bump_data_plane(session, tenant_ids) -> None:
             index_elements=[Meta.key], set_={"value": Meta.value + 1}))
 
 
-def next_number(session, key: str) -> int:
-    """The next number of a sequence (``l1``, ``volume``, ``segment``): given once, never again,
-    so the names built from it (``contract.names``) cannot collide."""
-    return session.execute(update(Meta).where(Meta.key == key).values(value=Meta.value + 1)
-                           .returning(Meta.value)).scalar_one()
+def next_number(session, key: str, count: int = 1) -> int:
+    """The next number of a sequence (``l1``, ``volume``, ``segment``), or the first of the next
+    ``count``: given once, never again, so the names built from them (``contract.names``) cannot
+    collide."""
+    return session.execute(update(Meta).where(Meta.key == key).values(value=Meta.value + count)
+                           .returning(Meta.value)).scalar_one() - count + 1
 
 
 def give_tunnel_key(session, owner: str, key: int | None = None) -> int:

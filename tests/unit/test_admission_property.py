@@ -7,17 +7,19 @@ calendar's sweep."""
 from __future__ import annotations
 
 import shutil
+from types import SimpleNamespace
 import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import delete
 
 from iris_haas.contract.errors import IrisError, ReserveFailed
 from iris_haas.control.schemas import ModifyRequest, ReserveRequest, from_epoch
 from iris_haas.store import calendar
 from iris_haas.store.db import Database
-from iris_haas.store.models import Allocation, Link, Node, Site, StoragePool, Tenant
+from iris_haas.store.models import Allocation, Link, Node, Reservation, Site, StoragePool, Tenant
 from tests.conftest import T0, Clock, make_coordinator
 
 UNIT = 100.0  # seconds per schedule unit
@@ -170,3 +172,54 @@ def test_placement_from_the_ranked_capacities_chooses_as_a_pass_over_every_resou
         if rid in free:
             free[rid] = (free[rid][0] - a, free[rid][1] - b)
     assert calendar.place(free, need, count, calendar.rank(capacities)) == calendar.place(dict(free), need, count)
+
+
+@pytest.fixture(scope="module")
+def calendar_db(template, tmp_path_factory):
+    """One database for the calendar's examples: a site, a tenant and two reservations, whose
+    allocations each example writes anew."""
+    path = tmp_path_factory.mktemp("cal") / "calendar.db"
+    shutil.copy(template, path)
+    db = Database(f"sqlite:///{path}")
+    with db.transaction() as s:
+        site = Site(name="haas", kind="haas")
+        tenant = Tenant(name="t", token_hash="x", tunnel_key=1001, created_at=0)
+        s.add_all([site, tenant])
+        s.flush()
+        for rid in ("a", "b"):
+            s.add(Reservation(id=rid, tenant_id=tenant.id, site_id=site.id, description="", version=1,
+                              committed_version=1, reservation_state="ReserveStart", provision_state="Released",
+                              lifecycle_state="Created", data_plane_active=False, created_at=0))
+    yield db
+    db.dispose()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(allocs=st.lists(st.tuples(st.sampled_from("ab"), st.integers(1, 4), st.integers(0, 12), st.integers(1, 6),
+                                 st.sampled_from(["committed", "held", calendar.DRAINING]),
+                                 st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 5))), max_size=20),
+       lo=st.integers(0, 12), length=st.integers(1, 8), exclude=st.sampled_from([None, "a"]))
+def test_the_used_capacity_is_the_peak_of_the_overlapping_intervals(calendar_db, allocs, lo, length, exclude):
+    """``used`` (admission's read of the calendar) gives, per resource, the peak of what
+    ``overlapping`` returns, draining allocations included, the excluded reservation left out."""
+    with calendar_db.transaction() as s:
+        s.execute(delete(Allocation))
+        for rid, node, start, duration, status, (cpus, mem, disk) in allocs:
+            s.add(Allocation(reservation_id=rid, version=1, item=0, resource_kind="node", resource_id=node,
+                             start=float(start), end=float(start + duration), duration_s=float(duration),
+                             cpus=cpus, memory_mb=mem, disk_gb=disk, mbps=0, gb=0, status=status, detail={}))
+    with calendar_db.reading() as s:
+        got = calendar.used(s, "node", lo, lo + length, exclude_reservation=exclude)
+        intervals = calendar.overlapping(s, "node", lo, lo + length, exclude_reservation=exclude)
+    assert got == {rid: calendar.peak(iv, lo, lo + length, 3) for rid, iv in intervals.items()}
+    brute = {node: tuple(brute_usage([a for a in allocs_of(allocs, exclude)], "node", node, lo, lo + length,
+                                     ("cpus", "memory_mb", "disk_gb"))) for node in range(1, 5)}
+    assert {rid: u for rid, u in got.items() if any(u)} == {rid: u for rid, u in brute.items() if any(u)}
+
+
+def allocs_of(allocs, exclude):
+    """The examples' allocations as ``brute_usage`` reads them: a draining one over every instant."""
+    return [SimpleNamespace(resource_kind="node", resource_id=node, start=-1e9 if status == calendar.DRAINING else start,
+                            end=1e9 if status == calendar.DRAINING else start + duration, cpus=c, memory_mb=m, disk_gb=d)
+            for rid, node, start, duration, status, (c, m, d) in allocs
+            if status == calendar.DRAINING or rid != exclude]
