@@ -150,7 +150,7 @@ class Coordinator:
 
     # ---------------------------------------------------------------- helpers
     def _event(self, s: Session, res: Reservation, type_: str, **detail) -> None:
-        s.add(Event(reservation_id=res.id, at=self.clock(), type=type_, detail=detail))
+        self.db.add_event(s, Event(reservation_id=res.id, at=self.clock(), type=type_, detail=detail))
 
     def _transition(self, s: Session, res: Reservation, machine: str, event: str) -> None:
         attr = STATE_ATTR[machine]

@@ -219,7 +219,12 @@ class Database:
         event.listen(self._sessions, "before_flush", self._note_events)
         event.listen(self._sessions, "before_commit", self._number_events)
         event.listen(self._sessions, "after_commit", self._rang)
-        event.listen(self._sessions, "after_rollback", lambda s: s.info.pop("new_events", None))
+        event.listen(self._sessions, "after_rollback", self._forget_events)
+
+    @staticmethod
+    def _forget_events(session: Session) -> None:
+        session.info.pop("new_events", None)
+        session.info.pop("unwritten_events", None)
 
     @staticmethod
     def _note_events(session: Session, _ctx, _instances) -> None:
@@ -227,19 +232,29 @@ class Database:
         if new:
             session.info.setdefault("new_events", []).extend(new)
 
+    @staticmethod
+    def add_event(session: Session, event: Event) -> None:
+        """Write ``event`` with this transaction, at its commit: inserted once, already numbered
+        (an event added to the session is inserted by the first flush, then numbered by an update)."""
+        session.info.setdefault("unwritten_events", []).append(event)
+
     def _number_events(self, session: Session) -> None:
-        """Give this transaction's events the next seqs, in the order they were written."""
+        """Give this transaction's events the next seqs, in the order they were written: those
+        added to the session (already inserted) first, then those of :meth:`add_event`."""
         session.flush()
-        new = session.info.pop("new_events", None)
-        if not new:
+        new = sorted(session.info.pop("new_events", ()), key=lambda e: e.id)
+        unwritten = session.info.pop("unwritten_events", [])
+        if not new and not unwritten:
             return
         if self.is_postgresql:
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVENTS_LOCK_KEY})
         top = session.scalar(select(func.max(Event.seq))) or 0
-        for e in sorted(new, key=lambda e: e.id):
+        for e in new + unwritten:
             top += 1
             e.seq = top
+        session.add_all(unwritten)
         session.flush()
+        session.info.pop("new_events", None)  # noted again by that flush: numbered already
         session.info["numbered"] = True
 
     def _rang(self, session: Session) -> None:
