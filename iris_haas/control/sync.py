@@ -25,6 +25,7 @@ accepts the answer only from a server whose certificate names that host.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 from collections import Counter
@@ -72,8 +73,9 @@ class Ack:
 class DataPlane(Protocol):
     def push(self, host: str, agent_url: str | None, state: DesiredState) -> Ack: ...
 
-    def observe(self, host: str, agent_url: str | None) -> Ack:
-        """What the host holds now (the generation and whether it matches it), without changing it."""
+    def observe(self, host: str, agent_url: str | None) -> Ack | None:
+        """What the host holds now (the generation and whether it matches it), without changing
+        it; None when the host has no agent to ask (it holds nothing)."""
         ...
 
     def metrics(self, host: str, agent_url: str | None) -> str:
@@ -108,7 +110,7 @@ class InMemoryDataPlane:
                 self.states.pop(host, None)
         return Ack(state.version, True)
 
-    def observe(self, host: str, agent_url: str | None) -> Ack:
+    def observe(self, host: str, agent_url: str | None) -> Ack | None:
         with self._lock:
             return Ack(self.generations.get(host, 0), True)
 
@@ -159,9 +161,9 @@ class AgentDataPlane:
         return Ack(int(r.get("version", state.version)), bool(r.get("in_sync", False)),
                    tuple(r.get("refused") or ()))
 
-    def observe(self, host: str, agent_url: str | None) -> Ack:
+    def observe(self, host: str, agent_url: str | None) -> Ack | None:
         if not agent_url:
-            return Ack(0, True)
+            return None
         with self._client(host, agent_url, min(10.0, self.timeout)) as c:
             r = c.state()
         return Ack(int(r.get("version", 0)), bool(r.get("in_sync", False)))
@@ -235,6 +237,9 @@ class Syncer:
         self._host_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self._inflight: dict[str, Future] = {}
+        self._polled: dict[str, float] = {}  # when the reconciler last asked each host what it holds
+        self._answers: dict[str, tuple[Ack, float]] = {}  # what they answered (and when), not yet recorded
+        self._answers_lock = threading.Lock()
         self.counts = SyncCounts()
 
     def close(self) -> None:
@@ -322,6 +327,8 @@ class Syncer:
                 ack, error = None, f"{type(e).__name__}: {e}"
                 log.warning("push of generation %s to %s failed: %s", t.state.version, t.host, e)
             self.counts.add(t.host, "push", "failed" if ack is None else "ok" if ack.in_sync else "not_in_sync")
+            with self._answers_lock:  # a poll's answer from before this push is stale now
+                self._answers.pop(t.host, None)
             if batch is not None and batch.add(t, ack, error):
                 return error
             with self.db.transaction() as s:
@@ -407,32 +414,47 @@ class Syncer:
         return self.push([t for t in targets.values() if t.behind], timeout)
 
     def _poll_one(self, t: Target) -> None:
-        """Ask a host what it holds. A host that holds less than it acknowledged was rebuilt (or
-        its state wiped): it is behind again, and the next pass sends it its state. One that
-        holds its generation but has drifted (a change by hand, a restarted daemon its agent has
-        not repaired yet) is marked out of sync and sent its state again, which repairs it."""
-        try:
-            ack = self.dataplane.observe(t.host, t.url)
-        except Exception as e:  # unreachable: the push path's backoff deals with it
-            log.info("poll of %s failed: %s", t.host, e)
-            self.counts.add(t.host, "poll", "failed")
-            return
-        self.counts.add(t.host, "poll", "ok")
-        with self.db.transaction() as s:
-            row = s.get(HostSync, t.host, with_for_update=True)
-            if row is None:
+        """Ask a host what it holds; the answer is recorded with the others of its pass
+        (``_record_polls``), not in a transaction of its own: a thousand hosts polled every ten
+        seconds would otherwise be a hundred transactions a second."""
+        with self._lock_of(t.host):  # not beside a push, whose answer would be the newer
+            try:
+                ack = self.dataplane.observe(t.host, t.url)
+            except Exception as e:  # unreachable: the push path's backoff deals with it
+                log.info("poll of %s failed: %s", t.host, e)
+                self.counts.add(t.host, "poll", "failed")
                 return
-            row.last_seen = self.clock()
-            if ack.generation < row.acked:
-                log.warning("host %s holds generation %s, had acknowledged %s: sending it again",
-                            t.host, ack.generation, row.acked)
-                row.acked, row.next_try = ack.generation, 0.0
-            row.in_sync = ack.in_sync and ack.generation >= row.generation
+            self.counts.add(t.host, "poll", "ok")
+            if ack is not None:  # None: no agent to ask there, nothing to record
+                with self._answers_lock:
+                    self._answers[t.host] = (ack, self.clock())
+
+    def _record_polls(self) -> None:
+        """The polls' answers since the last pass, in one transaction. A host that holds less
+        than it acknowledged was rebuilt (or its state wiped): it is behind again, and the pass
+        sends it its state. One that holds its generation but has drifted (a change by hand, a
+        restarted daemon its agent has not repaired yet) is marked out of sync and sent its state
+        again, which repairs it."""
+        with self._answers_lock:
+            answers, self._answers = self._answers, {}
+        if not answers:
+            return
+        with self.db.transaction() as s:
+            # locked in host order, as each push locks its one row: no two wait for each other
+            for row in s.scalars(select(HostSync).where(HostSync.host.in_(sorted(answers)))
+                                 .order_by(HostSync.host).with_for_update()):
+                ack, row.last_seen = answers[row.host]
+                if ack.generation < row.acked:
+                    log.warning("host %s holds generation %s, had acknowledged %s: sending it again",
+                                row.host, ack.generation, row.acked)
+                    row.acked, row.next_try = ack.generation, 0.0
+                row.in_sync = ack.in_sync and ack.generation >= row.generation
 
     def reconcile(self, poll_every_s: float = 10.0) -> dict[str, str]:
         """The leader's loop body: every host still behind whose backoff has passed is sent its
         state again; every host not seen for ``poll_every_s`` is asked what it holds. Work in
         flight for a host is not doubled, and nothing here waits for a slow host."""
+        self._record_polls()
         self._passes += 1
         full = self.full_every > 0 and self._passes % self.full_every == 0
         now = self.clock()
@@ -440,7 +462,8 @@ class Syncer:
             rows = list(s.scalars(select(HostSync)))
         due = {r.host: "push" for r in rows if (r.acked < r.generation or not r.in_sync) and r.next_try <= now}
         for r in rows:
-            if r.host not in due and r.attempts == 0 and (r.last_seen is None or now - r.last_seen >= poll_every_s):
+            seen = max(r.last_seen or -math.inf, self._polled.get(r.host, -math.inf))
+            if r.host not in due and r.attempts == 0 and now - seen >= poll_every_s:
                 due[r.host] = "poll"
         targets = self.refresh(full=full, hosts=due)
         for host, t in targets.items():
@@ -451,6 +474,8 @@ class Syncer:
             f = self._inflight.get(host)
             if host not in targets or (f is not None and not f.done()):
                 continue
+            if what == "poll":
+                self._polled[host] = now
             work = self._push_one if what == "push" else self._poll_one
             self._inflight[host] = self._pool.submit(work, targets[host])
             out[host] = what
@@ -459,6 +484,7 @@ class Syncer:
     def settle(self, timeout: float) -> None:
         """Wait (at most ``timeout``) for the work the reconciler has in flight: for tests."""
         wait([f for f in self._inflight.values() if not f.done()], timeout=timeout)
+        self._record_polls()
 
     def hosts(self) -> list[HostSync]:
         with self.db.transaction() as s:
