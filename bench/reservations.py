@@ -69,7 +69,8 @@ def populate(db: Database, nodes: int, reservations: int, t0: float, rng: random
             cpus = rng.randint(1, 8)
             res.append({"id": rid, "tenant_id": tenant_id, "site_id": site_id, "description": "", "version": 1,
                         "committed_version": 1, "reservation_state": "ReserveStart", "provision_state": "Released",
-                        "lifecycle_state": "Created", "data_plane_active": False, "created_at": t0})
+                        "lifecycle_state": "Created", "data_plane_active": False, "committed_end": end,
+                        "created_at": t0})
             crit.append({"reservation_id": rid, "version": 1, "start": start, "end": end, "items": [
                 {"kind": "compute", "count": 1, "l1_kind": "lxc", "cpus": cpus, "memory_mb": 4096, "disk_gb": 20}]})
             alloc.append({"reservation_id": rid, "version": 1, "item": 0, "resource_kind": "node",
@@ -184,7 +185,7 @@ def naive_reserve(db: Database, start: float, end: float, count: int, cpus: int,
         rid = uuid.uuid4().hex
         s.add(Reservation(id=rid, tenant_id=tenant_id, site_id=site_id, description="", version=1,
                           committed_version=1, reservation_state="ReserveStart", provision_state="Released",
-                          lifecycle_state="Created", data_plane_active=False, created_at=start))
+                          lifecycle_state="Created", data_plane_active=False, committed_end=end, created_at=start))
         s.flush()
         s.add(Criteria(reservation_id=rid, version=1, start=start, end=end, items=[]))
         for node_id in chosen:

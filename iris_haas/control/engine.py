@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, select
+from sqlalchemy import Select, and_, false, select
 from sqlalchemy.orm import Session
 
 from iris_haas.contract import failpoints
@@ -354,11 +354,11 @@ class Coordinator:
             if row.acked >= a.drain_generation:
                 s.delete(a)
 
-    def _draining(self) -> bool:
-        with self.db.reading() as s:
-            # by kind and status, so the index (resource_kind, status) answers it without a scan
-            return s.scalar(select(Allocation.id).where(Allocation.resource_kind.in_(["node", "pool"]),
-                                                        Allocation.status == calendar.DRAINING).limit(1)) is not None
+    @staticmethod
+    def _draining(s: Session) -> bool:
+        # by kind and status, so the index (resource_kind, status) answers it without a scan
+        return s.scalar(select(Allocation.id).where(Allocation.resource_kind.in_(["node", "pool"]),
+                                                    Allocation.status == calendar.DRAINING).limit(1)) is not None
 
     def _purge(self) -> None:
         with self.db.transaction() as s:
@@ -426,17 +426,18 @@ class Coordinator:
             if admission:
                 self.db.admission_lock(s)
             result = fn(s)
+            outcome, changed = result if isinstance(result, tuple) else (result, False)
+            draining = not changed and self._draining(s)
             self._count(s)
             failpoints.hit(f"{step}.before_commit")
         failpoints.hit(f"{step}.after_commit")
-        outcome, changed = result if isinstance(result, tuple) else (result, False)
         failures = []
         if changed:
             # the database is the truth from here: a host not reached now is the reconciler's
             targets, results = self._push(step, tenants=[outcome.reservation.tenant_id])
             failures = [f"{h}: {e}" for h, e in sorted(results.items()) if e]
             self._confirm(outcome.reservation.id, targets)
-        elif self._draining():
+        elif draining:
             self._push(step)  # what ended is freed once its hosts confirm
         if outcome.error is not None:
             raise outcome.error
@@ -538,6 +539,7 @@ class Coordinator:
                 self._event(s, res, "errorEvent", message=f"commit failed: {e.message}", **_provider_error(e))
                 return Outcome(res, e)
             res.committed_version = res.version
+            res.committed_end = res.criteria_at(res.version).end
             res.hold_expires_at = None
             self._transition(s, res, "reservation", "commit_ok")
             return Outcome(res), self._sync(s, res, now)
@@ -714,35 +716,29 @@ class Coordinator:
             self._leading, self._nsi_pending = True, None
         self.reconcile_nsi()
         changed = False
-        with self.db.transaction() as s:
-            self.db.admission_lock(s)
-            for res in s.scalars(
-                select(Reservation).where(
-                    Reservation.reservation_state == ReservationState.HELD, Reservation.hold_expires_at <= now
-                ).with_for_update()
-            ):
-                self._timeout(s, res)
-                counts["timeouts"] += 1
-            committed = and_(Criteria.reservation_id == Reservation.id, Criteria.version == Reservation.committed_version)
-            for res in s.scalars(
-                select(Reservation).join(Criteria, committed).where(
-                    Reservation.lifecycle_state == LifecycleState.CREATED, Criteria.end <= now
-                ).with_for_update(of=Reservation)
-            ):
-                self._transition(s, res, "lifecycle", "end_time")
-                changed |= self._end(s, res)
-                counts["ended"] += 1
-            for res in s.scalars(
-                select(Reservation).join(Criteria, committed).where(
-                    Reservation.lifecycle_state == LifecycleState.CREATED,
-                    Reservation.provision_state == ProvisionState.PROVISIONED,
-                    Reservation.data_plane_active.is_(False), Criteria.start <= now, Criteria.end > now,
-                ).with_for_update(of=Reservation)
-            ):
-                changed |= self._sync(s, res, now)
-                counts["activated"] += 1
-            counts["warned"] = self._warn_ending(s, now)
-            self._count(s)
+        expired, ended, starting, ending = self._scheduled(now)
+        with self.db.reading() as s:  # most ticks find nothing due: no lock is taken for them
+            # (no LIMIT: under one, PostgreSQL's planner walked every live reservation, expecting an
+            # early match, instead of the index that finds none)
+            due = any(s.execute(q).first() is not None for q in (expired, ended, starting, ending))
+        if due:
+            with self.db.transaction() as s:
+                self.db.admission_lock(s)
+                for res in s.scalars(expired.with_for_update()):
+                    self._timeout(s, res)
+                    counts["timeouts"] += 1
+                for res in s.scalars(ended.with_for_update()):
+                    self._transition(s, res, "lifecycle", "end_time")
+                    changed |= self._end(s, res)
+                    counts["ended"] += 1
+                for res in s.scalars(starting.with_for_update(of=Reservation)):
+                    changed |= self._sync(s, res, now)
+                    counts["activated"] += 1
+                for res, end in s.execute(ending):
+                    self._event(s, res, "endingSoon", version=res.committed_version,
+                                end=from_epoch(end).isoformat().replace("+00:00", "Z"), remaining_s=round(end - now, 3))
+                    counts["warned"] += 1
+                self._count(s)
         if changed:  # what this tick changed is pushed at once, waiting a little for it
             self._push("tick", timeout=min(5.0, self.push_timeout_s))
         # the reconciler: every host still behind its generation is sent its state again (with
@@ -752,22 +748,26 @@ class Coordinator:
         self._settle_provisioning(now)
         return counts
 
-    def _warn_ending(self, s: Session, now: float) -> int:
-        """endingSoon, once per reservation, ``end_warning_s`` before the end of its committed
-        version (from its start on: a reservation shorter than that is warned when it starts)."""
-        if self.end_warning_s <= 0:
-            return 0
+    def _scheduled(self, now: float) -> tuple[Select, Select, Select, Select]:
+        """What the scheduler acts on at ``now``: held versions past their hold timer; reservations
+        past the end of their committed version; provisioned ones whose start has come; and
+        (endingSoon, once per reservation) those ``end_warning_s`` before their end, from their
+        start on (a reservation shorter than that is warned when it starts)."""
         committed = and_(Criteria.reservation_id == Reservation.id, Criteria.version == Reservation.committed_version)
+        created = Reservation.lifecycle_state == LifecycleState.CREATED
+        expired = select(Reservation).where(Reservation.reservation_state == ReservationState.HELD,
+                                            Reservation.hold_expires_at <= now)
+        ended = select(Reservation).where(created, Reservation.committed_end <= now)
+        starting = select(Reservation).join(Criteria, committed).where(
+            created, Reservation.provision_state == ProvisionState.PROVISIONED,
+            Reservation.data_plane_active.is_(False), Criteria.start <= now, Criteria.end > now)
         warned = select(Event.id).where(Event.reservation_id == Reservation.id, Event.type == "endingSoon").exists()
-        rows = s.execute(select(Reservation, Criteria.end).join(Criteria, committed).where(
-            Reservation.lifecycle_state == LifecycleState.CREATED, Criteria.start <= now,
-            Criteria.end > now, Criteria.end <= now + self.end_warning_s, ~warned))
-        n = 0
-        for res, end in rows:
-            self._event(s, res, "endingSoon", version=res.committed_version, end=from_epoch(end).isoformat().replace("+00:00", "Z"),
-                        remaining_s=round(end - now, 3))
-            n += 1
-        return n
+        ending = select(Reservation, Reservation.committed_end).join(Criteria, committed).where(
+            created, Reservation.committed_end > now, Reservation.committed_end <= now + self.end_warning_s,
+            Criteria.start <= now, ~warned)
+        if self.end_warning_s <= 0:
+            ending = ending.where(false())
+        return expired, ended, starting, ending
 
     def _settle_provisioning(self, now: float) -> None:
         """A provision whose coordinator died before it finished: Provisioned once its hosts hold
@@ -963,7 +963,7 @@ class Coordinator:
     # ---------------------------------------------------------------- queries
     def get(self, tenant_id: int | None, rid: str) -> tuple[Reservation, Tenant, list[dict]]:
         """A reservation, its tenant, and the resources each manager holds for it."""
-        with self.db.transaction() as s:
+        with self.db.reading() as s:
             res = s.scalar(select(Reservation).where(Reservation.id == rid))
             if res is None or (tenant_id is not None and res.tenant_id != tenant_id):
                 raise NotFound(f"no reservation {rid}")
@@ -972,7 +972,7 @@ class Coordinator:
             return res, ctx.tenant, resources
 
     def list(self, tenant_id: int | None) -> builtins.list[tuple[Reservation, Tenant]]:
-        with self.db.transaction() as s:
+        with self.db.reading() as s:
             q = select(Reservation, Tenant).join(Tenant, Tenant.id == Reservation.tenant_id).order_by(
                 Reservation.created_at)
             if tenant_id is not None:
@@ -983,7 +983,7 @@ class Coordinator:
         return out
 
     def events(self, tenant_id: int | None, rid: str) -> builtins.list[Event]:
-        with self.db.transaction() as s:
+        with self.db.reading() as s:
             res = s.get(Reservation, rid)
             if res is None or (tenant_id is not None and res.tenant_id != tenant_id):
                 raise NotFound(f"no reservation {rid}")
@@ -992,7 +992,7 @@ class Coordinator:
     def feed(self, tenant_id: int | None, after: int, limit: int) -> builtins.list[Event]:
         """Events after the cursor ``after``, oldest first: every reservation's for the admin
         (``tenant_id`` None), only its own reservations' for a tenant."""
-        with self.db.transaction() as s:
+        with self.db.reading() as s:
             return tenant_events(s, tenant_id, after, limit)
 
     def desired_state(self, host: str) -> DesiredState:

@@ -125,7 +125,7 @@ class Inventory:
 
     def tenant_by_token(self, token: str) -> Tenant | None:
         """The token's tenant, while the token is valid."""
-        with self.db.transaction() as s:
+        with self.db.reading() as s:
             t = s.scalar(select(Tenant).where(Tenant.token_hash == hash_token(token)))
             if t is not None and t.token_expires_at is not None and t.token_expires_at <= time.time():
                 return None

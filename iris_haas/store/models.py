@@ -186,18 +186,23 @@ class Reservation(Base):
     version: Mapped[int] = mapped_column(Integer)
     committed_version: Mapped[int] = mapped_column(Integer, default=0)
     reservation_state: Mapped[str] = mapped_column(String(24), index=True)
-    provision_state: Mapped[str] = mapped_column(String(24))
+    provision_state: Mapped[str] = mapped_column(String(24), index=True)
     lifecycle_state: Mapped[str] = mapped_column(String(24), index=True)
     data_plane_active: Mapped[bool] = mapped_column(Boolean, default=False)
     # models b and c: the reservation's own segment (its number names it, see contract.names)
     segment_no: Mapped[int | None] = mapped_column(Integer, unique=True)
     segment_key: Mapped[int | None] = mapped_column(BigInteger)
     hold_expires_at: Mapped[float | None] = mapped_column(Float)
+    # the committed version's end (None before the first commit): the scheduler finds what has
+    # ended, and what ends soon, from the index (lifecycle_state, committed_end) alone
+    committed_end: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)
 
     criteria: Mapped[list[Criteria]] = relationship(
         back_populates="reservation", cascade="all, delete-orphan", order_by="Criteria.version"
     )
+
+    __table_args__ = (Index("ix_reservations_due", "lifecycle_state", "committed_end"),)
 
     def criteria_at(self, version: int) -> Criteria:
         """The criteria of a version that exists (raises LookupError otherwise)."""
