@@ -112,10 +112,19 @@ def _rows(session: Session, stmt: Select) -> Sequence[Any]:
         cursor.close()
 
 
-def _draining(kind: str) -> tuple:
-    # an ended reservation's L1 or volume that its host has not yet confirmed gone still takes
-    # its room there, over any interval: nothing is overbooked on the real machine
-    return Allocation.resource_kind == kind, Allocation.status == DRAINING
+def _intervals(session: Session, kind: str, where: list) -> Sequence[Any]:
+    """(resource_id, start, end, *amounts) of each allocation of ``kind`` matching ``where``."""
+    cols = [getattr(Allocation, c) for c in DIMENSIONS[kind]]
+    return _rows(session, select(Allocation.resource_id, Allocation.start, Allocation.end, *cols).where(*where))
+
+
+def _draining(session: Session, kind: str, *where) -> Sequence[Any]:
+    """(resource_id, *amounts) of each draining allocation of ``kind``. An ended reservation's L1
+    or volume that its host has not yet confirmed gone still takes its room there, over any
+    interval: nothing is overbooked on the real machine."""
+    cols = [getattr(Allocation, c) for c in DIMENSIONS[kind]]
+    return _rows(session, select(Allocation.resource_id, *cols).where(
+        Allocation.resource_kind == kind, Allocation.status == DRAINING, *where))
 
 
 def overlapping(
@@ -132,16 +141,11 @@ def overlapping(
     where = _overlap(session, kind, start, end, exclude_reservation)
     if where is None:
         return {}
-    drain = list(_draining(kind))
-    if resource_ids is not None:
-        where.append(Allocation.resource_id.in_(list(resource_ids)))
-        drain.append(Allocation.resource_id.in_(list(resource_ids)))
-    cols = [getattr(Allocation, c) for c in DIMENSIONS[kind]]
+    only = [] if resource_ids is None else [Allocation.resource_id.in_(list(resource_ids))]
     grouped: dict[int, list[Interval]] = defaultdict(list)
-    for rid, s, e, *amount in _rows(session, select(Allocation.resource_id, Allocation.start, Allocation.end, *cols)
-                                    .where(*where)):
+    for rid, s, e, *amount in _intervals(session, kind, [*where, *only]):
         grouped[rid].append((s, e, tuple(amount)))
-    for rid, *amount in _rows(session, select(Allocation.resource_id, *cols).where(*drain)):
+    for rid, *amount in _draining(session, kind, *only):
         grouped[rid].append((start, end, tuple(amount)))
     return grouped
 
@@ -154,18 +158,17 @@ def used(session: Session, kind: str, start: float, end: float, *,
     where = _overlap(session, kind, start, end, exclude_reservation)
     if where is None:
         return {}
-    cols = [getattr(Allocation, c) for c in DIMENSIONS[kind]]
     first: dict[int, tuple] = {}
     more: dict[int, list[tuple]] = {}
-    for row in _rows(session, select(Allocation.resource_id, Allocation.start, Allocation.end, *cols).where(*where)):
+    for row in _intervals(session, kind, where):
         if row[0] in first:
             more.setdefault(row[0], [first[row[0]]]).append(row)
         else:
             first[row[0]] = row
     out = {rid: row[3:] for rid, row in first.items()}
     for rid, rows in more.items():
-        out[rid] = peak([(r[1], r[2], r[3:]) for r in rows], start, end, len(cols))
-    for rid, *amount in _rows(session, select(Allocation.resource_id, *cols).where(*_draining(kind))):
+        out[rid] = peak([(r[1], r[2], r[3:]) for r in rows], start, end, len(DIMENSIONS[kind]))
+    for rid, *amount in _draining(session, kind):
         out[rid] = tuple(map(operator.add, out[rid], amount)) if rid in out else tuple(amount)
     return out
 

@@ -141,6 +141,23 @@ def test_advance_reservation_activates_at_start_and_passes_end_time(api, clock):
     assert ("lifecycle", "PassedEndTime", "terminate", "Terminating") in transitions(api, r["id"])
 
 
+def test_the_scheduler_ends_a_reservation_at_its_committed_versions_end(api, clock):
+    """The end the scheduler acts on is the committed version's: a modify held but not committed
+    changes nothing, its commit moves the end."""
+    r = reserve(api, duration_s=600).json()
+    msg(api, r["id"], "commit")
+    held = api.call("POST", f"/reservations/{r['id']}/modify", "alice",
+                    json={"version": 2, "end": from_epoch(T0 + 1800).isoformat()})
+    assert held.status_code == 200 and held.json()["reservation_state"] == "ReserveHeld"
+    msg(api, r["id"], "abort")
+    api.ok("POST", f"/reservations/{r['id']}/modify", "alice", json={"version": 3, "end": from_epoch(T0 + 1200).isoformat()})
+    msg(api, r["id"], "commit")
+    clock.t = T0 + 600  # the first version's end: it goes on
+    assert api.coordinator.tick()["ended"] == 0 and state(api, r["id"])[2] == "Created"
+    clock.t = T0 + 1200
+    assert api.coordinator.tick()["ended"] == 1 and state(api, r["id"])[2] == "PassedEndTime"
+
+
 def test_forced_end_then_terminate(api):
     r = reserve(api).json()
     msg(api, r["id"], "commit")
