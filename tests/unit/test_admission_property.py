@@ -7,8 +7,8 @@ calendar's sweep."""
 from __future__ import annotations
 
 import shutil
-from types import SimpleNamespace
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
