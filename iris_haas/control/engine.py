@@ -718,8 +718,8 @@ class Coordinator:
         changed = False
         expired, ended, starting, ending = self._scheduled(now)
         with self.db.reading() as s:  # most ticks find nothing due: no lock is taken for them
-            # (no LIMIT: under one, PostgreSQL's planner walked every live reservation, expecting an
-            # early match, instead of the index that finds none)
+            # (no LIMIT: under one, PostgreSQL's planner may expect an early match and walk every
+            # live reservation, as it did for the join these queries replaced, instead of the index)
             due = any(s.execute(q).first() is not None for q in (expired, ended, starting, ending))
         if due:
             with self.db.transaction() as s:
