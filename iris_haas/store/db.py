@@ -241,7 +241,7 @@ class Database:
 
     @staticmethod
     def _note_events(session: Session, _ctx, _instances) -> None:
-        new = [o for o in session.new if isinstance(o, Event)]
+        new = [o for o in session.new if isinstance(o, Event) and o.seq is None]  # not numbered yet
         if new:
             session.info.setdefault("new_events", []).extend(new)
 
@@ -267,7 +267,6 @@ class Database:
             e.seq = top
         session.add_all(unwritten)
         session.flush()
-        session.info.pop("new_events", None)  # noted again by that flush: numbered already
         session.info["numbered"] = True
 
     def _rang(self, session: Session) -> None:
