@@ -40,7 +40,7 @@ Url = Annotated[str | None, typer.Option("--url", envvar="IRIS_API_URL", help="c
 Token = Annotated[str | None, typer.Option("--token", envvar="IRIS_TOKEN", help="API token (admin or tenant)")]
 CaFile = Annotated[Path | None, typer.Option("--ca-file", envvar="IRIS_CA_FILE",
                                              help="the CA of an https:// coordinator's certificate")]
-ProfileOpt = Annotated[str | None, typer.Option("--profile", envvar="IRIS_PROFILE", help="a [profiles.NAME] of "
+ProfileOpt = Annotated[str | None, typer.Option("--profile", envvar="IRIS_PROFILE", help="a \\[profiles.NAME] of "
                                                 "the configuration file (IRIS_CONFIG, default "
                                                 "~/.config/iris/config.toml): its url, token and ca_file")]
 

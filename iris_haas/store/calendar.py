@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from iris_haas.store.models import Allocation
@@ -75,77 +75,82 @@ def peak(intervals: Iterable[Interval], lo: float, hi: float, dims: int) -> tupl
     return tuple(best)
 
 
-def _overlap(session: Session, kind: str, start: float, end: float, exclude_reservation: str | None) -> list | None:
-    """The conditions on an allocation of ``kind`` overlapping [start, end), put so that the
-    calendar's index answers them as one range (starts within the longest duration); None when
-    there is no allocation of ``kind`` at all."""
-    longest = session.scalar(
-        select(func.max(Allocation.duration_s)).where(Allocation.resource_kind == kind)
-    )
-    if longest is None:
-        return None
+# The calendar's statements, compiled once per dialect: (dialect, kind, statement, whether a
+# reservation is excluded) -> the SQL, the order of its parameters (None: the driver takes them
+# by name) and the values of those that are constants (the kind, the draining status).
+_compiled: dict[tuple, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+
+
+def _statement(kind: str, what: str, exclude: bool) -> Select:
+    """``longest``: the longest duration of an allocation of ``kind``. ``overlap``: (resource_id,
+    start, end, *amounts) of each allocation of ``kind`` overlapping [:start, :end), put so that
+    the calendar's index answers it as one range (starts from :earliest, the start less the
+    longest duration). ``draining``: (resource_id, *amounts) of each draining allocation."""
+    if what == "longest":
+        return select(func.max(Allocation.duration_s)).where(Allocation.resource_kind == kind)
+    amounts = [getattr(Allocation, c) for c in DIMENSIONS[kind]]
+    if what == "draining":
+        return select(Allocation.resource_id, *amounts).where(
+            Allocation.resource_kind == kind, Allocation.status == DRAINING)
     where = [
         Allocation.resource_kind == kind,
-        Allocation.start >= start - longest,
-        Allocation.start < end,
-        Allocation.end > start,
+        Allocation.start >= bindparam("earliest"),
+        Allocation.start < bindparam("end"),
+        Allocation.end > bindparam("start"),
         Allocation.status != DRAINING,
     ]
-    if exclude_reservation is not None:
-        where.append(Allocation.reservation_id != exclude_reservation)
-    return where
+    if exclude:
+        where.append(Allocation.reservation_id != bindparam("exclude"))
+    return select(Allocation.resource_id, Allocation.start, Allocation.end, *amounts).where(*where)
 
 
-def _rows(session: Session, stmt: Select) -> Sequence[Any]:
-    """The statement's rows as the driver's own tuples, read from its cursor: the calendar reads
-    a thousand rows per request at scale, and making a SQLAlchemy row of each cost more than the
-    query. Run after a query through the session, which has flushed what is pending."""
+def _rows(session: Session, kind: str, what: str, **params: Any) -> Sequence[Any]:
+    """A calendar statement's rows (:func:`_statement`) as the driver's own tuples, read from its
+    cursor: the calendar reads a thousand rows per request at scale, and making a SQLAlchemy row
+    of each, or compiling the statement each time, cost more than the query. What the session
+    holds pending is flushed first, as before its own queries."""
+    session.flush()
     conn = session.connection()
-    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    params = compiled.construct_params()
+    key = (conn.dialect.name, kind, what, "exclude" in params)
+    sql = _compiled.get(key)
+    if sql is None:
+        compiled = _statement(kind, what, "exclude" in params).compile(dialect=conn.dialect)
+        sql = _compiled[key] = (compiled.string, tuple(compiled.positiontup or ()) if compiled.positional else None,
+                                {k: v for k, v in compiled.construct_params(params).items() if k not in params})
+    text, order, constants = sql
+    params.update(constants)
     cursor = conn.connection.cursor()
     try:
-        cursor.execute(compiled.string, tuple(params[k] for k in compiled.positiontup or ())
-                       if compiled.positional else params)
+        cursor.execute(text, tuple(params[k] for k in order) if order is not None else params)
         return cursor.fetchall()
     finally:
         cursor.close()
 
 
-def _intervals(session: Session, kind: str, where: list) -> Sequence[Any]:
-    """(resource_id, start, end, *amounts) of each allocation of ``kind`` matching ``where``."""
-    cols = [getattr(Allocation, c) for c in DIMENSIONS[kind]]
-    return _rows(session, select(Allocation.resource_id, Allocation.start, Allocation.end, *cols).where(*where))
+def _window(session: Session, kind: str, start: float, end: float,
+            exclude_reservation: str | None) -> dict[str, Any] | None:
+    """The parameters of ``overlap`` for [start, end); None when there is no allocation of
+    ``kind`` at all."""
+    longest = _rows(session, kind, "longest")[0][0]
+    if longest is None:
+        return None
+    params: dict[str, Any] = {"earliest": start - longest, "end": end, "start": start}
+    if exclude_reservation is not None:
+        params["exclude"] = exclude_reservation
+    return params
 
 
-def _draining(session: Session, kind: str, *where) -> Sequence[Any]:
-    """(resource_id, *amounts) of each draining allocation of ``kind``. An ended reservation's L1
-    or volume that its host has not yet confirmed gone still takes its room there, over any
-    interval: nothing is overbooked on the real machine."""
-    cols = [getattr(Allocation, c) for c in DIMENSIONS[kind]]
-    return _rows(session, select(Allocation.resource_id, *cols).where(
-        Allocation.resource_kind == kind, Allocation.status == DRAINING, *where))
-
-
-def overlapping(
-    session: Session,
-    kind: str,
-    start: float,
-    end: float,
-    *,
-    exclude_reservation: str | None = None,
-    resource_ids: Sequence[int] | None = None,
-) -> dict[int, list[Interval]]:
+def overlapping(session: Session, kind: str, start: float, end: float, *,
+                exclude_reservation: str | None = None) -> dict[int, list[Interval]]:
     """All allocations of ``kind`` overlapping [start, end), grouped by resource, in one query
     (the draining ones in another, as if they spanned [start, end))."""
-    where = _overlap(session, kind, start, end, exclude_reservation)
-    if where is None:
+    window = _window(session, kind, start, end, exclude_reservation)
+    if window is None:
         return {}
-    only = [] if resource_ids is None else [Allocation.resource_id.in_(list(resource_ids))]
     grouped: dict[int, list[Interval]] = defaultdict(list)
-    for rid, s, e, *amount in _intervals(session, kind, [*where, *only]):
+    for rid, s, e, *amount in _rows(session, kind, "overlap", **window):
         grouped[rid].append((s, e, tuple(amount)))
-    for rid, *amount in _draining(session, kind, *only):
+    for rid, *amount in _rows(session, kind, "draining"):
         grouped[rid].append((start, end, tuple(amount)))
     return grouped
 
@@ -155,12 +160,12 @@ def used(session: Session, kind: str, start: float, end: float, *,
     """Per resource with anything on it, the peak over [start, end): what :func:`peak` gives
     for :func:`overlapping`'s intervals, without making an interval of each allocation. Most
     resources have a single overlapping allocation, and its amount is the peak."""
-    where = _overlap(session, kind, start, end, exclude_reservation)
-    if where is None:
+    window = _window(session, kind, start, end, exclude_reservation)
+    if window is None:
         return {}
     first: dict[int, tuple] = {}
     more: dict[int, list[tuple]] = {}
-    for row in _intervals(session, kind, where):
+    for row in _rows(session, kind, "overlap", **window):
         if row[0] in first:
             more.setdefault(row[0], [first[row[0]]]).append(row)
         else:
@@ -168,7 +173,7 @@ def used(session: Session, kind: str, start: float, end: float, *,
     out = {rid: row[3:] for rid, row in first.items()}
     for rid, rows in more.items():
         out[rid] = peak([(r[1], r[2], r[3:]) for r in rows], start, end, len(DIMENSIONS[kind]))
-    for rid, *amount in _draining(session, kind):
+    for rid, *amount in _rows(session, kind, "draining"):
         out[rid] = tuple(map(operator.add, out[rid], amount)) if rid in out else tuple(amount)
     return out
 
