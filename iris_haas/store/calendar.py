@@ -85,7 +85,9 @@ def _statement(kind: str, what: str, exclude: bool) -> Select:
     """``longest``: the longest duration of an allocation of ``kind``. ``overlap``: (resource_id,
     start, end, *amounts) of each allocation of ``kind`` overlapping [:start, :end), put so that
     the calendar's index answers it as one range (starts from :earliest, the start less the
-    longest duration). ``draining``: (resource_id, *amounts) of each draining allocation."""
+    longest duration). ``draining``: (resource_id, *amounts) of each draining allocation: an
+    ended reservation's L1 or volume that its host has not yet confirmed gone still takes its
+    room there, over any interval, so nothing is overbooked on the real machine."""
     if what == "longest":
         return select(func.max(Allocation.duration_s)).where(Allocation.resource_kind == kind)
     amounts = [getattr(Allocation, c) for c in DIMENSIONS[kind]]
