@@ -7,6 +7,7 @@ import re
 import time
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from iris_haas.api.service import LocalCoordinator
@@ -72,6 +73,23 @@ def test_admin_and_tenant_workflow(server):
     assert body["service_model"] == "c" and body["items"][0]["addresses"] == ["10.77.0.51/24"]
     bad = iris(url, token, "reserve", "--duration", "10m", "--nodes", "1", "--service-model", "c", ok=False)
     assert bad.exit_code == 1 and "routing" in bad.output and "Traceback" not in bad.output
+
+
+def test_help_texts_keep_their_brackets():
+    """rich reads ``[...]`` in a help text as markup and drops it unless it is escaped."""
+    def walk(cmd, path):
+        yield cmd, path
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    checked = 0
+    for cmd, path in walk(typer.main.get_command(app), []):
+        for p in cmd.params:
+            for token in re.findall(r"\\?\[[^\]\s]+\]", getattr(p, "help", None) or ""):
+                out = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"}).output
+                assert token.lstrip("\\") in out, (path, p.name, token)
+                checked += 1
+    assert checked  # --profile's [profiles.NAME] at least
 
 
 def test_unreachable_coordinator_is_a_clear_error():
