@@ -75,9 +75,10 @@ def peak(intervals: Iterable[Interval], lo: float, hi: float, dims: int) -> tupl
     return tuple(best)
 
 
-# The calendar's statements, compiled once per dialect: (dialect, kind, statement, whether a
-# reservation is excluded) -> the SQL, the order of its parameters (None: the driver takes them
-# by name) and the values of those that are constants (the kind, the draining status).
+# The calendar's statements, compiled once per dialect: (dialect, driver, paramstyle, kind,
+# statement, whether a reservation is excluded) -> the SQL, the order of its parameters (None:
+# the driver takes them by name) and the values of those that are constants (the kind, the
+# draining status).
 _compiled: dict[tuple, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
 
 
@@ -113,10 +114,11 @@ def _rows(session: Session, kind: str, what: str, **params: Any) -> Sequence[Any
     holds pending is flushed first, as before its own queries."""
     session.flush()
     conn = session.connection()
-    key = (conn.dialect.name, kind, what, "exclude" in params)
+    dialect = conn.dialect
+    key = (dialect.name, dialect.driver, dialect.paramstyle, kind, what, "exclude" in params)
     sql = _compiled.get(key)
     if sql is None:
-        compiled = _statement(kind, what, "exclude" in params).compile(dialect=conn.dialect)
+        compiled = _statement(kind, what, "exclude" in params).compile(dialect=dialect)
         sql = _compiled[key] = (compiled.string, tuple(compiled.positiontup or ()) if compiled.positional else None,
                                 {k: v for k, v in compiled.construct_params(params).items() if k not in params})
     text, order, constants = sql
