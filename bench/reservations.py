@@ -13,6 +13,8 @@ binaries, a Unix socket, stopped by its PID), the baseline on a copy made with `
 TEMPLATE``. ``--http`` sends Iris's requests through a real ``iris serve`` (a process of its own,
 uvicorn) with the project's HTTP client, from ``--clients`` threads at once; the baseline stays in
 process (it has no server), so ``speedup`` compares Iris over HTTP with the baseline's direct queries.
+The clients start once every host is in sync: a new coordinator first sends each node its (empty)
+state, and ``settled_s`` says how long that took.
 """
 
 from __future__ import annotations
@@ -113,9 +115,11 @@ def body(start: float, end: float, count: int, cpus: int) -> dict:
 
 
 
-def measure_http(url: str, data_dir: Path, reqs, token: str, clients: int) -> tuple[list[float], float]:
+def measure_http(url: str, data_dir: Path, reqs, token: str, clients: int) -> tuple[list[float], float, float]:
     """Reserve + commit through ``iris serve`` (its own process) from ``clients`` threads at once;
-    returns every request's latency and the wall time of them all."""
+    returns every request's latency, the wall time of them all, and how long the coordinator took
+    after its start to have every host in sync (measured from then on: a new coordinator first
+    sends each of the nodes its state, two transactions per host, which is not the steady state)."""
     port = free_port()
     log = open(data_dir / "serve.log", "w")  # noqa: SIM115 - closed after the server, below
     iris = Path(sys.executable).with_name("iris")  # the virtualenv's entry point
@@ -132,6 +136,7 @@ def measure_http(url: str, data_dir: Path, reqs, token: str, clients: int) -> tu
                 if serve.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"iris serve did not start; see {data_dir / 'serve.log'}") from None
                 time.sleep(0.2)
+        settled = settle(base, data_dir, deadline=time.monotonic() + 300)
         lat: list[float] = []
         lock = threading.Lock()
 
@@ -154,7 +159,7 @@ def measure_http(url: str, data_dir: Path, reqs, token: str, clients: int) -> tu
             th.start()
         for th in threads:
             th.join()
-        return lat, time.perf_counter() - t
+        return lat, time.perf_counter() - t, settled
     finally:
         serve.terminate()  # our own child, by its PID
         try:
@@ -163,6 +168,21 @@ def measure_http(url: str, data_dir: Path, reqs, token: str, clients: int) -> tu
             serve.kill()
             serve.wait()
         log.close()
+
+
+def settle(base: str, data_dir: Path, deadline: float) -> float:
+    """Wait until every host has acknowledged its generation, in sync (``GET /v1/hosts``); returns
+    the seconds waited."""
+    t = time.monotonic()
+    with Client(base, (data_dir / "admin-token").read_text().strip(), timeout=30) as admin:
+        while True:
+            hosts = admin.get("/hosts")
+            if hosts and all(h["acked"] >= h["generation"] and h["in_sync"] for h in hosts):
+                return time.monotonic() - t
+            if time.monotonic() > deadline:
+                behind = sum(1 for h in hosts if h["acked"] < h["generation"] or not h["in_sync"])
+                raise SystemExit(f"iris serve left {behind} of {len(hosts)} hosts behind; see {data_dir / 'serve.log'}")
+            time.sleep(0.5)
 
 
 def naive_reserve(db: Database, start: float, end: float, count: int, cpus: int, tenant_id: int, site_id: int) -> None:
@@ -261,9 +281,10 @@ def main() -> None:
         with db.transaction() as s:
             tenant_id = s.scalar(select(Tenant.id))
             site_id = s.scalar(select(Site.id))
+        settled_s = 0.0
         if args.http:
             db.dispose()
-            ours, ours_total = measure_http(url, tmp, reqs, token, args.clients)
+            ours, ours_total, settled_s = measure_http(url, tmp, reqs, token, args.clients)
         else:
             t = time.perf_counter()
             ours = measure_iris(db, reqs, t0, tenant_id)
@@ -298,6 +319,7 @@ def main() -> None:
         "http": args.http,
         "clients": args.clients if args.http else 0,
         "populate_s": round(populate_s, 1),
+        **({"settled_s": round(settled_s, 1)} if args.http else {}),
     }))
 
 
