@@ -177,11 +177,12 @@ def settle(base: str, data_dir: Path, deadline: float) -> float:
     with Client(base, (data_dir / "admin-token").read_text().strip(), timeout=30) as admin:
         while True:
             hosts = admin.get("/hosts")
-            if hosts and all(h["acked"] >= h["generation"] and h["in_sync"] for h in hosts):
+            behind = [h for h in hosts if not (h["acked"] >= h["generation"] and h["in_sync"])]
+            if hosts and not behind:
                 return time.monotonic() - t
             if time.monotonic() > deadline:
-                behind = sum(1 for h in hosts if h["acked"] < h["generation"] or not h["in_sync"])
-                raise SystemExit(f"iris serve left {behind} of {len(hosts)} hosts behind; see {data_dir / 'serve.log'}")
+                raise SystemExit(f"iris serve left {len(behind)} of {len(hosts)} hosts behind; "
+                                 f"see {data_dir / 'serve.log'}")
             time.sleep(0.5)
 
 
